@@ -1,0 +1,3 @@
+from peerpower.cli import main
+
+raise SystemExit(main())

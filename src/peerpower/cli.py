@@ -1,0 +1,153 @@
+"""The ``peerpower`` command line: ``clear``, ``verify``, ``demo`` and ``bench``.
+
+Commands that take data read JSON and write JSON. Bad input exits with code 2, prints nothing
+on stdout and one line of JSON on stderr: ``{"error": "...", "field": "..."}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from peerpower.errors import ClearingError, InvalidInput
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class _JsonErrorParser(argparse.ArgumentParser):
+    """argparse that reports usage errors as the one-line JSON error of every command."""
+
+    def error(self, message: str) -> NoReturn:
+        field = "argv"
+        if "--" in message:
+            field = message.split("--", 1)[1].split()[0].strip(":,'\"")
+        _emit_error(f"{self.prog}: {message}", field)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _emit_error(message: str, field: str) -> None:
+    sys.stderr.write(json.dumps({"error": message, "field": field}, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send anything a native solver prints to stderr, keeping stdout for our JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _read_json(source: str, field: str) -> Any:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as err:
+        raise InvalidInput(field, f"cannot read {source!r}: {err.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InvalidInput(
+            field, f"{source!r} is not JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        ) from None
+    except RecursionError:
+        raise InvalidInput(field, f"{source!r} nests too deeply") from None
+
+
+def _cmd_clear(args: argparse.Namespace) -> int:
+    from peerpower.market import clear, parse_book
+
+    book = parse_book(_read_json(args.book, "book"))
+    with _stdout_to_stderr():
+        result = clear(book, args.mechanism, args.goal)
+    sys.stdout.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from peerpower.market import parse_book, verify
+    from peerpower.market.verify import result_from_json
+
+    book = parse_book(_read_json(args.book, "book"))
+    result = result_from_json(_read_json(args.result, "result"))
+    report = verify(book, result)
+    sys.stdout.write(json.dumps(report.to_json()) + "\n")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from peerpower.demo import run_demo
+
+    with _stdout_to_stderr():
+        text = run_demo(Path(args.examples), args.depth)
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from peerpower.bench import run_clearing_bench
+
+    return run_clearing_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _JsonErrorParser(prog="peerpower", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_JsonErrorParser)
+
+    p = sub.add_parser("clear", help="clear a book (JSON) with one mechanism; result on stdout")
+    p.add_argument("book", help="book file, or - for standard input")
+    p.add_argument("--mechanism", required=True, help="cda, call or optimal")
+    p.add_argument("--goal", default=None, help="volume, welfare (default) or maxmin")
+    p.set_defaults(run=_cmd_clear)
+
+    p = sub.add_parser("verify", help="check a clearing result against its book")
+    p.add_argument("book", help="book file, or - for standard input")
+    p.add_argument("result", help="result file (as printed by peerpower clear)")
+    p.set_defaults(run=_cmd_verify)
+
+    p = sub.add_parser("demo", help="clear the sample books with each mechanism, as tables")
+    p.add_argument("--examples", default="examples", help="folder of sample books")
+    p.add_argument("--depth", type=int, default=10, help="price levels per side in ladders")
+    p.set_defaults(run=_cmd_demo)
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bench = p.add_subparsers(dest="bench", required=True, parser_class=_JsonErrorParser)
+    b = bench.add_parser("clearing", help="clearing time against a lower bound")
+    b.add_argument(
+        "--sizes",
+        default="1000,10000,100000,200000",
+        help="comma-separated book sizes [orders]",
+    )
+    b.add_argument("--sites", type=int, default=2000, help="sites in the grid tree")
+    b.add_argument("--repeat", type=int, default=3, help="runs per measurement (best is kept)")
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--out", default=None, help="also write the figures as JSON here")
+    b.set_defaults(run=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except (InvalidInput, ClearingError) as err:
+        _emit_error(str(err), err.field)
+        return EXIT_BAD_INPUT
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

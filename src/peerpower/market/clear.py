@@ -1,0 +1,30 @@
+"""One entry point for every mechanism."""
+
+from __future__ import annotations
+
+from peerpower.errors import ClearingError
+from peerpower.market.call import clear_call
+from peerpower.market.cda import clear_cda
+from peerpower.market.optimal import clear_optimal
+from peerpower.market.orders import Book
+from peerpower.market.result import GOALS, MECHANISMS, ClearingResult, Goal
+
+
+def clear(book: Book, mechanism: str, goal: str | None = None) -> ClearingResult:
+    """Clear ``book`` with ``mechanism`` (``cda``, ``call`` or ``optimal``).
+
+    ``goal`` (``volume``, ``welfare`` or ``maxmin``; default ``welfare``) applies to ``optimal``
+    only.
+    """
+    if mechanism not in MECHANISMS:
+        raise ClearingError(
+            "mechanism", f"unknown mechanism {mechanism!r}; use one of {', '.join(MECHANISMS)}"
+        )
+    if goal is not None and goal not in GOALS:
+        raise ClearingError("goal", f"unknown goal {goal!r}; use one of {', '.join(GOALS)}")
+    if mechanism == "cda":
+        return clear_cda(book)
+    if mechanism == "call":
+        return clear_call(book)
+    chosen: Goal = "welfare" if goal is None else goal  # type: ignore[assignment]
+    return clear_optimal(book, chosen)

@@ -1,0 +1,188 @@
+"""Min-cost flow machinery for optimal clearing: lexicographic stages, potentials, decomposition.
+
+The clearing networks are built by :mod:`peerpower.market.optimal`. Here they are solved with
+OR-tools' network simplex / cost-scaling solver (C++), chosen over an LP solver because on the
+benchmark's 200,000-order welfare network it took 0.4 s against 34 s for HiGHS' LP simplex.
+
+Lexicographic objectives (primary, then secondary, then the seeded score) are solved in stages:
+after each stage, node potentials are recovered from the residual graph (Bellman–Ford), and every
+arc whose reduced cost is not zero is fixed at the bound where it sits. What is left free is
+exactly the face of optimal flows (complementary slackness with one optimal dual), and the next
+stage optimises over it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from ortools.graph.python import min_cost_flow
+
+from peerpower.errors import ClearingError
+
+I64 = npt.NDArray[np.int64]
+Bool = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """A flow network with one source and one sink.
+
+    ``order[a]`` is the book index of the order that arc ``a`` fills (sell arcs leave the source,
+    buy arcs enter the sink), ``-1`` for other arcs. ``supply`` units leave the source; a bypass
+    arc source → sink with zero cost takes what is not traded.
+    """
+
+    n_nodes: int
+    tail: I64
+    head: I64
+    cap: I64
+    order: I64
+    source: int
+    sink: int
+    supply: int
+
+
+def solve(net: Network, cost: I64, free: Bool | None = None, fixed: I64 | None = None) -> I64:
+    """Min-cost flow over the arcs marked ``free``; the others carry ``fixed`` flow."""
+    supply = np.zeros(net.n_nodes, dtype=np.int64)
+    supply[net.source] = net.supply
+    supply[net.sink] = -net.supply
+    flow = np.zeros(len(net.tail), dtype=np.int64) if fixed is None else fixed.copy()
+    if free is None:
+        idx = np.arange(len(net.tail))
+    else:
+        idx = np.flatnonzero(free)
+        held = np.flatnonzero(~free)
+        np.subtract.at(supply, net.tail[held], flow[held])
+        np.add.at(supply, net.head[held], flow[held])
+    if len(idx) == 0:
+        if supply.any():
+            raise ClearingError("optimal", "internal: the fixed flows do not balance")
+        return flow
+    smcf = min_cost_flow.SimpleMinCostFlow()
+    smcf.add_arcs_with_capacity_and_unit_cost(
+        net.tail[idx].astype(np.int32),
+        net.head[idx].astype(np.int32),
+        net.cap[idx],
+        cost[idx],
+    )
+    nodes = np.flatnonzero(supply)
+    if len(nodes):
+        smcf.set_nodes_supplies(nodes.astype(np.int32), supply[nodes])
+    status = smcf.solve()
+    if status != smcf.OPTIMAL:
+        raise ClearingError("optimal", f"internal: min-cost flow ended with status {status}")
+    flow[idx] = smcf.flows(np.arange(len(idx), dtype=np.int32))
+    return flow
+
+
+def potentials(net: Network, flow: I64, cost: I64, arcs: Bool | None = None) -> I64:
+    """Node potentials ``d`` with ``cost + d[tail] − d[head] ≥ 0`` on every residual arc.
+
+    Bellman–Ford from a virtual root joined to every node at zero cost, vectorised over arcs.
+    Only the arcs marked in ``arcs`` are part of the residual graph.
+    """
+    sel = np.ones(len(flow), dtype=bool) if arcs is None else arcs
+    fwd = sel & (flow < net.cap)
+    bwd = sel & (flow > 0)
+    src = np.concatenate([net.tail[fwd], net.head[bwd]])
+    dst = np.concatenate([net.head[fwd], net.tail[bwd]])
+    w = np.concatenate([cost[fwd], -cost[bwd]])
+    d = np.zeros(net.n_nodes, dtype=np.int64)
+    for _ in range(net.n_nodes + 1):
+        nd = d.copy()
+        np.minimum.at(nd, dst, d[src] + w)
+        if np.array_equal(nd, d):
+            return d
+        d = nd
+    raise ClearingError("optimal", "internal: negative cycle left in an optimal flow")
+
+
+def lexicographic(net: Network, stages: list[I64]) -> I64:
+    """Optimise the stage costs in turn, each over the optimal face of the ones before."""
+    free = np.ones(len(net.tail), dtype=bool)
+    flow: I64 = np.zeros(len(net.tail), dtype=np.int64)
+    for k, cost in enumerate(stages):
+        flow = solve(net, cost, free if k else None, flow if k else None)
+        if k + 1 == len(stages):
+            break
+        d = potentials(net, flow, cost, free)
+        rc = cost + d[net.tail] - d[net.head]
+        free = free & (rc == 0)
+    return flow
+
+
+def score_costs(net: Network, r: list[int], lot_wh: int) -> I64:
+    """Costs −r_k (shifted right to fit int64 safely) on order arcs: max Σ r_k · filled_k.
+
+    The shift keeps ``max cost × (nodes + 1)`` and ``max cost × total flow`` below 2⁶², as the
+    solver requires; the score is then maximised exactly on its top ``64 − shift`` bits.
+    """
+    order = net.order
+    total = int(net.cap[order >= 0].sum()) + 1
+    budget = 62 - max(net.n_nodes + 1, total).bit_length()
+    shift = max(0, 64 - budget)
+    cost = np.zeros(len(order), dtype=np.int64)
+    idx = np.flatnonzero(order >= 0)
+    cost[idx] = [-(r[k] >> shift) for k in order[idx].tolist()]
+    return cost
+
+
+def decompose(net: Network, flow: I64) -> list[tuple[int, int, int]]:
+    """Split an acyclic flow into (sell order, buy order, lots) units.
+
+    Pieces of each sell travel along positive-flow arcs in topological order; at every node they
+    serve the node's buy arcs first, then its outgoing arcs, first come first served.
+    """
+    n = net.n_nodes
+    tail = net.tail.tolist()
+    head = net.head.tolist()
+    order = net.order.tolist()
+    f = flow.tolist()
+    s, t = net.source, net.sink
+    inbox: list[list[list[int]]] = [[] for _ in range(n)]
+    outs: list[list[int]] = [[] for _ in range(n)]
+    indeg = [0] * n
+    for a in range(len(f)):
+        if f[a] <= 0:
+            continue
+        u, v = tail[a], head[a]
+        if u == s:
+            if v != t:
+                inbox[v].append([order[a], f[a]])
+            continue
+        outs[u].append(a)
+        if v != t:
+            indeg[v] += 1
+    queue = [v for v in range(n) if v not in (s, t) and indeg[v] == 0]
+    units: list[tuple[int, int, int]] = []
+    while queue:
+        u = queue.pop()
+        pool = inbox[u]
+        inbox[u] = []
+        pos = 0
+        arcs = sorted(outs[u], key=lambda a: (head[a] != t, a))
+        for a in arcs:
+            need = f[a]
+            v = head[a]
+            while need:
+                piece = pool[pos]
+                take = min(need, piece[1])
+                if v == t:
+                    units.append((piece[0], order[a], take))
+                else:
+                    inbox[v].append([piece[0], take])
+                piece[1] -= take
+                need -= take
+                if piece[1] == 0:
+                    pos += 1
+            if v != t:
+                indeg[v] -= 1
+                if indeg[v] == 0:
+                    queue.append(v)
+    merged: dict[tuple[int, int], int] = {}
+    for si, bi, lots in units:
+        merged[(si, bi)] = merged.get((si, bi), 0) + lots
+    return [(si, bi, lots) for (si, bi), lots in sorted(merged.items())]

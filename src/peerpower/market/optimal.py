@@ -1,0 +1,490 @@
+"""Optimal clearing for a shared goal (DESIGN.md §3; the seeds' optimal clearing).
+
+Choose energies ``x_ij`` (whole lots) on compatible pairs to best meet the market's goal —
+``volume`` (then welfare), ``welfare`` (then volume) or ``maxmin`` (then welfare) — and break
+remaining ties by the seeded score Σ r_k · filled_k. Each traded pair is a balanced unit priced
+at the midpoint ``ask + floor(spread / 2)``.
+
+Solvers
+-------
+* ``welfare`` on the grid tree is a min-cost flow with O(orders + edges) arcs: sells enter at
+  their node at cost ``ask``, buys leave at ``−bid``, edges cost their fee both ways and carry
+  their capacity. Any optimal flow splits into compatible pairs: with optimal node prices π,
+  every positive-flow path from i to j has ``ask_i ≤ π(n_i)``, ``π(m_j) − π(n_i) ≥ fee_ij`` and
+  ``π(m_j) ≤ bid_j``. The node prices are the LP certificate.
+* ``volume`` ignores prices, so compatibility must be built in: a price-expanded network with,
+  at every node ``v``, an up-chain of the prices sells in ``v``'s subtree reach at ``v`` and a
+  down-chain of the prices buys in the subtree can pay at ``v``. Flow climbs the tree on the
+  up-chains (adding fees), crosses to the down-chain at the lowest common ancestor, descends
+  (adding fees) and may only move up in price; so every path is a compatible pair. A minimum cut
+  gives price thresholds per node, the certificate.
+* ``maxmin`` (and any book a network cannot express exactly — a participant able to trade with
+  itself, or ``volume`` with edge capacities) is a mixed-integer program over compatible pairs,
+  solved in lexicographic stages by SCIP through OR-tools (the HiGHS inside OR-tools cannot be
+  made quiet or exact through that interface, and highspy cannot share a process with OR-tools).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from peerpower.errors import ClearingError
+from peerpower.grid.tree import GridTree
+from peerpower.market import flow as fl
+from peerpower.market.objective import evaluate, maxmin_participants, midpoint_price
+from peerpower.market.orders import Book, BookArrays, book_arrays
+from peerpower.market.result import ClearingResult, Goal, Trade, totals_of
+
+I64 = npt.NDArray[np.int64]
+
+
+def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
+    """Clear ``book`` optimally for ``goal``; see the module notes."""
+    if goal not in ("volume", "welfare", "maxmin"):
+        raise ClearingError("goal", f"unknown goal {goal!r}; use volume, welfare or maxmin")
+    arr = book_arrays(book)
+    live = _tradable(arr)
+    certificate: dict[str, Any] | None = None
+    self_pairs = _self_compatible(book, arr, live)
+    # The networks take every order, tradable or not, so that their certificates bound the
+    # whole book.
+    everyone = np.ones(len(book.orders), dtype=bool) if live.any() else live
+    if goal == "welfare" and not self_pairs:
+        units, certificate = _welfare_flow(book, arr, everyone)
+    elif goal == "volume" and not self_pairs and not book.grid.has_capacities:
+        units, certificate = _volume_flow(book, arr, everyone)
+    else:
+        units = _pairwise(book, arr, live, goal)
+    trades = _trades(book, units)
+    limit = {o.id: o.price_sen_per_kwh for o in book.orders}
+    objective = evaluate(book, trades, goal, scores=list(arr.score))
+    return ClearingResult(
+        "optimal",
+        trades,
+        totals_of(trades, limit),
+        goal=goal,
+        objective=objective,
+        certificate=certificate,
+    )
+
+
+# -- shared helpers ----------------------------------------------------------------------------
+def _tradable(arr: BookArrays) -> npt.NDArray[np.bool_]:
+    """Orders that could trade at all: fees are never negative, so a sell above every bid (or a
+    buy below every ask) has no compatible counterparty."""
+    sells, buys = arr.is_sell, ~arr.is_sell
+    if not sells.any() or not buys.any():
+        return np.zeros(len(arr.is_sell), dtype=bool)
+    max_bid = arr.price[buys].max()
+    min_ask = arr.price[sells].min()
+    live: npt.NDArray[np.bool_] = np.where(sells, arr.price <= max_bid, arr.price >= min_ask)
+    return live
+
+
+def _self_compatible(book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]) -> bool:
+    """Whether some participant has a sell and a buy that are price-compatible with each other."""
+    idx = np.flatnonzero(live)
+    if not len(idx):
+        return False
+    both = np.intersect1d(arr.participant[idx[arr.is_sell[idx]]], arr.participant[idx[~arr.is_sell[idx]]])
+    grid = book.grid
+    for p in both.tolist():
+        mine = idx[arr.participant[idx] == p]
+        sells = mine[arr.is_sell[mine]].tolist()
+        buys = mine[~arr.is_sell[mine]].tolist()
+        for s in sells:
+            for b in buys:
+                if arr.price[b] - grid.fee(int(arr.node[s]), int(arr.node[b])) >= arr.price[s]:
+                    return True
+    return False
+
+
+def _trades(book: Book, units: list[tuple[int, int, int]]) -> tuple[Trade, ...]:
+    grid = book.grid
+    orders = book.orders
+    lot = book.lot_wh
+    out: list[Trade] = []
+    for s, b, lots in units:
+        so, bo = orders[s], orders[b]
+        fee = grid.fee(grid.index[so.node], grid.index[bo.node])
+        price = midpoint_price(so.price_sen_per_kwh, bo.price_sen_per_kwh, fee)
+        out.append(Trade(so.id, bo.id, so.participant, bo.participant, lots * lot, price, fee))
+    return tuple(out)
+
+
+def _children(grid: GridTree) -> list[list[int]]:
+    kids: list[list[int]] = [[] for _ in range(grid.size)]
+    for v in grid.order[1:]:
+        kids[grid.parent[v]].append(v)
+    return kids
+
+
+# -- welfare: min-cost flow on the tree ---------------------------------------------------------
+def _welfare_flow(
+    book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]
+) -> tuple[list[tuple[int, int, int]], dict[str, Any] | None]:
+    grid = book.grid
+    n = grid.size
+    s_node, t_node = n, n + 1
+    idx_s = np.flatnonzero(live & arr.is_sell)
+    idx_b = np.flatnonzero(live & ~arr.is_sell)
+    if not len(idx_s) or not len(idx_b):
+        return [], None
+    total = int(arr.lots[idx_s].sum())
+    big = total + 2
+    child = np.array([v for v in range(n) if grid.parent[v] >= 0], dtype=np.int64)
+    par = np.array([grid.parent[v] for v in child.tolist()], dtype=np.int64)
+    edge_cap = np.array(
+        [
+            grid.capacity_wh[v] // book.lot_wh if grid.capacity_wh[v] >= 0 else big
+            for v in child.tolist()
+        ],
+        dtype=np.int64,
+    )
+    edge_fee = np.array([grid.fee_sen_per_kwh[v] for v in child.tolist()], dtype=np.int64)
+    ne = len(child)
+    ns, nb = len(idx_s), len(idx_b)
+    tail = np.concatenate([child, par, np.full(ns, s_node), arr.node[idx_b], [s_node]])
+    head = np.concatenate([par, child, arr.node[idx_s], np.full(nb, t_node), [t_node]])
+    cap = np.concatenate([edge_cap, edge_cap, arr.lots[idx_s], arr.lots[idx_b], [total + 1]])
+    order = np.concatenate([np.full(2 * ne, -1), idx_s, idx_b, [-1]]).astype(np.int64)
+    # One more unit than the sells can carry forces flow through the bypass, so the source and
+    # the sink end up with equal potentials and the node prices read off directly.
+    net = fl.Network(n + 2, tail, head, cap, order, s_node, t_node, total + 1)
+    welfare = np.concatenate(
+        [edge_fee, edge_fee, arr.price[idx_s], -arr.price[idx_b], [0]]
+    ).astype(np.int64)
+    volume = np.zeros(len(tail), dtype=np.int64)
+    volume[2 * ne : 2 * ne + ns] = -1
+    score = fl.score_costs(net, list(arr.score), book.lot_wh)
+    flow = fl.lexicographic(net, [welfare, volume, score])
+    # Opposite flows on one edge cancel at no cost (fees are then zero): keep the net only.
+    up, down = flow[:ne].copy(), flow[ne : 2 * ne].copy()
+    both = np.minimum(up, down)
+    flow[:ne] = up - both
+    flow[ne : 2 * ne] = down - both
+    units = fl.decompose(net, flow)
+    return units, _welfare_certificate(book, net, flow, welfare, child, ne)
+
+
+def _welfare_certificate(
+    book: Book, net: fl.Network, flow: I64, cost: I64, child: I64, ne: int
+) -> dict[str, Any]:
+    """Node prices π [sen/kWh] and signed congestion rents ρ on capacitated edges.
+
+    With u_i = max(0, π(n_i) − ask_i), v_j = max(0, bid_j − π(m_j)) and |ρ_e| on each
+    capacity, they form a feasible dual of the pairwise welfare LP; verify() checks that its
+    value equals the welfare of the trades, which proves the clearing optimal.
+    """
+    grid = book.grid
+    d = fl.potentials(net, flow, cost)
+    price = d[: grid.size] - d[net.source]
+    prices = {grid.ids[v]: int(price[v]) for v in range(grid.size)}
+    rents: dict[str, int] = {}
+    for k, c in enumerate(child.tolist()):
+        if grid.capacity_wh[c] < 0:
+            continue
+        delta = int(price[grid.parent[c]] - price[c])
+        fee = grid.fee_sen_per_kwh[c]
+        rho = min(max(0, delta - fee), delta + fee)
+        if rho:
+            rents[grid.ids[c]] = rho
+    del ne
+    return {"kind": "welfare-node-prices", "price_sen_per_kwh": prices, "rent_sen_per_kwh": rents}
+
+
+# -- volume: price-expanded network -------------------------------------------------------------
+def _volume_flow(
+    book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]
+) -> tuple[list[tuple[int, int, int]], dict[str, Any] | None]:
+    grid = book.grid
+    idx_s = np.flatnonzero(live & arr.is_sell)
+    idx_b = np.flatnonzero(live & ~arr.is_sell)
+    if not len(idx_s) or not len(idx_b):
+        return [], None
+    kids = _children(grid)
+    fee = grid.fee_sen_per_kwh
+    n = grid.size
+    up_levels: list[list[int]] = [[] for _ in range(n)]
+    down_levels: list[list[int]] = [[] for _ in range(n)]
+    own_up: list[set[int]] = [set() for _ in range(n)]
+    own_down: list[set[int]] = [set() for _ in range(n)]
+    for k in idx_s.tolist():
+        own_up[int(arr.node[k])].add(int(arr.price[k]))
+    for k in idx_b.tolist():
+        own_down[int(arr.node[k])].add(int(arr.price[k]))
+    for v in reversed(grid.order):
+        ups = set(own_up[v])
+        downs = set(own_down[v])
+        for c in kids[v]:
+            ups.update(x + fee[c] for x in up_levels[c])
+            downs.update(x - fee[c] for x in down_levels[c])
+        up_levels[v] = sorted(ups)
+        down_levels[v] = sorted(downs)
+    # number the expanded nodes
+    up_id: list[dict[int, int]] = []
+    down_id: list[dict[int, int]] = []
+    count = 0
+    for v in range(n):
+        up_id.append({x: count + i for i, x in enumerate(up_levels[v])})
+        count += len(up_levels[v])
+        down_id.append({x: count + i for i, x in enumerate(down_levels[v])})
+        count += len(down_levels[v])
+    s_node, t_node = count, count + 1
+    total = int(arr.lots[idx_s].sum())
+    big = total + 2
+    tails: list[int] = []
+    heads: list[int] = []
+    costs: list[int] = []
+    for v in range(n):
+        ups, downs = up_levels[v], down_levels[v]
+        uid, did = up_id[v], down_id[v]
+        for a, b in zip(ups, ups[1:], strict=False):
+            tails.append(uid[a])
+            heads.append(uid[b])
+            costs.append(0)
+        for a, b in zip(downs, downs[1:], strict=False):
+            tails.append(did[a])
+            heads.append(did[b])
+            costs.append(0)
+        for x in ups:  # cross to the down-chain at the lowest price level not below x
+            i = bisect.bisect_left(downs, x)
+            if i < len(downs):
+                tails.append(uid[x])
+                heads.append(did[downs[i]])
+                costs.append(0)
+        p = grid.parent[v]
+        if p >= 0:
+            f = fee[v]
+            for x in ups:  # climb to the parent, paying the edge fee
+                tails.append(uid[x])
+                heads.append(up_id[p][x + f])
+                costs.append(f)
+            for x in downs:  # descend from the parent's level that reaches x here
+                tails.append(down_id[p][x - f])
+                heads.append(did[x])
+                costs.append(f)
+    n_inner = len(tails)
+    ns, nb = len(idx_s), len(idx_b)
+    sell_heads = [up_id[int(arr.node[k])][int(arr.price[k])] for k in idx_s.tolist()]
+    buy_tails = [down_id[int(arr.node[k])][int(arr.price[k])] for k in idx_b.tolist()]
+    tail = np.array(tails + [s_node] * ns + buy_tails + [s_node], dtype=np.int64)
+    head = np.array(heads + sell_heads + [t_node] * nb + [t_node], dtype=np.int64)
+    cap = np.concatenate(
+        [np.full(n_inner, big), arr.lots[idx_s], arr.lots[idx_b], [total + 1]]
+    ).astype(np.int64)
+    order = np.concatenate([np.full(n_inner, -1), idx_s, idx_b, [-1]]).astype(np.int64)
+    net = fl.Network(count + 2, tail, head, cap, order, s_node, t_node, total + 1)
+    volume = np.zeros(len(tail), dtype=np.int64)
+    volume[n_inner : n_inner + ns] = -1
+    welfare = np.concatenate(
+        [np.array(costs, dtype=np.int64), arr.price[idx_s], -arr.price[idx_b], [0]]
+    ).astype(np.int64)
+    score = fl.score_costs(net, list(arr.score), book.lot_wh)
+    flow = fl.lexicographic(net, [volume, welfare, score])
+    units = fl.decompose(net, flow)
+    certificate = _volume_certificate(grid, net, flow, up_levels, down_levels, up_id, down_id)
+    return units, certificate
+
+
+def _volume_certificate(
+    grid: GridTree,
+    net: fl.Network,
+    flow: I64,
+    up_levels: list[list[int]],
+    down_levels: list[list[int]],
+    up_id: list[dict[int, int]],
+    down_id: list[dict[int, int]],
+) -> dict[str, Any]:
+    """Price thresholds from a minimum cut: sells with ask < τ_up(node) and buys with
+    bid ≥ τ_down(node) cover every compatible pair, and their energy equals the volume."""
+    bypass = len(net.tail) - 1
+    adj: list[list[int]] = [[] for _ in range(net.n_nodes)]
+    tail, head, cap = net.tail.tolist(), net.head.tolist(), net.cap.tolist()
+    f = flow.tolist()
+    for a in range(bypass):
+        if f[a] < cap[a]:
+            adj[tail[a]].append(head[a])
+        if f[a] > 0:
+            adj[head[a]].append(tail[a])
+    reached = [False] * net.n_nodes
+    reached[net.source] = True
+    stack = [net.source]
+    while stack:
+        u = stack.pop()
+        for w in adj[u]:
+            if not reached[w]:
+                reached[w] = True
+                stack.append(w)
+    n = grid.size
+    tau_up: list[int | None] = [None] * n
+    tau_down: list[int | None] = [None] * n
+    for v in range(n):
+        tau_up[v] = next((x for x in up_levels[v] if reached[up_id[v][x]]), None)
+        tau_down[v] = next((x for x in down_levels[v] if reached[down_id[v][x]]), None)
+    # Lower τ_down where no buy level lies in between so the constraints of the check hold.
+    for v in grid.order:
+        cands = [t for t in (tau_down[v], tau_up[v]) if t is not None]
+        p = grid.parent[v]
+        if p >= 0 and tau_down[p] is not None:
+            cands.append(tau_down[p] + grid.fee_sen_per_kwh[v])  # type: ignore[operator]
+        tau_down[v] = min(cands) if cands else None
+    return {
+        "kind": "volume-thresholds",
+        "up_sen_per_kwh": {grid.ids[v]: tau_up[v] for v in range(n)},
+        "down_sen_per_kwh": {grid.ids[v]: tau_down[v] for v in range(n)},
+    }
+
+
+# -- pairwise mixed-integer program ---------------------------------------------------------------
+def compatible_pairs(book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]) -> tuple[I64, I64, I64]:
+    """Compatible pairs as arrays ``(sell index, buy index, fee)`` over book indexes."""
+    idx_s = np.flatnonzero(live & arr.is_sell)
+    idx_b = np.flatnonzero(live & ~arr.is_sell)
+    if not len(idx_s) or not len(idx_b):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    grid = book.grid
+    s_nodes, s_inv = np.unique(arr.node[idx_s], return_inverse=True)
+    b_nodes, b_inv = np.unique(arr.node[idx_b], return_inverse=True)
+    uu, vv = np.meshgrid(s_nodes, b_nodes, indexing="ij")
+    fee_nodes = grid.fees_between(uu.ravel(), vv.ravel()).reshape(uu.shape)
+    fee = fee_nodes[s_inv][:, b_inv]
+    ok = (arr.price[idx_b][None, :] - fee) >= arr.price[idx_s][:, None]
+    ok &= arr.participant[idx_s][:, None] != arr.participant[idx_b][None, :]
+    si, bj = np.nonzero(ok)
+    return idx_s[si], idx_b[bj], fee[si, bj].astype(np.int64)
+
+
+def _euler(grid: GridTree) -> tuple[list[int], list[int]]:
+    kids = _children(grid)
+    tin = [0] * grid.size
+    tout = [0] * grid.size
+    clock = 0
+    stack: list[tuple[int, bool]] = [(grid.root, False)]
+    while stack:
+        v, done = stack.pop()
+        if done:
+            tout[v] = clock
+            continue
+        tin[v] = clock
+        clock += 1
+        stack.append((v, True))
+        stack.extend((c, False) for c in reversed(kids[v]))
+    return tin, tout
+
+
+def _pairwise(
+    book: Book, arr: BookArrays, live: npt.NDArray[np.bool_], goal: Goal
+) -> list[tuple[int, int, int]]:
+    from ortools.linear_solver import pywraplp
+
+    si, bj, fee = compatible_pairs(book, arr, live)
+    m = len(si)
+    if m == 0:
+        return []
+    spread = arr.price[bj] - fee - arr.price[si]
+    solver = pywraplp.Solver.CreateSolver("SCIP")
+    if solver is None:  # pragma: no cover - OR-tools is built with SCIP
+        raise ClearingError("optimal", "OR-tools has no SCIP solver")
+    solver.SuppressOutput()
+    ub = np.minimum(arr.lots[si], arr.lots[bj]).tolist()
+    x = [solver.IntVar(0, ub[k], "") for k in range(m)]
+    rows: dict[int, list[int]] = {}
+    for k, (s, b) in enumerate(zip(si.tolist(), bj.tolist(), strict=True)):
+        rows.setdefault(s, []).append(k)
+        rows.setdefault(b, []).append(k)
+    for o, ks in rows.items():
+        solver.Add(solver.Sum([x[k] for k in ks]) <= int(arr.lots[o]))
+    grid = book.grid
+    if grid.has_capacities:
+        tin, tout = _euler(grid)
+        tin_a = np.array(tin)
+        s_t = tin_a[arr.node[si]]
+        b_t = tin_a[arr.node[bj]]
+        for c in range(grid.size):
+            cap_wh = grid.capacity_wh[c]
+            if cap_wh < 0 or grid.parent[c] < 0:
+                continue
+            lo, hi = tin[c], tout[c]
+            s_in = (s_t >= lo) & (s_t < hi)
+            b_in = (b_t >= lo) & (b_t < hi)
+            upward = np.flatnonzero(s_in & ~b_in).tolist()
+            downward = np.flatnonzero(b_in & ~s_in).tolist()
+            if not upward and not downward:
+                continue
+            net = solver.Sum([x[k] for k in upward]) - solver.Sum([x[k] for k in downward])
+            limit = cap_wh // book.lot_wh
+            solver.Add(net <= limit)
+            solver.Add(net >= -limit)
+    vol_expr = solver.Sum(x)
+    wel_expr = solver.Sum([int(spread[k]) * x[k] for k in range(m)])
+    params = pywraplp.MPSolverParameters()
+    params.SetDoubleParam(params.RELATIVE_MIP_GAP, 0.0)
+
+    def run() -> list[int]:
+        status = solver.Solve(params)
+        if status != pywraplp.Solver.OPTIMAL:
+            raise ClearingError("optimal", f"internal: MILP ended with status {status}")
+        return [round(v.solution_value()) for v in x]
+
+    if goal == "maxmin":
+        offered = maxmin_participants(book)
+        pid = {name: i for i, name in enumerate(arr.participants)}
+        lot = book.lot_wh
+        t = solver.NumVar(0, solver.infinity(), "t")
+        profit_terms: dict[int, list[Any]] = {}
+        half_down = spread // 2
+        half_up = spread - half_down
+        for k in range(m):
+            profit_terms.setdefault(int(arr.participant[si[k]]), []).append(int(half_down[k]) * x[k])
+            profit_terms.setdefault(int(arr.participant[bj[k]]), []).append(int(half_up[k]) * x[k])
+        # profit [sen/kWh·lot] ≥ t · offered [lot]
+        prof = {p: solver.Sum(profit_terms.get(pid[p], [])) for p in offered}
+        for p, e in offered.items():
+            solver.Add(prof[p] >= t * (e // lot))
+        solver.Maximize(t)
+        sol = run()
+        sol_a = np.array(sol, dtype=np.int64)
+        gained = np.bincount(
+            np.concatenate([arr.participant[si], arr.participant[bj]]),
+            weights=np.concatenate([half_down * sol_a, half_up * sol_a]),
+            minlength=len(arr.participants),
+        )
+        best = min(
+            (Fraction(round(gained[pid[p]]), e // lot) for p, e in offered.items()),
+            default=Fraction(0),
+        )
+        for p, e in offered.items():
+            solver.Add(prof[p] >= math.ceil(best * (e // lot)))
+        solver.Maximize(wel_expr)
+        sol = run()
+        solver.Add(wel_expr >= sum(int(spread[k]) * sol[k] for k in range(m)))
+    elif goal == "volume":
+        solver.Maximize(vol_expr)
+        sol = run()
+        solver.Add(vol_expr >= sum(sol))
+        solver.Maximize(wel_expr)
+        sol = run()
+        solver.Add(wel_expr >= sum(int(spread[k]) * sol[k] for k in range(m)))
+        solver.Add(vol_expr >= sum(sol))
+    else:
+        solver.Maximize(wel_expr)
+        sol = run()
+        solver.Add(wel_expr >= sum(int(spread[k]) * sol[k] for k in range(m)))
+        solver.Maximize(vol_expr)
+        sol = run()
+        solver.Add(vol_expr >= sum(sol))
+    r = [s / 2.0**64 for s in arr.score]
+    solver.Maximize(solver.Sum([(r[int(si[k])] + r[int(bj[k])]) * x[k] for k in range(m)]))
+    sol = run()
+    units = [(int(si[k]), int(bj[k]), sol[k]) for k in range(m) if sol[k] > 0]
+    units.sort()
+    return units
+

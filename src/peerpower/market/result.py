@@ -1,0 +1,166 @@
+"""What a clearing produces: balanced units (trades), totals, objective and certificate."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+from peerpower.errors import InvalidInput
+
+Mechanism = Literal["cda", "call", "optimal"]
+Goal = Literal["volume", "welfare", "maxmin"]
+MECHANISMS: tuple[Mechanism, ...] = ("cda", "call", "optimal")
+GOALS: tuple[Goal, ...] = ("volume", "welfare", "maxmin")
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """A balanced unit: a seller and a buyer with the same energy.
+
+    ``price_sen_per_kwh`` is what the seller receives; the buyer pays price + fee, the fee going
+    to the grid operator.
+    """
+
+    sell_order: str
+    buy_order: str
+    seller: str
+    buyer: str
+    energy_wh: int
+    price_sen_per_kwh: int
+    fee_sen_per_kwh: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sell_order": self.sell_order,
+            "buy_order": self.buy_order,
+            "seller": self.seller,
+            "buyer": self.buyer,
+            "energy_wh": self.energy_wh,
+            "price_sen_per_kwh": self.price_sen_per_kwh,
+            "fee_sen_per_kwh": self.fee_sen_per_kwh,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    volume_wh: int
+    welfare_microyen: int
+    fees_microyen: int
+
+
+@dataclass(frozen=True, slots=True)
+class Objective:
+    """Objective values of an optimal clearing, compared lexicographically.
+
+    ``primary`` is volume [Wh] for ``volume``, welfare [µ¥] for ``welfare`` and, for ``maxmin``,
+    the lowest participant profit per Wh offered [µ¥/Wh] as an exact fraction; ``secondary`` is
+    welfare [µ¥] (``volume``, ``maxmin``) or volume [Wh] (``welfare``); ``score`` is the seeded
+    tie-break Σ r_k · filled_k [Wh].
+    """
+
+    primary: Fraction
+    secondary: int
+    score: int
+
+    def key(self) -> tuple[Fraction, int, int]:
+        return (self.primary, self.secondary, self.score)
+
+    def to_json(self) -> dict[str, Any]:
+        primary: Any = (
+            int(self.primary)
+            if self.primary.denominator == 1
+            else {"num": self.primary.numerator, "den": self.primary.denominator}
+        )
+        return {"primary": primary, "secondary": self.secondary, "score": str(self.score)}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Objective:
+        if not isinstance(obj, dict):
+            raise InvalidInput("objective", f"must be an object, got {obj!r}")
+        p = obj.get("primary")
+        if isinstance(p, dict):
+            primary = Fraction(_int(p.get("num"), "objective.primary.num"), _int(p.get("den"), "objective.primary.den"))
+        else:
+            primary = Fraction(_int(p, "objective.primary"))
+        score_text = obj.get("score")
+        try:
+            score = int(str(score_text))
+        except ValueError:
+            raise InvalidInput("objective.score", f"must be a decimal integer, got {score_text!r}") from None
+        return cls(primary, _int(obj.get("secondary"), "objective.secondary"), score)
+
+
+def _int(value: Any, field: str) -> int:
+    if type(value) is not int:
+        raise InvalidInput(field, f"must be an integer, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ClearingResult:
+    """The outcome of clearing one book.
+
+    Attributes
+    ----------
+    mechanism, goal
+        How it was cleared (``goal`` only for ``optimal``).
+    trades
+        Balanced units.
+    totals
+        Volume [Wh], welfare [µ¥] (Σ spread × energy: the profit of all participants at their
+        limits, whatever the prices) and fees [µ¥] of the trades.
+    clearing_price_sen_per_kwh
+        The uniform price of a call auction [sen/kWh] (``None`` otherwise or with no trade).
+    objective
+        Objective values of an optimal clearing.
+    certificate
+        For ``optimal`` ``volume``/``welfare``: dual values proving optimality, checked by
+        :func:`peerpower.market.verify.verify` in time linear in the book.
+    """
+
+    mechanism: Mechanism
+    trades: tuple[Trade, ...]
+    totals: Totals
+    goal: Goal | None = None
+    clearing_price_sen_per_kwh: int | None = None
+    objective: Objective | None = None
+    certificate: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mechanism": self.mechanism}
+        if self.goal is not None:
+            out["goal"] = self.goal
+        out["trades"] = [t.to_json() for t in self.trades]
+        out["totals"] = {
+            "volume_wh": self.totals.volume_wh,
+            "welfare_microyen": self.totals.welfare_microyen,
+            "fees_microyen": self.totals.fees_microyen,
+        }
+        if self.mechanism == "call":
+            out["clearing_price_sen_per_kwh"] = self.clearing_price_sen_per_kwh
+        if self.objective is not None:
+            out["objective"] = self.objective.to_json()
+        if self.certificate is not None:
+            out["certificate"] = self.certificate
+        return out
+
+    def digest(self) -> str:
+        """SHA-256 of the trades in canonical JSON (sorted keys, no spaces): the trades' identity."""
+        data = json.dumps(
+            [t.to_json() for t in self.trades], sort_keys=True, separators=(",", ":")
+        ).encode()
+        return hashlib.sha256(data).hexdigest()
+
+
+def totals_of(trades: tuple[Trade, ...], limit: dict[str, int]) -> Totals:
+    """Totals of ``trades``; ``limit`` maps order id → limit price [sen/kWh]."""
+    volume = welfare = fees = 0
+    for t in trades:
+        e = t.energy_wh
+        volume += e
+        welfare += (limit[t.buy_order] - t.fee_sen_per_kwh - limit[t.sell_order]) * e
+        fees += t.fee_sen_per_kwh * e
+    return Totals(volume, welfare * 10, fees * 10)

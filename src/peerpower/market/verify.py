@@ -1,0 +1,370 @@
+"""Check a clearing result without trusting its author (DESIGN.md §3).
+
+Anyone can run :func:`verify` on a book and a result: it checks every unit (orders exist and
+are on the right side, whole lots, no self-trade, the fee of the real grid path, compatibility,
+prices within both limits), every order's fill, every edge capacity, the totals, and for each
+mechanism its own rule: a call auction's uniform price and a continuous auction's exact replay;
+an optimal clearing's midpoint prices and objective values, and — when it carries one — its
+optimality certificate, checked in time linear in the book.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from peerpower.errors import InvalidInput, InvalidResult
+from peerpower.market.objective import evaluate, midpoint_price
+from peerpower.market.orders import Book, Side
+from peerpower.market.result import (
+    GOALS,
+    MECHANISMS,
+    ClearingResult,
+    Objective,
+    Totals,
+    Trade,
+    totals_of,
+)
+
+MAX_PROBLEMS = 20
+
+
+@dataclass(slots=True)
+class Verification:
+    """Outcome of :func:`verify`.
+
+    ``problems`` lists ``(rule, message)`` for each broken rule (the first ones, at most 20);
+    ``proven_optimal`` is True when an optimality certificate checked out, False when one was
+    given and failed, None when none was given.
+    """
+
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    objective: Objective | None = None
+    proven_optimal: bool | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def fail(self, rule: str, message: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append((rule, message))
+
+    def raise_first(self) -> None:
+        if self.problems:
+            rule, message = self.problems[0]
+            raise InvalidResult(rule, message)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "problems": [{"rule": r, "message": m} for r, m in self.problems],
+            "objective": None if self.objective is None else self.objective.to_json(),
+            "proven_optimal": self.proven_optimal,
+        }
+
+
+def verify(book: Book, result: ClearingResult) -> Verification:
+    """Check ``result`` against ``book``; see the module notes."""
+    out = Verification()
+    if result.mechanism not in MECHANISMS:
+        out.fail("mechanism", f"unknown mechanism {result.mechanism!r}")
+        return out
+    grid = book.grid
+    orders = book.orders
+    lot = book.lot_wh
+    filled = [0] * len(orders)
+    up_flow = [0] * grid.size
+    for k, t in enumerate(result.trades):
+        where = f"trades[{k}]"
+        s = book.by_id.get(t.sell_order)
+        b = book.by_id.get(t.buy_order)
+        if s is None or b is None:
+            missing = t.sell_order if s is None else t.buy_order
+            out.fail("order-exists", f"{where}: order {missing!r} is not in the book")
+            continue
+        so, bo = orders[s], orders[b]
+        if so.side is not Side.SELL or bo.side is not Side.BUY:
+            out.fail("side", f"{where}: {so.id!r} must be a sell and {bo.id!r} a buy")
+            continue
+        if t.seller != so.participant or t.buyer != bo.participant:
+            out.fail(
+                "participant",
+                f"{where}: seller/buyer {t.seller!r}/{t.buyer!r} do not own the orders "
+                f"({so.participant!r}/{bo.participant!r})",
+            )
+        if so.participant == bo.participant:
+            out.fail("self-trade", f"{where}: participant {so.participant!r} trades with itself")
+        if t.energy_wh <= 0 or t.energy_wh % lot:
+            out.fail("lot", f"{where}: {t.energy_wh} Wh is not a whole positive number of lots")
+        u, v = grid.index[so.node], grid.index[bo.node]
+        fee = grid.fee(u, v)
+        if t.fee_sen_per_kwh != fee:
+            out.fail(
+                "fee", f"{where}: fee {t.fee_sen_per_kwh} sen/kWh, the grid path costs {fee}"
+            )
+        ask, bid = so.price_sen_per_kwh, bo.price_sen_per_kwh
+        if bid - fee < ask:
+            out.fail(
+                "compatible",
+                f"{where}: bid {bid} − fee {fee} is below ask {ask} sen/kWh",
+            )
+        elif not ask <= t.price_sen_per_kwh <= bid - fee:
+            out.fail(
+                "price",
+                f"{where}: price {t.price_sen_per_kwh} is outside [{ask}, {bid - fee}] sen/kWh",
+            )
+        if result.mechanism == "optimal" and t.price_sen_per_kwh != midpoint_price(ask, bid, fee):
+            out.fail(
+                "midpoint",
+                f"{where}: price {t.price_sen_per_kwh} is not the midpoint "
+                f"{midpoint_price(ask, bid, fee)} sen/kWh",
+            )
+        filled[s] += t.energy_wh
+        filled[b] += t.energy_wh
+        if grid.has_capacities:
+            up, down = grid.path(u, v)
+            for e in up:
+                up_flow[e] += t.energy_wh
+            for e in down:
+                up_flow[e] -= t.energy_wh
+    for k, o in enumerate(orders):
+        if filled[k] > o.energy_wh:
+            out.fail("fill", f"order {o.id!r} filled {filled[k]} Wh of its {o.energy_wh} Wh")
+    for e in range(grid.size):
+        cap = grid.capacity_wh[e]
+        if cap >= 0 and abs(up_flow[e]) > cap:
+            out.fail(
+                "capacity",
+                f"edge {grid.ids[e]!r}→parent: net {up_flow[e]} Wh exceeds ±{cap} Wh",
+            )
+    if out.problems:
+        return out
+    limit = {o.id: o.price_sen_per_kwh for o in orders}
+    totals = totals_of(result.trades, limit)
+    if totals != result.totals:
+        out.fail("totals", f"totals are {_show(result.totals)}, recomputed {_show(totals)}")
+    if result.mechanism == "optimal":
+        _verify_optimal(book, result, out)
+    else:
+        _verify_replay(book, result, out)
+    return out
+
+
+def _show(t: Totals) -> str:
+    return f"volume {t.volume_wh} Wh, welfare {t.welfare_microyen} µ¥, fees {t.fees_microyen} µ¥"
+
+
+def _verify_replay(book: Book, result: ClearingResult, out: Verification) -> None:
+    from peerpower.errors import ClearingError
+    from peerpower.market.clear import clear
+
+    try:
+        again = clear(book, result.mechanism)
+    except ClearingError as err:
+        out.fail("mechanism", f"the book cannot be cleared by {result.mechanism}: {err}")
+        return
+    if result.clearing_price_sen_per_kwh != again.clearing_price_sen_per_kwh:
+        out.fail(
+            "clearing-price",
+            f"clearing price {result.clearing_price_sen_per_kwh}, the rules give "
+            f"{again.clearing_price_sen_per_kwh} sen/kWh",
+        )
+    if result.trades != again.trades:
+        first = next(
+            (
+                k
+                for k, (a, b) in enumerate(zip(result.trades, again.trades, strict=False))
+                if a != b
+            ),
+            min(len(result.trades), len(again.trades)),
+        )
+        out.fail(
+            "replay",
+            f"trades differ from the {result.mechanism} rules from unit {first} on "
+            f"({len(result.trades)} units given, {len(again.trades)} by the rules)",
+        )
+
+
+def _verify_optimal(book: Book, result: ClearingResult, out: Verification) -> None:
+    goal = result.goal
+    if goal not in GOALS:
+        out.fail("goal", f"optimal result with unknown goal {goal!r}")
+        return
+    objective = evaluate(book, result.trades, goal)
+    out.objective = objective
+    if result.objective is not None and result.objective != objective:
+        out.fail(
+            "objective",
+            f"claimed {result.objective.to_json()}, recomputed {objective.to_json()}",
+        )
+    cert = result.certificate
+    if cert is None:
+        return
+    try:
+        if cert.get("kind") == "welfare-node-prices" and goal == "welfare":
+            bound = _welfare_bound(book, cert)
+            achieved = result.totals.welfare_microyen
+        elif cert.get("kind") == "volume-thresholds" and goal == "volume":
+            bound = _volume_bound(book, cert)
+            achieved = result.totals.volume_wh
+        else:
+            out.fail("certificate", f"certificate kind {cert.get('kind')!r} does not fit {goal}")
+            out.proven_optimal = False
+            return
+    except InvalidInput as err:
+        out.fail("certificate", str(err))
+        out.proven_optimal = False
+        return
+    if bound != achieved:
+        out.fail("certificate", f"dual bound {bound} differs from the objective {achieved}")
+        out.proven_optimal = False
+    else:
+        out.proven_optimal = True
+
+
+def _node_map(cert: dict[str, Any], key: str, book: Book, allow_none: bool) -> list[int | None]:
+    raw = cert.get(key)
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"certificate.{key}", "must map every grid node to a value")
+    values: list[int | None] = []
+    for name in book.grid.ids:
+        if name not in raw:
+            raise InvalidInput(f"certificate.{key}", f"node {name!r} is missing")
+        value = raw[name]
+        if value is None and allow_none:
+            values.append(None)
+        elif type(value) is int:
+            values.append(value)
+        else:
+            raise InvalidInput(f"certificate.{key}.{name}", f"must be an integer, got {value!r}")
+    return values
+
+
+def _welfare_bound(book: Book, cert: dict[str, Any]) -> int:
+    """Value [µ¥] of the dual built from node prices; raises if the dual is infeasible."""
+    grid = book.grid
+    price = _node_map(cert, "price_sen_per_kwh", book, allow_none=False)
+    rents_raw = cert.get("rent_sen_per_kwh", {})
+    if not isinstance(rents_raw, dict):
+        raise InvalidInput("certificate.rent_sen_per_kwh", "must be an object")
+    rent = [0] * grid.size
+    for name, value in rents_raw.items():
+        k = grid.index.get(name)
+        if k is None or grid.capacity_wh[k] < 0 or type(value) is not int:
+            raise InvalidInput(
+                f"certificate.rent_sen_per_kwh.{name}",
+                f"rent {value!r} must be an integer on a capacitated edge",
+            )
+        rent[k] = value
+    bound = 0
+    for c in range(grid.size):
+        p = grid.parent[c]
+        if p < 0:
+            continue
+        delta = price[p] - price[c]  # type: ignore[operator]
+        fee = grid.fee_sen_per_kwh[c]
+        if delta > fee + rent[c] or -delta > fee - rent[c]:
+            raise InvalidInput(
+                "certificate.price_sen_per_kwh",
+                f"prices at {grid.ids[c]!r} and its parent differ by more than the fee {fee}",
+            )
+        if rent[c]:
+            bound += (grid.capacity_wh[c] // book.lot_wh) * book.lot_wh * abs(rent[c])
+    for o in book.orders:
+        local = price[grid.index[o.node]]
+        assert local is not None
+        if o.side is Side.SELL:
+            bound += o.energy_wh * max(0, local - o.price_sen_per_kwh)
+        else:
+            bound += o.energy_wh * max(0, o.price_sen_per_kwh - local)
+    return bound * 10
+
+
+def _volume_bound(book: Book, cert: dict[str, Any]) -> int:
+    """Energy [Wh] of the order cover given by price thresholds; raises if it is no cover."""
+    grid = book.grid
+    up = _node_map(cert, "up_sen_per_kwh", book, allow_none=True)
+    down = _node_map(cert, "down_sen_per_kwh", book, allow_none=True)
+    for v in range(grid.size):
+        if up[v] is not None and (down[v] is None or down[v] > up[v]):  # type: ignore[operator]
+            raise InvalidInput("certificate.down_sen_per_kwh", f"above up at {grid.ids[v]!r}")
+        p = grid.parent[v]
+        if p < 0:
+            continue
+        fee = grid.fee_sen_per_kwh[v]
+        if up[v] is not None and (up[p] is None or up[p] > up[v] + fee):  # type: ignore[operator]
+            raise InvalidInput("certificate.up_sen_per_kwh", f"rises too fast at {grid.ids[v]!r}")
+        if down[p] is not None and (down[v] is None or down[v] > down[p] + fee):
+            raise InvalidInput("certificate.down_sen_per_kwh", f"drops too fast at {grid.ids[v]!r}")
+    cover = 0
+    for o in book.orders:
+        k = grid.index[o.node]
+        if o.side is Side.SELL:
+            t = up[k]
+            if t is None or o.price_sen_per_kwh < t:
+                cover += o.energy_wh
+        else:
+            t = down[k]
+            if t is not None and o.price_sen_per_kwh >= t:
+                cover += o.energy_wh
+    return cover
+
+
+def result_from_json(obj: Any) -> ClearingResult:
+    """Read a clearing result as printed by ``peerpower clear``."""
+    if not isinstance(obj, dict):
+        raise InvalidInput("$", "the result must be a JSON object")
+    mechanism = obj.get("mechanism")
+    if mechanism not in MECHANISMS:
+        raise InvalidInput("mechanism", f"unknown mechanism {mechanism!r}")
+    goal = obj.get("goal")
+    if goal is not None and goal not in GOALS:
+        raise InvalidInput("goal", f"unknown goal {goal!r}")
+    raw = obj.get("trades")
+    if not isinstance(raw, list):
+        raise InvalidInput("trades", "must be a list")
+    trades: list[Trade] = []
+    for k, t in enumerate(raw):
+        if not isinstance(t, dict):
+            raise InvalidInput(f"trades[{k}]", "must be an object")
+        values: list[Any] = []
+        for name, kind in (
+            ("sell_order", str),
+            ("buy_order", str),
+            ("seller", str),
+            ("buyer", str),
+            ("energy_wh", int),
+            ("price_sen_per_kwh", int),
+            ("fee_sen_per_kwh", int),
+        ):
+            value = t.get(name)
+            if type(value) is not kind:
+                raise InvalidInput(f"trades[{k}].{name}", f"must be {kind.__name__}, got {value!r}")
+            values.append(value)
+        trades.append(Trade(*values))
+    totals_raw = obj.get("totals")
+    if not isinstance(totals_raw, dict):
+        raise InvalidInput("totals", "must be an object")
+    tv: list[int] = []
+    for name in ("volume_wh", "welfare_microyen", "fees_microyen"):
+        value = totals_raw.get(name)
+        if type(value) is not int:
+            raise InvalidInput(f"totals.{name}", f"must be an integer, got {value!r}")
+        tv.append(value)
+    price = obj.get("clearing_price_sen_per_kwh")
+    if price is not None and type(price) is not int:
+        raise InvalidInput("clearing_price_sen_per_kwh", f"must be an integer, got {price!r}")
+    objective = Objective.from_json(obj["objective"]) if "objective" in obj else None
+    cert = obj.get("certificate")
+    if cert is not None and not isinstance(cert, dict):
+        raise InvalidInput("certificate", "must be an object")
+    return ClearingResult(
+        mechanism,
+        tuple(trades),
+        Totals(*tv),
+        goal=goal,
+        clearing_price_sen_per_kwh=price,
+        objective=objective,
+        certificate=cert,
+    )
