@@ -99,7 +99,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from peerpower.bench import run_clearing_bench
 
-    return run_clearing_bench(args)
+    code: int = run_clearing_bench(args)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

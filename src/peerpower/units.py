@@ -65,7 +65,7 @@ def kwh_str(energy: Wh) -> str:
     return f"{energy / 1000:.3f}"
 
 
-def price_str(price: SenPerKWh) -> str:
+def price_str(price: int) -> str:
     """Format a price [sen/kWh] as yen/kWh with two decimals."""
     sign = "-" if price < 0 else ""
     return f"{sign}{abs(price) // 100}.{abs(price) % 100:02d}"

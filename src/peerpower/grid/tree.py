@@ -257,7 +257,8 @@ def _check_acyclic(ids: Sequence[str], parent: Sequence[int], path: str) -> None
             v = parent[v]
         if v >= 0 and state[v] == 1:
             raise InvalidGrid(
-                f"{path}.nodes", f"the parents of node {ids[v]!r} form a cycle; the grid must be a tree"
+                f"{path}.nodes",
+                f"the parents of node {ids[v]!r} form a cycle; the grid must be a tree",
             )
         for w in walk:
             state[w] = 2

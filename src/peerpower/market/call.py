@@ -125,9 +125,7 @@ def _take(book: Book, ranked: list[int], volume: int) -> list[list[int]]:
     return fills
 
 
-def _pair(
-    book: Book, sells: list[list[int]], buys: list[list[int]]
-) -> list[tuple[int, int, int]]:
+def _pair(book: Book, sells: list[list[int]], buys: list[list[int]]) -> list[tuple[int, int, int]]:
     """Walk both ranked fill lists into units, never pairing a participant with itself."""
     who = [o.participant for o in book.orders]
     units: list[list[int]] = []

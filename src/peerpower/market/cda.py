@@ -8,8 +8,8 @@ resting ask; an incoming sell trades with compatible resting buys by highest ``b
 On a grid tree the effective price of a resting order depends on the path to the incoming one.
 Each resting order is kept in one heap per ancestor ``L`` of its node, keyed by its price moved
 to the root, ``ask + D(node)`` (``D`` = fee distance from the root). For an incoming order at
-``v`` the candidate from heap ``L`` costs ``ask + D(node) − 2·D(L) + D(v)``: exact when ``L`` is
-the lowest common ancestor and an over-estimate otherwise, so the minimum over the ancestors of
+``v`` the candidate from heap ``L`` costs ``ask + D(node) − 2·D(L) + D(v)``: exact when ``L``
+is the lowest common ancestor and an over-estimate otherwise, so the minimum over the ancestors of
 ``v`` is the exact best. A query costs O(depth · log n).
 
 A pair whose path has no spare capacity left on a capacitated edge is skipped, as is a resting
@@ -49,7 +49,7 @@ def clear_cda(book: Book) -> ClearingResult:
     has_caps = grid.has_capacities
     up_flow = [0] * grid.size  # net lots crossing edge k child → parent
 
-    # heaps[L] entries: (key, seq, -score, index); key = ask + D(node) for sells,
+    # heaps[anc] entries: (key, seq, -score, index); key = ask + D(node) for sells,
     # -(bid - D(node)) for buys.
     sell_heaps: list[list[tuple[int, int, int, int]]] = [[] for _ in range(grid.size)]
     buy_heaps: list[list[tuple[int, int, int, int]]] = [[] for _ in range(grid.size)]
@@ -81,17 +81,17 @@ def clear_cda(book: Book) -> ClearingResult:
         while remaining[k] > 0:
             best: tuple[int, int, int, int] | None = None
             best_heap = -1
-            for L in chain:
-                heap = heaps[L]
+            for anc in chain:
+                heap = heaps[anc]
                 while heap and remaining[heap[0][3]] == 0:
                     heapq.heappop(heap)
                 if not heap:
                     continue
                 top = heap[0]
-                cand = (top[0] - 2 * dist[L], top[1], top[2], top[3])
+                cand = (top[0] - 2 * dist[anc], top[1], top[2], top[3])
                 if best is None or cand < best:
                     best = cand
-                    best_heap = L
+                    best_heap = anc
             if best is None:
                 break
             r = best[3]
@@ -140,8 +140,8 @@ def clear_cda(book: Book) -> ClearingResult:
             remaining[r] -= fill
             if remaining[r] > 0:
                 heapq.heappush(heaps[best_heap], entry)
-        for L, entry in stash:
-            heapq.heappush(heaps[L], entry)
+        for anc, entry in stash:
+            heapq.heappush(heaps[anc], entry)
         if remaining[k] > 0:
             if incoming_sell:
                 key = price[k] + dist[v]
@@ -149,8 +149,8 @@ def clear_cda(book: Book) -> ClearingResult:
             else:
                 key = -(price[k] - dist[v])
                 target = buy_heaps
-            for L in chain:
-                heapq.heappush(target[L], (key, seq[k], neg_score[k], k))
+            for anc in chain:
+                heapq.heappush(target[anc], (key, seq[k], neg_score[k], k))
     limit = {o.id: o.price_sen_per_kwh for o in orders}
     result_trades = tuple(trades)
     return ClearingResult("cda", result_trades, totals_of(result_trades, limit))

@@ -26,5 +26,8 @@ def clear(book: Book, mechanism: str, goal: str | None = None) -> ClearingResult
         return clear_cda(book)
     if mechanism == "call":
         return clear_call(book)
-    chosen: Goal = "welfare" if goal is None else goal  # type: ignore[assignment]
+    chosen: Goal = "welfare"
+    for known in GOALS:
+        if goal == known:
+            chosen = known
     return clear_optimal(book, chosen)

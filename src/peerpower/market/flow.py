@@ -117,12 +117,12 @@ def lexicographic(net: Network, stages: list[I64]) -> I64:
 def score_costs(net: Network, r: list[int], lot_wh: int) -> I64:
     """Costs −r_k (shifted right to fit int64 safely) on order arcs: max Σ r_k · filled_k.
 
-    The shift keeps ``max cost × (nodes + 1)`` and ``max cost × total flow`` below 2⁶², as the
-    solver requires; the score is then maximised exactly on its top ``64 − shift`` bits.
+    The shift keeps ``max cost × (nodes + 1) × total flow`` below 2⁶⁰, inside the range the
+    solver accepts; the score is then maximised exactly on its top ``64 − shift`` bits.
     """
     order = net.order
     total = int(net.cap[order >= 0].sum()) + 1
-    budget = 62 - max(net.n_nodes + 1, total).bit_length()
+    budget = 60 - (net.n_nodes + 1).bit_length() - total.bit_length()
     shift = max(0, 64 - budget)
     cost = np.zeros(len(order), dtype=np.int64)
     idx = np.flatnonzero(order >= 0)

@@ -104,9 +104,7 @@ def evaluate(
     if offered is None:
         offered = maxmin_participants(book)
     profit = profits_microyen(book, trades)
-    lowest = min(
-        (Fraction(profit.get(p, 0), e) for p, e in offered.items()), default=Fraction(0)
-    )
+    lowest = min((Fraction(profit.get(p, 0), e) for p, e in offered.items()), default=Fraction(0))
     return Objective(lowest, welfare, score)
 
 

@@ -27,6 +27,7 @@ Solvers
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from fractions import Fraction
 from typing import Any
@@ -92,7 +93,9 @@ def _self_compatible(book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]) -
     idx = np.flatnonzero(live)
     if not len(idx):
         return False
-    both = np.intersect1d(arr.participant[idx[arr.is_sell[idx]]], arr.participant[idx[~arr.is_sell[idx]]])
+    both = np.intersect1d(
+        arr.participant[idx[arr.is_sell[idx]]], arr.participant[idx[~arr.is_sell[idx]]]
+    )
     grid = book.grid
     for p in both.tolist():
         mine = idx[arr.participant[idx] == p]
@@ -157,9 +160,9 @@ def _welfare_flow(
     # One more unit than the sells can carry forces flow through the bypass, so the source and
     # the sink end up with equal potentials and the node prices read off directly.
     net = fl.Network(n + 2, tail, head, cap, order, s_node, t_node, total + 1)
-    welfare = np.concatenate(
-        [edge_fee, edge_fee, arr.price[idx_s], -arr.price[idx_b], [0]]
-    ).astype(np.int64)
+    welfare = np.concatenate([edge_fee, edge_fee, arr.price[idx_s], -arr.price[idx_b], [0]]).astype(
+        np.int64
+    )
     volume = np.zeros(len(tail), dtype=np.int64)
     volume[2 * ne : 2 * ne + ns] = -1
     score = fl.score_costs(net, list(arr.score), book.lot_wh)
@@ -187,7 +190,7 @@ def _welfare_certificate(
     price = d[: grid.size] - d[net.source]
     prices = {grid.ids[v]: int(price[v]) for v in range(grid.size)}
     rents: dict[str, int] = {}
-    for k, c in enumerate(child.tolist()):
+    for c in child.tolist():
         if grid.capacity_wh[c] < 0:
             continue
         delta = int(price[grid.parent[c]] - price[c])
@@ -220,13 +223,13 @@ def _volume_flow(
     for k in idx_b.tolist():
         own_down[int(arr.node[k])].add(int(arr.price[k]))
     for v in reversed(grid.order):
-        ups = set(own_up[v])
-        downs = set(own_down[v])
+        up_set = set(own_up[v])
+        down_set = set(own_down[v])
         for c in kids[v]:
-            ups.update(x + fee[c] for x in up_levels[c])
-            downs.update(x - fee[c] for x in down_levels[c])
-        up_levels[v] = sorted(ups)
-        down_levels[v] = sorted(downs)
+            up_set.update(x + fee[c] for x in up_levels[c])
+            down_set.update(x - fee[c] for x in down_levels[c])
+        up_levels[v] = sorted(up_set)
+        down_levels[v] = sorted(down_set)
     # number the expanded nodes
     up_id: list[dict[int, int]] = []
     down_id: list[dict[int, int]] = []
@@ -245,11 +248,11 @@ def _volume_flow(
     for v in range(n):
         ups, downs = up_levels[v], down_levels[v]
         uid, did = up_id[v], down_id[v]
-        for a, b in zip(ups, ups[1:], strict=False):
+        for a, b in itertools.pairwise(ups):
             tails.append(uid[a])
             heads.append(uid[b])
             costs.append(0)
-        for a, b in zip(downs, downs[1:], strict=False):
+        for a, b in itertools.pairwise(downs):
             tails.append(did[a])
             heads.append(did[b])
             costs.append(0)
@@ -343,7 +346,9 @@ def _volume_certificate(
 
 
 # -- pairwise mixed-integer program ---------------------------------------------------------------
-def compatible_pairs(book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]) -> tuple[I64, I64, I64]:
+def compatible_pairs(
+    book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]
+) -> tuple[I64, I64, I64]:
     """Compatible pairs as arrays ``(sell index, buy index, fee)`` over book indexes."""
     idx_s = np.flatnonzero(live & arr.is_sell)
     idx_b = np.flatnonzero(live & ~arr.is_sell)
@@ -443,7 +448,9 @@ def _pairwise(
         half_down = spread // 2
         half_up = spread - half_down
         for k in range(m):
-            profit_terms.setdefault(int(arr.participant[si[k]]), []).append(int(half_down[k]) * x[k])
+            profit_terms.setdefault(int(arr.participant[si[k]]), []).append(
+                int(half_down[k]) * x[k]
+            )
             profit_terms.setdefault(int(arr.participant[bj[k]]), []).append(int(half_up[k]) * x[k])
         # profit [sen/kWh·lot] ≥ t · offered [lot]
         prof = {p: solver.Sum(profit_terms.get(pid[p], [])) for p in offered}
@@ -487,4 +494,3 @@ def _pairwise(
     units = [(int(si[k]), int(bj[k]), sol[k]) for k in range(m) if sol[k] > 0]
     units.sort()
     return units
-

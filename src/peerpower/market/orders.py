@@ -230,7 +230,7 @@ def parse_book(obj: Any) -> Book:
             if grid_obj is None:
                 raise InvalidOrder(
                     f"orders[{k}].node",
-                    f"unknown grid node {_short(node)}: the book has no grid; give one or omit node",
+                    f"unknown grid node {_short(node)}: the book has no grid; add one or omit node",
                 )
             raise InvalidOrder(f"orders[{k}].node", f"unknown grid node {_short(node)}")
         if type(seq) is not int:

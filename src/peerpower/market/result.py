@@ -82,14 +82,19 @@ class Objective:
             raise InvalidInput("objective", f"must be an object, got {obj!r}")
         p = obj.get("primary")
         if isinstance(p, dict):
-            primary = Fraction(_int(p.get("num"), "objective.primary.num"), _int(p.get("den"), "objective.primary.den"))
+            primary = Fraction(
+                _int(p.get("num"), "objective.primary.num"),
+                _int(p.get("den"), "objective.primary.den"),
+            )
         else:
             primary = Fraction(_int(p, "objective.primary"))
         score_text = obj.get("score")
         try:
             score = int(str(score_text))
         except ValueError:
-            raise InvalidInput("objective.score", f"must be a decimal integer, got {score_text!r}") from None
+            raise InvalidInput(
+                "objective.score", f"must be a decimal integer, got {score_text!r}"
+            ) from None
         return cls(primary, _int(obj.get("secondary"), "objective.secondary"), score)
 
 
@@ -148,7 +153,7 @@ class ClearingResult:
         return out
 
     def digest(self) -> str:
-        """SHA-256 of the trades in canonical JSON (sorted keys, no spaces): the trades' identity."""
+        """SHA-256 of the trades in canonical JSON (sorted keys, no spaces)."""
         data = json.dumps(
             [t.to_json() for t in self.trades], sort_keys=True, separators=(",", ":")
         ).encode()

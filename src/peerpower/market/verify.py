@@ -100,9 +100,7 @@ def verify(book: Book, result: ClearingResult) -> Verification:
         u, v = grid.index[so.node], grid.index[bo.node]
         fee = grid.fee(u, v)
         if t.fee_sen_per_kwh != fee:
-            out.fail(
-                "fee", f"{where}: fee {t.fee_sen_per_kwh} sen/kWh, the grid path costs {fee}"
-            )
+            out.fail("fee", f"{where}: fee {t.fee_sen_per_kwh} sen/kWh, the grid path costs {fee}")
         ask, bid = so.price_sen_per_kwh, bo.price_sen_per_kwh
         if bid - fee < ask:
             out.fail(
@@ -272,8 +270,7 @@ def _welfare_bound(book: Book, cert: dict[str, Any]) -> int:
         if rent[c]:
             bound += (grid.capacity_wh[c] // book.lot_wh) * book.lot_wh * abs(rent[c])
     for o in book.orders:
-        local = price[grid.index[o.node]]
-        assert local is not None
+        local = price[grid.index[o.node]] or 0  # never None: allow_none=False above
         if o.side is Side.SELL:
             bound += o.energy_wh * max(0, local - o.price_sen_per_kwh)
         else:
@@ -295,7 +292,8 @@ def _volume_bound(book: Book, cert: dict[str, Any]) -> int:
         fee = grid.fee_sen_per_kwh[v]
         if up[v] is not None and (up[p] is None or up[p] > up[v] + fee):  # type: ignore[operator]
             raise InvalidInput("certificate.up_sen_per_kwh", f"rises too fast at {grid.ids[v]!r}")
-        if down[p] is not None and (down[v] is None or down[v] > down[p] + fee):
+        dp, dv = down[p], down[v]
+        if dp is not None and (dv is None or dv > dp + fee):
             raise InvalidInput("certificate.down_sen_per_kwh", f"drops too fast at {grid.ids[v]!r}")
     cover = 0
     for o in book.orders:

@@ -1,0 +1,120 @@
+"""``make demo``: clear the sample books in ``examples/`` with each mechanism, as tables.
+
+Until the simulator exists this is the main job: for every book it prints the order-book ladder
+(SELL | PRICE | BUY, as on the Urawa-Misono screen), then for each mechanism the balanced units
+(seller, buyer, kWh, price, fee) and the totals, and whether ``verify`` accepts the result.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from peerpower.errors import ClearingError, InvalidInput
+from peerpower.market import clear, parse_book, verify
+from peerpower.market.depth import ladder
+from peerpower.market.orders import Book
+from peerpower.market.result import ClearingResult
+from peerpower.units import MicroYen, Wh, kwh_str, price_str, yen_str
+
+RUNS: tuple[tuple[str, str | None], ...] = (
+    ("cda", None),
+    ("call", None),
+    ("optimal", "volume"),
+    ("optimal", "welfare"),
+    ("optimal", "maxmin"),
+)
+
+
+def table(headers: list[str], rows: list[list[str]], align: str) -> str:
+    """A plain-text table; ``align`` has one ``l`` or ``r`` per column."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        parts = [
+            c.ljust(w) if a == "l" else c.rjust(w)
+            for c, w, a in zip(cells, widths, align, strict=True)
+        ]
+        return "  " + " | ".join(parts).rstrip()
+
+    rule = "  " + "-+-".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def ladder_table(book: Book, depth: int) -> str:
+    rows = []
+    for row in ladder(book.orders, depth):
+        price = row.label if row.price_sen_per_kwh is None else price_str(row.price_sen_per_kwh)
+        rows.append(
+            [
+                kwh_str(Wh(row.sell_wh)) if row.sell_wh else "",
+                price,
+                kwh_str(Wh(row.buy_wh)) if row.buy_wh else "",
+            ]
+        )
+    return table(["SELL kWh", "PRICE ¥/kWh", "BUY kWh"], rows, "rcl")
+
+
+def result_table(book: Book, result: ClearingResult) -> str:
+    if not result.trades:
+        return "  no balanced units: no bid meets an ask"
+    rows = [
+        [
+            t.seller,
+            t.buyer,
+            kwh_str(Wh(t.energy_wh)),
+            price_str(t.price_sen_per_kwh),
+            price_str(t.fee_sen_per_kwh),
+        ]
+        for t in result.trades
+    ]
+    return table(["seller", "buyer", "kWh", "price ¥/kWh", "fee ¥/kWh"], rows, "llrrr")
+
+
+def totals_line(book: Book, result: ClearingResult) -> str:
+    t = result.totals
+    text = (
+        f"  totals: {kwh_str(Wh(t.volume_wh))} kWh traded, welfare "
+        f"¥{yen_str(MicroYen(t.welfare_microyen))}, fees ¥{yen_str(MicroYen(t.fees_microyen))}"
+    )
+    if result.clearing_price_sen_per_kwh is not None:
+        text += f", clearing price {price_str(result.clearing_price_sen_per_kwh)} ¥/kWh"
+    check = verify(book, result)
+    if check.ok:
+        text += "; verified" + (" optimal" if check.proven_optimal else "")
+    else:
+        rule, message = check.problems[0]
+        text += f"; VERIFY FAILED ({rule}: {message})"
+    return text
+
+
+def run_demo(examples: Path, depth: int = 10) -> str:
+    files = sorted(examples.glob("*.json"))
+    if not files:
+        raise InvalidInput("examples", f"no sample books (*.json) in {str(examples)!r}")
+    out: list[str] = []
+    for path in files:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        book = parse_book(raw)
+        out.append("=" * 78)
+        out.append(f"{path.name}: {len(book.orders)} orders, grid of {book.grid.size} node(s)")
+        about = raw.get("_about") if isinstance(raw, dict) else None
+        if about:
+            out.append(f"  {about}")
+        out.append("")
+        out.append(ladder_table(book, depth))
+        for mechanism, goal in RUNS:
+            name = mechanism + (f" --goal {goal}" if goal else "")
+            out.append("")
+            out.append(f"[{name}]")
+            try:
+                result = clear(book, mechanism, goal)
+            except ClearingError as err:
+                out.append(f"  cannot clear: {err.message}")
+                continue
+            out.append(result_table(book, result))
+            out.append(totals_line(book, result))
+        out.append("")
+    return "\n".join(out) + "\n"
