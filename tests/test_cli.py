@@ -231,3 +231,16 @@ def test_demo_prints_every_example_and_mechanism(capsys) -> None:
     assert "SELL kWh | PRICE ¥/kWh | BUY kWh" in out
     assert "VERIFY FAILED" not in out
     assert out.count("[optimal --goal maxmin]") == len(list(EXAMPLES.glob("*.json")))
+
+
+def test_bench_clearing_reports_time_and_lower_bound(tmp_path: Path, capsys) -> None:
+    out_file = tmp_path / "bench.json"
+    args = ["bench", "clearing", "--sizes", "300", "--repeat", "1", "--only", "cda,optimal:welfare"]
+    assert main([*args, "--out", str(out_file)]) == 0
+    rows = json.loads(out_file.read_text())
+    assert [r["mechanism"] for r in rows] == ["cda", "optimal:welfare"]
+    for row in rows:
+        assert row["seconds"] > 0
+        assert row["lower_bound_seconds"] > 0
+        assert abs(row["ratio"] - row["seconds"] / row["lower_bound_seconds"]) < 0.1
+    assert "lower bound s" in capsys.readouterr().out

@@ -117,8 +117,10 @@ def run_clearing_bench(args: argparse.Namespace) -> int:
                 flat: _time([sys.executable, "-c", LOWER_BOUND, str(p)], args.repeat)
                 for flat, p in paths.items()
             }
+            wanted = {m.strip() for m in str(args.only).split(",") if m.strip()}
             for mechanism, goal, limit, flat in RUNS:
-                if n > limit:
+                label = mechanism + (f":{goal}" if goal else "")
+                if n > limit or (wanted and label not in wanted):
                     continue
                 cmd = [sys.executable, "-m", "peerpower", "clear", str(paths[flat])]
                 cmd += ["--mechanism", mechanism] + (["--goal", goal] if goal else [])

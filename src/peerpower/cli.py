@@ -128,12 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     b = bench.add_parser("clearing", help="clearing time against a lower bound")
     b.add_argument(
         "--sizes",
-        default="1000,10000,100000,200000",
+        default="1000,2000,10000,100000,200000",
         help="comma-separated book sizes [orders]",
     )
     b.add_argument("--sites", type=int, default=2000, help="sites in the grid tree")
     b.add_argument("--repeat", type=int, default=3, help="runs per measurement (best is kept)")
     b.add_argument("--seed", type=int, default=1)
+    b.add_argument(
+        "--only",
+        default="",
+        help="comma-separated runs to keep, e.g. cda,optimal:welfare (default: all)",
+    )
     b.add_argument("--out", default=None, help="also write the figures as JSON here")
     b.set_defaults(run=_cmd_bench)
     return parser

@@ -145,7 +145,8 @@ def _pair(book: Book, sells: list[list[int]], buys: list[list[int]]) -> list[tup
             first += 1
         # Only the buyer's own sells are left: re-pair with earlier units whose two sides are
         # other participants, (s2 → b2) + (own → b) becoming (s2 → b) + (own → b2).
-        for cand in sells[first:]:
+        for pos in range(first, len(sells)):
+            cand = sells[pos]
             if not need:
                 break
             if cand[1] == 0 or who[cand[0]] != who[b]:
