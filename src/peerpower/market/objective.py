@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from peerpower.market.orders import Book, Side, book_arrays
+from peerpower.market.orders import Book, book_arrays
 from peerpower.market.result import Goal, Objective, Trade
 
 
@@ -107,6 +107,3 @@ def evaluate(
     lowest = min((Fraction(profit.get(p, 0), e) for p, e in offered.items()), default=Fraction(0))
     return Objective(lowest, welfare, score)
 
-
-def side_of(book: Book, order_id: str) -> Side:
-    return book.orders[book.by_id[order_id]].side

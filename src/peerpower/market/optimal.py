@@ -173,11 +173,11 @@ def _welfare_flow(
     flow[:ne] = up - both
     flow[ne : 2 * ne] = down - both
     units = fl.decompose(net, flow)
-    return units, _welfare_certificate(book, net, flow, welfare, child, ne)
+    return units, _welfare_certificate(book, net, flow, welfare, child)
 
 
 def _welfare_certificate(
-    book: Book, net: fl.Network, flow: I64, cost: I64, child: I64, ne: int
+    book: Book, net: fl.Network, flow: I64, cost: I64, child: I64
 ) -> dict[str, Any]:
     """Node prices π [sen/kWh] and signed congestion rents ρ on capacitated edges.
 
@@ -198,7 +198,6 @@ def _welfare_certificate(
         rho = min(max(0, delta - fee), delta + fee)
         if rho:
             rents[grid.ids[c]] = rho
-    del ne
     return {"kind": "welfare-node-prices", "price_sen_per_kwh": prices, "rent_sen_per_kwh": rents}
 
 
