@@ -106,4 +106,3 @@ def evaluate(
     profit = profits_microyen(book, trades)
     lowest = min((Fraction(profit.get(p, 0), e) for p, e in offered.items()), default=Fraction(0))
     return Objective(lowest, welfare, score)
-
