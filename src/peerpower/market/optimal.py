@@ -38,6 +38,7 @@ import numpy.typing as npt
 from peerpower.errors import ClearingError
 from peerpower.grid.tree import GridTree
 from peerpower.market import flow as fl
+from peerpower.market import pairwise as pw
 from peerpower.market.objective import evaluate, maxmin_participants, midpoint_price
 from peerpower.market.orders import Book, BookArrays, book_arrays
 from peerpower.market.result import ClearingResult, Goal, Trade, totals_of
@@ -52,6 +53,7 @@ def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
     arr = book_arrays(book)
     live = _tradable(arr)
     certificate: dict[str, Any] | None = None
+    bound: dict[str, Any] | None = None
     self_pairs = _self_compatible(book, arr, live)
     # The networks take every order, tradable or not, so that their certificates bound the
     # whole book.
@@ -60,6 +62,13 @@ def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
         units, certificate = _welfare_flow(book, arr, everyone)
     elif goal == "volume" and not self_pairs and not book.grid.has_capacities:
         units, certificate = _volume_flow(book, arr, everyone)
+    elif goal == "maxmin" and not book.grid.has_capacities and live.any():
+        pairs = pw.build_pairs(book, arr, live)
+        if pairs.count > pw.EXACT_PAIRS:
+            units, rounded = pw.clear_maxmin_rounded(book, arr, pairs, self_pairs)
+            bound = rounded.to_json()
+        else:
+            units = _pairwise(book, arr, live, goal)
     else:
         units = _pairwise(book, arr, live, goal)
     trades = _trades(book, units)
@@ -72,6 +81,7 @@ def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
         goal=goal,
         objective=objective,
         certificate=certificate,
+        bound=bound,
     )
 
 

@@ -124,6 +124,9 @@ class ClearingResult:
     certificate
         For ``optimal`` ``volume``/``welfare``: dual values proving optimality, checked by
         :func:`peerpower.market.verify.verify` in time linear in the book.
+    bound
+        For ``maxmin`` on books too large for the exact MILP: the LP upper bounds of the
+        objective beside the rounded clearing, and whether they prove it optimal.
     """
 
     mechanism: Mechanism
@@ -133,6 +136,7 @@ class ClearingResult:
     clearing_price_sen_per_kwh: int | None = None
     objective: Objective | None = None
     certificate: dict[str, Any] | None = None
+    bound: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mechanism": self.mechanism}
@@ -150,6 +154,8 @@ class ClearingResult:
             out["objective"] = self.objective.to_json()
         if self.certificate is not None:
             out["certificate"] = self.certificate
+        if self.bound is not None:
+            out["bound"] = self.bound
         return out
 
     def digest(self) -> str:

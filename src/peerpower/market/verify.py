@@ -357,6 +357,9 @@ def result_from_json(obj: Any) -> ClearingResult:
     cert = obj.get("certificate")
     if cert is not None and not isinstance(cert, dict):
         raise InvalidInput("certificate", "must be an object")
+    bound = obj.get("bound")
+    if bound is not None and not isinstance(bound, dict):
+        raise InvalidInput("bound", "must be an object")
     return ClearingResult(
         mechanism,
         tuple(trades),
@@ -365,4 +368,5 @@ def result_from_json(obj: Any) -> ClearingResult:
         clearing_price_sen_per_kwh=price,
         objective=objective,
         certificate=cert,
+        bound=bound,
     )

@@ -1,0 +1,106 @@
+"""``maxmin`` on books too large for the exact MILP: LP bound and rounded clearing.
+
+The rounded path is forced on small books (``EXACT_PAIRS = 0``) so that the independent MILP
+oracle can say what the true optimum is: the clearing must be valid, never better than the
+optimum (that would mean a broken check), and the reported bounds must hold above the optimum.
+"""
+
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+import pytest
+
+from helpers import oracle, random_book
+from peerpower.bench import make_book
+from peerpower.market import clear, verify
+from peerpower.market import pairwise as pw
+from peerpower.market.objective import maxmin_participants
+from peerpower.market.optimal import _tradable
+from peerpower.market.orders import book_arrays, parse_book
+
+
+@pytest.fixture
+def rounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pw, "EXACT_PAIRS", 0)
+
+
+@pytest.mark.parametrize("case", range(40))
+@pytest.mark.usefixtures("rounded")
+def test_rounded_maxmin_is_valid_and_bounded_by_the_oracle(case: int) -> None:
+    rng = random.Random(5000 + case)
+    book = random_book(
+        rng,
+        n_orders=rng.randint(4, 14),
+        n_nodes=rng.randint(1, 5),
+        n_participants=rng.randint(3, 10),
+        capacities=False,
+    )
+    result = clear(book, "optimal", "maxmin")
+    check = verify(book, result)
+    assert check.ok, check.problems
+    want = oracle(book, "maxmin")
+    assert result.objective is not None
+    got = result.objective.primary
+    assert got <= want["primary"]
+    if result.bound is None:  # nothing could trade: no LP was needed
+        assert not result.trades
+        return
+    eps = 1e-6 * max(1.0, float(want["primary"]))
+    assert result.bound["primary_upper"] >= float(want["primary"]) - eps
+    if result.bound["primary_proven"]:
+        assert got == want["primary"]
+    # The welfare bound holds for every clearing, the oracle's included.
+    assert result.bound["secondary_upper"] >= result.objective.secondary
+    if got == want["primary"]:
+        assert result.objective.secondary <= want["secondary"]
+
+
+def test_rounded_maxmin_on_a_bench_book_is_deterministic_and_checked() -> None:
+    book = parse_book(make_book(600, 150, 3))
+    first = clear(book, "optimal", "maxmin")
+    assert first.bound is not None, "600 orders must take the rounded path"
+    check = verify(book, first)
+    assert check.ok, check.problems
+    assert first.objective is not None
+    assert first.objective.primary > 0
+    assert float(first.objective.primary) <= first.bound["primary_upper"] * (1 + 1e-9)
+    assert first.objective.secondary <= first.bound["secondary_upper"]
+    again = clear(book, "optimal", "maxmin")
+    assert again.digest() == first.digest()
+
+
+def test_solo_bound_caps_t() -> None:
+    # Each participant's ratio is at most what it would earn if it had every partner to itself;
+    # the LP bound can never exceed the smallest of those.
+    book = parse_book(make_book(400, 100, 8))
+    result = clear(book, "optimal", "maxmin")
+    assert result.bound is not None
+    arr = book_arrays(book)
+    p = pw.build_pairs(book, arr, _tradable(arr))
+    solo: dict[int, Fraction] = {}
+    for side_gain, lots_self, lots_other, part, axis in (
+        (p.gain_s, p.lots_s, p.lots_b, p.part_s, 1),
+        (p.gain_b, p.lots_b, p.lots_s, p.part_b, 0),
+    ):
+        gains = side_gain if axis == 1 else side_gain.T
+        ok = p.ok if axis == 1 else p.ok.T
+        for k in range(gains.shape[0]):
+            options = sorted(
+                ((int(gains[k, m]), int(lots_other[m])) for m in range(gains.shape[1]) if ok[k, m]),
+                reverse=True,
+            )
+            left, earned = int(lots_self[k]), 0
+            for g, cap in options:
+                take = min(left, cap)
+                earned += g * take
+                left -= take
+            q = int(part[k])
+            solo[q] = solo.get(q, Fraction(0)) + earned
+    pid = {name: k for k, name in enumerate(arr.participants)}
+    cap = min(
+        Fraction(solo.get(pid[name], 0), e // book.lot_wh) * 10
+        for name, e in maxmin_participants(book).items()
+    )
+    assert result.bound["primary_upper"] <= float(cap) * (1 + 1e-7)
