@@ -7,7 +7,7 @@ with more than :data:`EXACT_PAIRS` compatible pairs are therefore cleared by rou
 bounds that the rounded clearing is measured against are reported beside it.
 
 1. ``t``: the LP relaxation ``max t`` s.t. ``profit_p ≥ t · offered_p`` is solved by *column
-   generation*: HiGHS (dual simplex, through SciPy) over a pool of pairs, first each order's
+   generation*: GLOP over a pool of pairs, first each order's
    best partners by spread; the reduced cost ``d = y·A − c`` of **every** pair is computed from
    the duals at once with NumPy (the pair matrix is dense, sells × buys) and the most negative
    pairs join the pool until none is negative. The duals are then feasible for the LP over all
@@ -17,9 +17,10 @@ bounds that the rounded clearing is measured against are reported beside it.
    LP's float tolerance) ``t`` is proven optimal.
 2. welfare, keeping every ratio at least ``t``: the candidates are the welfare optimum (a
    min-cost flow) if it already keeps everyone at ``t``, the fill stopped as soon as everyone is
-   at ``t`` (it retraces stage 1, so it gets there), and stage 1's clearing; each is completed
-   by a welfare min-cost flow over the lots it left (adding trades never lowers a profit), and
-   the best is kept. The welfare optimum without the ``t`` constraint is the reported bound.
+   at ``t``, and stage 1's clearing; each is completed by a welfare min-cost flow over the lots
+   it left (adding trades never lowers a profit), and the best that keeps everyone at ``t`` is
+   kept (stage 1's always does). The welfare optimum without the ``t`` constraint is the
+   reported bound.
 
 Profits here are in sen/kWh·lot and offered energy in lots (the ratio × 10 is µ¥/Wh).
 """
@@ -27,6 +28,7 @@ Profits here are in sen/kWh·lot and offered energy in lots (the ratio × 10 is 
 from __future__ import annotations
 
 import heapq
+import importlib
 import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -126,7 +128,7 @@ class Bound:
 
 
 class _LP:
-    """An LP over a growing pool of pairs, solved by column generation (HiGHS through SciPy)."""
+    """An LP over a growing pool of pairs, solved by column generation (GLOP)."""
 
     def __init__(
         self,
@@ -172,8 +174,10 @@ class _LP:
                 self.pool[idx[0][has], idx[1][has]] = True
 
     def _solve_pool(self) -> tuple[float, F64, tuple[F64, F64, F64]]:
-        from scipy.optimize import linprog
         from scipy.sparse import coo_matrix
+
+        # Typed loosely: the stubs shipped with this OR-tools module are malformed.
+        mb: Any = importlib.import_module("ortools.linear_solver.python.model_builder_helper")
 
         p = self.pairs
         n_s, n_b = p.ok.shape
@@ -206,20 +210,24 @@ class _LP:
         a = coo_matrix(
             (np.concatenate(v), (np.concatenate(r), np.concatenate(c))),
             shape=(n_s + n_b + n_p, n_cols),
-        ).tocsc()
+        ).tocsr()
         b = np.concatenate([p.lots_s, p.lots_b, self.rhs_people]).astype(np.float64)
-        upper = np.minimum(p.lots_s[ii], p.lots_b[jj]).astype(np.float64)
-        bounds = np.zeros((n_cols, 2))
-        bounds[:m, 1] = upper
-        if n_cols > m:
-            bounds[m, 1] = np.inf
-        res = linprog(cost, A_ub=a, b_ub=b, bounds=bounds, method="highs-ds")
-        if res.status != 0:
-            raise ClearingError("optimal", f"internal: LP ended with status {res.status}")
-        y = -np.asarray(res.ineqlin.marginals, dtype=np.float64)
+        upper = np.full(n_cols, np.inf)
+        upper[:m] = np.minimum(p.lots_s[ii], p.lots_b[jj])
+        model = mb.ModelBuilderHelper()
+        model.fill_model_from_sparse_data(
+            np.zeros(n_cols), upper, cost, np.full(len(b), -np.inf), b, a
+        )
+        solver = mb.ModelSolverHelper("glop")
+        solver.solve(model)
+        if solver.status() != mb.SolveStatus.OPTIMAL:
+            raise ClearingError("optimal", f"internal: LP ended with {solver.status_string()!r}")
+        # GLOP minimises ``cost``; the duals of the ≤ rows are ≤ 0 there.
+        y = -np.asarray(solver.dual_values(), dtype=np.float64)
+        values = np.asarray(solver.variable_values(), dtype=np.float64)
         x = np.zeros((n_s, n_b))
-        x[ii, jj] = res.x[:m]
-        return float(-res.fun), x, (y[:n_s], y[n_s : n_s + n_b], y[n_s + n_b :])
+        x[ii, jj] = values[:m]
+        return float(-solver.objective_value()), x, (y[:n_s], y[n_s : n_s + n_b], y[n_s + n_b :])
 
     def _reduced_costs(self, alpha: F64, beta: F64, mu_rows: F64) -> F64:
         """``d = y·A − c`` for every pair (+inf where incompatible)."""
@@ -255,24 +263,38 @@ class _State:
         for j, q in enumerate(p.part_b.tolist()):
             self.buys_of.setdefault(q, []).append(j)
 
+    def _partners(self) -> None:
+        """Each order's partners by its gain, best first (ties: lowest index), and a cursor:
+        lots are only ever added during a fill, so a partner found full stays full."""
+        p = self.p
+        self.key_s = np.where(p.ok, p.gain_s, -1)  # gain of a sell's partner, −1: none
+        self.key_b = np.where(p.ok, p.gain_b, -1).T  # gain of a buy's partner
+        self.by_gain_s = np.argsort(-self.key_s, axis=1, kind="stable")
+        self.by_gain_b = np.argsort(-self.key_b, axis=1, kind="stable")
+        self.cursor_s = [0] * len(p.sells)
+        self.cursor_b = [0] * len(p.buys)
+
     def best_lot(self, q: int) -> tuple[int, int, int] | None:
         """Free pair (sell, buy) that gains participant ``q`` most, with that gain."""
-        p = self.p
         best: tuple[int, int, int] | None = None
         for i in self.sells_of.get(q, []):
             if self.rem_s[i] <= 0:
                 continue
-            g = np.where(p.ok[i] & (self.rem_b > 0), p.gain_s[i], -1)
-            j = int(g.argmax())
-            if g[j] > 0 and (best is None or g[j] > best[2]):
-                best = (i, j, int(g[j]))
+            row, key, k = self.by_gain_s[i], self.key_s[i], self.cursor_s[i]
+            while k < len(row) and key[row[k]] > 0 and self.rem_b[row[k]] <= 0:
+                k += 1
+            self.cursor_s[i] = k
+            if k < len(row) and key[row[k]] > 0 and (best is None or key[row[k]] > best[2]):
+                best = (i, int(row[k]), int(key[row[k]]))
         for j in self.buys_of.get(q, []):
             if self.rem_b[j] <= 0:
                 continue
-            g = np.where(p.ok[:, j] & (self.rem_s > 0), p.gain_b[:, j], -1)
-            i = int(g.argmax())
-            if g[i] > 0 and (best is None or g[i] > best[2]):
-                best = (i, j, int(g[i]))
+            col, key, k = self.by_gain_b[j], self.key_b[j], self.cursor_b[j]
+            while k < len(col) and key[col[k]] > 0 and self.rem_s[col[k]] <= 0:
+                k += 1
+            self.cursor_b[j] = k
+            if k < len(col) and key[col[k]] > 0 and (best is None or key[col[k]] > best[2]):
+                best = (int(col[k]), j, int(key[col[k]]))
         return best
 
     def add(self, i: int, j: int, lots: int) -> None:
@@ -287,6 +309,7 @@ class _State:
         """Raise the lowest ratio ``profit_q / weights_q``: give the lowest participant its best
         free lots until its ratio passes the next lowest one, until every ratio is at least
         ``target`` or its participant is stuck."""
+        self._partners()
         heap = [(self.profit[q] / w, q) for q, w in weights.items() if w > 0]
         heapq.heapify(heap)
         while heap:
@@ -333,7 +356,7 @@ def clear_maxmin_rounded(
     full.fill(offered)
     t = full.ratio(offered)
     # Stage 2: welfare with every ratio kept ≥ t. The same fill stopped as soon as everyone is
-    # at t (it retraces the first fill, so it gets there) leaves more lots to a welfare flow.
+    # at t leaves more lots to a welfare flow (kept only if it does get everyone to t).
     lean = _State(p, start, n_part)
     lean.fill(offered, target=float(t))
     candidates = [lean.x, full.x]
@@ -360,6 +383,8 @@ def clear_maxmin_rounded(
                 extra, _ = _welfare_flow(book, replace(arr, lots=left), mask)
                 for s, b, n in extra:
                     x[row[s], col[b]] += n
+        if _State(p, x, n_part).ratio(offered) < t:
+            continue  # the lean fill can fall short: someone stuck below t gained only later
         value = int((p.spread * x).sum())
         if value > best_welfare:
             best_x, best_welfare = x, value
