@@ -87,16 +87,33 @@ def make_book(n: int, sites: int, seed: int, with_grid: bool = True) -> dict[str
     return book
 
 
-def _time(cmd: list[str], repeat: int) -> float:
+def _time(cmd: list[str], repeat: int) -> tuple[float, bytes]:
+    """Best wall time of ``repeat`` runs, and what the last run printed."""
     best = float("inf")
+    out = b""
     for _ in range(repeat):
         start = time.perf_counter()
-        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        proc = subprocess.run(cmd, capture_output=True, check=False)
         elapsed = time.perf_counter() - start
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.decode()[-500:]}")
         best = min(best, elapsed)
-    return best
+        out = proc.stdout
+    return best, out
+
+
+def _quality(printed: bytes) -> str:
+    """For a rounded ``maxmin``: the objective as a share of its LP bound."""
+    result = json.loads(printed)
+    bound = result.get("bound")
+    if not bound:
+        return "exact" if result.get("goal") == "maxmin" else ""
+    primary = result["objective"]["primary"]
+    t = primary["num"] / primary["den"] if isinstance(primary, dict) else float(primary)
+    share = t / bound["primary_upper"] if bound["primary_upper"] else 1.0
+    welfare = result["objective"]["secondary"] / max(1.0, bound["secondary_upper"])
+    proven = " (t proven)" if bound["primary_proven"] else ""
+    return f"t {share:.1%} of bound{proven}, welfare {welfare:.1%}"
 
 
 def run_clearing_bench(args: argparse.Namespace) -> int:
@@ -114,7 +131,7 @@ def run_clearing_bench(args: argparse.Namespace) -> int:
                 path.write_text(json.dumps(make_book(n, sites, args.seed, with_grid=not flat)))
                 paths[flat] = path
             bound = {
-                flat: _time([sys.executable, "-c", LOWER_BOUND, str(p)], args.repeat)
+                flat: _time([sys.executable, "-c", LOWER_BOUND, str(p)], args.repeat)[0]
                 for flat, p in paths.items()
             }
             wanted = {m.strip() for m in str(args.only).split(",") if m.strip()}
@@ -124,7 +141,8 @@ def run_clearing_bench(args: argparse.Namespace) -> int:
                     continue
                 cmd = [sys.executable, "-m", "peerpower", "clear", str(paths[flat])]
                 cmd += ["--mechanism", mechanism] + (["--goal", goal] if goal else [])
-                seconds = _time(cmd, args.repeat)
+                seconds, printed = _time(cmd, args.repeat)
+                quality = _quality(printed) if goal == "maxmin" else ""
                 name = mechanism + (f":{goal}" if goal else "") + (" (1 node)" if flat else "")
                 row = {
                     "orders": n,
@@ -134,10 +152,12 @@ def run_clearing_bench(args: argparse.Namespace) -> int:
                     "lower_bound_seconds": round(bound[flat], 3),
                     "ratio": round(seconds / bound[flat], 2),
                 }
+                if quality:
+                    row["quality"] = quality
                 rows.append(row)
                 print(
                     f"{n:>8} {name:<17} {seconds:>12.3f} {bound[flat]:>13.3f} "
-                    f"{seconds / bound[flat]:>6.2f}",
+                    f"{seconds / bound[flat]:>6.2f}  {quality}",
                     flush=True,
                 )
     if args.out:
