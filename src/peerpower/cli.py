@@ -72,7 +72,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
     book = parse_book(_read_json(args.book, "book"))
     with _stdout_to_stderr():
         result = clear(book, args.mechanism, args.goal)
-    sys.stdout.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
+    sys.stdout.write(result.to_json_text() + "\n")
     return EXIT_OK
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from fractions import Fraction
+from json.encoder import encode_basestring_ascii
 from typing import Any, Literal
 
 from peerpower.errors import InvalidInput
@@ -135,10 +136,25 @@ class ClearingResult:
     certificate: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        return self._fields([t.to_json() for t in self.trades])
+
+    def to_json_text(self) -> str:
+        """``json.dumps(self.to_json(), separators=(",", ":"))``, the same text built faster:
+        the trades, nearly all of it, are written from one template."""
+        parts = []
+        for key, value in self._fields(None).items():
+            if key == "trades":
+                text = _trades_text(self.trades)
+            else:
+                text = json.dumps(value, separators=(",", ":"))
+            parts.append(f"{json.dumps(key)}:{text}")
+        return "{" + ",".join(parts) + "}"
+
+    def _fields(self, trades: list[dict[str, Any]] | None) -> dict[str, Any]:
         out: dict[str, Any] = {"mechanism": self.mechanism}
         if self.goal is not None:
             out["goal"] = self.goal
-        out["trades"] = [t.to_json() for t in self.trades]
+        out["trades"] = trades
         out["totals"] = {
             "volume_wh": self.totals.volume_wh,
             "welfare_microyen": self.totals.welfare_microyen,
@@ -158,6 +174,38 @@ class ClearingResult:
             [t.to_json() for t in self.trades], sort_keys=True, separators=(",", ":")
         ).encode()
         return hashlib.sha256(data).hexdigest()
+
+
+_TRADE_TEMPLATE = (
+    '{"sell_order":%s,"buy_order":%s,"seller":%s,"buyer":%s,'
+    '"energy_wh":%s,"price_sen_per_kwh":%s,"fee_sen_per_kwh":%s}'
+)
+
+
+def _trades_text(trades: tuple[Trade, ...]) -> str:
+    """The trades as compact JSON, as :func:`json.dumps` writes them: strings through the same
+    escaper, integers through ``int.__repr__``."""
+    quote = encode_basestring_ascii
+    template = _TRADE_TEMPLATE
+    return (
+        "["
+        + ",".join(
+            [
+                template
+                % (
+                    quote(t.sell_order),
+                    quote(t.buy_order),
+                    quote(t.seller),
+                    quote(t.buyer),
+                    int.__repr__(t.energy_wh),
+                    int.__repr__(t.price_sen_per_kwh),
+                    int.__repr__(t.fee_sen_per_kwh),
+                )
+                for t in trades
+            ]
+        )
+        + "]"
+    )
 
 
 def totals_of(trades: tuple[Trade, ...], limit: dict[str, int]) -> Totals:
