@@ -41,7 +41,13 @@ from peerpower.grid.tree import GridTree
 from peerpower.market import flow as fl
 from peerpower.market.objective import evaluate, maxmin_participants, objective_of
 from peerpower.market.orders import Book, BookArrays, book_arrays
-from peerpower.market.result import ClearingResult, Goal, Totals, Trade
+from peerpower.market.result import (
+    ClearingResult,
+    Goal,
+    Trade,
+    totals_from_columns,
+    trades_from_columns,
+)
 
 I64 = npt.NDArray[np.int64]
 
@@ -69,23 +75,21 @@ def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
     energy = lots * book.lot_wh
     price = ask + (bid - fee - ask) // 2  # midpoint_price, on arrays
     trades = _trades(book, arr, sell, buy, energy, price, fee)
-    # Sums in Python integers: exact whatever the size of the book.
     e = energy.tolist()
-    volume = sum(e)
-    welfare = 10 * sum(map(operator.mul, (bid - fee - ask).tolist(), e))
-    fees = 10 * sum(map(operator.mul, fee.tolist(), e))
+    totals = totals_from_columns(e, ask.tolist(), bid.tolist(), fee.tolist())
     if goal == "maxmin":
         objective = evaluate(book, trades, goal, scores=list(arr.score))
     else:
+        # Σ r_k · filled_k in Python integers: exact whatever the size of the book.
         r = arr.score_u64
         score = sum(map(operator.mul, r[sell].tolist(), e)) + sum(
             map(operator.mul, r[buy].tolist(), e)
         )
-        objective = objective_of(goal, volume, welfare, score)
+        objective = objective_of(goal, totals.volume_wh, totals.welfare_microyen, score)
     return ClearingResult(
         "optimal",
         trades,
-        Totals(volume, welfare, fees),
+        totals,
         goal=goal,
         objective=objective,
         certificate=certificate,
@@ -130,17 +134,14 @@ def _trades(
 ) -> tuple[Trade, ...]:
     ids = book.ids
     names = arr.participants
-    return tuple(
-        map(
-            Trade,
-            [ids[k] for k in sell.tolist()],
-            [ids[k] for k in buy.tolist()],
-            [names[p] for p in arr.participant[sell].tolist()],
-            [names[p] for p in arr.participant[buy].tolist()],
-            energy.tolist(),
-            price.tolist(),
-            fee.tolist(),
-        )
+    return trades_from_columns(
+        [ids[k] for k in sell.tolist()],
+        [ids[k] for k in buy.tolist()],
+        [names[p] for p in arr.participant[sell].tolist()],
+        [names[p] for p in arr.participant[buy].tolist()],
+        energy.tolist(),
+        price.tolist(),
+        fee.tolist(),
     )
 
 
