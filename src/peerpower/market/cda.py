@@ -31,6 +31,7 @@ from peerpower.market.result import (
     totals_from_columns,
     trades_from_columns,
 )
+from peerpower.units import PRICE_MAX_SEN_PER_KWH
 
 
 def clear_cda(book: Book) -> ClearingResult:
@@ -76,6 +77,8 @@ def clear_cda(book: Book) -> ClearingResult:
     own_sell_heaps = [[sell_heaps[a] for a in c] for c in ancestors]
     own_buy_heaps = [[buy_heaps[a] for a in c] for c in ancestors]
     heappush, heappop = heapq.heappush, heapq.heappop
+    # Above every entry: |key| ≤ price + D(node) ≤ PRICE_MAX + max D.
+    none_yet = (PRICE_MAX_SEN_PER_KWH + max(dist) + 1) << bits
     # (sell rank, buy rank, lots, price, fee) per trade
     done: list[tuple[int, int, int, int, int]] = []
 
@@ -102,19 +105,25 @@ def clear_cda(book: Book) -> ClearingResult:
         who = part[k]
         dv = dist[v]
         left = remaining[k]
-        stash: list[tuple[list[int], int]] = []
+        stash: list[tuple[list[int], int]] | None = None
         while left > 0:
-            best = -1
-            best_heap: list[int] | None = None
+            best = none_yet
+            best_heap: list[int] = []
             for heap, shift in tops:
-                while heap and remaining[heap[0] & mask] == 0:
+                if not heap:
+                    continue
+                top = heap[0]
+                while remaining[top & mask] == 0:  # drop filled orders
                     heappop(heap)
-                if heap:
-                    cand = heap[0] - shift
-                    if best_heap is None or cand < best:
+                    if not heap:
+                        break
+                    top = heap[0]
+                else:
+                    cand = top - shift
+                    if cand < best:
                         best = cand
                         best_heap = heap
-            if best_heap is None:
+            if best == none_yet:
                 break
             # The best candidate is exact (its heap is at the lowest common ancestor, or ties
             # with it), so the effective price also gives the fee of the path.
@@ -131,6 +140,7 @@ def clear_cda(book: Book) -> ClearingResult:
                 fee = eff - price[r]
             entry = heappop(best_heap)
             if part[r] == who:
+                stash = stash or []
                 stash.append((best_heap, entry))
                 continue
             s, b = (k, r) if incoming_sell else (r, k)
@@ -139,6 +149,7 @@ def clear_cda(book: Book) -> ClearingResult:
             if has_caps:
                 room, up, down = path_room(s, b)
                 if room == 0:
+                    stash = stash or []
                     stash.append((best_heap, entry))
                     continue
                 if room > 0:
@@ -153,8 +164,9 @@ def clear_cda(book: Book) -> ClearingResult:
             if rest > fill:
                 heappush(best_heap, entry)
         remaining[k] = left
-        for heap, entry in stash:
-            heappush(heap, entry)
+        if stash:
+            for heap, entry in stash:
+                heappush(heap, entry)
         if left > 0:
             if incoming_sell:
                 entry = ((limit + dv) << bits) | k

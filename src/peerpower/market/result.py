@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import json
 import operator
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from json.encoder import encode_basestring_ascii
@@ -247,6 +248,38 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _trade_maker() -> Callable[[str, str, str, str, int, int, int], Trade]:
+    """A function building a :class:`Trade` like ``Trade(...)``, twice as fast: it fills the
+    slots directly, where the generated ``__init__`` of a frozen dataclass goes through
+    ``object.__setattr__`` once per field. (Trade has no ``__post_init__`` to skip.)"""
+    new = object.__new__
+    s0, s1, s2, s3, s4, s5, s6 = (vars(Trade)[f.name].__set__ for f in dataclasses.fields(Trade))
+
+    def make(
+        sell_order: str,
+        buy_order: str,
+        seller: str,
+        buyer: str,
+        energy_wh: int,
+        price_sen_per_kwh: int,
+        fee_sen_per_kwh: int,
+    ) -> Trade:
+        trade: Trade = new(Trade)
+        s0(trade, sell_order)
+        s1(trade, buy_order)
+        s2(trade, seller)
+        s3(trade, buyer)
+        s4(trade, energy_wh)
+        s5(trade, price_sen_per_kwh)
+        s6(trade, fee_sen_per_kwh)
+        return trade
+
+    return make
+
+
+_make_trade = _trade_maker()
+
+
 def trades_from_columns(
     sell_order: list[str],
     buy_order: list[str],
@@ -257,19 +290,9 @@ def trades_from_columns(
     fee_sen_per_kwh: list[int],
 ) -> tuple[Trade, ...]:
     """Trades from their columns (all the same length), built in one pass."""
+    columns = (sell_order, buy_order, seller, buyer, energy_wh, price_sen_per_kwh)
     with gc_paused():
-        return tuple(
-            map(
-                Trade,
-                sell_order,
-                buy_order,
-                seller,
-                buyer,
-                energy_wh,
-                price_sen_per_kwh,
-                fee_sen_per_kwh,
-            )
-        )
+        return tuple(map(_make_trade, *columns, fee_sen_per_kwh))
 
 
 def totals_from_columns(
