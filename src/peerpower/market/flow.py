@@ -162,12 +162,8 @@ def decompose(net: Network, flow: I64) -> Units:
     inner = inner[np.lexsort((inner, ~to_sink, inner_tail))]
     inner_tail = net.tail[inner]
     bounds = np.searchsorted(inner_tail, np.arange(n + 1))
-    head_list = net.head.tolist()
-    indeg = [0] * n
-    for a in inner.tolist():
-        v = head_list[a]
-        if v != t:
-            indeg[v] += 1
+    inner_head = net.head[inner]
+    indeg: list[int] = np.bincount(inner_head[inner_head != t], minlength=n).tolist()
     queue = [v for v in range(n) if v not in (s, t) and indeg[v] == 0]
     out_sell: list[I64] = []
     out_buy: list[I64] = []
@@ -183,12 +179,18 @@ def decompose(net: Network, flow: I64) -> Units:
         inbox_order[u] = inbox_lots[u] = []
         arc_ends = np.cumsum(flow[out])
         # Every point where a piece or an arc ends cuts a segment: piece p → arc q.
-        cuts = np.union1d(pool_ends, arc_ends)
-        cuts = cuts[cuts <= arc_ends[-1]]
+        if len(arc_ends) == 1:  # the common cases, without sorting
+            cuts = np.append(pool_ends[pool_ends < arc_ends[0]], arc_ends)
+        elif len(pool_ends) == 1:
+            cuts = arc_ends
+        else:
+            cuts = np.unique(np.concatenate((pool_ends, arc_ends)))
+            cuts = cuts[cuts <= arc_ends[-1]]
         piece = pool_order[np.searchsorted(pool_ends, cuts)]
         which = np.searchsorted(arc_ends, cuts)
-        lots = np.diff(cuts, prepend=0)
-        heads_out = net.head[out]
+        lots = cuts.copy()
+        lots[1:] -= cuts[:-1]
+        heads_out = inner_head[lo:hi]
         n_buy = int(np.count_nonzero(heads_out == t))
         split = int(np.searchsorted(which, n_buy))
         if split:
