@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from ortools.graph.python import min_cost_flow
 
 from peerpower.errors import ClearingError
 
@@ -61,6 +60,9 @@ def solve(net: Network, cost: I64, free: Bool | None = None, fixed: I64 | None =
         if supply.any():
             raise ClearingError("optimal", "internal: the fixed flows do not balance")
         return flow
+    # Imported here: loading OR-tools takes a tenth of a second that cda and call do not need.
+    from ortools.graph.python import min_cost_flow
+
     smcf = min_cost_flow.SimpleMinCostFlow()
     smcf.add_arcs_with_capacity_and_unit_cost(
         net.tail[idx].astype(np.int32),
