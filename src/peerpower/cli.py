@@ -68,11 +68,15 @@ def _read_json(source: str, field: str) -> Any:
 
 def _cmd_clear(args: argparse.Namespace) -> int:
     from peerpower.market import clear, parse_book
+    from peerpower.market.result import gc_paused
 
-    book = parse_book(_read_json(args.book, "book"))
-    with _stdout_to_stderr():
-        result = clear(book, args.mechanism, args.goal)
-    sys.stdout.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
+    # The decoded book, the columns and the trades form no reference cycles: collecting while
+    # they are built would only walk them again and again.
+    with gc_paused():
+        book = parse_book(_read_json(args.book, "book"))
+        with _stdout_to_stderr():
+            result = clear(book, args.mechanism, args.goal)
+        sys.stdout.write(result.to_json_text() + "\n")
     return EXIT_OK
 
 

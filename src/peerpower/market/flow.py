@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from ortools.graph.python import min_cost_flow
 
 from peerpower.errors import ClearingError
 
@@ -61,6 +60,9 @@ def solve(net: Network, cost: I64, free: Bool | None = None, fixed: I64 | None =
         if supply.any():
             raise ClearingError("optimal", "internal: the fixed flows do not balance")
         return flow
+    # Imported here: loading OR-tools takes a tenth of a second that cda and call do not need.
+    from ortools.graph.python import min_cost_flow
+
     smcf = min_cost_flow.SimpleMinCostFlow()
     smcf.add_arcs_with_capacity_and_unit_cost(
         net.tail[idx].astype(np.int32),
@@ -114,7 +116,7 @@ def lexicographic(net: Network, stages: list[I64]) -> I64:
     return flow
 
 
-def score_costs(net: Network, r: list[int], lot_wh: int) -> I64:
+def score_costs(net: Network, r: npt.NDArray[np.uint64], lot_wh: int) -> I64:
     """Costs −r_k (shifted right to fit int64 safely) on order arcs: max Σ r_k · filled_k.
 
     The shift keeps ``max cost × (nodes + 1) × total flow`` below 2⁶⁰, inside the range the
@@ -123,66 +125,100 @@ def score_costs(net: Network, r: list[int], lot_wh: int) -> I64:
     order = net.order
     total = int(net.cap[order >= 0].sum()) + 1
     budget = 60 - (net.n_nodes + 1).bit_length() - total.bit_length()
-    shift = max(0, 64 - budget)
+    shift = max(0, 64 - budget)  # at least 4, so the shifted scores fit int64
     cost = np.zeros(len(order), dtype=np.int64)
     idx = np.flatnonzero(order >= 0)
-    cost[idx] = [-(r[k] >> shift) for k in order[idx].tolist()]
+    cost[idx] = -(r[order[idx]] >> np.uint64(shift)).astype(np.int64)
     return cost
 
 
-def decompose(net: Network, flow: I64) -> list[tuple[int, int, int]]:
-    """Split an acyclic flow into (sell order, buy order, lots) units.
+Units = tuple[I64, I64, I64]
+
+
+def decompose(net: Network, flow: I64) -> Units:
+    """Split an acyclic flow into units: arrays (sell order, buy order, lots), sorted by
+    (sell, buy) with one entry per pair.
 
     Pieces of each sell travel along positive-flow arcs in topological order; at every node they
-    serve the node's buy arcs first, then its outgoing arcs, first come first served.
+    serve the node's buy arcs first, then its outgoing arcs, first come first served. The nodes
+    are walked in Python; the pieces at a node are split among its arcs with array operations.
     """
     n = net.n_nodes
-    tail = net.tail.tolist()
-    head = net.head.tolist()
-    order = net.order.tolist()
-    f = flow.tolist()
     s, t = net.source, net.sink
-    inbox: list[list[list[int]]] = [[] for _ in range(n)]
-    outs: list[list[int]] = [[] for _ in range(n)]
-    indeg = [0] * n
-    for a in range(len(f)):
-        if f[a] <= 0:
-            continue
-        u, v = tail[a], head[a]
-        if u == s:
-            if v != t:
-                inbox[v].append([order[a], f[a]])
-            continue
-        outs[u].append(a)
-        if v != t:
-            indeg[v] += 1
+    arcs = np.flatnonzero(flow > 0)
+    tails, heads = net.tail[arcs], net.head[arcs]
+    # Pieces each node starts with: the sells entering it, in arc order.
+    sells = arcs[(tails == s) & (heads != t)]
+    inbox_order: list[list[I64]] = [[] for _ in range(n)]
+    inbox_lots: list[list[I64]] = [[] for _ in range(n)]
+    if len(sells):
+        by_node = sells[np.argsort(net.head[sells], kind="stable")]
+        nodes, starts = np.unique(net.head[by_node], return_index=True)
+        for v, part in zip(nodes.tolist(), np.split(by_node, starts[1:]), strict=True):
+            inbox_order[v].append(net.order[part])
+            inbox_lots[v].append(flow[part])
+    # Outgoing arcs of each node: buy arcs (into the sink) first, then the others, by arc index.
+    inner = arcs[tails != s]
+    inner_tail = net.tail[inner]
+    to_sink = net.head[inner] == t
+    inner = inner[np.lexsort((inner, ~to_sink, inner_tail))]
+    inner_tail = net.tail[inner]
+    bounds = np.searchsorted(inner_tail, np.arange(n + 1))
+    inner_head = net.head[inner]
+    indeg: list[int] = np.bincount(inner_head[inner_head != t], minlength=n).tolist()
     queue = [v for v in range(n) if v not in (s, t) and indeg[v] == 0]
-    units: list[tuple[int, int, int]] = []
+    out_sell: list[I64] = []
+    out_buy: list[I64] = []
+    out_lots: list[I64] = []
     while queue:
         u = queue.pop()
-        pool = inbox[u]
-        inbox[u] = []
-        pos = 0
-        arcs = sorted(outs[u], key=lambda a: (head[a] != t, a))
-        for a in arcs:
-            need = f[a]
-            v = head[a]
-            while need:
-                piece = pool[pos]
-                take = min(need, piece[1])
-                if v == t:
-                    units.append((piece[0], order[a], take))
-                else:
-                    inbox[v].append([piece[0], take])
-                piece[1] -= take
-                need -= take
-                if piece[1] == 0:
-                    pos += 1
-            if v != t:
-                indeg[v] -= 1
-                if indeg[v] == 0:
-                    queue.append(v)
-    merged: dict[tuple[int, int], int] = {}
-    for si, bi, lots in units:
-        merged[(si, bi)] = merged.get((si, bi), 0) + lots
-    return [(si, bi, lots) for (si, bi), lots in sorted(merged.items())]
+        lo, hi = int(bounds[u]), int(bounds[u + 1])
+        if lo == hi:
+            continue
+        out = inner[lo:hi]
+        pool_order = np.concatenate(inbox_order[u])
+        pool_ends = np.cumsum(np.concatenate(inbox_lots[u]))
+        inbox_order[u] = inbox_lots[u] = []
+        arc_ends = np.cumsum(flow[out])
+        # Every point where a piece or an arc ends cuts a segment: piece p → arc q.
+        if len(arc_ends) == 1:  # the common cases, without sorting
+            cuts = np.append(pool_ends[pool_ends < arc_ends[0]], arc_ends)
+        elif len(pool_ends) == 1:
+            cuts = arc_ends
+        else:
+            cuts = np.unique(np.concatenate((pool_ends, arc_ends)))
+            cuts = cuts[cuts <= arc_ends[-1]]
+        piece = pool_order[np.searchsorted(pool_ends, cuts)]
+        which = np.searchsorted(arc_ends, cuts)
+        lots = cuts.copy()
+        lots[1:] -= cuts[:-1]
+        heads_out = inner_head[lo:hi]
+        n_buy = int(np.count_nonzero(heads_out == t))
+        split = int(np.searchsorted(which, n_buy))
+        if split:
+            out_sell.append(piece[:split])
+            out_buy.append(net.order[out[which[:split]]])
+            out_lots.append(lots[:split])
+        if n_buy == len(out):
+            continue
+        # The rest goes down the other arcs, which are contiguous in `which`.
+        starts = np.searchsorted(which, np.arange(n_buy, len(out)))
+        ends = np.append(starts[1:], len(cuts))
+        for q, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+            v = int(heads_out[n_buy + q])
+            if a < b:
+                inbox_order[v].append(piece[a:b])
+                inbox_lots[v].append(lots[a:b])
+            indeg[v] -= 1
+            if indeg[v] == 0:
+                queue.append(v)
+    if not out_sell:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), empty.copy()
+    sell = np.concatenate(out_sell)
+    buy = np.concatenate(out_buy)
+    lots_all = np.concatenate(out_lots)
+    rank = np.lexsort((buy, sell))
+    sell, buy, lots_all = sell[rank], buy[rank], lots_all[rank]
+    first = np.flatnonzero(np.r_[True, (sell[1:] != sell[:-1]) | (buy[1:] != buy[:-1])])
+    return sell[first], buy[first], np.add.reduceat(lots_all, first)

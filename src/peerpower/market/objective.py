@@ -79,6 +79,16 @@ def score_of(book: Book, trades: Iterable[Trade], scores: list[int] | None = Non
     return total
 
 
+def objective_of(goal: Goal, volume: int, welfare: int, score: int) -> Objective:
+    """Objective for the ``volume`` or ``welfare`` goal from the totals of the trades: volume
+    [Wh], welfare [µ¥] and score [Wh] (as :func:`evaluate` computes them)."""
+    if goal == "volume":
+        return Objective(Fraction(volume), welfare, score)
+    if goal == "welfare":
+        return Objective(Fraction(welfare), volume, score)
+    raise ValueError(f"objective_of takes volume or welfare, not {goal!r}")
+
+
 def evaluate(
     book: Book,
     trades: tuple[Trade, ...],

@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import operator
 from fractions import Fraction
 from typing import Any
 
@@ -39,9 +40,15 @@ from peerpower.errors import ClearingError
 from peerpower.grid.tree import GridTree
 from peerpower.market import flow as fl
 from peerpower.market import pairwise as pw
-from peerpower.market.objective import evaluate, maxmin_participants, midpoint_price
+from peerpower.market.objective import evaluate, maxmin_participants, objective_of
 from peerpower.market.orders import Book, BookArrays, book_arrays
-from peerpower.market.result import ClearingResult, Goal, Trade, totals_of
+from peerpower.market.result import (
+    ClearingResult,
+    Goal,
+    Trade,
+    totals_from_columns,
+    trades_from_columns,
+)
 
 I64 = npt.NDArray[np.int64]
 
@@ -57,7 +64,7 @@ def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
     self_pairs = _self_compatible(book, arr, live)
     # The networks take every order, tradable or not, so that their certificates bound the
     # whole book.
-    everyone = np.ones(len(book.orders), dtype=bool) if live.any() else live
+    everyone = np.ones(len(arr.lots), dtype=bool) if live.any() else live
     if goal == "welfare" and not self_pairs:
         units, certificate = _welfare_flow(book, arr, everyone)
     elif goal == "volume" and not self_pairs and not book.grid.has_capacities:
@@ -65,19 +72,34 @@ def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
     elif goal == "maxmin" and not book.grid.has_capacities and live.any():
         pairs = pw.build_pairs(book, arr, live)
         if pairs.count > pw.EXACT_PAIRS:
-            units, rounded = pw.clear_maxmin_rounded(book, arr, pairs, self_pairs)
+            rounded_units, rounded = pw.clear_maxmin_rounded(book, arr, pairs, self_pairs)
+            units = _unit_arrays(rounded_units)
             bound = rounded.to_json()
         else:
-            units = _pairwise(book, arr, live, goal)
+            units = _unit_arrays(_pairwise(book, arr, live, goal))
     else:
-        units = _pairwise(book, arr, live, goal)
-    trades = _trades(book, units)
-    limit = {o.id: o.price_sen_per_kwh for o in book.orders}
-    objective = evaluate(book, trades, goal, scores=list(arr.score))
+        units = _unit_arrays(_pairwise(book, arr, live, goal))
+    sell, buy, lots = units
+    fee = book.grid.fees_between(arr.node[sell], arr.node[buy])
+    ask, bid = arr.price[sell], arr.price[buy]
+    energy = lots * book.lot_wh
+    price = ask + (bid - fee - ask) // 2  # midpoint_price, on arrays
+    trades = _trades(book, arr, sell, buy, energy, price, fee)
+    e = energy.tolist()
+    totals = totals_from_columns(e, ask.tolist(), bid.tolist(), fee.tolist())
+    if goal == "maxmin":
+        objective = evaluate(book, trades, goal, scores=list(arr.score))
+    else:
+        # Σ r_k · filled_k in Python integers: exact whatever the size of the book.
+        r = arr.score_u64
+        score = sum(map(operator.mul, r[sell].tolist(), e)) + sum(
+            map(operator.mul, r[buy].tolist(), e)
+        )
+        objective = objective_of(goal, totals.volume_wh, totals.welfare_microyen, score)
     return ClearingResult(
         "optimal",
         trades,
-        totals_of(trades, limit),
+        totals,
         goal=goal,
         objective=objective,
         certificate=certificate,
@@ -118,17 +140,25 @@ def _self_compatible(book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]) -
     return False
 
 
-def _trades(book: Book, units: list[tuple[int, int, int]]) -> tuple[Trade, ...]:
-    grid = book.grid
-    orders = book.orders
-    lot = book.lot_wh
-    out: list[Trade] = []
-    for s, b, lots in units:
-        so, bo = orders[s], orders[b]
-        fee = grid.fee(grid.index[so.node], grid.index[bo.node])
-        price = midpoint_price(so.price_sen_per_kwh, bo.price_sen_per_kwh, fee)
-        out.append(Trade(so.id, bo.id, so.participant, bo.participant, lots * lot, price, fee))
-    return tuple(out)
+def _trades(
+    book: Book, arr: BookArrays, sell: I64, buy: I64, energy: I64, price: I64, fee: I64
+) -> tuple[Trade, ...]:
+    ids = book.ids
+    names = arr.participants
+    return trades_from_columns(
+        [ids[k] for k in sell.tolist()],
+        [ids[k] for k in buy.tolist()],
+        [names[p] for p in arr.participant[sell].tolist()],
+        [names[p] for p in arr.participant[buy].tolist()],
+        energy.tolist(),
+        price.tolist(),
+        fee.tolist(),
+    )
+
+
+def _unit_arrays(units: list[tuple[int, int, int]]) -> fl.Units:
+    table = np.array(units, dtype=np.int64).reshape(-1, 3)
+    return table[:, 0].copy(), table[:, 1].copy(), table[:, 2].copy()
 
 
 def _children(grid: GridTree) -> list[list[int]]:
@@ -141,14 +171,14 @@ def _children(grid: GridTree) -> list[list[int]]:
 # -- welfare: min-cost flow on the tree ---------------------------------------------------------
 def _welfare_flow(
     book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]
-) -> tuple[list[tuple[int, int, int]], dict[str, Any] | None]:
+) -> tuple[fl.Units, dict[str, Any] | None]:
     grid = book.grid
     n = grid.size
     s_node, t_node = n, n + 1
     idx_s = np.flatnonzero(live & arr.is_sell)
     idx_b = np.flatnonzero(live & ~arr.is_sell)
     if not len(idx_s) or not len(idx_b):
-        return [], None
+        return _unit_arrays([]), None
     total = int(arr.lots[idx_s].sum())
     big = total + 2
     child = np.array([v for v in range(n) if grid.parent[v] >= 0], dtype=np.int64)
@@ -175,7 +205,7 @@ def _welfare_flow(
     )
     volume = np.zeros(len(tail), dtype=np.int64)
     volume[2 * ne : 2 * ne + ns] = -1
-    score = fl.score_costs(net, list(arr.score), book.lot_wh)
+    score = fl.score_costs(net, arr.score_u64, book.lot_wh)
     flow = fl.lexicographic(net, [welfare, volume, score])
     # Opposite flows on one edge cancel at no cost (fees are then zero): keep the net only.
     up, down = flow[:ne].copy(), flow[ne : 2 * ne].copy()
@@ -214,12 +244,12 @@ def _welfare_certificate(
 # -- volume: price-expanded network -------------------------------------------------------------
 def _volume_flow(
     book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]
-) -> tuple[list[tuple[int, int, int]], dict[str, Any] | None]:
+) -> tuple[fl.Units, dict[str, Any] | None]:
     grid = book.grid
     idx_s = np.flatnonzero(live & arr.is_sell)
     idx_b = np.flatnonzero(live & ~arr.is_sell)
     if not len(idx_s) or not len(idx_b):
-        return [], None
+        return _unit_arrays([]), None
     kids = _children(grid)
     fee = grid.fee_sen_per_kwh
     n = grid.size
@@ -298,7 +328,7 @@ def _volume_flow(
     welfare = np.concatenate(
         [np.array(costs, dtype=np.int64), arr.price[idx_s], -arr.price[idx_b], [0]]
     ).astype(np.int64)
-    score = fl.score_costs(net, list(arr.score), book.lot_wh)
+    score = fl.score_costs(net, arr.score_u64, book.lot_wh)
     flow = fl.lexicographic(net, [volume, welfare, score])
     units = fl.decompose(net, flow)
     certificate = _volume_certificate(grid, net, flow, up_levels, down_levels, up_id, down_id)

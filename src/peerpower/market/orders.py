@@ -7,7 +7,8 @@ node of the grid. ``seq`` is its arrival order: earlier wins ties.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import FrozenInstanceError, dataclass
 from enum import Enum
 from typing import Any
 
@@ -66,21 +67,146 @@ def tie_score(seed: bytes, order_id: str) -> int:
     return int.from_bytes(hashlib.sha256(seed + order_id.encode()).digest()[:8], "big")
 
 
+def tie_scores(seed: bytes, ids: Sequence[str]) -> npt.NDArray[np.uint64]:
+    """:func:`tie_score` of every id in ``ids``, as one array (hashed in one pass)."""
+    sha = hashlib.sha256
+    digests = b"".join([sha(seed + oid.encode()).digest() for oid in ids])
+    first8 = np.frombuffer(digests, dtype=">u8").reshape(len(ids), 4)[:, 0]
+    scores: npt.NDArray[np.uint64] = first8.astype(np.uint64)
+    return scores
+
+
 @dataclass(frozen=True, slots=True)
+class _Columns:
+    """Orders of a parsed book held as columns; :attr:`Book.orders` is built from them on demand,
+    since the clearings themselves only need the columns."""
+
+    ids: list[str]
+    participants: list[str]
+    is_sell: list[bool]
+    energy_wh: list[int]
+    price_sen_per_kwh: list[int]
+    nodes: list[str]
+    node_index: list[int]
+    seq: list[int]
+
+    def orders(self) -> tuple[Order, ...]:
+        sides = [Side.SELL if s else Side.BUY for s in self.is_sell]
+        return tuple(
+            map(
+                Order,
+                self.ids,
+                self.participants,
+                sides,
+                self.energy_wh,
+                self.price_sen_per_kwh,
+                self.nodes,
+                self.seq,
+            )
+        )
+
+
 class Book:
     """Everything a clearing needs for one slot: orders, grid, lot size and seed.
 
-    Build it with :meth:`build` (which validates) or :func:`parse_book` (from JSON).
+    Build it with :meth:`build` (which validates) or :func:`parse_book` (from JSON). It is
+    immutable; equality and hashing compare ``(orders, grid, lot_wh, seed)``. ``by_id`` and the
+    column view (:func:`book_arrays`) are computed once, when first asked for.
     """
 
-    orders: tuple[Order, ...]
-    grid: GridTree
-    lot_wh: int = DEFAULT_LOT_WH
-    seed: bytes = ZERO_SEED
-    by_id: dict[str, int] = field(init=False, repr=False, compare=False)
+    __slots__ = ("_arrays", "_by_id", "_columns", "_orders", "_scores", "grid", "lot_wh", "seed")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "by_id", {o.id: k for k, o in enumerate(self.orders)})
+    grid: GridTree
+    lot_wh: int
+    seed: bytes
+    _orders: tuple[Order, ...] | None
+    _columns: _Columns | None
+    _by_id: dict[str, int] | None
+    _arrays: BookArrays | None
+    _scores: npt.NDArray[np.uint64] | None
+
+    def __init__(
+        self,
+        orders: tuple[Order, ...],
+        grid: GridTree,
+        lot_wh: int = DEFAULT_LOT_WH,
+        seed: bytes = ZERO_SEED,
+    ) -> None:
+        self._init(tuple(orders), None, grid, lot_wh, seed)
+
+    def _init(
+        self,
+        orders: tuple[Order, ...] | None,
+        columns: _Columns | None,
+        grid: GridTree,
+        lot_wh: int,
+        seed: bytes,
+    ) -> None:
+        put = object.__setattr__
+        put(self, "_orders", orders)
+        put(self, "_columns", columns)
+        put(self, "grid", grid)
+        put(self, "lot_wh", lot_wh)
+        put(self, "seed", seed)
+        put(self, "_by_id", None)
+        put(self, "_arrays", None)
+        put(self, "_scores", None)
+
+    @classmethod
+    def _from_columns(cls, columns: _Columns, grid: GridTree, lot_wh: int, seed: bytes) -> Book:
+        book = cls.__new__(cls)
+        book._init(None, columns, grid, lot_wh, seed)
+        return book
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Book)
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Book(orders={self.orders!r}, grid={self.grid!r}, lot_wh={self.lot_wh!r}, "
+            f"seed={self.seed!r})"
+        )
+
+    def _key(self) -> tuple[tuple[Order, ...], GridTree, int, bytes]:
+        return (self.orders, self.grid, self.lot_wh, self.seed)
+
+    @property
+    def orders(self) -> tuple[Order, ...]:
+        """The orders, in book order."""
+        orders: tuple[Order, ...] | None = self._orders
+        if orders is None:
+            assert self._columns is not None
+            orders = self._columns.orders()
+            object.__setattr__(self, "_orders", orders)
+        return orders
+
+    @property
+    def ids(self) -> list[str]:
+        """Order ids, in book order."""
+        if self._columns is not None:
+            return self._columns.ids
+        return [o.id for o in self.orders]
+
+    @property
+    def by_id(self) -> dict[str, int]:
+        """Order id → position in :attr:`orders`."""
+        by_id: dict[str, int] | None = self._by_id
+        if by_id is None:
+            by_id = {oid: k for k, oid in enumerate(self.ids)}
+            object.__setattr__(self, "_by_id", by_id)
+        return by_id
 
     @classmethod
     def build(
@@ -101,9 +227,19 @@ class Book:
             seen.add(order.id)
         return cls(tuple(orders), grid, lot_wh, seed)
 
+    def score_array(self) -> npt.NDArray[np.uint64]:
+        """``r_k`` for every order, in book order (read-only; computed once)."""
+        scores: npt.NDArray[np.uint64] | None = self._scores
+        if scores is None:
+            scores = tie_scores(self.seed, self.ids)
+            scores.flags.writeable = False
+            object.__setattr__(self, "_scores", scores)
+        return scores
+
     def scores(self) -> list[int]:
         """``r_k`` for every order, in book order."""
-        return [tie_score(self.seed, o.id) for o in self.orders]
+        scores: list[int] = self.score_array().tolist()
+        return scores
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"lot_wh": self.lot_wh, "seed": self.seed.hex()}
@@ -181,6 +317,83 @@ def parse_book(obj: Any) -> Book:
     raw = obj.get("orders")
     if not isinstance(raw, list):
         raise InvalidInput("orders", f"must be a list of orders, got {type(raw).__name__}")
+    columns = _fast_columns(raw, lot_wh, grid, default_node)
+    if columns is not None:
+        return Book._from_columns(columns, grid, lot_wh, seed)
+    # Something is wrong (or a number is too large for the column view): check order by order,
+    # which names the first bad field and value.
+    orders = _checked_orders(raw, lot_wh, grid, default_node, grid_obj is None)
+    return Book(tuple(orders), grid, lot_wh, seed)
+
+
+_INT64_SAFE = 2**62
+
+
+def _fast_columns(
+    raw: list[Any], lot_wh: int, grid: GridTree, default_node: str
+) -> _Columns | None:
+    """The orders as columns if every one is valid (and every number is well inside int64);
+    ``None`` if :func:`_checked_orders` must look at them one by one.
+
+    Whole columns are checked at once, so this accepts exactly what :func:`_checked_orders`
+    accepts, without a Python-level check per order and field.
+    """
+    if raw and set(map(type, raw)) != {dict}:
+        return None
+    try:
+        ids: list[str] = [item["id"] for item in raw]
+        participants: list[str] = [item["participant"] for item in raw]
+        sides: list[str] = [item["side"] for item in raw]
+        energy: list[int] = [item["energy_wh"] for item in raw]
+        price: list[int] = [item["price_sen_per_kwh"] for item in raw]
+    except KeyError:
+        return None
+    nodes: list[str] = [item.get("node", default_node) for item in raw]
+    seq: list[int] = [item.get("seq", k) for k, item in enumerate(raw)]
+    if not raw:
+        return _Columns([], [], [], [], [], [], [], [])
+    str_only, int_only = {str}, {int}
+    if not (
+        set(map(type, ids)) == str_only
+        and set(map(type, participants)) == str_only
+        and set(map(type, nodes)) == str_only
+        and set(map(type, energy)) == int_only
+        and set(map(type, price)) == int_only
+        and set(map(type, seq)) == int_only
+    ):
+        return None
+    id_set = set(ids)
+    if len(id_set) != len(ids) or "" in id_set or not all(participants):
+        return None
+    try:
+        if not set(sides) <= {"buy", "sell"}:
+            return None
+    except TypeError:  # an unhashable side
+        return None
+    if not (
+        min(energy) > 0
+        and max(energy) < _INT64_SAFE
+        and min(price) >= PRICE_MIN_SEN_PER_KWH
+        and max(price) <= PRICE_MAX_SEN_PER_KWH
+        and min(seq) > -_INT64_SAFE
+        and max(seq) < _INT64_SAFE
+    ):
+        return None
+    if np.any(np.array(energy, dtype=np.int64) % lot_wh):
+        return None
+    index = grid.index
+    try:
+        node_index = [index[name] for name in nodes]
+    except KeyError:
+        return None
+    is_sell = [side == "sell" for side in sides]
+    return _Columns(ids, participants, is_sell, energy, price, nodes, node_index, seq)
+
+
+def _checked_orders(
+    raw: list[Any], lot_wh: int, grid: GridTree, default_node: str, no_grid: bool
+) -> list[Order]:
+    """Read and check the orders one by one; raises :class:`InvalidOrder` on the first bad one."""
     orders: list[Order] = []
     seen: set[str] = set()
     index = grid.index
@@ -227,7 +440,7 @@ def parse_book(obj: Any) -> Book:
                 f"{PRICE_MAX_SEN_PER_KWH} sen/kWh",
             )
         if type(node) is not str or node not in index:
-            if grid_obj is None:
+            if no_grid:
                 raise InvalidOrder(
                     f"orders[{k}].node",
                     f"unknown grid node {_short(node)}: the book has no grid; add one or omit node",
@@ -236,7 +449,7 @@ def parse_book(obj: Any) -> Book:
         if type(seq) is not int:
             raise InvalidOrder(f"orders[{k}].seq", f"must be an integer, got {_short(seq)}")
         orders.append(Order(oid, participant, side, energy, price, node, seq))
-    return Book(tuple(orders), grid, lot_wh, seed)
+    return orders
 
 
 def _short(value: Any) -> str:
@@ -246,7 +459,11 @@ def _short(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class BookArrays:
-    """Column view of a book for vectorised clearing (index = position in ``book.orders``)."""
+    """Column view of a book for vectorised clearing (index = position in ``book.orders``).
+
+    The arrays are read-only: one view is shared by everything that clears the book.
+    ``score_u64`` holds the same ``r_k`` as ``score``, as an array.
+    """
 
     is_sell: npt.NDArray[np.bool_]
     lots: npt.NDArray[np.int64]
@@ -256,23 +473,52 @@ class BookArrays:
     participant: npt.NDArray[np.int64]
     participants: tuple[str, ...]
     score: tuple[int, ...]
+    score_u64: npt.NDArray[np.uint64]
 
 
 def book_arrays(book: Book) -> BookArrays:
-    """Columns of ``book`` with lots (not Wh), node indexes and participant indexes."""
-    orders = book.orders
-    n = len(orders)
-    pid: dict[str, int] = {}
-    index = book.grid.index
-    sell = Side.SELL
-    is_sell = np.fromiter((o.side is sell for o in orders), dtype=np.bool_, count=n)
-    energy = np.fromiter((o.energy_wh for o in orders), dtype=np.int64, count=n)
-    price = np.fromiter((o.price_sen_per_kwh for o in orders), dtype=np.int64, count=n)
-    node = np.fromiter((index[o.node] for o in orders), dtype=np.int64, count=n)
-    seq = np.fromiter((o.seq for o in orders), dtype=np.int64, count=n)
-    part = np.fromiter(
-        (pid.setdefault(o.participant, len(pid)) for o in orders), dtype=np.int64, count=n
-    )
+    """Columns of ``book`` with lots (not Wh), node indexes and participant indexes.
+
+    Computed once per book and cached.
+    """
+    arrays: BookArrays | None = book._arrays
+    if arrays is None:
+        arrays = _book_arrays(book)
+        for column in (arrays.is_sell, arrays.lots, arrays.price, arrays.node, arrays.seq):
+            column.flags.writeable = False
+        arrays.participant.flags.writeable = False
+        object.__setattr__(book, "_arrays", arrays)
+    return arrays
+
+
+def _book_arrays(book: Book) -> BookArrays:
+    columns = book._columns
+    if columns is not None:
+        names = list(dict.fromkeys(columns.participants))
+        pid = {name: k for k, name in enumerate(names)}
+        is_sell = np.array(columns.is_sell, dtype=np.bool_)
+        energy = np.array(columns.energy_wh, dtype=np.int64)
+        price = np.array(columns.price_sen_per_kwh, dtype=np.int64)
+        node = np.array(columns.node_index, dtype=np.int64)
+        seq = np.array(columns.seq, dtype=np.int64)
+        part = np.array([pid[name] for name in columns.participants], dtype=np.int64)
+        participants = tuple(names)
+    else:
+        orders = book.orders
+        n = len(orders)
+        ids: dict[str, int] = {}
+        index = book.grid.index
+        sell = Side.SELL
+        is_sell = np.fromiter((o.side is sell for o in orders), dtype=np.bool_, count=n)
+        energy = np.fromiter((o.energy_wh for o in orders), dtype=np.int64, count=n)
+        price = np.fromiter((o.price_sen_per_kwh for o in orders), dtype=np.int64, count=n)
+        node = np.fromiter((index[o.node] for o in orders), dtype=np.int64, count=n)
+        seq = np.fromiter((o.seq for o in orders), dtype=np.int64, count=n)
+        part = np.fromiter(
+            (ids.setdefault(o.participant, len(ids)) for o in orders), dtype=np.int64, count=n
+        )
+        participants = tuple(ids)
+    score_u64 = book.score_array()
     return BookArrays(
         is_sell=is_sell,
         lots=energy // book.lot_wh,
@@ -280,6 +526,7 @@ def book_arrays(book: Book) -> BookArrays:
         node=node,
         seq=seq,
         participant=part,
-        participants=tuple(pid),
-        score=tuple(book.scores()),
+        participants=participants,
+        score=tuple(score_u64.tolist()),
+        score_u64=score_u64,
     )

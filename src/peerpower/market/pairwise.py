@@ -361,12 +361,14 @@ def clear_maxmin_rounded(
     lean.fill(offered, target=float(t))
     candidates = [lean.x, full.x]
     every = np.ones(len(arr.lots), dtype=bool)
-    units_w, _ = ([], None) if self_pairs else _welfare_flow(book, arr, every)
-    row = {int(o): k for k, o in enumerate(p.sells.tolist())}
-    col = {int(o): k for k, o in enumerate(p.buys.tolist())}
+    row = np.full(len(arr.lots), -1, dtype=np.int64)
+    row[p.sells] = np.arange(len(p.sells))
+    col = np.full(len(arr.lots), -1, dtype=np.int64)
+    col[p.buys] = np.arange(len(p.buys))
     best_w = np.zeros(p.ok.shape, dtype=np.int64)
-    for s, b, n in units_w:
-        best_w[row[s], col[b]] += n
+    if not self_pairs:
+        (w_s, w_b, w_n), _ = _welfare_flow(book, arr, every)
+        np.add.at(best_w, (row[w_s], col[w_b]), w_n)
     if _State(p, best_w, n_part).ratio(offered) >= t:
         candidates.insert(0, best_w)  # the welfare optimum already keeps everyone at t
     best_x: I64 | None = None
@@ -380,9 +382,8 @@ def clear_maxmin_rounded(
             mask[p.sells] = mask[p.buys] = True
             mask &= left > 0
             if mask.any():
-                extra, _ = _welfare_flow(book, replace(arr, lots=left), mask)
-                for s, b, n in extra:
-                    x[row[s], col[b]] += n
+                (e_s, e_b, e_n), _ = _welfare_flow(book, replace(arr, lots=left), mask)
+                np.add.at(x, (row[e_s], col[e_b]), e_n)
         if _State(p, x, n_part).ratio(offered) < t:
             continue  # the lean fill can fall short: someone stuck below t gained only later
         value = int((p.spread * x).sum())

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import gc
 import hashlib
 import json
+import operator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from json.encoder import encode_basestring_ascii
 from typing import Any, Literal
 
 from peerpower.errors import InvalidInput
@@ -139,10 +146,25 @@ class ClearingResult:
     bound: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        return self._fields([t.to_json() for t in self.trades])
+
+    def to_json_text(self) -> str:
+        """``json.dumps(self.to_json(), separators=(",", ":"))``, the same text built faster:
+        the trades, nearly all of it, are written from one template."""
+        parts = []
+        for key, value in self._fields(None).items():
+            if key == "trades":
+                text = _trades_text(self.trades)
+            else:
+                text = json.dumps(value, separators=(",", ":"))
+            parts.append(f"{json.dumps(key)}:{text}")
+        return "{" + ",".join(parts) + "}"
+
+    def _fields(self, trades: list[dict[str, Any]] | None) -> dict[str, Any]:
         out: dict[str, Any] = {"mechanism": self.mechanism}
         if self.goal is not None:
             out["goal"] = self.goal
-        out["trades"] = [t.to_json() for t in self.trades]
+        out["trades"] = trades
         out["totals"] = {
             "volume_wh": self.totals.volume_wh,
             "welfare_microyen": self.totals.welfare_microyen,
@@ -164,6 +186,129 @@ class ClearingResult:
             [t.to_json() for t in self.trades], sort_keys=True, separators=(",", ":")
         ).encode()
         return hashlib.sha256(data).hexdigest()
+
+
+_TRADE_FIELDS = (
+    '{"sell_order":%s,"buy_order":%s,"seller":%s,"buyer":%s,'
+    '"energy_wh":%d,"price_sen_per_kwh":%d,"fee_sen_per_kwh":%d}'
+)
+_TRADE_PLAIN = (
+    '{"sell_order":"%s","buy_order":"%s","seller":"%s","buyer":"%s",'
+    '"energy_wh":%d,"price_sen_per_kwh":%d,"fee_sen_per_kwh":%d}'
+)
+# A character json.dumps (ensure_ascii) writes as an escape: not printable ASCII, or " or \.
+_NEEDS_ESCAPE = re.compile(r"[^ !#-\[\]-~]")
+
+
+def _trades_text(trades: tuple[Trade, ...]) -> str:
+    """The trades as compact JSON, as :func:`json.dumps` writes them: integers as ``%d``
+    (``int.__repr__``), strings through the same escaper — or, when no name in any trade needs
+    escaping (the usual case, checked at once), simply in quotes."""
+    names = {t.sell_order for t in trades} | {t.buy_order for t in trades}
+    names |= {t.seller for t in trades} | {t.buyer for t in trades}
+    if _NEEDS_ESCAPE.search("".join(names)) is None:
+        plain = _TRADE_PLAIN
+        items = [
+            plain
+            % (
+                t.sell_order,
+                t.buy_order,
+                t.seller,
+                t.buyer,
+                t.energy_wh,
+                t.price_sen_per_kwh,
+                t.fee_sen_per_kwh,
+            )
+            for t in trades
+        ]
+    else:
+        quote = encode_basestring_ascii
+        fields = _TRADE_FIELDS
+        items = [
+            fields
+            % (
+                quote(t.sell_order),
+                quote(t.buy_order),
+                quote(t.seller),
+                quote(t.buyer),
+                t.energy_wh,
+                t.price_sen_per_kwh,
+                t.fee_sen_per_kwh,
+            )
+            for t in trades
+        ]
+    return "[" + ",".join(items) + "]"
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many small objects that form no
+    cycles: otherwise every 700 allocations start a collection that finds nothing, and the
+    older generations (the whole decoded book) are walked again and again."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _trade_maker() -> Callable[[str, str, str, str, int, int, int], Trade]:
+    """A function building a :class:`Trade` like ``Trade(...)``, twice as fast: it fills the
+    slots directly, where the generated ``__init__`` of a frozen dataclass goes through
+    ``object.__setattr__`` once per field. (Trade has no ``__post_init__`` to skip.)"""
+    new = object.__new__
+    s0, s1, s2, s3, s4, s5, s6 = (vars(Trade)[f.name].__set__ for f in dataclasses.fields(Trade))
+
+    def make(
+        sell_order: str,
+        buy_order: str,
+        seller: str,
+        buyer: str,
+        energy_wh: int,
+        price_sen_per_kwh: int,
+        fee_sen_per_kwh: int,
+    ) -> Trade:
+        trade: Trade = new(Trade)
+        s0(trade, sell_order)
+        s1(trade, buy_order)
+        s2(trade, seller)
+        s3(trade, buyer)
+        s4(trade, energy_wh)
+        s5(trade, price_sen_per_kwh)
+        s6(trade, fee_sen_per_kwh)
+        return trade
+
+    return make
+
+
+_make_trade = _trade_maker()
+
+
+def trades_from_columns(
+    sell_order: list[str],
+    buy_order: list[str],
+    seller: list[str],
+    buyer: list[str],
+    energy_wh: list[int],
+    price_sen_per_kwh: list[int],
+    fee_sen_per_kwh: list[int],
+) -> tuple[Trade, ...]:
+    """Trades from their columns (all the same length), built in one pass."""
+    columns = (sell_order, buy_order, seller, buyer, energy_wh, price_sen_per_kwh)
+    with gc_paused():
+        return tuple(map(_make_trade, *columns, fee_sen_per_kwh))
+
+
+def totals_from_columns(
+    energy: list[int], ask: list[int], bid: list[int], fee: list[int]
+) -> Totals:
+    """:func:`totals_of` from the trades' columns: energy [Wh], the seller's and the buyer's
+    limit and the fee [sen/kWh]."""
+    mul = operator.mul
+    welfare = sum(map(mul, map(operator.sub, map(operator.sub, bid, fee), ask), energy))
+    return Totals(sum(energy), welfare * 10, sum(map(mul, fee, energy)) * 10)
 
 
 def totals_of(trades: tuple[Trade, ...], limit: dict[str, int]) -> Totals:

@@ -1,0 +1,144 @@
+"""The fast paths give what the plain ones give: column parsing, tie scores, result JSON."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from helpers import random_book
+from peerpower.errors import InvalidOrder
+from peerpower.market import clear, parse_book
+from peerpower.market.orders import Book, book_arrays, tie_score, tie_scores
+from peerpower.market.result import ClearingResult
+
+
+def _plain_text(result: ClearingResult) -> str:
+    return json.dumps(result.to_json(), separators=(",", ":"))
+
+
+def test_tie_scores_match_tie_score() -> None:
+    ids = ["a", "o1", "é", "x" * 300, "日本"]
+    for seed in (bytes(32), b"\x01\x02", b""):
+        assert tie_scores(seed, ids).tolist() == [tie_score(seed, i) for i in ids]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_parsed_book_clears_like_the_built_one(seed: int) -> None:
+    rng = random.Random(seed)
+    built = random_book(rng, n_orders=rng.randint(0, 30), n_nodes=rng.randint(1, 5))
+    parsed = parse_book(built.to_json())
+    assert parsed._columns is not None or not built.orders
+    assert parsed == built and hash(parsed) == hash(built)
+    assert parsed.by_id == built.by_id and parsed.scores() == built.scores()
+    for mechanism, goal in (("cda", None), ("optimal", "welfare"), ("optimal", "volume")):
+        fresh = parse_book(built.to_json())
+        assert _plain_text(clear(fresh, mechanism, goal)) == _plain_text(
+            clear(built, mechanism, goal)
+        )
+    a, b = book_arrays(parsed), book_arrays(built)
+    for name in ("is_sell", "lots", "price", "node", "seq", "participant"):
+        assert getattr(a, name).tolist() == getattr(b, name).tolist()
+    assert a.participants == b.participants and a.score == b.score
+
+
+def test_huge_numbers_take_the_order_by_order_path() -> None:
+    book = {
+        "orders": [
+            {
+                "id": "s",
+                "participant": "A",
+                "side": "sell",
+                "energy_wh": 10**30,
+                "price_sen_per_kwh": 5,
+            },
+            {
+                "id": "b",
+                "participant": "B",
+                "side": "buy",
+                "energy_wh": 100,
+                "price_sen_per_kwh": 9,
+                "seq": -(10**25),
+            },
+        ]
+    }
+    parsed = parse_book(book)
+    assert parsed._columns is None
+    assert parsed.orders[0].energy_wh == 10**30 and parsed.orders[1].seq == -(10**25)
+    assert clear(parsed, "call").totals.volume_wh == 100
+
+
+def test_book_is_immutable() -> None:
+    book = parse_book({"orders": []})
+    with pytest.raises(AttributeError):
+        book.lot_wh = 5  # type: ignore[misc]
+    assert book.orders == () and book == Book((), book.grid)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("s1", "b1", "A", "B"),
+        ('s"1', "b\\1", "Ä", "日本"),
+        ("s\n", "b\x7f", "A\t", "~ !"),
+    ],
+)
+def test_result_text_is_json_dumps(names: tuple[str, str, str, str]) -> None:
+    s, b, p, q = names
+    book = parse_book(
+        {
+            "seed": "0102",
+            "orders": [
+                {
+                    "id": s,
+                    "participant": p,
+                    "side": "sell",
+                    "energy_wh": 300,
+                    "price_sen_per_kwh": 650,
+                },
+                {
+                    "id": b,
+                    "participant": q,
+                    "side": "buy",
+                    "energy_wh": 200,
+                    "price_sen_per_kwh": 1000,
+                },
+            ],
+        }
+    )
+    for mechanism in ("cda", "call", "optimal"):
+        result = clear(book, mechanism)
+        assert result.trades
+        assert result.to_json_text() == _plain_text(result)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "names"),
+    [
+        ({"energy_wh": 250}, "energy_wh", "250"),
+        ({"price_sen_per_kwh": True}, "price_sen_per_kwh", "True"),
+        ({"side": ["buy"]}, "side", "['buy']"),
+        ({"id": "o3"}, "id", "'o3'"),
+        ({"node": "nowhere"}, "node", "'nowhere'"),
+        ({"seq": 1.5}, "seq", "1.5"),
+        ({"participant": ""}, "participant", "''"),
+    ],
+)
+def test_a_bad_order_deep_in_a_big_book_is_named(
+    change: dict[str, object], field: str, names: str
+) -> None:
+    orders = [
+        {
+            "id": f"o{k}",
+            "participant": f"p{k % 7}",
+            "side": ("buy", "sell")[k % 2],
+            "energy_wh": 100 * (1 + k % 3),
+            "price_sen_per_kwh": 500 + k,
+        }
+        for k in range(1000)
+    ]
+    orders[700].update(change)
+    with pytest.raises(InvalidOrder) as err:
+        parse_book({"orders": orders})
+    assert err.value.field == f"orders[700].{field}" and names in str(err.value)
