@@ -7,20 +7,21 @@ with more than :data:`EXACT_PAIRS` compatible pairs are therefore cleared by rou
 bounds that the rounded clearing is measured against are reported beside it.
 
 1. ``t``: the LP relaxation ``max t`` s.t. ``profit_p ≥ t · offered_p`` is solved by *column
-   generation*: GLOP over a pool of pairs, first each order's
-   best partners by spread; the reduced cost ``d = y·A − c`` of **every** pair is computed from
-   the duals at once with NumPy (the pair matrix is dense, sells × buys) and the most negative
-   pairs join the pool until none is negative. The duals are then feasible for the LP over all
-   pairs, so its value bounds ``t`` of every clearing. The LP solution is rounded down and
-   *filled*: the participant with the lowest ratio ``profit / offered`` gets lots on its best
-   free pair, until every participant is stuck. When the result reaches the bound (up to the
-   LP's float tolerance) ``t`` is proven optimal.
+   generation*: GLOP over a pool of pairs, first each order's best partners by spread; the
+   reduced cost ``d = y·A − c`` of **every** pair is computed from the duals at once with NumPy
+   (the pair matrix is dense, sells × buys) and each order's most negative pairs join the pool
+   until none is negative. The duals are then feasible for the LP over all pairs, so its value
+   bounds ``t`` of every clearing. The LP solution is rounded down and *filled*: the
+   participant with the lowest ratio ``profit / offered`` gets lots on its best free pair until
+   every participant is stuck; then a leximin local search lets the lowest participant take a
+   lot of a full partner from another counterparty when everyone that touches stays above it,
+   and fills again. When the result reaches the bound (up to the LP's float tolerance) ``t``
+   is proven optimal.
 2. welfare, keeping every ratio at least ``t``: the candidates are the welfare optimum (a
-   min-cost flow) if it already keeps everyone at ``t``, the fill stopped as soon as everyone is
-   at ``t``, and stage 1's clearing; each is completed by a welfare min-cost flow over the lots
-   it left (adding trades never lowers a profit), and the best that keeps everyone at ``t`` is
-   kept (stage 1's always does). The welfare optimum without the ``t`` constraint is the
-   reported bound.
+   min-cost flow) if it already keeps everyone at ``t``, stage 1's clearing, and the same with
+   the lots nobody needs to stay at ``t`` taken back (lowest spread first); each is completed by
+   a welfare min-cost flow over the lots it left (adding trades never lowers a profit), and the
+   best is kept. The welfare optimum without the ``t`` constraint is the reported bound.
 
 Profits here are in sen/kWh·lot and offered energy in lots (the ratio × 10 is µ¥/Wh).
 """
@@ -50,7 +51,11 @@ EXACT_PAIRS = 1_500
 #: Largest sells × buys matrix accepted (memory: about 40 bytes a pair).
 MAX_PAIRS = 40_000_000
 #: Partners per order in the first column pool.
-POOL_PER_ORDER = 10
+POOL_PER_ORDER = 15
+#: Pairs per order that join the pool in a round of column generation.
+ADD_PER_ORDER = 3
+#: Most lots the leximin local search moves.
+MOVES = 400
 #: Relative tolerance of the LP (reduced costs, bounds).
 TOL = 1e-7
 
@@ -165,11 +170,16 @@ class _LP:
             bad = p.ok & ~self.pool & (reduced < -TOL * scale)
             if not bad.any():
                 return value, x
+            # Each order's few most negative pairs join (fewer rounds of the LP).
             masked = np.where(bad, reduced, np.inf)
             for axis in (1, 0):
-                best = masked.argmin(axis=axis)
-                other = np.arange(len(best))
-                idx = (other, best) if axis == 1 else (best, other)
+                k = min(ADD_PER_ORDER, masked.shape[axis])
+                best = np.argpartition(masked, k - 1, axis=axis).take(range(k), axis=axis)
+                other = np.arange(masked.shape[1 - axis])
+                if axis == 1:
+                    idx = (np.repeat(other, k), best.ravel())
+                else:
+                    idx = (best.ravel(), np.tile(other, k))
                 has = np.isfinite(masked[idx])
                 self.pool[idx[0][has], idx[1][has]] = True
 
@@ -265,8 +275,13 @@ class _State:
 
     def _partners(self) -> None:
         """Each order's partners by its gain, best first (ties: lowest index), and a cursor:
-        lots are only ever added during a fill, so a partner found full stays full."""
+        lots are only ever added during a fill, so a partner found full stays full (a steal
+        frees a lot, so it resets the cursors)."""
         p = self.p
+        if hasattr(self, "by_gain_s"):
+            self.cursor_s = [0] * len(p.sells)
+            self.cursor_b = [0] * len(p.buys)
+            return
         self.key_s = np.where(p.ok, p.gain_s, -1)  # gain of a sell's partner, −1: none
         self.key_b = np.where(p.ok, p.gain_b, -1).T  # gain of a buy's partner
         self.by_gain_s = np.argsort(-self.key_s, axis=1, kind="stable")
@@ -331,6 +346,95 @@ class _State:
             self.add(i, j, int(min(need, self.rem_s[i], self.rem_b[j])))
             heapq.heappush(heap, (self.profit[q] / w, q))
 
+    def improve(self, weights: dict[int, int], moves: int = MOVES) -> None:
+        """Leximin local search: while the lowest participant can take a lot from a full
+        partner's other counterparty (:meth:`steal`), do it and fill again."""
+        self.fill(weights)
+        people = np.array([q for q, w in weights.items() if w > 0], dtype=np.int64)
+        if not len(people):
+            return
+        w = np.array([weights[q] for q in people.tolist()], dtype=np.float64)
+        for _ in range(moves):
+            q = int(people[(self.profit[people] / w).argmin()])
+            if not self.steal(q, weights):
+                return
+            self._partners()
+            self.fill(weights)
+
+    def trim(self, floors: dict[int, int]) -> None:
+        """Take back lots, lowest spread first, that no participant needs to stay at its floor
+        (so that a welfare flow can put them to better use)."""
+        p = self.p
+        floor = np.zeros(len(self.profit), dtype=np.int64)
+        for q, f in floors.items():
+            floor[q] = f
+        si, bj = np.nonzero(self.x)
+        for k in np.argsort(p.spread[si, bj], kind="stable").tolist():
+            i, j = int(si[k]), int(bj[k])
+            qs, qb = int(p.part_s[i]), int(p.part_b[j])
+            take = int(self.x[i, j])
+            for q, g in ((qs, int(p.gain_s[i, j])), (qb, int(p.gain_b[i, j]))):
+                if g > 0:
+                    take = min(take, (int(self.profit[q]) - int(floor[q])) // g)
+            if take > 0:
+                self.add(i, j, -take)
+
+    def steal(self, q: int, weights: dict[int, int]) -> bool:
+        """Give ``q`` one lot: an order of q with lots left takes a lot of a full partner from
+        that partner's counterparty of another participant. Only if everyone the move lowers or
+        changes stays strictly above q's present ratio (so the sorted ratios rise)."""
+        p = self.p
+        w = np.zeros(len(self.profit), dtype=np.int64)
+        for r, wr in weights.items():
+            w[r] = wr
+        pq, wq = int(self.profit[q]), weights[q]
+
+        def above(people: I64, profit: I64) -> Bool:
+            # profit / w > pq / wq, exactly; participants without a weight have no floor
+            mask: Bool = (w[people] == 0) | (profit * wq > pq * w[people])
+            return mask
+
+        hold_i, hold_j = np.nonzero(self.x)
+        best: tuple[int, int, int, int, int] | None = None  # gain, side, mine, partner, donor
+        for j in self.buys_of.get(q, []):
+            if self.rem_b[j] <= 0:
+                continue
+            si, bj = hold_i, hold_j  # sell si (full) trades with buy bj; j takes one of its lots
+            gain = self.key_b[j, si]
+            ok = (gain > 0) & (self.rem_s[si] == 0) & (p.part_b[bj] != q)
+            ok &= above(p.part_b[bj], self.profit[p.part_b[bj]] - p.gain_b[si, bj])
+            ok &= above(
+                p.part_s[si], self.profit[p.part_s[si]] - p.gain_s[si, bj] + p.gain_s[si, j]
+            )
+            if ok.any():
+                k = int(np.flatnonzero(ok)[gain[ok].argmax()])
+                if best is None or gain[k] > best[0]:
+                    best = (int(gain[k]), 1, j, int(si[k]), int(bj[k]))
+        for i in self.sells_of.get(q, []):
+            if self.rem_s[i] <= 0:
+                continue
+            si, bj = hold_i, hold_j  # buy bj (full) trades with sell si; i takes one of its lots
+            gain = self.key_s[i, bj]
+            ok = (gain > 0) & (self.rem_b[bj] == 0) & (p.part_s[si] != q)
+            ok &= above(p.part_s[si], self.profit[p.part_s[si]] - p.gain_s[si, bj])
+            ok &= above(
+                p.part_b[bj], self.profit[p.part_b[bj]] - p.gain_b[si, bj] + p.gain_b[i, bj]
+            )
+            if ok.any():
+                k = int(np.flatnonzero(ok)[gain[ok].argmax()])
+                if best is None or gain[k] > best[0]:
+                    best = (int(gain[k]), 0, i, int(bj[k]), int(si[k]))
+        if best is None:
+            return False
+        _, side, mine, partner, donor = best
+        if side == 1:  # q's buy ``mine`` takes sell ``partner``'s lot from buy ``donor``
+            self.add(partner, donor, -1)
+            self.add(partner, mine, 1)
+        else:  # q's sell ``mine`` takes buy ``partner``'s lot from sell ``donor``
+            self.add(donor, partner, -1)
+            self.add(mine, partner, 1)
+        return True
+
     def ratio(self, weights: dict[int, int]) -> Fraction:
         return min(
             (Fraction(int(self.profit[q]), w) for q, w in weights.items() if w > 0),
@@ -353,12 +457,13 @@ def clear_maxmin_rounded(
     t_lp, x_lp = _LP(p, _seed_pool(p), n_part, offered, None, None).solve()
     start = np.floor(x_lp + 1e-9).astype(np.int64)
     full = _State(p, start.copy(), n_part)
-    full.fill(offered)
+    full.improve(offered)
     t = full.ratio(offered)
-    # Stage 2: welfare with every ratio kept ≥ t. The same fill stopped as soon as everyone is
-    # at t leaves more lots to a welfare flow (kept only if it does get everyone to t).
-    lean = _State(p, start, n_part)
-    lean.fill(offered, target=float(t))
+    # Stage 2: welfare with every ratio kept ≥ t: stage 1's clearing, and the same trimmed of
+    # the lots nobody needs for that, each completed by a welfare flow.
+    floors = {q: math.ceil(t * w) for q, w in offered.items()}
+    lean = _State(p, full.x.copy(), n_part)
+    lean.trim(floors)
     candidates = [lean.x, full.x]
     every = np.ones(len(arr.lots), dtype=bool)
     row = np.full(len(arr.lots), -1, dtype=np.int64)
