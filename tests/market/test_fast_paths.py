@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 
 from helpers import random_book
+from peerpower.bench import make_book
 from peerpower.errors import InvalidOrder
-from peerpower.market import clear, parse_book
+from peerpower.market import clear, flow, parse_book
 from peerpower.market.orders import Book, book_arrays, tie_score, tie_scores
 from peerpower.market.result import ClearingResult
 
@@ -142,3 +144,28 @@ def test_a_bad_order_deep_in_a_big_book_is_named(
     with pytest.raises(InvalidOrder) as err:
         parse_book({"orders": orders})
     assert err.value.field == f"orders[700].{field}" and names in str(err.value)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_both_flow_decompositions_agree(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    checked = []
+
+    def both(net: flow.Network, f: flow.I64) -> flow.Units:
+        a = flow._decompose_arrays(net, f)
+        b = flow._decompose_pieces(net, f)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+        checked.append(len(a[0]))
+        return a
+
+    monkeypatch.setattr(flow, "decompose", both)
+    # Sites that only buy or only sell: the networks, not the pairwise program, clear them.
+    data = make_book(400, 12 + 10 * seed, seed)
+    if seed % 2:
+        for k, node in enumerate(data["grid"]["nodes"]):
+            if node["parent"] is not None and k % 3 == 0:
+                node["capacity_wh"] = 2000 * (k % 5)
+    book = parse_book(data)
+    clear(book, "optimal", "welfare")
+    if not book.grid.has_capacities:
+        clear(book, "optimal", "volume")
+    assert len(checked) == (1 if seed % 2 else 2) and min(checked) > 0

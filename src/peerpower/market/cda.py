@@ -138,10 +138,9 @@ def clear_cda(book: Book) -> ClearingResult:
                 if limit < eff:
                     break
                 fee = eff - price[r]
-            entry = heappop(best_heap)
-            if part[r] == who:
+            if part[r] == who:  # set aside until this order is done
                 stash = stash or []
-                stash.append((best_heap, entry))
+                stash.append((best_heap, heappop(best_heap)))
                 continue
             s, b = (k, r) if incoming_sell else (r, k)
             rest = remaining[r]
@@ -150,7 +149,7 @@ def clear_cda(book: Book) -> ClearingResult:
                 room, up, down = path_room(s, b)
                 if room == 0:
                     stash = stash or []
-                    stash.append((best_heap, entry))
+                    stash.append((best_heap, heappop(best_heap)))
                     continue
                 if room > 0:
                     fill = min(fill, room)
@@ -160,9 +159,8 @@ def clear_cda(book: Book) -> ClearingResult:
                     up_flow[e] -= fill
             done.append((s, b, fill, eff if incoming_sell else price[r], fee))
             left -= fill
+            # r stays in its heaps: if filled, it is dropped when next found on top
             remaining[r] = rest - fill
-            if rest > fill:
-                heappush(best_heap, entry)
         remaining[k] = left
         if stash:
             for heap, entry in stash:

@@ -7,7 +7,7 @@ from peerpower.market.call import clear_call
 from peerpower.market.cda import clear_cda
 from peerpower.market.optimal import clear_optimal
 from peerpower.market.orders import Book
-from peerpower.market.result import GOALS, MECHANISMS, ClearingResult, Goal
+from peerpower.market.result import GOALS, MECHANISMS, ClearingResult, Goal, gc_paused
 
 
 def clear(book: Book, mechanism: str, goal: str | None = None) -> ClearingResult:
@@ -22,12 +22,15 @@ def clear(book: Book, mechanism: str, goal: str | None = None) -> ClearingResult
         )
     if goal is not None and goal not in GOALS:
         raise ClearingError("goal", f"unknown goal {goal!r}; use one of {', '.join(GOALS)}")
-    if mechanism == "cda":
-        return clear_cda(book)
-    if mechanism == "call":
-        return clear_call(book)
     chosen: Goal = "welfare"
     for known in GOALS:
         if goal == known:
             chosen = known
-    return clear_optimal(book, chosen)
+    # A clearing allocates many small objects (heap entries, units, trades) and no reference
+    # cycles, so the cyclic collector would only walk the book again and again.
+    with gc_paused():
+        if mechanism == "cda":
+            return clear_cda(book)
+        if mechanism == "call":
+            return clear_call(book)
+        return clear_optimal(book, chosen)
