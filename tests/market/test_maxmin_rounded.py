@@ -26,16 +26,17 @@ def rounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pw, "EXACT_PAIRS", 0)
 
 
+@pytest.mark.parametrize("capacities", [False, True])
 @pytest.mark.parametrize("case", range(40))
 @pytest.mark.usefixtures("rounded")
-def test_rounded_maxmin_is_valid_and_bounded_by_the_oracle(case: int) -> None:
-    rng = random.Random(5000 + case)
+def test_rounded_maxmin_is_valid_and_bounded_by_the_oracle(case: int, capacities: bool) -> None:
+    rng = random.Random(5000 + case + 100 * capacities)
     book = random_book(
         rng,
         n_orders=rng.randint(4, 14),
         n_nodes=rng.randint(1, 5),
         n_participants=rng.randint(3, 10),
-        capacities=False,
+        capacities=capacities,
     )
     result = clear(book, "optimal", "maxmin")
     check = verify(book, result)
@@ -69,6 +70,21 @@ def test_rounded_maxmin_on_a_bench_book_is_deterministic_and_checked() -> None:
     assert first.objective.secondary <= first.bound["secondary_upper"]
     again = clear(book, "optimal", "maxmin")
     assert again.digest() == first.digest()
+
+
+def test_rounded_maxmin_respects_capacities_on_a_large_book() -> None:
+    raw = make_book(600, 150, 4)
+    for node in raw["grid"]["nodes"]:
+        if node["id"].startswith("t"):  # each transformer passes at most 3 kWh either way
+            node["capacity_wh"] = 3000
+    book = parse_book(raw)
+    result = clear(book, "optimal", "maxmin")
+    assert result.bound is not None, "600 orders must take the rounded path"
+    check = verify(book, result)
+    assert check.ok, check.problems  # the capacity rule among them
+    assert result.objective is not None
+    assert float(result.objective.primary) <= result.bound["primary_upper"] * (1 + 1e-9)
+    assert result.objective.secondary <= result.bound["secondary_upper"]
 
 
 def test_solo_bound_caps_t() -> None:

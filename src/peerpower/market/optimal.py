@@ -69,7 +69,7 @@ def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
         units, certificate = _welfare_flow(book, arr, everyone)
     elif goal == "volume" and not self_pairs and not book.grid.has_capacities:
         units, certificate = _volume_flow(book, arr, everyone)
-    elif goal == "maxmin" and not book.grid.has_capacities and live.any():
+    elif goal == "maxmin" and live.any():
         pairs = pw.build_pairs(book, arr, live)
         if pairs.count > pw.EXACT_PAIRS:
             rounded_units, rounded = pw.clear_maxmin_rounded(book, arr, pairs, self_pairs)

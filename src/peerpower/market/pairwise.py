@@ -23,6 +23,10 @@ bounds that the rounded clearing is measured against are reported beside it.
    a welfare min-cost flow over the lots it left (adding trades never lowers a profit), and the
    best is kept. The welfare optimum without the ``t`` constraint is the reported bound.
 
+On a grid with capacities the LP and the rounding leave the capacities out (so the LP still
+bounds ``t``), the rounded clearing gives back lots where an edge is over, lowest spread first,
+and there is no welfare completion; the welfare bound is then the capacitated welfare optimum.
+
 Profits here are in sen/kWh·lot and offered energy in lots (the ratio × 10 is µ¥/Wh).
 """
 
@@ -39,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from peerpower.errors import ClearingError
+from peerpower.grid.tree import GridTree
 from peerpower.market.objective import maxmin_participants
 from peerpower.market.orders import Book, BookArrays
 
@@ -74,6 +79,8 @@ class Pairs:
     lots_b: I64
     part_s: I64  # participant index
     part_b: I64
+    node_s: I64  # grid node index
+    node_b: I64
 
     @property
     def count(self) -> int:
@@ -110,6 +117,8 @@ def build_pairs(book: Book, arr: BookArrays, live: Bool) -> Pairs:
         lots_b=arr.lots[buys],
         part_s=arr.participant[sells],
         part_b=arr.participant[buys],
+        node_s=arr.node[sells],
+        node_b=arr.node[buys],
     )
 
 
@@ -435,6 +444,46 @@ class _State:
             self.add(mine, partner, 1)
         return True
 
+    def respect_capacities(self, grid: GridTree, lot_wh: int) -> None:
+        """Take back lots, lowest spread first, from the pairs that push an edge's net energy
+        past its capacity, until no edge is over (taking back never creates a trade)."""
+        from peerpower.market.optimal import _euler
+
+        p = self.p
+        tin_l, tout_l = _euler(grid)
+        tin = np.array(tin_l, dtype=np.int64)
+        caps = [
+            (c, grid.capacity_wh[c] // lot_wh)
+            for c in range(grid.size)
+            if grid.capacity_wh[c] >= 0 and grid.parent[c] >= 0
+        ]
+        while True:
+            si, bj = np.nonzero(self.x)
+            ts, tb = tin[p.node_s[si]], tin[p.node_b[bj]]
+            lots = self.x[si, bj]
+            over = None
+            for c, limit in caps:
+                s_in = (ts >= tin_l[c]) & (ts < tout_l[c])
+                b_in = (tb >= tin_l[c]) & (tb < tout_l[c])
+                up, down = s_in & ~b_in, b_in & ~s_in
+                net = int(lots[up].sum() - lots[down].sum())
+                if net > limit:
+                    over = (up, net - limit)
+                elif net < -limit:
+                    over = (down, -limit - net)
+                if over is not None:
+                    break
+            if over is None:
+                return
+            crossing, excess = over
+            ks = np.flatnonzero(crossing)
+            for k in ks[np.argsort(p.spread[si[ks], bj[ks]], kind="stable")].tolist():
+                take = min(excess, int(lots[k]))
+                self.add(int(si[k]), int(bj[k]), -take)
+                excess -= take
+                if excess == 0:
+                    break
+
     def ratio(self, weights: dict[int, int]) -> Fraction:
         return min(
             (Fraction(int(self.profit[q]), w) for q, w in weights.items() if w > 0),
@@ -458,6 +507,9 @@ def clear_maxmin_rounded(
     start = np.floor(x_lp + 1e-9).astype(np.int64)
     full = _State(p, start.copy(), n_part)
     full.improve(offered)
+    capacities = book.grid.has_capacities
+    if capacities:  # the LP, the fill and the search ignore capacities: take back what is over
+        full.respect_capacities(book.grid, lot)
     t = full.ratio(offered)
     # Stage 2: welfare with every ratio kept ≥ t: stage 1's clearing, and the same trimmed of
     # the lots nobody needs for that, each completed by a welfare flow.
@@ -479,7 +531,7 @@ def clear_maxmin_rounded(
     best_x: I64 | None = None
     best_welfare = -1
     for x in candidates:
-        if not self_pairs:  # complete with a welfare flow over the lots left over
+        if not self_pairs and not capacities:  # complete with a welfare flow over what is left
             left = arr.lots.copy()
             left[p.sells] = p.lots_s - x.sum(axis=1)
             left[p.buys] = p.lots_b - x.sum(axis=0)
