@@ -120,3 +120,21 @@ def test_solo_bound_caps_t() -> None:
         for name, e in maxmin_participants(book).items()
     )
     assert result.bound["primary_upper"] <= float(cap) * (1 + 1e-7)
+
+
+@pytest.mark.parametrize("solvers", [(("glop", "use_dual_simplex: true"),), (("highs", ""),)])
+@pytest.mark.usefixtures("rounded")
+def test_fallback_lp_solvers_give_valid_bounds(
+    monkeypatch: pytest.MonkeyPatch, solvers: tuple[tuple[str, str], ...]
+) -> None:
+    monkeypatch.setattr(pw, "LP_SOLVERS", solvers)
+    for case in range(8):
+        rng = random.Random(9100 + case)
+        book = random_book(rng, n_orders=12, n_nodes=4, n_participants=8, capacities=False)
+        result = clear(book, "optimal", "maxmin")
+        assert verify(book, result).ok
+        want = oracle(book, "maxmin")
+        assert result.objective is not None
+        assert result.objective.primary <= want["primary"]
+        if result.bound is not None:
+            assert result.bound["primary_upper"] >= float(want["primary"]) * (1 - 1e-6) - 1e-6

@@ -57,6 +57,10 @@ EXACT_PAIRS = 1_500
 MAX_PAIRS = 40_000_000
 #: Partners per order in the first column pool.
 POOL_PER_ORDER = 15
+#: Unused pairs with a reduced cost above this share of the largest leave the pool.
+PURGE = 0.02
+#: LP solvers (OR-tools model builder name, parameters) tried in turn.
+LP_SOLVERS = (("glop", ""), ("glop", "use_dual_simplex: true"), ("highs", ""))
 #: Pairs per order that join the pool in a round of column generation.
 ADD_PER_ORDER = 3
 #: Most lots the leximin local search moves.
@@ -172,6 +176,7 @@ class _LP:
     def solve(self) -> tuple[float, F64]:
         """LP value over all pairs and its solution (a sells × buys matrix of lots)."""
         p = self.pairs
+        last = -math.inf
         while True:
             value, x, duals = self._solve_pool()
             reduced = self._reduced_costs(*duals)
@@ -179,6 +184,12 @@ class _LP:
             bad = p.ok & ~self.pool & (reduced < -TOL * scale)
             if not bad.any():
                 return value, x
+            if value > last + TOL * max(1.0, abs(value)):
+                # Pairs the LP does not use and prices well out leave the pool (they come back
+                # if the duals call them), so each round's LP stays small; only after the value
+                # rose, so the rounds cannot cycle.
+                self.pool &= (x > 1e-9) | (reduced <= PURGE * scale)
+            last = value
             # Each order's few most negative pairs join (fewer rounds of the LP).
             masked = np.where(bad, reduced, np.inf)
             for axis in (1, 0):
@@ -237,11 +248,19 @@ class _LP:
         model.fill_model_from_sparse_data(
             np.zeros(n_cols), upper, cost, np.full(len(b), -np.inf), b, a
         )
-        solver = mb.ModelSolverHelper("glop")
-        solver.solve(model)
-        if solver.status() != mb.SolveStatus.OPTIMAL:
-            raise ClearingError("optimal", f"internal: LP ended with {solver.status_string()!r}")
-        # GLOP minimises ``cost``; the duals of the ≤ rows are ≤ 0 there.
+        # GLOP, and if it reports numerical trouble, GLOP's dual simplex, then HiGHS.
+        for name, params in LP_SOLVERS:
+            solver = mb.ModelSolverHelper(name)
+            if params:
+                solver.set_solver_specific_parameters(params)
+            solver.solve(model)
+            if solver.status() == mb.SolveStatus.OPTIMAL:
+                break
+        else:
+            raise ClearingError(
+                "optimal", f"internal: every LP solver failed, last with {solver.status()!r}"
+            )
+        # The solver minimises ``cost``; the duals of the ≤ rows are ≤ 0 there.
         y = -np.asarray(solver.dual_values(), dtype=np.float64)
         values = np.asarray(solver.variable_values(), dtype=np.float64)
         x = np.zeros((n_s, n_b))
