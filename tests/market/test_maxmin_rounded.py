@@ -26,6 +26,30 @@ def rounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pw, "EXACT_PAIRS", 0)
 
 
+@pytest.mark.parametrize("case", range(25))
+@pytest.mark.usefixtures("rounded")
+def test_column_generation_from_a_one_pair_pool_still_bounds_the_optimum(
+    monkeypatch: pytest.MonkeyPatch, case: int
+) -> None:
+    # With one partner per order in the first pool, the LP must price in the rest itself.
+    monkeypatch.setattr(pw, "POOL_PER_ORDER", 1)
+    monkeypatch.setattr(pw, "ADD_PER_ORDER", 1)
+    rng = random.Random(7700 + case)
+    book = random_book(
+        rng, n_orders=rng.randint(10, 22), n_nodes=4, n_participants=10, capacities=False
+    )
+    result = clear(book, "optimal", "maxmin")
+    assert verify(book, result).ok
+    want = oracle(book, "maxmin")
+    assert result.objective is not None
+    assert result.objective.primary <= want["primary"]
+    if result.bound is not None:
+        assert Fraction(result.bound["primary_upper"]) >= want["primary"] * (1 - Fraction(1, 10**7))
+        assert result.objective.primary <= Fraction(result.bound["primary_upper"])
+        if result.bound["primary_proven"]:
+            assert result.objective.primary == want["primary"]
+
+
 @pytest.mark.parametrize("capacities", [False, True])
 @pytest.mark.parametrize("case", range(40))
 @pytest.mark.usefixtures("rounded")
@@ -66,7 +90,7 @@ def test_rounded_maxmin_on_a_bench_book_is_deterministic_and_checked() -> None:
     assert check.ok, check.problems
     assert first.objective is not None
     assert first.objective.primary > 0
-    assert float(first.objective.primary) <= first.bound["primary_upper"] * (1 + 1e-9)
+    assert first.objective.primary <= Fraction(first.bound["primary_upper"])  # rounded up
     assert first.objective.secondary <= first.bound["secondary_upper"]
     again = clear(book, "optimal", "maxmin")
     assert again.digest() == first.digest()

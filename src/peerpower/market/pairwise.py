@@ -138,8 +138,9 @@ class Bound:
     def to_json(self) -> dict[str, Any]:
         return {
             "method": "lp-rounding",
-            "primary_upper": round(self.primary, 6),
-            "secondary_upper": round(self.secondary, 3),
+            # rounded up, so that they stay upper bounds
+            "primary_upper": math.ceil(max(0.0, self.primary) * 1e6) / 1e6,
+            "secondary_upper": math.ceil(max(0.0, self.secondary) * 1e3) / 1e3,
             "primary_proven": self.primary_proven,
             "secondary_proven": self.secondary_proven,
         }
@@ -251,6 +252,7 @@ class _LP:
         # GLOP, and if it reports numerical trouble, GLOP's dual simplex, then HiGHS.
         for name, params in LP_SOLVERS:
             solver = mb.ModelSolverHelper(name)
+            solver.enable_output(False)
             if params:
                 solver.set_solver_specific_parameters(params)
             solver.solve(model)
@@ -302,13 +304,11 @@ class _State:
             self.buys_of.setdefault(q, []).append(j)
 
     def _partners(self) -> None:
-        """Each order's partners by its gain, best first (ties: lowest index), and a cursor:
-        lots are only ever added during a fill, so a partner found full stays full (a steal
-        frees a lot, so it resets the cursors)."""
+        """Each order's partners by its gain, best first (ties: lowest index), and a cursor
+        past the partners found full: a fill only adds lots, so they stay full; a steal frees
+        one order's lot and moves back the cursors that had passed it (:meth:`_freed`)."""
         p = self.p
         if hasattr(self, "by_gain_s"):
-            self.cursor_s = [0] * len(p.sells)
-            self.cursor_b = [0] * len(p.buys)
             return
         self.key_s = np.where(p.ok, p.gain_s, -1)  # gain of a sell's partner, −1: none
         self.key_b = np.where(p.ok, p.gain_b, -1).T  # gain of a buy's partner
@@ -316,6 +316,21 @@ class _State:
         self.by_gain_b = np.argsort(-self.key_b, axis=1, kind="stable")
         self.cursor_s = [0] * len(p.sells)
         self.cursor_b = [0] * len(p.buys)
+
+    def _freed(self, sell: int | None = None, buy: int | None = None) -> None:
+        """A lot of ``sell`` (or ``buy``) became free: no cursor may stay past it."""
+        if not hasattr(self, "rank_s"):
+            # rank_s[i, j]: where buy j stands in sell i's list (and rank_b for buys)
+            self.rank_s = np.empty_like(self.by_gain_s)
+            columns = np.arange(self.by_gain_s.shape[1])[None, :]
+            np.put_along_axis(self.rank_s, self.by_gain_s, columns, axis=1)
+            self.rank_b = np.empty_like(self.by_gain_b)
+            columns = np.arange(self.by_gain_b.shape[1])[None, :]
+            np.put_along_axis(self.rank_b, self.by_gain_b, columns, axis=1)
+        if sell is not None:
+            self.cursor_b = np.minimum(self.cursor_b, self.rank_b[:, sell]).tolist()
+        if buy is not None:
+            self.cursor_s = np.minimum(self.cursor_s, self.rank_s[:, buy]).tolist()
 
     def best_lot(self, q: int) -> tuple[int, int, int] | None:
         """Free pair (sell, buy) that gains participant ``q`` most, with that gain."""
@@ -386,7 +401,6 @@ class _State:
             q = int(people[(self.profit[people] / w).argmin()])
             if not self.steal(q, weights):
                 return
-            self._partners()
             self.fill(weights)
 
     def trim(self, floors: dict[int, int]) -> None:
@@ -455,12 +469,15 @@ class _State:
         if best is None:
             return False
         _, side, mine, partner, donor = best
+        self._partners()
         if side == 1:  # q's buy ``mine`` takes sell ``partner``'s lot from buy ``donor``
             self.add(partner, donor, -1)
             self.add(partner, mine, 1)
+            self._freed(buy=donor)
         else:  # q's sell ``mine`` takes buy ``partner``'s lot from sell ``donor``
             self.add(donor, partner, -1)
             self.add(mine, partner, 1)
+            self._freed(sell=donor)
         return True
 
     def respect_capacities(self, grid: GridTree, lot_wh: int) -> None:
@@ -523,7 +540,7 @@ def clear_maxmin_rounded(
     offered = {pid[name]: e // lot for name, e in maxmin_participants(book).items()}
     # Stage 1: t, from the LP rounded down and filled.
     t_lp, x_lp = _LP(p, _seed_pool(p), n_part, offered, None, None).solve()
-    start = np.floor(x_lp + 1e-9).astype(np.int64)
+    start = np.maximum(np.floor(x_lp + 1e-9), 0).astype(np.int64)
     full = _State(p, start.copy(), n_part)
     full.improve(offered)
     capacities = book.grid.has_capacities
@@ -535,7 +552,8 @@ def clear_maxmin_rounded(
     floors = {q: math.ceil(t * w) for q, w in offered.items()}
     lean = _State(p, full.x.copy(), n_part)
     lean.trim(floors)
-    candidates = [lean.x, full.x]
+    # (Taking lots back can push an edge past its capacity the other way: not with capacities.)
+    candidates = [full.x] if capacities else [lean.x, full.x]
     every = np.ones(len(arr.lots), dtype=bool)
     row = np.full(len(arr.lots), -1, dtype=np.int64)
     row[p.sells] = np.arange(len(p.sells))
@@ -577,7 +595,14 @@ def clear_maxmin_rounded(
     units = [(int(p.sells[i]), int(p.buys[j]), int(best_x[i, j])) for i, j in np.argwhere(best_x)]
     units.sort()
     scale = 10 * lot  # sen/kWh · lot → µ¥
-    t_proven = float(t) >= t_lp - TOL * max(1.0, t_lp)
+    # Any clearing better than t gives every participant at least its next ratio above t;
+    # if even the smallest of those is beyond the LP bound (with the LP's tolerance), t is
+    # optimal.
+    t_next = min(
+        (Fraction(math.floor(t * w) + 1, w) for w in offered.values() if w > 0),
+        default=Fraction(0),
+    )
+    t_proven = t_lp + TOL * max(1.0, abs(t_lp)) < t_next
     return units, Bound(
         primary=t_lp * 10,
         secondary=float(w_max * scale),
