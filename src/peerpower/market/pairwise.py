@@ -15,8 +15,8 @@ bounds that the rounded clearing is measured against are reported beside it.
    participant with the lowest ratio ``profit / offered`` gets lots on its best free pair until
    every participant is stuck; then a leximin local search lets the lowest participant take a
    lot of a full partner from another counterparty when everyone that touches stays above it,
-   and fills again. When the result reaches the bound (up to the LP's float tolerance) ``t``
-   is proven optimal.
+   and fills again. ``t`` is proven optimal when every participant's next achievable ratio
+   above it (profits are whole numbers) lies beyond the LP bound.
 2. welfare, keeping every ratio at least ``t``: the candidates are the welfare optimum (a
    min-cost flow) if it already keeps everyone at ``t``, stage 1's clearing, and the same with
    the lots nobody needs to stay at ``t`` taken back (lowest spread first); each is completed by
