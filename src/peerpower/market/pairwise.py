@@ -24,8 +24,9 @@ bounds that the rounded clearing is measured against are reported beside it.
    best is kept. The welfare optimum without the ``t`` constraint is the reported bound.
 
 On a grid with capacities the LP and the rounding leave the capacities out (so the LP still
-bounds ``t``), the rounded clearing gives back lots where an edge is over, lowest spread first,
-and there is no welfare completion; the welfare bound is then the capacitated welfare optimum.
+bounds ``t``); the rounded clearing gives back lots where an edge is over, lowest spread first,
+and is filled again within the capacities; there is no welfare completion, and the welfare
+bound is the capacitated welfare optimum.
 
 Profits here are in sen/kWh·lot and offered energy in lots (the ratio × 10 is µ¥/Wh).
 """
@@ -296,6 +297,7 @@ class _State:
         self.profit = np.zeros(n_participants, dtype=np.int64)
         np.add.at(self.profit, p.part_s, (p.gain_s * x).sum(axis=1))
         np.add.at(self.profit, p.part_b, (p.gain_b * x).sum(axis=0))
+        self.net: dict[int, int] | None = None  # net lots per capacitated edge, when limited
         self.sells_of: dict[int, list[int]] = {}
         self.buys_of: dict[int, list[int]] = {}
         for i, q in enumerate(p.part_s.tolist()):
@@ -333,7 +335,8 @@ class _State:
             self.cursor_s = np.minimum(self.cursor_s, self.rank_s[:, buy]).tolist()
 
     def best_lot(self, q: int) -> tuple[int, int, int] | None:
-        """Free pair (sell, buy) that gains participant ``q`` most, with that gain."""
+        """Free pair (sell, buy) that gains participant ``q`` most, with that gain (and, once
+        :meth:`limit_edges` is on, room on every capacitated edge of its path)."""
         best: tuple[int, int, int] | None = None
         for i in self.sells_of.get(q, []):
             if self.rem_s[i] <= 0:
@@ -342,6 +345,10 @@ class _State:
             while k < len(row) and key[row[k]] > 0 and self.rem_b[row[k]] <= 0:
                 k += 1
             self.cursor_s[i] = k
+            while self.net is not None and k < len(row) and key[row[k]] > 0:
+                if self.rem_b[row[k]] > 0 and self.room(i, int(row[k])) > 0:
+                    break
+                k += 1  # a blocked edge can open again: the cursor stays where it was
             if k < len(row) and key[row[k]] > 0 and (best is None or key[row[k]] > best[2]):
                 best = (i, int(row[k]), int(key[row[k]]))
         for j in self.buys_of.get(q, []):
@@ -351,9 +358,47 @@ class _State:
             while k < len(col) and key[col[k]] > 0 and self.rem_s[col[k]] <= 0:
                 k += 1
             self.cursor_b[j] = k
+            while self.net is not None and k < len(col) and key[col[k]] > 0:
+                if self.rem_s[col[k]] > 0 and self.room(int(col[k]), j) > 0:
+                    break
+                k += 1
             if k < len(col) and key[col[k]] > 0 and (best is None or key[col[k]] > best[2]):
                 best = (int(col[k]), j, int(key[col[k]]))
         return best
+
+    def limit_edges(self, grid: GridTree, lot_wh: int) -> None:
+        """From now on, keep every capacitated edge's net energy within its capacity (the
+        clearing must already respect them)."""
+        self.grid = grid
+        self.limit = {
+            c: grid.capacity_wh[c] // lot_wh
+            for c in range(grid.size)
+            if grid.capacity_wh[c] >= 0 and grid.parent[c] >= 0
+        }
+        self.paths: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self.net = dict.fromkeys(self.limit, 0)
+        for i, j in np.argwhere(self.x).tolist():
+            for e, sign in self._path(i, j):
+                self.net[e] += sign * int(self.x[i, j])
+
+    def _path(self, i: int, j: int) -> list[tuple[int, int]]:
+        """Capacitated edges between sell i and buy j, +1 crossed upwards, −1 downwards."""
+        key = (int(self.p.node_s[i]), int(self.p.node_b[j]))
+        edges = self.paths.get(key)
+        if edges is None:
+            up, down = self.grid.path(*key)
+            edges = [(e, 1) for e in up if e in self.limit]
+            edges += [(e, -1) for e in down if e in self.limit]
+            self.paths[key] = edges
+        return edges
+
+    def room(self, i: int, j: int) -> int:
+        """Lots pair (i, j) could still carry without an edge over its capacity."""
+        assert self.net is not None
+        free = 1 << 62
+        for e, sign in self._path(i, j):
+            free = min(free, self.limit[e] - sign * self.net[e])
+        return free
 
     def add(self, i: int, j: int, lots: int) -> None:
         p = self.p
@@ -362,6 +407,9 @@ class _State:
         self.rem_b[j] -= lots
         self.profit[p.part_s[i]] += lots * p.gain_s[i, j]
         self.profit[p.part_b[j]] += lots * p.gain_b[i, j]
+        if self.net is not None:
+            for e, sign in self._path(i, j):
+                self.net[e] += sign * lots
 
     def fill(self, weights: dict[int, int], target: float = math.inf) -> None:
         """Raise the lowest ratio ``profit_q / weights_q``: give the lowest participant its best
@@ -386,7 +434,10 @@ class _State:
             need = 1
             if math.isfinite(goal):
                 need = max(1, math.floor((goal * w - self.profit[q]) / gain) + 1)
-            self.add(i, j, int(min(need, self.rem_s[i], self.rem_b[j])))
+            most = min(self.rem_s[i], self.rem_b[j])
+            if self.net is not None:
+                most = min(most, self.room(i, j))
+            self.add(i, j, int(min(need, most)))
             heapq.heappush(heap, (self.profit[q] / w, q))
 
     def improve(self, weights: dict[int, int], moves: int = MOVES) -> None:
@@ -544,8 +595,11 @@ def clear_maxmin_rounded(
     full = _State(p, start.copy(), n_part)
     full.improve(offered)
     capacities = book.grid.has_capacities
-    if capacities:  # the LP, the fill and the search ignore capacities: take back what is over
+    if capacities:  # the LP, the fill and the search ignore capacities: take back what is
+        # over, then fill again within them
         full.respect_capacities(book.grid, lot)
+        full.limit_edges(book.grid, lot)
+        full.fill(offered)
     t = full.ratio(offered)
     # Stage 2: welfare with every ratio kept ≥ t: stage 1's clearing, and the same trimmed of
     # the lots nobody needs for that, each completed by a welfare flow.
