@@ -61,6 +61,7 @@ def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
     live = _tradable(arr)
     certificate: dict[str, Any] | None = None
     bound: dict[str, Any] | None = None
+    offered: dict[str, int] | None = None  # maxmin: computed once from the pairs
     self_pairs = _self_compatible(book, arr, live)
     # The networks take every order, tradable or not, so that their certificates bound the
     # whole book.
@@ -71,12 +72,13 @@ def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
         units, certificate = _volume_flow(book, arr, everyone)
     elif goal == "maxmin" and live.any():
         pairs = pw.build_pairs(book, arr, live)
+        offered = pw.offered_wh(pairs, arr, book.lot_wh)
         if pairs.count > pw.EXACT_PAIRS:
-            rounded_units, rounded = pw.clear_maxmin_rounded(book, arr, pairs, self_pairs)
+            rounded_units, rounded = pw.clear_maxmin_rounded(book, arr, pairs, self_pairs, offered)
             units = _unit_arrays(rounded_units)
             bound = rounded.to_json()
         else:
-            units = _unit_arrays(_pairwise(book, arr, live, goal))
+            units = _unit_arrays(_pairwise(book, arr, live, goal, offered))
     else:
         units = _unit_arrays(_pairwise(book, arr, live, goal))
     sell, buy, lots = units
@@ -88,7 +90,7 @@ def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
     e = energy.tolist()
     totals = totals_from_columns(e, ask.tolist(), bid.tolist(), fee.tolist())
     if goal == "maxmin":
-        objective = evaluate(book, trades, goal, scores=list(arr.score))
+        objective = evaluate(book, trades, goal, offered=offered, scores=list(arr.score))
     else:
         # Σ r_k · filled_k in Python integers: exact whatever the size of the book.
         r = arr.score_u64
@@ -389,21 +391,11 @@ def compatible_pairs(
     book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]
 ) -> tuple[I64, I64, I64]:
     """Compatible pairs as arrays ``(sell index, buy index, fee)`` over book indexes."""
-    idx_s = np.flatnonzero(live & arr.is_sell)
-    idx_b = np.flatnonzero(live & ~arr.is_sell)
-    if not len(idx_s) or not len(idx_b):
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    grid = book.grid
-    s_nodes, s_inv = np.unique(arr.node[idx_s], return_inverse=True)
-    b_nodes, b_inv = np.unique(arr.node[idx_b], return_inverse=True)
-    uu, vv = np.meshgrid(s_nodes, b_nodes, indexing="ij")
-    fee_nodes = grid.fees_between(uu.ravel(), vv.ravel()).reshape(uu.shape)
-    fee = fee_nodes[s_inv][:, b_inv]
-    ok = (arr.price[idx_b][None, :] - fee) >= arr.price[idx_s][:, None]
-    ok &= arr.participant[idx_s][:, None] != arr.participant[idx_b][None, :]
-    si, bj = np.nonzero(ok)
-    return idx_s[si], idx_b[bj], fee[si, bj].astype(np.int64)
+    p = pw.build_pairs(book, arr, live)
+    ii, jj = np.nonzero(p.ok)
+    sell, buy = p.sells[ii], p.buys[jj]
+    fee: I64 = arr.price[buy] - arr.price[sell] - p.spread[ii, jj]
+    return sell, buy, fee
 
 
 def _euler(grid: GridTree) -> tuple[list[int], list[int]]:
@@ -425,7 +417,11 @@ def _euler(grid: GridTree) -> tuple[list[int], list[int]]:
 
 
 def _pairwise(
-    book: Book, arr: BookArrays, live: npt.NDArray[np.bool_], goal: Goal
+    book: Book,
+    arr: BookArrays,
+    live: npt.NDArray[np.bool_],
+    goal: Goal,
+    offered: dict[str, int] | None = None,
 ) -> list[tuple[int, int, int]]:
     from ortools.linear_solver import pywraplp
 
@@ -479,7 +475,8 @@ def _pairwise(
         return [round(v.solution_value()) for v in x]
 
     if goal == "maxmin":
-        offered = maxmin_participants(book)
+        if offered is None:
+            offered = maxmin_participants(book)
         pid = {name: i for i, name in enumerate(arr.participants)}
         lot = book.lot_wh
         t = solver.NumVar(0, solver.infinity(), "t")

@@ -45,7 +45,6 @@ import numpy.typing as npt
 
 from peerpower.errors import ClearingError
 from peerpower.grid.tree import GridTree
-from peerpower.market.objective import maxmin_participants
 from peerpower.market.orders import Book, BookArrays
 
 I64 = npt.NDArray[np.int64]
@@ -125,6 +124,29 @@ def build_pairs(book: Book, arr: BookArrays, live: Bool) -> Pairs:
         node_s=arr.node[sells],
         node_b=arr.node[buys],
     )
+
+
+def offered_wh(pairs: Pairs, arr: BookArrays, lot_wh: int) -> dict[str, int]:
+    """The participants of ``maxmin`` — those with an order in at least one compatible pair —
+    and the energy of those orders [Wh] (as :func:`.objective.maxmin_participants`, read off
+    pairs already built)."""
+    p = pairs
+    orders = np.concatenate([p.sells[p.ok.any(axis=1)], p.buys[p.ok.any(axis=0)]])
+    orders.sort()
+    offered: dict[str, int] = {}
+    for o in orders.tolist():
+        name = arr.participants[arr.participant[o]]
+        offered[name] = offered.get(name, 0) + int(arr.lots[o]) * lot_wh
+    return offered
+
+
+def _edge_limits(grid: GridTree, lot_wh: int) -> dict[int, int]:
+    """Capacitated edges (named by their child node) → capacity [lots]."""
+    return {
+        c: grid.capacity_wh[c] // lot_wh
+        for c in range(grid.size)
+        if grid.capacity_wh[c] >= 0 and grid.parent[c] >= 0
+    }
 
 
 @dataclass(frozen=True)
@@ -370,11 +392,7 @@ class _State:
         """From now on, keep every capacitated edge's net energy within its capacity (the
         clearing must already respect them)."""
         self.grid = grid
-        self.limit = {
-            c: grid.capacity_wh[c] // lot_wh
-            for c in range(grid.size)
-            if grid.capacity_wh[c] >= 0 and grid.parent[c] >= 0
-        }
+        self.limit = _edge_limits(grid, lot_wh)
         self.paths: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self.net = dict.fromkeys(self.limit, 0)
         for i, j in np.argwhere(self.x).tolist():
@@ -539,11 +557,7 @@ class _State:
         p = self.p
         tin_l, tout_l = _euler(grid)
         tin = np.array(tin_l, dtype=np.int64)
-        caps = [
-            (c, grid.capacity_wh[c] // lot_wh)
-            for c in range(grid.size)
-            if grid.capacity_wh[c] >= 0 and grid.parent[c] >= 0
-        ]
+        caps = list(_edge_limits(grid, lot_wh).items())
         while True:
             si, bj = np.nonzero(self.x)
             ts, tb = tin[p.node_s[si]], tin[p.node_b[bj]]
@@ -579,16 +593,17 @@ class _State:
 
 
 def clear_maxmin_rounded(
-    book: Book, arr: BookArrays, pairs: Pairs, self_pairs: bool
+    book: Book, arr: BookArrays, pairs: Pairs, self_pairs: bool, offered_by_name: dict[str, int]
 ) -> tuple[list[tuple[int, int, int]], Bound]:
-    """Units ``(sell index, buy index, lots)`` for ``maxmin`` and the bounds beside them."""
+    """Units ``(sell index, buy index, lots)`` for ``maxmin`` and the bounds beside them;
+    ``offered_by_name`` is :func:`offered_wh` of the pairs."""
     from peerpower.market.optimal import _welfare_flow
 
     p = pairs
     lot = book.lot_wh
     n_part = len(arr.participants)
     pid = {name: k for k, name in enumerate(arr.participants)}
-    offered = {pid[name]: e // lot for name, e in maxmin_participants(book).items()}
+    offered = {pid[name]: e // lot for name, e in offered_by_name.items()}
     # Stage 1: t, from the LP rounded down and filled.
     t_lp, x_lp = _LP(p, _seed_pool(p), n_part, offered, None, None).solve()
     start = np.maximum(np.floor(x_lp + 1e-9), 0).astype(np.int64)
