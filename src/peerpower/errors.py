@@ -60,3 +60,35 @@ class InvalidResult(PeerpowerError):
         super().__init__(f"{rule}: {message}")
         self.rule = rule
         self.message = message
+
+
+class LedgerError(PeerpowerError):
+    """A transaction or block breaks a rule of the exchange contract.
+
+    ``rule`` is the short name of the broken rule (``nonce``, ``gate``, ``margin``, ...), listed
+    in ``peerpower.ledger.rules``; the message names the offending value and what is allowed.
+    """
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(f"{rule}: {message}")
+        self.rule = rule
+        self.message = message
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": str(self), "rule": self.rule}
+
+
+class InvalidTransaction(LedgerError):
+    """A transaction is rejected; the state it was applied to is left as it was."""
+
+
+class InvalidBlock(LedgerError):
+    """A block is rejected at ``height``; ``rule`` names the first broken rule."""
+
+    def __init__(self, height: int, rule: str, message: str) -> None:
+        super().__init__(rule, message)
+        self.args = (f"height {height}: {rule}: {message}",)
+        self.height = height
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": str(self), "rule": self.rule, "height": self.height}

@@ -1,0 +1,198 @@
+"""Making blocks: the validator's duties and one validator producing blocks alone (solo mode).
+
+:func:`build_block` is what any proposer runs, and what consensus will call: on top of a state,
+at a time, it seals slots, adds the proposer's own duties (clear every slot that is sealed and
+has its seed; settle every slot past its meter deadline) and then as many of the given
+transactions as the rules accept, and returns the unsigned block, the state it produces and the
+transactions it left out with their errors.
+
+:class:`SoloNode` is one validator that is also the whole network: it keeps a mempool, makes a
+block when asked, signs the commit certificate itself and stores each block with its state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from peerpower.crypto import KeyPair
+from peerpower.errors import InvalidBlock, InvalidTransaction, PeerpowerError
+from peerpower.ledger.blocks import Block, Header, check_commit, sign_commit, tx_root
+from peerpower.ledger.genesis import Genesis
+from peerpower.ledger.rules import (
+    BlockContext,
+    apply_block,
+    apply_tx,
+    begin_block,
+    genesis_state,
+    slot_book,
+    slot_times,
+)
+from peerpower.ledger.state import Draft, SlotRec, State
+from peerpower.ledger.store import Store
+from peerpower.ledger.transactions import Signer, Tx, decode_tx
+from peerpower.market.clear import clear
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """A block as built (unsigned), the state it produces and what was left out."""
+
+    block: Block
+    state: State
+    rejected: tuple[tuple[dict[str, Any], InvalidTransaction], ...] = ()
+
+
+def duties(
+    draft: Draft, genesis: Genesis, ctx: BlockContext, signer: Signer
+) -> list[dict[str, Any]]:
+    """The clearing and settlement transactions the proposer owes at this block.
+
+    Slots to clear: sealed, seed known, not cleared, with orders (cleared by the market's own
+    mechanism and goal). Slots to settle: past their meter deadline.
+    """
+    out: list[dict[str, Any]] = []
+    market = genesis.market
+    deadline_ms = genesis.params.meter_deadline_minutes * 60_000
+    for key, rec in sorted(draft.items("slots")):
+        assert isinstance(rec, SlotRec)
+        end_ms = slot_times(key, market.gate_minutes).end_ms
+        if ctx.time_ms > end_ms + deadline_ms:
+            out.append(signer.settle(key))
+        elif rec.status == "sealed" and rec.seed:
+            book = slot_book(draft, genesis, key, bytes.fromhex(rec.seed))
+            if book.orders:
+                result = clear(book, market.mechanism, market.goal)
+                out.append(signer.clear(key, result.to_json()))
+    return out
+
+
+def build_block(
+    state: State,
+    genesis: Genesis,
+    proposer: str,
+    key: KeyPair | None,
+    time_ms: int,
+    txs: Sequence[dict[str, Any]],
+) -> Built:
+    """Build the next block on ``state`` (see the module notes). With ``key`` (the proposer's)
+    the proposer's duties are added first."""
+    height = state.height + 1
+    ctx = BlockContext(height, time_ms, state.head_hash, proposer)
+    draft = state.draft()
+    begin_block(draft, genesis, ctx)
+    chosen: list[dict[str, Any]] = []
+    rejected: list[tuple[dict[str, Any], InvalidTransaction]] = []
+    own: list[dict[str, Any]] = []
+    if key is not None:
+        acct = draft.account(proposer)
+        assert acct is not None
+        own = duties(draft, genesis, ctx, Signer(genesis.chain_id, proposer, key, acct.nonce + 1))
+    for obj in own:  # the proposer's own duties must pass: a failure here is a bug
+        apply_tx(draft, decode_tx(obj, genesis.chain_id), genesis, ctx)
+        chosen.append(obj)
+    for obj in txs:
+        try:
+            apply_tx(draft, decode_tx(obj, genesis.chain_id), genesis, ctx)
+        except InvalidTransaction as err:
+            rejected.append((obj, err))
+            continue
+        chosen.append(obj)
+    new = draft.freeze()
+    header = Header(
+        genesis.chain_id,
+        height,
+        state.head_hash,
+        time_ms,
+        proposer,
+        tx_root(chosen),
+        len(chosen),
+        new.root,
+    )
+    block = Block(header, tuple(chosen))
+    return Built(block, new.with_head(block.hash), tuple(rejected))
+
+
+@dataclass
+class SoloNode:
+    """One validator producing and committing every block (solo mode).
+
+    ``submit`` checks a transaction against the state and the mempool at a given time and keeps
+    it (or raises ``InvalidTransaction``, keeping nothing); ``produce`` makes, signs, stores and
+    returns the next block. With a ``store`` every block is committed to SQLite with its state.
+    """
+
+    genesis: Genesis
+    validator: str
+    key: KeyPair
+    store: Store | None = None
+    state: State = field(init=False)
+    mempool: list[dict[str, Any]] = field(init=False, default_factory=list)
+    dropped: list[tuple[dict[str, Any], InvalidTransaction]] = field(
+        init=False, default_factory=list
+    )
+    _pending: Draft | None = field(init=False, default=None)
+    _pending_time: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        if self.validator not in {v.id for v in self.genesis.validators}:
+            raise PeerpowerError(f"{self.validator!r} is not a validator of this genesis")
+        if self.store is None:
+            self.state = genesis_state(self.genesis)
+        else:
+            self.state = self.store.initialise(self.genesis)
+
+    @property
+    def height(self) -> int:
+        return self.state.height
+
+    def submit(self, obj: dict[str, Any], time_ms: int | None = None) -> Tx:
+        """Accept a transaction into the mempool if the rules take it at ``time_ms`` (default:
+        the last block's time) on top of the state and the transactions already waiting."""
+        when = self.state.meta.time_ms if time_ms is None else time_ms
+        if self._pending is None or when != self._pending_time:
+            self._pending = self.state.draft()
+            self._pending_time = when
+            ctx = self._ctx(when)
+            for waiting in self.mempool:
+                with contextlib.suppress(InvalidTransaction):
+                    apply_tx(
+                        self._pending, decode_tx(waiting, self.genesis.chain_id), self.genesis, ctx
+                    )
+        tx = decode_tx(obj, self.genesis.chain_id)
+        apply_tx(self._pending, tx, self.genesis, self._ctx(when))
+        self.mempool.append(obj)
+        return tx
+
+    def _ctx(self, time_ms: int) -> BlockContext:
+        return BlockContext(self.state.height + 1, time_ms, self.state.head_hash, self.validator)
+
+    def produce(self, time_ms: int) -> Block:
+        """Make, sign, store and return the next block at ``time_ms``."""
+        if time_ms <= self.state.meta.time_ms:
+            raise InvalidBlock(
+                self.state.height + 1, "time", f"time {time_ms} is not after the last block's"
+            )
+        built = build_block(
+            self.state, self.genesis, self.validator, self.key, time_ms, self.mempool
+        )
+        block = built.block.with_commit((sign_commit(self.key, self.validator, built.block.hash),))
+        self.dropped.extend(built.rejected)
+        self._commit(block, built.state)
+        return block
+
+    def accept(self, block: Block) -> State:
+        """Check a block made elsewhere (rules, roots, commit certificate) and commit it."""
+        check_commit(block, self.genesis)
+        state = apply_block(self.state, block, self.genesis)
+        self._commit(block, state)
+        return state
+
+    def _commit(self, block: Block, state: State) -> None:
+        if self.store is not None:
+            self.store.append(block, state)
+        self.state = state
+        self.mempool = []
+        self._pending = None

@@ -1,0 +1,146 @@
+"""Export a chain to JSON Lines and verify a chain by replaying it from genesis.
+
+The export format: the first line is ``{"genesis": {...}, "hash": "<genesis hash>"}``, then one
+block per line in height order, each ``{"hash", "header", "txs", "commit"}`` in canonical JSON.
+
+Verifying replays every block from the genesis state: block hash, commit certificate, header
+(chain, height, parent, time, proposer, Merkle root), every transaction's signature and rules —
+each clearing decision re-checked with ``market.verify`` against the sealed book — and the state
+root. From a database, the stored state must also equal the replayed one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from peerpower.crypto import canonical_unchecked
+from peerpower.errors import InvalidBlock, InvalidInput
+from peerpower.ledger.blocks import block_from_json, check_commit
+from peerpower.ledger.genesis import Genesis
+from peerpower.ledger.rules import apply_block, genesis_state
+from peerpower.ledger.state import State
+from peerpower.ledger.store import Store, block_line
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a verified chain holds."""
+
+    blocks: int
+    transactions: int
+    settled_microyen: int
+    state_root: str
+    chain_id: str
+
+    def line(self) -> str:
+        return (
+            f"ok: chain {self.chain_id}, {self.blocks} blocks, {self.transactions} transactions, "
+            f"{self.settled_microyen} µ¥ settled, state root {self.state_root}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "chain_id": self.chain_id,
+            "blocks": self.blocks,
+            "transactions": self.transactions,
+            "settled_microyen": self.settled_microyen,
+            "state_root": self.state_root,
+        }
+
+
+def genesis_line(genesis: Genesis) -> str:
+    return canonical_unchecked({"genesis": genesis.to_json(), "hash": genesis.hash.hex()}).decode()
+
+
+def export(store: Store, out: Path) -> int:
+    """Write the chain in ``store`` to ``out`` as JSON Lines; returns the number of blocks."""
+    genesis = store.genesis()
+    if genesis is None:
+        raise InvalidInput("db", f"{str(store.path)!r} holds no chain")
+    n = 0
+    with out.open("w", encoding="utf-8") as f:
+        f.write(genesis_line(genesis) + "\n")
+        for line in store.block_lines():
+            f.write(line + "\n")
+            n += 1
+    return n
+
+
+def replay(genesis: Genesis, lines: Iterable[str]) -> tuple[State, Summary]:
+    """Replay block lines from genesis; raises ``InvalidBlock`` at the first bad height."""
+    state = genesis_state(genesis)
+    blocks = txs = 0
+    for number, text in enumerate(lines, start=1):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InvalidBlock(
+                state.height + 1, "format", f"block line {number} is not JSON: {err.msg}"
+            ) from None
+        block = block_from_json(obj, f"block {state.height + 1}")
+        check_commit(block, genesis)
+        state = apply_block(state, block, genesis)
+        blocks += 1
+        txs += len(block.txs)
+    summary = Summary(blocks, txs, state.meta.settled_microyen, state.root.hex(), genesis.chain_id)
+    return state, summary
+
+
+def _jsonl(path: Path) -> tuple[Genesis, Iterator[str]]:
+    f = path.open(encoding="utf-8")
+    first = f.readline()
+    try:
+        head = json.loads(first)
+    except json.JSONDecodeError:
+        raise InvalidInput("chain", f"line 1 of {str(path)!r} is not JSON") from None
+    if not isinstance(head, dict) or "genesis" not in head:
+        raise InvalidInput("chain", f'line 1 of {str(path)!r} must be {{"genesis": ...}}')
+    genesis = Genesis.from_json(head["genesis"])
+    if head.get("hash") not in (None, genesis.hash.hex()):
+        raise InvalidBlock(
+            0, "genesis-hash", f"line 1 hash {head.get('hash')!r} is not {genesis.hash.hex()}"
+        )
+
+    def lines() -> Iterator[str]:
+        with f:
+            for line in f:
+                if line.strip():
+                    yield line
+
+    return genesis, lines()
+
+
+def verify_path(path: Path) -> Summary:
+    """Verify ``chain.jsonl`` or ``chain.db`` (by its suffix: ``.db``/``.sqlite`` is SQLite)."""
+    if not path.exists():
+        raise InvalidInput("chain", f"{str(path)!r} does not exist")
+    if path.suffix in (".db", ".sqlite", ".sqlite3"):
+        with Store(path) as store:
+            genesis = store.genesis()
+            if genesis is None:
+                raise InvalidInput("chain", f"{str(path)!r} holds no chain")
+            state, summary = replay(genesis, store.block_lines())
+            head = store.head_height()
+            if head != state.height:
+                raise InvalidBlock(
+                    head, "head", f"stored head {head}, blocks end at {state.height}"
+                )
+            stored = store.stored_root()
+            if stored != state.root:
+                raise InvalidBlock(
+                    head,
+                    "stored-state",
+                    f"the stored state (root {stored.hex()}) is not the replayed one "
+                    f"({state.root.hex()})",
+                )
+            return summary
+    genesis, lines = _jsonl(path)
+    return replay(genesis, lines)[1]
+
+
+__all__ = ["Summary", "block_line", "export", "genesis_line", "replay", "verify_path"]

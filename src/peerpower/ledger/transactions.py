@@ -1,0 +1,292 @@
+"""Signed transactions of the exchange contract (DESIGN.md §4).
+
+A transaction is ``{"body": {...}, "sig": "<128 hex>"}``. The body always has ``chain`` (the
+chain id, so a transaction cannot be replayed on another chain) and ``type``; every type but
+``meter`` has ``from`` (the signing account) and ``nonce`` (that account's previous nonce + 1).
+``sig`` is Ed25519 over ``"peerpower/tx/1\\0" ‖ canonical(body)``.
+
+=========  ==================  ==================================================================
+type       signed by           other fields
+=========  ==================  ==================================================================
+register   the operator        account, key, meter_key, node, site_type
+reinstate  the operator        account  (lifts a suspension; the default count starts again)
+deposit    the operator        account, amount_microyen  (operator → account)
+withdraw   a participant       amount_microyen  (participant's free balance → operator)
+order      a participant       slot, side, energy_wh, price_sen_per_kwh  (id ``<from>#<nonce>``)
+cancel     a participant       order
+clear      a validator         slot, result  (a clearing result, as ``peerpower clear`` prints)
+settle     a validator         slot
+meter      the site's meter    site, slot, import_wh, export_wh  (no from, no nonce)
+=========  ==================  ==================================================================
+
+Bodies with unknown or missing fields are rejected, so one transaction has exactly one encoding.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from peerpower.crypto import (
+    KEY_HEX_LENGTH,
+    SIGNATURE_HEX_LENGTH,
+    KeyPair,
+    canonical_unchecked,
+    parse_hex,
+    sha256,
+)
+from peerpower.errors import InvalidInput, InvalidTransaction
+from peerpower.ledger.genesis import SITE_TYPES, check_account_id
+from peerpower.market.result import ClearingResult
+from peerpower.market.verify import result_from_json
+from peerpower.timeslots import Slot
+
+TX_DOMAIN = b"peerpower/tx/1\x00"
+MAX_AMOUNT_MICROYEN = 10**18
+MAX_METER_WH = 10**9
+
+# type → (signed by, fields with their kinds). "slot" is a slot name like 2026-08-18#24.
+_FIELDS: dict[str, dict[str, str]] = {
+    "register": {
+        "account": "id",
+        "key": "key",
+        "meter_key": "key",
+        "node": "str",
+        "site_type": "site",
+    },
+    "reinstate": {"account": "id"},
+    "deposit": {"account": "id", "amount_microyen": "amount"},
+    "withdraw": {"amount_microyen": "amount"},
+    "order": {"slot": "slot", "side": "side", "energy_wh": "wh", "price_sen_per_kwh": "price"},
+    "cancel": {"order": "str"},
+    "clear": {"slot": "slot", "result": "result"},
+    "settle": {"slot": "slot"},
+    "meter": {"site": "id", "slot": "slot", "import_wh": "meter", "export_wh": "meter"},
+}
+TX_TYPES = tuple(_FIELDS)
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_slot(text: str) -> Slot:
+    """:meth:`Slot.parse`, remembered (orders name few slots, many times)."""
+    slot = Slot.parse(text)
+    if str(slot) != text:
+        raise InvalidInput("slot", f"{text!r} is not written as {str(slot)!r}")
+    return slot
+
+
+@dataclass(frozen=True, slots=True)
+class Tx:
+    """A decoded, well-formed transaction (its signature and rules are checked on apply).
+
+    ``sender`` is the ``from`` account, or the site for a meter reading; ``nonce`` is ``None``
+    for meter readings. ``message`` is the canonical body, the bytes that were signed.
+    """
+
+    type: str
+    sender: str
+    nonce: int | None
+    body: dict[str, Any]
+    sig: bytes
+    message: bytes
+    result: ClearingResult | None = None
+
+    @property
+    def id(self) -> str:
+        """SHA-256 of the signed body, hex: what a client uses to find its transaction."""
+        return sha256(self.message).hex()
+
+    def encoded(self) -> bytes:
+        """Canonical bytes of the whole transaction (the Merkle leaf)."""
+        return b'{"body":' + self.message + b',"sig":"' + self.sig.hex().encode() + b'"}'
+
+    def to_json(self) -> dict[str, Any]:
+        return {"body": self.body, "sig": self.sig.hex()}
+
+
+def _bad(field: str, message: str) -> InvalidTransaction:
+    return InvalidTransaction("format", f"{field}: {message}")
+
+
+def decode_tx(obj: Any, chain_id: str, where: str = "tx") -> Tx:
+    """Check the shape of a transaction and every field's type; raise ``InvalidTransaction``
+    (rule ``format``, or ``chain`` for another chain's transaction) naming field and value."""
+    if not isinstance(obj, dict) or set(obj) != {"body", "sig"}:
+        raise _bad(where, 'must be an object {"body": {...}, "sig": "<hex>"}')
+    body = obj["body"]
+    sig_hex = obj["sig"]
+    if type(sig_hex) is not str or len(sig_hex) != SIGNATURE_HEX_LENGTH:
+        raise _bad(
+            f"{where}.sig", f"must be {SIGNATURE_HEX_LENGTH} hex characters, got {sig_hex!r}"
+        )
+    try:
+        sig = parse_hex(sig_hex, SIGNATURE_HEX_LENGTH, f"{where}.sig")
+    except InvalidInput as err:
+        raise _bad(err.field, err.message) from None
+    if not isinstance(body, dict):
+        raise _bad(f"{where}.body", "must be an object")
+    kind = body.get("type")
+    fields = _FIELDS.get(kind) if type(kind) is str else None
+    if fields is None:
+        raise _bad(f"{where}.body.type", f"{kind!r} is not one of {', '.join(TX_TYPES)}")
+    if body.get("chain") != chain_id:
+        raise InvalidTransaction(
+            "chain", f"{where}.body.chain is {body.get('chain')!r}, this chain is {chain_id!r}"
+        )
+    expected = set(fields) | {"chain", "type"}
+    if kind != "meter":
+        expected |= {"from", "nonce"}
+    if len(body) != len(expected) or set(body) != expected:
+        missing = sorted(expected - set(body))
+        extra = sorted(set(body) - expected)
+        raise _bad(
+            f"{where}.body",
+            f"{kind} needs fields {sorted(expected)}; missing {missing}, unknown {extra}",
+        )
+    result: ClearingResult | None = None
+    for name, check in fields.items():
+        value = body[name]
+        field = f"{where}.body.{name}"
+        if check == "result":
+            try:
+                result = result_from_json(value)
+            except InvalidInput as err:
+                raise _bad(f"{field}.{err.field}", err.message) from None
+        else:
+            _check_field(check, value, field)
+    nonce: int | None = None
+    sender: str
+    if kind == "meter":
+        sender = body["site"]
+    else:
+        sender = body["from"]
+        if type(sender) is not str:
+            raise _bad(f"{where}.body.from", f"must be an account id, got {sender!r}")
+        nonce = body["nonce"]
+        if type(nonce) is not int or not 0 < nonce < 2**63:
+            raise _bad(f"{where}.body.nonce", f"must be an integer 1–2^63−1, got {nonce!r}")
+    message = canonical_unchecked(body)
+    return Tx(str(kind), sender, nonce, body, sig, message, result)
+
+
+def _check_field(check: str, value: Any, field: str) -> None:
+    kind = type(value)
+    if check == "price" or check == "wh" or check == "amount" or check == "meter":
+        if kind is not int:
+            raise _bad(field, f"must be an integer, got {value!r}")
+        if check == "amount" and not 0 < value <= MAX_AMOUNT_MICROYEN:
+            raise _bad(field, f"must be 1–{MAX_AMOUNT_MICROYEN} µ¥, got {value}")
+        if check == "meter" and not 0 <= value <= MAX_METER_WH:
+            raise _bad(field, f"must be 0–{MAX_METER_WH} Wh, got {value}")
+    elif check == "slot":
+        if kind is not str:
+            raise _bad(field, f"must be a slot like '2026-08-18#24', got {value!r}")
+        try:
+            parse_slot(value)
+        except InvalidInput as err:
+            raise _bad(field, err.message) from None
+    elif check == "side":
+        if value != "buy" and value != "sell":
+            raise _bad(field, f"must be 'buy' or 'sell', got {value!r}")
+    elif check == "id":
+        try:
+            check_account_id(value, field)
+        except InvalidInput as err:
+            raise _bad(field, err.message) from None
+    elif check == "key":
+        try:
+            parse_hex(value, KEY_HEX_LENGTH, field)
+        except InvalidInput as err:
+            raise _bad(field, err.message) from None
+    elif check == "site":
+        if value not in SITE_TYPES:
+            raise _bad(field, f"{value!r} is not one of {', '.join(SITE_TYPES)}")
+    elif check == "str" and (kind is not str or not 0 < len(value) <= 200):
+        raise _bad(field, f"must be a string of 1–200 characters, got {value!r}")
+
+
+def sign_body(key: KeyPair, body: dict[str, Any]) -> dict[str, Any]:
+    """A transaction: ``body`` signed by ``key``."""
+    return {"body": body, "sig": key.sign(TX_DOMAIN, canonical_unchecked(body)).hex()}
+
+
+@dataclass(slots=True)
+class Signer:
+    """Builds and signs one account's transactions, counting its nonce.
+
+    ``Signer(chain_id, "home-1", key)``; ``signer.order("2026-08-18#24", "sell", 1000, 1500)``
+    returns the signed transaction as JSON-ready dict. ``next_nonce`` is the nonce the next
+    transaction will carry (start it at the account's nonce + 1).
+    """
+
+    chain_id: str
+    account: str
+    key: KeyPair
+    next_nonce: int = 1
+
+    def _tx(self, kind: str, **fields: Any) -> dict[str, Any]:
+        body = {
+            "chain": self.chain_id,
+            "type": kind,
+            "from": self.account,
+            "nonce": self.next_nonce,
+        }
+        body.update(fields)
+        self.next_nonce += 1
+        return sign_body(self.key, body)
+
+    def register(
+        self, account: str, key: str, meter_key: str, node: str, site_type: str
+    ) -> dict[str, Any]:
+        return self._tx(
+            "register",
+            account=account,
+            key=key,
+            meter_key=meter_key,
+            node=node,
+            site_type=site_type,
+        )
+
+    def reinstate(self, account: str) -> dict[str, Any]:
+        return self._tx("reinstate", account=account)
+
+    def deposit(self, account: str, amount_microyen: int) -> dict[str, Any]:
+        return self._tx("deposit", account=account, amount_microyen=amount_microyen)
+
+    def withdraw(self, amount_microyen: int) -> dict[str, Any]:
+        return self._tx("withdraw", amount_microyen=amount_microyen)
+
+    def order(self, slot: str, side: str, energy_wh: int, price_sen_per_kwh: int) -> dict[str, Any]:
+        return self._tx(
+            "order", slot=slot, side=side, energy_wh=energy_wh, price_sen_per_kwh=price_sen_per_kwh
+        )
+
+    def cancel(self, order: str) -> dict[str, Any]:
+        return self._tx("cancel", order=order)
+
+    def clear(self, slot: str, result: dict[str, Any]) -> dict[str, Any]:
+        return self._tx("clear", slot=slot, result=result)
+
+    def settle(self, slot: str) -> dict[str, Any]:
+        return self._tx("settle", slot=slot)
+
+
+def meter_reading(
+    chain_id: str, meter_key: KeyPair, site: str, slot: str, import_wh: int, export_wh: int
+) -> dict[str, Any]:
+    """A meter reading of ``site`` for ``slot``, signed by the site's meter key."""
+    body = {
+        "chain": chain_id,
+        "type": "meter",
+        "site": site,
+        "slot": slot,
+        "import_wh": import_wh,
+        "export_wh": export_wh,
+    }
+    return sign_body(meter_key, body)
+
+
+def order_id(account: str, nonce: int) -> str:
+    """The id of the order placed by ``account`` with ``nonce``."""
+    return f"{account}#{nonce}"
