@@ -1,4 +1,4 @@
-"""The ``peerpower`` command line: ``clear``, ``verify``, ``demo`` and ``bench``.
+"""The ``peerpower`` command line: ``clear``, ``verify``, ``demo``, ``keys``, ``ledger``, ``bench``.
 
 Commands that take data read JSON and write JSON. Bad input exits with code 2, prints nothing
 on stdout and one line of JSON on stderr: ``{"error": "...", "field": "..."}``.
@@ -107,6 +107,75 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return code
 
 
+def _cmd_bench_ledger(args: argparse.Namespace) -> int:
+    from peerpower.bench_ledger import run
+
+    return run(
+        blocks_orders=args.orders,
+        days=args.days,
+        sites=args.sites,
+        repeat=args.repeat,
+        out=sys.stdout,
+    )
+
+
+def _cmd_keys_new(args: argparse.Namespace) -> int:
+    from peerpower.crypto import KeyPair, write_key_file
+
+    key = KeyPair.generate()
+    write_key_file(Path(args.out), key)
+    sys.stdout.write(key.public_hex + "\n")
+    return EXIT_OK
+
+
+def _cmd_ledger_export(args: argparse.Namespace) -> int:
+    from peerpower.ledger.replay import export
+    from peerpower.ledger.store import Store
+
+    with Store(args.db) as store:
+        blocks = export(store, Path(args.out))
+    sys.stdout.write(json.dumps({"blocks": blocks, "out": args.out}) + "\n")
+    return EXIT_OK
+
+
+def _cmd_ledger_verify(args: argparse.Namespace) -> int:
+    from peerpower.errors import LedgerError
+    from peerpower.ledger.replay import verify_path
+    from peerpower.ledger.store import StorageError
+
+    try:
+        summary = verify_path(Path(args.chain))
+    except LedgerError as err:
+        height = getattr(err, "height", None)
+        if args.json:
+            sys.stdout.write(json.dumps({"ok": False, **err.to_json()}, ensure_ascii=False) + "\n")
+        else:
+            where = f"height {height}: " if height is not None else ""
+            sys.stdout.write(f"invalid: {where}rule {err.rule}: {err.message}\n")
+        return EXIT_FAILED
+    except StorageError as err:
+        if args.json:
+            sys.stdout.write(json.dumps({"ok": False, "error": str(err), "rule": "storage"}) + "\n")
+        else:
+            sys.stdout.write(f"invalid: rule storage: {err}\n")
+        return EXIT_FAILED
+    if args.json:
+        sys.stdout.write(json.dumps(summary.to_json()) + "\n")
+    else:
+        sys.stdout.write(summary.line() + "\n")
+    return EXIT_OK
+
+
+def _cmd_ledger_example(args: argparse.Namespace) -> int:
+    from peerpower.ledger.example import write_example
+    from peerpower.ledger.replay import verify_path
+
+    db, jsonl, _node = write_example(Path(args.out))
+    summary = verify_path(jsonl)
+    sys.stdout.write(f"wrote {db} and {jsonl}\n{summary.line()}\n")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _JsonErrorParser(prog="peerpower", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_JsonErrorParser)
@@ -145,6 +214,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--out", default=None, help="also write the figures as JSON here")
     b.set_defaults(run=_cmd_bench)
+    b = bench.add_parser("ledger", help="block application and chain verification times")
+    b.add_argument("--orders", type=int, default=10_000, help="signed orders in the block")
+    b.add_argument("--days", type=int, default=30, help="days of the synthetic chain")
+    b.add_argument("--sites", type=int, default=100, help="sites of the synthetic chain")
+    b.add_argument("--repeat", type=int, default=1, help="runs per measurement (best is kept)")
+    b.set_defaults(run=_cmd_bench_ledger)
+
+    p = sub.add_parser("keys", help="Ed25519 keys")
+    keys = p.add_subparsers(dest="keys", required=True, parser_class=_JsonErrorParser)
+    k = keys.add_parser("new", help="write a new key file (mode 0600); print its public key")
+    k.add_argument("--out", required=True, help="key file to create (never overwritten)")
+    k.set_defaults(run=_cmd_keys_new)
+
+    p = sub.add_parser("ledger", help="the chain: export, verify, example")
+    ledger = p.add_subparsers(dest="ledger", required=True, parser_class=_JsonErrorParser)
+    c = ledger.add_parser("export", help="write a node's chain as JSON Lines")
+    c.add_argument("--db", required=True, help="the node's SQLite file")
+    c.add_argument("--out", required=True, help="JSON Lines file to write")
+    c.set_defaults(run=_cmd_ledger_export)
+    c = ledger.add_parser("verify", help="replay a chain from genesis and check everything")
+    c.add_argument("chain", help="chain.jsonl or chain.db")
+    c.add_argument("--json", action="store_true", help="print the outcome as one JSON line")
+    c.set_defaults(run=_cmd_ledger_verify)
+    c = ledger.add_parser("example", help="write the documented example chain")
+    c.add_argument("--out", required=True, help="folder for chain.db and chain.jsonl")
+    c.set_defaults(run=_cmd_ledger_example)
     return parser
 
 
