@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peerpower.crypto import KeyPair
-from peerpower.errors import InvalidBlock, InvalidTransaction, PeerpowerError
+from peerpower.errors import ClearingError, InvalidBlock, InvalidTransaction, PeerpowerError
 from peerpower.ledger.blocks import Block, Header, check_commit, sign_commit, tx_root
 from peerpower.ledger.genesis import Genesis
 from peerpower.ledger.rules import (
@@ -64,7 +64,10 @@ def duties(
         elif rec.status == "sealed" and rec.seed:
             book = slot_book(draft, genesis, key, bytes.fromhex(rec.seed))
             if book.orders:
-                result = clear(book, market.mechanism, market.goal)
+                try:
+                    result = clear(book, market.mechanism, market.goal)
+                except ClearingError:
+                    continue  # e.g. a call auction over unequal fees: settled void later
                 out.append(signer.clear(key, result.to_json()))
     return out
 

@@ -483,7 +483,7 @@ def _meter(draft: Draft, tx: Tx, site: Account, genesis: Genesis, ctx: BlockCont
             f"the block is at {from_ms(ctx.time_ms).isoformat()}",
         )
     key = f"{slot}|{site.id}"
-    if draft.get("readings", key) is not None or draft.get("settled", slot) is not None:
+    if draft.get("readings", key) is not None:
         raise _reject("duplicate-reading", f"site {site.id!r} already reported slot {slot}")
     draft.put(Reading(site.id, slot, b["import_wh"], b["export_wh"]), key)
     if draft.get("slots", slot) is None:
