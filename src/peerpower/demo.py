@@ -117,4 +117,41 @@ def run_demo(examples: Path, depth: int = 10) -> str:
             out.append(result_table(book, result))
             out.append(totals_line(book, result))
         out.append("")
+    out.extend(ledger_demo())
     return "\n".join(out) + "\n"
+
+
+def ledger_demo() -> list[str]:
+    """Write the example chain to a temporary folder, verify it, show what settled."""
+    import tempfile
+
+    from peerpower.ledger.example import write_example
+    from peerpower.ledger.replay import verify_path
+    from peerpower.ledger.state import Account, Settled
+    from peerpower.units import MicroYen, yen_str
+
+    out = ["=" * 78, "ledger example (peerpower ledger example): 5 sites, 2 slots, solo mode", ""]
+    with tempfile.TemporaryDirectory(prefix="peerpower-chain-") as tmp:
+        db, jsonl, node = write_example(Path(tmp))
+        out.append(verify_path(jsonl).line())
+        out.append(verify_path(db).line())
+    state = node.state
+    out.append("")
+    out.append(
+        f"{'slot':<15}{'kWh':>6}{'paid yen':>11}{'fees yen':>10}{'penalty yen':>13}  defaulters"
+    )
+    for _, rec in sorted(state.table("settled").items()):
+        assert isinstance(rec, Settled)
+        out.append(
+            f"{rec.slot:<15}{rec.volume_wh / 1000:>6.1f}{yen_str(MicroYen(rec.paid_microyen)):>11}"
+            f"{yen_str(MicroYen(rec.fees_microyen)):>10}"
+            f"{yen_str(MicroYen(rec.penalties_microyen)):>13}  {', '.join(rec.defaulters) or '-'}"
+        )
+    out.append("")
+    out.append(f"{'account':<13}{'kind':<13}{'balance yen':>15}{'defaults':>10}")
+    for _, acct in sorted(state.table("accounts").items()):
+        assert isinstance(acct, Account)
+        held = MicroYen(acct.balance_microyen + acct.locked_microyen)
+        out.append(f"{acct.id:<13}{acct.kind:<13}{yen_str(held):>15}{acct.defaults:>10}")
+    out.append("")
+    return out
