@@ -68,7 +68,11 @@ def duties(
                     result = clear(book, market.mechanism, market.goal)
                 except ClearingError:
                     continue  # e.g. a call auction over unequal fees: settled void later
-                out.append(signer.clear(key, result.to_json()))
+                recorded = result.to_json()
+                # A maxmin LP bound is a float estimate beside the clearing, not part of it,
+                # and floats are not canonical: it stays off the chain.
+                recorded.pop("bound", None)
+                out.append(signer.clear(key, recorded))
     return out
 
 
