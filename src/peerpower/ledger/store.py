@@ -53,11 +53,31 @@ class Store:
             raise InvalidInput("db", f"{str(self.path)!r} does not exist")
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.DatabaseError as err:
+            raise StorageError(f"{str(self.path)!r} is not a peerpower database: {err}") from None
+        try:
+            if not create:
+                # Look before writing anything: opening a file that is not ours must not
+                # turn it into a database (WAL mode and the schema are writes).
+                found = {
+                    str(row[0])
+                    for row in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                }
+                missing = sorted({"chain", "blocks", "state"} - found)
+                if missing:
+                    raise StorageError(
+                        f"{str(self.path)!r} is not a peerpower database: "
+                        f"no table {', '.join(missing)}"
+                    )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as err:
+            self.db.close()
             raise StorageError(f"{str(self.path)!r} is not a peerpower database: {err}") from None
+        except StorageError:
+            self.db.close()
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -98,14 +118,17 @@ class Store:
         genesis = self.genesis()
         if genesis is None:
             raise StorageError(f"{str(self.path)!r} holds no chain")
-        tables: dict[str, dict[str, Record]] = {name: {} for name in TABLES}
-        for tbl, key, value in self.db.execute("SELECT tbl, key, value FROM state"):
-            tables[tbl][key] = RECORD_TYPES[tbl].from_json(json.loads(value))
+        tables = self._state_rows()
         head = self.head_height()
         head_hash = genesis.hash
         expected = genesis_state(genesis).root
         if head > 0:
-            block = self.block(head)
+            try:
+                block = self.block(head)
+            except (PeerpowerError, ValueError) as err:
+                raise StorageError(
+                    f"{str(self.path)!r}: the head block {head} cannot be read: {err}"
+                ) from None
             head_hash = block.hash
             expected = block.header.state_root
         state = State.build(tables, head_hash)
@@ -118,7 +141,12 @@ class Store:
 
     def head_height(self) -> int:
         text = self._get("head")
-        return 0 if text is None else int(text)
+        if text is None:
+            return 0
+        try:
+            return int(text)
+        except ValueError:
+            raise StorageError(f"{str(self.path)!r}: the head {text!r} is not a height") from None
 
     def append(self, block: Block, state: State) -> None:
         """Commit ``block`` and the ``state`` it produced, together or not at all."""
@@ -143,7 +171,7 @@ class Store:
                 if rec is None:
                     gone.append((name, key))
                 else:
-                    rows.append((name, key, json.dumps(rec.to_json(), sort_keys=True)))
+                    rows.append((name, key, canonical_unchecked(rec.to_json()).decode()))
             self.db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?, ?)", rows)
             self.db.executemany("DELETE FROM state WHERE tbl = ? AND key = ?", gone)
 
@@ -166,10 +194,20 @@ class Store:
 
     def stored_root(self) -> bytes:
         """Root of the state rows as stored (to compare with a replay)."""
+        return State.build(self._state_rows(), b"").root
+
+    def _state_rows(self) -> dict[str, dict[str, Record]]:
+        """The state rows decoded into records; a row that is not a record is a StorageError."""
         tables: dict[str, dict[str, Record]] = {name: {} for name in TABLES}
         for tbl, key, value in self.db.execute("SELECT tbl, key, value FROM state"):
-            tables[tbl][key] = RECORD_TYPES[tbl].from_json(json.loads(value))
-        return State.build(tables, b"").root
+            try:
+                tables[tbl][key] = RECORD_TYPES[tbl].from_json(json.loads(value))
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
+                raise StorageError(
+                    f"{str(self.path)!r}: state row ({tbl!r}, {key!r}) is not a record of that "
+                    f"table: {type(err).__name__}: {err}"
+                ) from None
+        return tables
 
 
 class _Tx:
