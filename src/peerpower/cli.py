@@ -130,9 +130,13 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
 
 def _cmd_ledger_export(args: argparse.Namespace) -> int:
     from peerpower.ledger.replay import export
-    from peerpower.ledger.store import Store
+    from peerpower.ledger.store import StorageError, Store
 
-    with Store(args.db) as store:
+    try:
+        opened = Store(args.db)
+    except StorageError as err:
+        raise InvalidInput("db", str(err)) from None
+    with opened as store:
         blocks = export(store, Path(args.out))
     sys.stdout.write(json.dumps({"blocks": blocks, "out": args.out}) + "\n")
     return EXIT_OK

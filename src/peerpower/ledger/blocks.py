@@ -139,7 +139,8 @@ def tx_root(txs: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> bytes:
 
 def block_from_json(obj: Any, where: str = "block") -> Block:
     """Read a block as written by :meth:`Block.to_json`; checks shape, types and the hash."""
-    height = obj.get("header", {}).get("height") if isinstance(obj, dict) else None
+    raw_header = obj.get("header") if isinstance(obj, dict) else None
+    height = raw_header.get("height") if isinstance(raw_header, dict) else None
     h = height if type(height) is int else -1
 
     def bad(field: str, message: str) -> InvalidBlock:

@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 from peerpower.crypto import KeyPair
+from peerpower.errors import InvalidInput
 from peerpower.grid.tree import GridTree
 from peerpower.ledger.blocks import Block
 from peerpower.ledger.genesis import Genesis, GenesisAccount, MarketRules
@@ -170,13 +171,16 @@ def build_example(node: SoloNode) -> list[Block]:
 
 def write_example(out: Path) -> tuple[Path, Path, SoloNode]:
     """Write ``out/chain.db`` and ``out/chain.jsonl``; refuses to overwrite an existing chain."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidInput(
+            "out", f"cannot create the folder {str(out)!r}: {err.strerror}"
+        ) from None
     db = out / "chain.db"
     jsonl = out / "chain.jsonl"
     for path in (db, jsonl):
         if path.exists():
-            from peerpower.errors import InvalidInput
-
             raise InvalidInput("out", f"{str(path)!r} exists; choose an empty folder")
     with Store(db, create=True) as store:
         node = SoloNode(example_genesis(), "validator-1", key("validator-1"), store)

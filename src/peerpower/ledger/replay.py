@@ -23,7 +23,7 @@ from peerpower.ledger.blocks import block_from_json, check_commit
 from peerpower.ledger.genesis import Genesis
 from peerpower.ledger.rules import apply_block, genesis_state
 from peerpower.ledger.state import State
-from peerpower.ledger.store import Store, block_line
+from peerpower.ledger.store import StorageError, Store, block_line
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,11 @@ def export(store: Store, out: Path) -> int:
     if genesis is None:
         raise InvalidInput("db", f"{str(store.path)!r} holds no chain")
     n = 0
-    with out.open("w", encoding="utf-8") as f:
+    try:
+        f = out.open("w", encoding="utf-8")
+    except OSError as err:
+        raise InvalidInput("out", f"cannot write {str(out)!r}: {err.strerror}") from None
+    with f:
         f.write(genesis_line(genesis) + "\n")
         for line in store.block_lines():
             f.write(line + "\n")
@@ -71,8 +75,9 @@ def export(store: Store, out: Path) -> int:
     return n
 
 
-def replay(genesis: Genesis, lines: Iterable[str]) -> tuple[State, Summary]:
-    """Replay block lines from genesis; raises ``InvalidBlock`` at the first bad height."""
+def replay(genesis: Genesis, lines: Iterable[str | bytes]) -> tuple[State, Summary]:
+    """Replay block lines (text, or UTF-8 bytes) from genesis; raises ``InvalidBlock`` at the
+    first bad height."""
     state = genesis_state(genesis)
     blocks = txs = 0
     for number, text in enumerate(lines, start=1):
@@ -82,7 +87,25 @@ def replay(genesis: Genesis, lines: Iterable[str]) -> tuple[State, Summary]:
             raise InvalidBlock(
                 state.height + 1, "format", f"block line {number} is not JSON: {err.msg}"
             ) from None
-        block = block_from_json(obj, f"block {state.height + 1}")
+        except ValueError as err:  # not UTF-8, or an integer too long to read
+            raise InvalidBlock(
+                state.height + 1, "format", f"block line {number} is not JSON: {err}"
+            ) from None
+        except RecursionError:
+            raise InvalidBlock(
+                state.height + 1, "format", f"block line {number} nests too deeply"
+            ) from None
+        try:
+            block = block_from_json(obj, f"block {state.height + 1}")
+        except RecursionError:
+            raise InvalidBlock(
+                state.height + 1, "format", f"block line {number} nests too deeply"
+            ) from None
+        except InvalidBlock as err:
+            if err.height >= 0:
+                raise
+            # a block without a readable height: name the height it stands at
+            raise InvalidBlock(state.height + 1, err.rule, err.message) from None
         check_commit(block, genesis)
         state = apply_block(state, block, genesis)
         blocks += 1
@@ -91,22 +114,18 @@ def replay(genesis: Genesis, lines: Iterable[str]) -> tuple[State, Summary]:
     return state, summary
 
 
-def _jsonl(path: Path) -> tuple[Genesis, Iterator[str]]:
-    f = path.open(encoding="utf-8")
-    first = f.readline()
+def _jsonl(path: Path) -> tuple[Genesis, Iterator[bytes]]:
     try:
-        head = json.loads(first)
-    except json.JSONDecodeError:
-        raise InvalidInput("chain", f"line 1 of {str(path)!r} is not JSON") from None
-    if not isinstance(head, dict) or "genesis" not in head:
-        raise InvalidInput("chain", f'line 1 of {str(path)!r} must be {{"genesis": ...}}')
-    genesis = Genesis.from_json(head["genesis"])
-    if head.get("hash") not in (None, genesis.hash.hex()):
-        raise InvalidBlock(
-            0, "genesis-hash", f"line 1 hash {head.get('hash')!r} is not {genesis.hash.hex()}"
-        )
+        f = path.open("rb")
+    except OSError as err:
+        raise InvalidInput("chain", f"cannot read {str(path)!r}: {err.strerror}") from None
+    try:
+        genesis = _genesis_line(path, f.readline())
+    except BaseException:
+        f.close()
+        raise
 
-    def lines() -> Iterator[str]:
+    def lines() -> Iterator[bytes]:
         with f:
             for line in f:
                 if line.strip():
@@ -115,12 +134,31 @@ def _jsonl(path: Path) -> tuple[Genesis, Iterator[str]]:
     return genesis, lines()
 
 
+def _genesis_line(path: Path, first: bytes) -> Genesis:
+    try:
+        head = json.loads(first.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise InvalidInput("chain", f"line 1 of {str(path)!r} is not JSON") from None
+    if not isinstance(head, dict) or "genesis" not in head:
+        raise InvalidInput("chain", f'line 1 of {str(path)!r} must be {{"genesis": ...}}')
+    genesis = Genesis.from_json(head["genesis"])
+    if head.get("hash") not in (None, genesis.hash.hex()):
+        raise InvalidBlock(
+            0, "genesis-hash", f"line 1 hash {head.get('hash')!r} is not {genesis.hash.hex()}"
+        )
+    return genesis
+
+
 def verify_path(path: Path) -> Summary:
     """Verify ``chain.jsonl`` or ``chain.db`` (by its suffix: ``.db``/``.sqlite`` is SQLite)."""
     if not path.exists():
         raise InvalidInput("chain", f"{str(path)!r} does not exist")
     if path.suffix in (".db", ".sqlite", ".sqlite3"):
-        with Store(path) as store:
+        try:
+            opened = Store(path)
+        except StorageError as err:  # not a database at all: bad input, not a bad chain
+            raise InvalidInput("chain", str(err)) from None
+        with opened as store:
             genesis = store.genesis()
             if genesis is None:
                 raise InvalidInput("chain", f"{str(path)!r} holds no chain")
