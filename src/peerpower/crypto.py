@@ -76,7 +76,10 @@ def canonical(value: Any) -> bytes:
         Naming the path of the first float, non-string key or unsupported type.
     """
     _check_encodable(value, "$")
-    return canonical_unchecked(value)
+    try:
+        return canonical_unchecked(value)
+    except ValueError as err:  # e.g. an integer beyond Python's digit limit for str()
+        raise InvalidInput("$", f"cannot encode in canonical JSON: {err}") from None
 
 
 def canonical_unchecked(value: Any) -> bytes:
