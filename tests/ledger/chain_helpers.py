@@ -23,6 +23,7 @@ from peerpower.ledger.genesis import Genesis, GenesisAccount, MarketRules, Param
 from peerpower.ledger.node import SoloNode, build_block
 from peerpower.ledger.rules import BlockContext, apply_block, apply_tx, begin_block, to_ms
 from peerpower.ledger.state import Account, Contracts, Draft, OrderRec, State
+from peerpower.ledger.store import Store
 from peerpower.ledger.transactions import Signer, decode_tx, meter_reading
 from peerpower.timeslots import JST
 
@@ -144,11 +145,13 @@ def new_chain(
     nodes: dict[str, str] | None = None,
     deposits: dict[str, int] | None = None,
     validators: tuple[str, ...] = ("val",),
+    store: Store | None = None,
 ) -> Chain:
     """Genesis, then block 1 at T0 + 1 s registering the participants (at ``nodes``, default a,
-    b, c at ``root``) and depositing ``deposits`` (default DEPOSIT each)."""
+    b, c at ``root``) and depositing ``deposits`` (default DEPOSIT each); blocks are kept in
+    ``store`` if one is given."""
     genesis = make_genesis(params, grid, validators)
-    chain = Chain(genesis, SoloNode(genesis, validators[0], KEYS[validators[0]]))
+    chain = Chain(genesis, SoloNode(genesis, validators[0], KEYS[validators[0]], store))
     nodes = nodes if nodes is not None else {"a": "root", "b": "root", "c": "root"}
     deposits = deposits if deposits is not None else dict.fromkeys(nodes, DEPOSIT)
     op = chain.signer("op")

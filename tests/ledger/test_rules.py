@@ -673,3 +673,16 @@ def test_invalid_slot_state_settle_twice(cleared: Chain) -> None:
     assert cleared.state.get("settled", SLOT) is not None
     bad = cleared.signer("val").settle(SLOT)
     assert_rejected(cleared, DEADLINE + 2, bad, "slot-state", "2026-08-18#00 is already settled")
+
+
+def test_invalid_submit_keeps_the_mempool(ordered: Chain) -> None:
+    node = ordered.node
+    good = ordered.signer("b").cancel("b#1")
+    node.submit(good, T1 + 1000)
+    with pytest.raises(InvalidTransaction) as info:
+        node.submit(ordered.signer("b", skip=1).cancel("a#1"), T1 + 1000)
+    assert info.value.rule == "owner"
+    assert node.mempool == [good]
+    block = ordered.produce(T1 + 1000)
+    assert list(block.txs) == [good]
+    assert ordered.acct("b").locked_microyen == 0
