@@ -89,10 +89,10 @@ class Objective:
             raise InvalidInput("objective", f"must be an object, got {obj!r}")
         p = obj.get("primary")
         if isinstance(p, dict):
-            primary = Fraction(
-                _int(p.get("num"), "objective.primary.num"),
-                _int(p.get("den"), "objective.primary.den"),
-            )
+            den = _int(p.get("den"), "objective.primary.den")
+            if den == 0:
+                raise InvalidInput("objective.primary.den", "must be a non-zero integer, got 0")
+            primary = Fraction(_int(p.get("num"), "objective.primary.num"), den)
         else:
             primary = Fraction(_int(p, "objective.primary"))
         score_text = obj.get("score")
