@@ -263,7 +263,9 @@ class Run:
             "trades": [trade],
             "totals": {"volume_wh": energy, "welfare_microyen": 0, "fees_microyen": 0},
         }
-        self.submit(self.signer("val").clear(SLOTS[slot], result), {"slot-state", "clearing"})
+        self.submit(
+            self.signer("val").clear(SLOTS[slot], result), {"slot-state", "clear-late", "clearing"}
+        )
 
 
 who = st.sampled_from(PARTICIPANTS)

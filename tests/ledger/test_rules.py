@@ -686,3 +686,18 @@ def test_invalid_submit_keeps_the_mempool(ordered: Chain) -> None:
     block = ordered.produce(T1 + 1000)
     assert list(block.txs) == [good]
     assert ordered.acct("b").locked_microyen == 0
+
+
+def test_invalid_clear_late(sealed: Chain) -> None:
+    # the seed is known from the next block on, but a block at the slot's start is too late:
+    # contracts made now could not be delivered
+    bad = sealed.signer("val").clear(SLOT, honest_result())
+    assert_rejected(sealed, START, bad, "clear-late", "slot 2026-08-18#00 began delivery")
+    accepts(sealed, START - 1, bad)
+
+
+def test_invalid_unsettled_default_withdraw() -> None:
+    chain = defaulted_chain(Params(sell_margin_percent=10), 300 * 1000 * 10)
+    assert chain.acct("a").unpaid_microyen == 5_000_000
+    bad = chain.signer("a").withdraw(1)
+    assert_rejected(chain, DEADLINE + 2000, bad, "unsettled-default", "'a' owes 5000000 µ¥")

@@ -17,12 +17,17 @@ from peerpower.ledger.genesis import Params
 from peerpower.ledger.state import Contract, Contracts, Settled
 from tests.ledger.chain_helpers import (
     DEADLINE,
+    DEADLINE2,
     DEPOSIT,
     END,
+    END2,
     FEE_GRID,
     GATE,
+    GATE2,
     OP_SUPPLY,
     SLOT,
+    SLOT2,
+    START,
     T0,
     Chain,
     jst,
@@ -357,3 +362,41 @@ def test_money_conserved_through_a_slot() -> None:
     assert total == OP_SUPPLY
     assert chain.acct("grid").balance_microyen > 0
     assert chain.acct("retail").balance_microyen > 0
+
+
+def test_settlement_proceeds_pay_an_earlier_debt_first() -> None:
+    sell_rate = IMB * 10 // 100  # 300 sen/kWh
+    deposit = money(sell_rate, 1000) + money(sell_rate, 100)  # both sells' margins
+    chain = new_chain(
+        Params(sell_margin_percent=10), deposits={"a": deposit, "b": DEPOSIT, "c": DEPOSIT}
+    )
+    trade_and_clear(chain)  # SLOT: a#1 → b#1, 800 Wh at 2000
+    chain.produce(  # SLOT2 opened at 2026-08-18 00:00
+        START + 1000,
+        chain.signer("a").order(SLOT2, "sell", 100, 1500),
+        chain.signer("b").order(SLOT2, "buy", 100, 2500),
+    )
+    settle(chain, reading("a", SLOT, 0, 0), reading("b", SLOT, 800, 0))
+    # a delivered nothing: penalty 24 000 000 from margin 2 400 000 and balance
+    # 600 000 (released) + 16 000 000 (proceeds): 5 000 000 unpaid; SLOT2's margin stays locked
+    a = chain.acct("a")
+    assert (a.balance_microyen, a.locked_microyen, a.unpaid_microyen) == (
+        0,
+        money(sell_rate, 100),
+        5_000_000,
+    )
+    retail_before = chain.acct("retail").balance_microyen
+    chain.produce(GATE2)
+    chain.produce(GATE2 + 1000)  # SLOT2 cleared: 100 Wh at (1500 + 2500) / 2 = 2000
+    chain.produce(END2 + 1000, reading("a", SLOT2, 0, 100), reading("b", SLOT2, 100, 0))
+    chain.produce(DEADLINE2 + 1000)
+    # proceeds 2000 × 100 × 10 = 2 000 000 and the released margin 300 000 repay the debt
+    repaid = money(2000, 100) + money(sell_rate, 100)
+    a = chain.acct("a")
+    assert (a.balance_microyen, a.locked_microyen, a.unpaid_microyen) == (
+        0,
+        0,
+        5_000_000 - repaid,
+    )
+    assert chain.acct("retail").balance_microyen == retail_before + repaid
+    assert a.defaults == 1

@@ -61,7 +61,11 @@ def duties(
         end_ms = slot_times(key, market.gate_minutes).end_ms
         if ctx.time_ms > end_ms + deadline_ms:
             out.append(signer.settle(key))
-        elif rec.status == "sealed" and rec.seed:
+        elif (
+            rec.status == "sealed"
+            and rec.seed
+            and ctx.time_ms < slot_times(key, market.gate_minutes).start_ms
+        ):
             book = slot_book(draft, genesis, key, bytes.fromhex(rec.seed))
             if book.orders:
                 try:

@@ -20,7 +20,7 @@ nonce               the sender's last nonce + 1: a replayed, repeated or skipped
 duplicate-account   register: the id is free
 node                register: the grid node exists
 status              order: the participant is not suspended for defaults
-unsettled-default   order: the participant owes nothing from an earlier default
+unsettled-default   order, withdraw: the participant owes nothing from an earlier default
 order-window        order: the slot opens for orders 24 h before it starts
 gate                order, cancel: the slot's gate has not passed (block time < gate)
 price-band, lot,    order: price within the market's band; energy a whole number of lots, at
@@ -31,6 +31,7 @@ unknown-order,      cancel: the order is open and the sender's
 owner
 not-suspended       reinstate: the participant is suspended
 slot-state          clear: the slot is sealed, has its seed, is not cleared; settle: it exists
+clear-late          clear: the slot has not begun delivery (block time < slot start)
 mechanism           clear: the result's mechanism and goal are the market's
 clearing            clear: the result passes ``market.verify`` against the sealed book
 meter-early,        meter: after the slot's end, until its meter deadline
@@ -47,8 +48,11 @@ and releases the margin of what was not filled (and, for a buy, the part of its 
 contract price + fee). Settling a cleared slot: each buyer pays each seller the contract price
 and the grid operator the fee; a seller that exported less than it sold and a buyer that
 imported less than it bought pay ``imbalance_price × shortfall`` to the retail provider, first
-from their locked margin, then from their balance; what is still missing is recorded as unpaid.
-A shortfall above ``default_tolerance_wh`` counts one default; ``default_limit`` defaults
+from their locked margin, then from their balance; what is still missing is recorded as unpaid
+and paid to the retail provider first out of the next deposit or settlement proceeds (until
+then the participant can neither order nor withdraw). A slot's clearing must be recorded before
+the slot starts; a slot not cleared by then settles void. A shortfall above
+``default_tolerance_wh`` counts one default; ``default_limit`` defaults
 suspend. A slot never cleared is settled void: its orders' margin is released. No rule creates
 or destroys money.
 """
@@ -257,6 +261,12 @@ def _credit(draft: Draft, account_id: str, amount: int) -> None:
 
 def _withdraw(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockContext) -> None:
     amount = tx.body["amount_microyen"]
+    if acct.unpaid_microyen:
+        raise _reject(
+            "unsettled-default",
+            f"{acct.id!r} owes {acct.unpaid_microyen} µ¥ from a default and cannot withdraw "
+            "until it is paid",
+        )
     if amount > acct.balance_microyen:
         raise _reject(
             "funds",
@@ -404,6 +414,14 @@ def _clear(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
             "next block on",
         }[rec.status]
         raise _reject("slot-state", f"slot {slot} cannot be cleared: {why}")
+    start_ms = slot_times(slot, genesis.market.gate_minutes).start_ms
+    if ctx.time_ms >= start_ms:
+        raise _reject(
+            "clear-late",
+            f"slot {slot} began delivery at {from_ms(start_ms).isoformat()}, the block is at "
+            f"{from_ms(ctx.time_ms).isoformat()}: contracts made now could not be delivered; "
+            "the slot settles void",
+        )
     result = tx.result
     assert result is not None
     market = genesis.market
@@ -560,7 +578,7 @@ def _settle_contracts(
         paid += price
         fees += fee
         volume += c.energy_wh
-    penalties = unpaid = shortfall_total = 0
+    penalties = unpaid = shortfall_total = repaid_total = 0
     defaulters: list[str] = []
     for pid in sorted(lock):
         acct = draft.account(pid)
@@ -585,21 +603,26 @@ def _settle_contracts(
             defaulters.append(pid)
             if defaults >= p.default_limit:
                 status = "suspended"
+        balance += left - from_margin - from_balance
+        owed = acct.unpaid_microyen + missing
+        # What the slot paid in settles an earlier debt to the retail provider first.
+        repaid = min(balance, owed)
         draft.set_account(
             replace(
                 acct,
-                balance_microyen=balance - from_balance + (left - from_margin),
+                balance_microyen=balance - repaid,
                 locked_microyen=acct.locked_microyen - lock[pid],
-                unpaid_microyen=acct.unpaid_microyen + missing,
+                unpaid_microyen=owed - repaid,
                 defaults=defaults,
                 status=status,
             )
         )
         penalties += from_margin + from_balance
+        repaid_total += repaid
         unpaid += missing
         shortfall_total += short_sell + short_buy
     _credit(draft, genesis.grid_operator, fees)
-    _credit(draft, genesis.retail, penalties)
+    _credit(draft, genesis.retail, penalties + repaid_total)
     return Settled(
         slot, volume, paid, fees, penalties, unpaid, shortfall_total, tuple(defaulters), False
     )

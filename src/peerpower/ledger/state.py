@@ -404,7 +404,9 @@ class Draft:
         return meta
 
     def freeze(self, head_hash: bytes | None = None) -> State:
-        """The state with every change applied, its root recomputed where something changed."""
+        """The state with every change applied, its root recomputed where something changed.
+
+        The draft then continues on top of that state (later changes never reach it)."""
         base = self.base
         tables = dict(base._tables)
         buckets = dict(base._buckets)
@@ -436,7 +438,7 @@ class Draft:
             buckets[name] = bs
             bucket_hashes[name] = hs
             table_hashes[name] = hashlib.sha256(b"".join(hs)).digest()
-        return State(
+        frozen = State(
             tables,
             buckets,
             bucket_hashes,
@@ -444,3 +446,9 @@ class Draft:
             base.head_hash if head_hash is None else head_hash,
             changes,
         )
+        # The new state owns the tables written so far: the draft goes on from it, copying a
+        # table again before its next write, so the state it returned never changes.
+        self.base = frozen
+        self._written = {}
+        self._dirty = {name: set() for name in TABLES}
+        return frozen
