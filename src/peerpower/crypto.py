@@ -67,6 +67,55 @@ def _check_encodable(value: Any, path: str) -> None:
     raise InvalidInput(path, f"cannot encode {kind.__name__} {value!r} in canonical JSON")
 
 
+# An integer this long might be too long for ``str()`` (the limit, sys.get_int_max_str_digits(),
+# is 640 digits at least): the quick check below leaves it to the full one.
+_SURE_BITS = 2000
+
+
+def _surely_encodable(value: Any) -> bool:
+    """True when :func:`canonical` surely encodes ``value``: only dicts with string keys, lists,
+    tuples, strings, booleans, ``None`` and integers shorter than ``_SURE_BITS`` bits. False
+    means "look closer" (then :func:`canonical` names what is wrong, if anything is)."""
+    kind = type(value)
+    if kind is dict:
+        for key in value:
+            if type(key) is not str:
+                return False
+        items = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    else:
+        return (
+            kind is str
+            or kind is bool
+            or value is None
+            or (kind is int and value.bit_length() < _SURE_BITS)
+        )
+    for item in items:  # leaves inline: most items are
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if item.bit_length() >= _SURE_BITS:
+                return False
+        elif not _surely_encodable(item):
+            return False
+    return True
+
+
+def check_encodable(value: Any) -> None:
+    """Raise what :func:`canonical` raises for ``value``, and unless something in it is
+    doubtful, without encoding it.
+
+    Raises
+    ------
+    InvalidInput
+        Naming the path of the first float, non-string key or unsupported type.
+    """
+    if not _surely_encodable(value):
+        canonical(value)
+
+
 def canonical(value: Any) -> bytes:
     """The canonical JSON bytes of ``value`` (see the module notes).
 
@@ -75,16 +124,22 @@ def canonical(value: Any) -> bytes:
     InvalidInput
         Naming the path of the first float, non-string key or unsupported type.
     """
-    _check_encodable(value, "$")
+    if not _surely_encodable(value):
+        _check_encodable(value, "$")  # builds the path of every item: only when it must name one
     try:
         return canonical_unchecked(value)
     except ValueError as err:  # e.g. an integer beyond Python's digit limit for str()
         raise InvalidInput("$", f"cannot encode in canonical JSON: {err}") from None
 
 
+# ``json.dumps(value, sort_keys=True, separators=(",", ":"))`` makes this same encoder on every
+# call; one made once gives the same bytes.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def canonical_unchecked(value: Any) -> bytes:
     """:func:`canonical` for values already known to hold only encodable types (hot paths)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def sha256(data: bytes) -> bytes:

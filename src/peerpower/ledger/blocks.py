@@ -21,8 +21,8 @@ from peerpower.crypto import (
     HASH_HEX_LENGTH,
     SIGNATURE_HEX_LENGTH,
     KeyPair,
-    canonical,
     canonical_unchecked,
+    check_encodable,
     merkle_root,
     parse_hex,
     sha256,
@@ -196,7 +196,7 @@ def block_from_json(obj: Any, where: str = "block") -> Block:
                     parse_hex(s.get("sig"), SIGNATURE_HEX_LENGTH, f"{where}.commit[{k}].sig"),
                 )
             )
-        canonical(txs)  # no floats or foreign types inside
+        check_encodable(txs)  # no floats or foreign types inside
     except InvalidInput as err:
         raise InvalidBlock(h, "format", str(err)) from None
     block = Block(header, tuple(txs), tuple(commit))

@@ -62,10 +62,10 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from peerpower.crypto import canonical, verify_many, verify_signature
+from peerpower.crypto import canonical, merkle_root, verify_many, verify_signature
 from peerpower.errors import InvalidBlock, InvalidInput, InvalidTransaction, PeerpowerError
 from peerpower.ledger.blocks import Block, tx_root
 from peerpower.ledger.genesis import Genesis
@@ -81,6 +81,7 @@ from peerpower.ledger.state import (
     Settled,
     SlotRec,
     State,
+    evolve,
 )
 from peerpower.ledger.transactions import TX_DOMAIN, Tx, decode_tx, order_id, parse_slot
 from peerpower.market.orders import Book, Order, Side
@@ -197,7 +198,7 @@ def apply_tx(
 
 
 def _bump(acct: Account) -> Account:
-    return replace(acct, nonce=acct.nonce + 1)
+    return evolve(acct, nonce=acct.nonce + 1)
 
 
 def _register(draft: Draft, tx: Tx, op: Account, genesis: Genesis, ctx: BlockContext) -> None:
@@ -241,7 +242,7 @@ def _deposit(draft: Draft, tx: Tx, op: Account, genesis: Genesis, ctx: BlockCont
         raise _reject(
             "funds", f"deposit of {amount} µ¥ exceeds the operator's {op.balance_microyen} µ¥"
         )
-    draft.set_account(_bump(replace(op, balance_microyen=op.balance_microyen - amount)))
+    draft.set_account(_bump(evolve(op, balance_microyen=op.balance_microyen - amount)))
     # A debt from an earlier default is paid first, to the retail provider who is owed it.
     debt = min(amount, target.unpaid_microyen)
     draft.update_account(
@@ -273,7 +274,7 @@ def _withdraw(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockC
             f"withdrawal of {amount} µ¥ exceeds the free balance {acct.balance_microyen} µ¥ "
             f"of {acct.id!r} ({acct.locked_microyen} µ¥ locked as margin)",
         )
-    draft.set_account(_bump(replace(acct, balance_microyen=acct.balance_microyen - amount)))
+    draft.set_account(_bump(evolve(acct, balance_microyen=acct.balance_microyen - amount)))
     _credit(draft, genesis.operator, amount)
 
 
@@ -337,9 +338,9 @@ def _order(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
         OrderRec(oid, acct.id, slot, b["side"], energy, price, acct.node, meta.next_seq, margin),
         oid,
     )
-    draft.put(replace(meta, next_seq=meta.next_seq + 1), "chain")
+    draft.put(evolve(meta, next_seq=meta.next_seq + 1), "chain")
     draft.set_account(
-        replace(
+        evolve(
             acct,
             nonce=acct.nonce + 1,
             balance_microyen=acct.balance_microyen - margin,
@@ -369,7 +370,7 @@ def _cancel(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCon
 
 
 def _release(acct: Account, amount: int) -> Account:
-    return replace(
+    return evolve(
         acct,
         balance_microyen=acct.balance_microyen + amount,
         locked_microyen=acct.locked_microyen - amount,
@@ -479,7 +480,7 @@ def _clear(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
             draft.set_account(_release(owner, release[account_id]))
     draft.set_account(_bump(draft.account(acct.id) or acct))
     draft.put(Contracts(slot, result.digest(), tuple(units)), slot)
-    draft.put(replace(rec, status="cleared"), slot)
+    draft.put(evolve(rec, status="cleared"), slot)
     del by_id
 
 
@@ -539,7 +540,7 @@ def _settle(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCon
     draft.put(summary, slot)
     meta = draft.meta
     moved = summary.paid_microyen + summary.fees_microyen + summary.penalties_microyen
-    draft.put(replace(meta, settled_microyen=meta.settled_microyen + moved), "chain")
+    draft.put(evolve(meta, settled_microyen=meta.settled_microyen + moved), "chain")
 
 
 def _settle_void(draft: Draft, slot: str) -> Settled:
@@ -608,7 +609,7 @@ def _settle_contracts(
         # What the slot paid in settles an earlier debt to the retail provider first.
         repaid = min(balance, owed)
         draft.set_account(
-            replace(
+            evolve(
                 acct,
                 balance_microyen=balance - repaid,
                 locked_microyen=acct.locked_microyen - lock[pid],
@@ -645,20 +646,24 @@ def begin_block(draft: Draft, genesis: Genesis, ctx: BlockContext) -> None:
     """Advance the clock: give the slot sealed by the previous block its seed, seal every slot
     whose gate has come, and record the height and time."""
     meta = draft.meta
-    draft.put(replace(meta, height=ctx.height, time_ms=ctx.time_ms), "chain")
+    draft.put(evolve(meta, height=ctx.height, time_ms=ctx.time_ms), "chain")
     for key, rec in draft.items("slots"):
         assert isinstance(rec, SlotRec)
         if rec.status == "sealed" and not rec.seed and rec.sealed_height == ctx.height - 1:
-            draft.put(replace(rec, seed=ctx.prev_hash.hex()), key)
+            draft.put(evolve(rec, seed=ctx.prev_hash.hex()), key)
         elif (
             rec.status == "open"
             and ctx.time_ms >= slot_times(key, genesis.market.gate_minutes).gate_ms
         ):
-            draft.put(replace(rec, status="sealed", sealed_height=ctx.height), key)
+            draft.put(evolve(rec, status="sealed", sealed_height=ctx.height), key)
 
 
-def check_header(state: State, block: Block, genesis: Genesis) -> None:
-    """Raise ``InvalidBlock`` on the first header rule ``block`` breaks on top of ``state``."""
+def check_header(
+    state: State, block: Block, genesis: Genesis, leaves: Sequence[bytes] | None = None
+) -> None:
+    """Raise ``InvalidBlock`` on the first header rule ``block`` breaks on top of ``state``.
+
+    ``leaves`` are the transactions' canonical bytes if they are known already."""
     h = block.header
     height = h.height
     if h.chain != genesis.chain_id:
@@ -687,7 +692,7 @@ def check_header(state: State, block: Block, genesis: Genesis) -> None:
         raise InvalidBlock(
             height, "tx-count", f"header says {h.tx_count} transactions, block has {len(block.txs)}"
         )
-    root = tx_root(block.txs)
+    root = tx_root(block.txs) if leaves is None else merkle_root(leaves)
     if h.tx_root != root:
         raise InvalidBlock(
             height, "tx-root", f"tx_root {h.tx_root.hex()} is not the Merkle root {root.hex()}"
@@ -702,6 +707,16 @@ def decode_block_txs(block: Block, genesis: Genesis) -> list[Tx]:
         except InvalidTransaction as err:
             raise InvalidBlock(block.height, err.rule, err.message) from None
     return txs
+
+
+def _decode_well_formed(block: Block, genesis: Genesis) -> list[Tx] | None:
+    """The block's transactions decoded, or ``None`` if any one is not well formed (the
+    header is checked first and :func:`decode_block_txs` then names the error)."""
+    chain_id = genesis.chain_id
+    try:
+        return [decode_tx(obj, chain_id) for obj in block.txs]
+    except Exception:  # whatever the error, the checks in their order will raise it again
+        return None
 
 
 def presign(state: State, txs: Sequence[Tx]) -> list[bool | None]:
@@ -722,8 +737,11 @@ def presign(state: State, txs: Sequence[Tx]) -> list[bool | None]:
 def apply_block(state: State, block: Block, genesis: Genesis) -> State:
     """The state after ``block``; raises ``InvalidBlock`` naming the height and the first rule
     broken (header, a transaction, or the state root). ``state`` is not changed."""
-    check_header(state, block, genesis)
-    txs = decode_block_txs(block, genesis)
+    # A decoded transaction has its canonical bytes (the Merkle leaf) at hand: decoding first
+    # encodes each transaction once instead of twice.
+    decoded = _decode_well_formed(block, genesis)
+    check_header(state, block, genesis, None if decoded is None else [t.encoded() for t in decoded])
+    txs = decode_block_txs(block, genesis) if decoded is None else decoded
     sig_ok = presign(state, txs)
     h = block.header
     ctx = BlockContext(h.height, h.time_ms, h.prev_hash, h.proposer)

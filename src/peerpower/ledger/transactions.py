@@ -65,6 +65,14 @@ _FIELDS: dict[str, dict[str, str]] = {
     "meter": {"site": "id", "slot": "slot", "import_wh": "meter", "export_wh": "meter"},
 }
 TX_TYPES = tuple(_FIELDS)
+# type → (its fields with their kinds, every field its body has)
+_SPECS: dict[str, tuple[dict[str, str], frozenset[str]]] = {
+    kind: (
+        fields,
+        frozenset(fields) | {"chain", "type"} | (set() if kind == "meter" else {"from", "nonce"}),
+    )
+    for kind, fields in _FIELDS.items()
+}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -112,7 +120,7 @@ def _bad(field: str, message: str) -> InvalidTransaction:
 def decode_tx(obj: Any, chain_id: str, where: str = "tx") -> Tx:
     """Check the shape of a transaction and every field's type; raise ``InvalidTransaction``
     (rule ``format``, or ``chain`` for another chain's transaction) naming field and value."""
-    if not isinstance(obj, dict) or set(obj) != {"body", "sig"}:
+    if not isinstance(obj, dict) or len(obj) != 2 or "body" not in obj or "sig" not in obj:
         raise _bad(where, 'must be an object {"body": {...}, "sig": "<hex>"}')
     body = obj["body"]
     sig_hex = obj["sig"]
@@ -127,17 +135,15 @@ def decode_tx(obj: Any, chain_id: str, where: str = "tx") -> Tx:
     if not isinstance(body, dict):
         raise _bad(f"{where}.body", "must be an object")
     kind = body.get("type")
-    fields = _FIELDS.get(kind) if type(kind) is str else None
-    if fields is None:
+    spec = _SPECS.get(kind) if type(kind) is str else None
+    if spec is None:
         raise _bad(f"{where}.body.type", f"{kind!r} is not one of {', '.join(TX_TYPES)}")
+    fields, expected = spec
     if body.get("chain") != chain_id:
         raise InvalidTransaction(
             "chain", f"{where}.body.chain is {body.get('chain')!r}, this chain is {chain_id!r}"
         )
-    expected = set(fields) | {"chain", "type"}
-    if kind != "meter":
-        expected |= {"from", "nonce"}
-    if len(body) != len(expected) or set(body) != expected:
+    if len(body) != len(expected) or not expected.issuperset(body):
         missing = sorted(expected - set(body))
         extra = sorted(set(body) - expected)
         raise _bad(
