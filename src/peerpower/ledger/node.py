@@ -13,7 +13,7 @@ block when asked, signs the commit certificate itself and stores each block with
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,9 +87,11 @@ def build_block(
     key: KeyPair | None,
     time_ms: int,
     txs: Sequence[dict[str, Any]],
+    verified: Collection[tuple[bytes, bytes]] = (),
 ) -> Built:
     """Build the next block on ``state`` (see the module notes). With ``key`` (the proposer's)
-    the proposer's duties are added first."""
+    the proposer's duties are added first. ``verified`` holds ``(message, signature)`` pairs
+    whose signatures were already checked (on submission)."""
     height = state.height + 1
     ctx = BlockContext(height, time_ms, state.head_hash, proposer)
     draft = state.draft()
@@ -106,7 +108,10 @@ def build_block(
         chosen.append(obj)
     for obj in txs:
         try:
-            apply_tx(draft, decode_tx(obj, genesis.chain_id), genesis, ctx)
+            tx = decode_tx(obj, genesis.chain_id)
+            # A signature checked on submission holds still: the signer's key never changes.
+            known = True if (tx.message, tx.sig) in verified else None
+            apply_tx(draft, tx, genesis, ctx, known)
         except InvalidTransaction as err:
             rejected.append((obj, err))
             continue
@@ -146,6 +151,7 @@ class SoloNode:
     )
     _pending: Draft | None = field(init=False, default=None)
     _pending_time: int = field(init=False, default=0)
+    _verified: set[tuple[bytes, bytes]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         if self.validator not in {v.id for v in self.genesis.validators}:
@@ -175,6 +181,7 @@ class SoloNode:
         tx = decode_tx(obj, self.genesis.chain_id)
         apply_tx(self._pending, tx, self.genesis, self._ctx(when))
         self.mempool.append(obj)
+        self._verified.add((tx.message, tx.sig))
         return tx
 
     def _ctx(self, time_ms: int) -> BlockContext:
@@ -187,7 +194,13 @@ class SoloNode:
                 self.state.height + 1, "time", f"time {time_ms} is not after the last block's"
             )
         built = build_block(
-            self.state, self.genesis, self.validator, self.key, time_ms, self.mempool
+            self.state,
+            self.genesis,
+            self.validator,
+            self.key,
+            time_ms,
+            self.mempool,
+            self._verified,
         )
         block = built.block.with_commit((sign_commit(self.key, self.validator, built.block.hash),))
         self.dropped.extend(built.rejected)
@@ -206,4 +219,5 @@ class SoloNode:
             self.store.append(block, state)
         self.state = state
         self.mempool = []
+        self._verified = set()
         self._pending = None
