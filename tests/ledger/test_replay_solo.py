@@ -95,7 +95,7 @@ def test_invalid_replay_changed_transaction(stored: tuple[Path, Chain], tmp_path
     block = json.loads(lines[1])
     deposit = next(tx for tx in block["txs"] if tx["body"]["type"] == "deposit")
     deposit["body"]["amount_microyen"] += 1  # the header still commits to the old one
-    lines[1] = json.dumps(block)
+    lines[1] = json.dumps(block, sort_keys=True, separators=(",", ":"))
     with pytest.raises(InvalidBlock) as info:
         replay(chain.genesis, lines[1:])
     assert (info.value.height, info.value.rule) == (1, "tx-root")
@@ -115,7 +115,7 @@ def test_invalid_replay_forged_commit(stored: tuple[Path, Chain], tmp_path: Path
     lines = _lines(path, tmp_path)
     block = json.loads(lines[2])
     block["commit"][0]["sig"] = KEYS["a"].sign(b"peerpower/commit/1\x00", bytes(32)).hex()
-    lines[2] = json.dumps(block)
+    lines[2] = json.dumps(block, sort_keys=True, separators=(",", ":"))
     with pytest.raises(InvalidBlock) as info:
         replay(chain.genesis, lines[1:])
     assert (info.value.height, info.value.rule) == (2, "commit")

@@ -8,6 +8,7 @@ Boundaries are checked from the accepting side too, so a rule that refuses every
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Any
 
 import pytest
@@ -80,10 +81,18 @@ def cleared(sealed: Chain) -> Chain:
     return sealed
 
 
-def honest_result() -> dict[str, Any]:
+def r_k(seed: bytes, order_id: str) -> int:
+    """The tie-break rank of DESIGN.md §3, from hashlib: first 8 bytes of SHA-256(seed ‖ id)."""
+    return int.from_bytes(hashlib.sha256(seed + order_id.encode()).digest()[:8], "big")
+
+
+def honest_result(seed: bytes = bytes(32)) -> dict[str, Any]:
     """The clearing of the ``ordered`` book written out by hand: one unit a#1 → b#1 of 800 Wh
     (all of the buy) at the midpoint 1500 + (2500 − 0 − 1500) // 2 = 2000 sen/kWh; welfare
-    (2500 − 1500) × 800 × 10 = 8 000 000 µ¥."""
+    (2500 − 1500) × 800 × 10 = 8 000 000 µ¥. Its objective (welfare, volume, seeded score for
+    the slot's ``seed``) and the certificate: one node price of 1500 sen/kWh bounds the welfare
+    by (2500 − 1500) × 800 × 10, what the unit achieves."""
+    score = (r_k(seed, "a#1") + r_k(seed, "b#1")) * 800
     return {
         "mechanism": "optimal",
         "goal": "welfare",
@@ -99,6 +108,12 @@ def honest_result() -> dict[str, Any]:
             }
         ],
         "totals": {"volume_wh": 800, "welfare_microyen": 8_000_000, "fees_microyen": 0},
+        "objective": {"primary": 8_000_000, "secondary": 800, "score": str(score)},
+        "certificate": {
+            "kind": "welfare-node-prices",
+            "price_sen_per_kwh": {"root": 1500},
+            "rent_sen_per_kwh": {},
+        },
     }
 
 
@@ -530,7 +545,33 @@ def test_invalid_slot_state_clear_twice(cleared: Chain) -> None:
 
 
 def test_clear_honest_result_accepted(sealed: Chain) -> None:
-    accepts(sealed, GATE + 1000, sealed.signer("val").clear(SLOT, honest_result()))
+    seed = sealed.state.head_hash  # the sealing block's hash
+    accepts(sealed, GATE + 1000, sealed.signer("val").clear(SLOT, honest_result(seed)))
+
+
+def test_invalid_optimality_without_objective(sealed: Chain) -> None:
+    result = honest_result(sealed.state.head_hash)
+    del result["objective"]
+    bad = sealed.signer("val").clear(SLOT, result)
+    assert_rejected(sealed, GATE + 1000, bad, "optimality", "must state its objective")
+
+
+def test_invalid_optimality_empty_clearing_without_certificate(sealed: Chain) -> None:
+    # valid (no trade breaks a rule) and honest about its objective, but not optimal: the book
+    # admits a welfare certificate, and none proves 0 µ¥ optimal
+    empty = {
+        "mechanism": "optimal",
+        "goal": "welfare",
+        "trades": [],
+        "totals": {"volume_wh": 0, "welfare_microyen": 0, "fees_microyen": 0},
+        "objective": {"primary": 0, "secondary": 0, "score": "0"},
+    }
+    bad = sealed.signer("val").clear(SLOT, empty)
+    assert_rejected(sealed, GATE + 1000, bad, "optimality", "no certificate proving its welfare")
+    # the same result with the honest certificate: the dual bound exposes it
+    empty["certificate"] = honest_result()["certificate"]
+    bad = sealed.signer("val").clear(SLOT, empty)
+    assert_rejected(sealed, GATE + 1000, bad, "clearing", "certificate")
 
 
 def test_invalid_mechanism(sealed: Chain) -> None:
@@ -691,7 +732,7 @@ def test_invalid_submit_keeps_the_mempool(ordered: Chain) -> None:
 def test_invalid_clear_late(sealed: Chain) -> None:
     # the seed is known from the next block on, but a block at the slot's start is too late:
     # contracts made now could not be delivered
-    bad = sealed.signer("val").clear(SLOT, honest_result())
+    bad = sealed.signer("val").clear(SLOT, honest_result(sealed.state.head_hash))
     assert_rejected(sealed, START, bad, "clear-late", "slot 2026-08-18#00 began delivery")
     accepts(sealed, START - 1, bad)
 

@@ -259,7 +259,11 @@ def test_invalid_store_tampered_block_row(db: Path, capsys: pytest.CaptureFixtur
     con.close()
     block = json.loads(data)
     block["txs"][1]["body"]["export_wh"] += 100  # home-pv claims more export
-    _sql(db, "UPDATE blocks SET data=? WHERE height=9", json.dumps(block))
+    _sql(
+        db,
+        "UPDATE blocks SET data=? WHERE height=9",
+        json.dumps(block, sort_keys=True, separators=(",", ":")),
+    )
     code, out, _ = _verify_cli(db, capsys)
     assert code == 1
     assert out.startswith("invalid: height 9: rule tx-root: "), out

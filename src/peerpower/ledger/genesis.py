@@ -51,6 +51,10 @@ SITE_TYPES = (
     "shop",
     "business",
 )
+# Times [ms since the epoch] stay within years 1970–9998, so every slot's moments (a day either
+# side) can be written as dates.
+MAX_TIME_MS = 253_370_678_400_000  # 9998-12-31T00:00:00Z
+MIN_SLOT_YEAR, MAX_SLOT_YEAR = 1971, 9998
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_SUPPLY_MICROYEN = 10**18
 
@@ -195,7 +199,7 @@ class Genesis:
             raise InvalidInput(
                 "genesis.chain_id", f"must be a string of 1–64 characters, got {chain_id!r}"
             )
-        time_ms = _int(obj.get("time_ms"), "genesis.time_ms", 0, 2**53)
+        time_ms = _int(obj.get("time_ms"), "genesis.time_ms", 0, MAX_TIME_MS)
         raw_accounts = obj.get("accounts")
         if not isinstance(raw_accounts, list):
             raise InvalidInput("genesis.accounts", "must be a list")
@@ -266,8 +270,10 @@ def _market(obj: Any) -> MarketRules:
     return MarketRules(
         mechanism=mechanism,
         goal=goal,
+        # At least a minute, so blocks can seal and clear a slot before it starts; less than a
+        # day, so the order window is not empty.
         gate_minutes=_int(
-            obj.get("gate_minutes", d.gate_minutes), where + "gate_minutes", 0, 24 * 60
+            obj.get("gate_minutes", d.gate_minutes), where + "gate_minutes", 1, 24 * 60 - 1
         ),
         lot_wh=lot,
         price_min_sen_per_kwh=price_min,
@@ -297,10 +303,23 @@ def _params(obj: Any) -> Params:
 
 def _check_genesis(g: Genesis) -> None:
     seen: set[str] = set()
+    keys: set[str] = set()
     for k, a in enumerate(g.accounts):
         if a.id in seen:
             raise InvalidInput(f"genesis.accounts[{k}].id", f"duplicate account id {a.id!r}")
+        if a.key in keys:
+            raise InvalidInput(
+                f"genesis.accounts[{k}].key",
+                f"{a.key} is already another account's key; every account needs its own",
+            )
         seen.add(a.id)
+        keys.add(a.key)
+    if not 1 <= g.market.gate_minutes < 24 * 60:
+        raise InvalidInput(
+            "genesis.market.gate_minutes", f"must be 1–1439, got {g.market.gate_minutes}"
+        )
+    if not 0 <= g.time_ms <= MAX_TIME_MS:
+        raise InvalidInput("genesis.time_ms", f"must be 0–{MAX_TIME_MS}, got {g.time_ms}")
     for kind in ("operator", "grid", "retail"):
         n = sum(1 for a in g.accounts if a.kind == kind)
         if n != 1:

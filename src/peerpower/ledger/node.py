@@ -34,6 +34,7 @@ from peerpower.ledger.state import Draft, SlotRec, State
 from peerpower.ledger.store import Store
 from peerpower.ledger.transactions import Signer, Tx, decode_tx
 from peerpower.market.clear import clear
+from peerpower.market.verify import verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,8 @@ def duties(
                     result = clear(book, market.mechanism, market.goal)
                 except ClearingError:
                     continue  # e.g. a call auction over unequal fees: settled void later
+                if not verify(book, result).ok:
+                    continue  # e.g. a call auction ignoring a line capacity: settled void
                 recorded = result.to_json()
                 # A maxmin LP bound is a float estimate beside the clearing, not part of it,
                 # and floats are not canonical: it stays off the chain.

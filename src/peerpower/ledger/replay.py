@@ -3,7 +3,8 @@
 The export format: the first line is ``{"genesis": {...}, "hash": "<genesis hash>"}``, then one
 block per line in height order, each ``{"hash", "header", "txs", "commit"}`` in canonical JSON.
 
-Verifying replays every block from the genesis state: block hash, commit certificate, header
+Verifying replays every block from the genesis state: each line must be its block's canonical
+JSON; block hash, commit certificate, header
 (chain, height, parent, time, proposer, Merkle root), every transaction's signature and rules —
 each clearing decision re-checked with ``market.verify`` against the sealed book — and the state
 root. From a database, the stored state must also equal the replayed one.
@@ -106,6 +107,16 @@ def replay(genesis: Genesis, lines: Iterable[str | bytes]) -> tuple[State, Summa
                 raise
             # a block without a readable height: name the height it stands at
             raise InvalidBlock(state.height + 1, err.rule, err.message) from None
+        # One block, one text: a line with duplicate keys, unknown fields or other spacing
+        # could be read differently by another reader, so only the canonical form is accepted.
+        raw = text.encode() if isinstance(text, str) else text
+        if raw.rstrip(b"\n") != block_line(block).encode():
+            raise InvalidBlock(
+                block.height,
+                "canonical",
+                f"block line {number} is not the block's canonical JSON (duplicate or unknown "
+                "keys, spacing or key order)",
+            )
         check_commit(block, genesis)
         state = apply_block(state, block, genesis)
         blocks += 1

@@ -34,6 +34,12 @@ slot-state          clear: the slot is sealed, has its seed, is not cleared; set
 clear-late          clear: the slot has not begun delivery (block time < slot start)
 mechanism           clear: the result's mechanism and goal are the market's
 clearing            clear: the result passes ``market.verify`` against the sealed book
+optimality          clear, optimal market: the result states its objective (recomputed exactly),
+                    and for welfare and volume carries an LP certificate proving it optimal
+                    wherever the book admits one (not when a participant's own orders are
+                    compatible, nor for volume over capacities); the secondary objective, the
+                    tie-break score and maxmin are compared among validators' claims by
+                    consensus
 meter-early,        meter: after the slot's end, until its meter deadline
 meter-deadline
 duplicate-reading   meter: one reading per site and slot
@@ -49,7 +55,8 @@ contract price + fee). Settling a cleared slot: each buyer pays each seller the 
 and the grid operator the fee; a seller that exported less than it sold and a buyer that
 imported less than it bought pay ``imbalance_price × shortfall`` to the retail provider, first
 from their locked margin, then from their balance; what is still missing is recorded as unpaid
-and paid to the retail provider first out of the next deposit or settlement proceeds (until
+and paid to the retail provider first out of the next deposit, released margin or settlement
+proceeds (until
 then the participant can neither order nor withdraw). A slot's clearing must be recorded before
 the slot starts; a slot not cleared by then settles void. A shortfall above
 ``default_tolerance_wh`` counts one default; ``default_limit`` defaults
@@ -68,7 +75,7 @@ from datetime import UTC, datetime, timedelta
 from peerpower.crypto import canonical, merkle_root, verify_many, verify_signature
 from peerpower.errors import InvalidBlock, InvalidInput, InvalidTransaction, PeerpowerError
 from peerpower.ledger.blocks import Block, tx_root
-from peerpower.ledger.genesis import Genesis
+from peerpower.ledger.genesis import MAX_TIME_MS, Genesis
 from peerpower.ledger.state import (
     Account,
     Contract,
@@ -84,6 +91,7 @@ from peerpower.ledger.state import (
     evolve,
 )
 from peerpower.ledger.transactions import TX_DOMAIN, Tx, decode_tx, order_id, parse_slot
+from peerpower.market.optimal import certifiable
 from peerpower.market.orders import Book, Order, Side
 from peerpower.market.verify import verify
 from peerpower.units import money_microyen
@@ -366,15 +374,23 @@ def _cancel(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCon
             f"order {oid!r} can no longer be cancelled",
         )
     draft.delete("orders", oid)
-    draft.set_account(_release(_bump(acct), order.margin_microyen))
+    _release(draft, genesis, _bump(acct), order.margin_microyen)
 
 
-def _release(acct: Account, amount: int) -> Account:
-    return evolve(
-        acct,
-        balance_microyen=acct.balance_microyen + amount,
-        locked_microyen=acct.locked_microyen - amount,
+def _release(draft: Draft, genesis: Genesis, acct: Account, amount: int) -> None:
+    """Unlock ``amount`` of margin; a debt from an earlier default is paid from it first."""
+    balance = acct.balance_microyen + amount
+    repaid = min(balance, acct.unpaid_microyen)
+    draft.set_account(
+        evolve(
+            acct,
+            balance_microyen=balance - repaid,
+            locked_microyen=acct.locked_microyen - amount,
+            unpaid_microyen=acct.unpaid_microyen - repaid,
+        )
     )
+    if repaid:
+        _credit(draft, genesis.retail, repaid)
 
 
 def slot_orders(draft: Draft | State, slot: str) -> list[OrderRec]:
@@ -445,6 +461,17 @@ def _clear(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
     if not checked.ok:
         rule, message = checked.problems[0]
         raise _reject("clearing", f"slot {slot}: {rule}: {message}")
+    if market.mechanism == "optimal":
+        if result.objective is None:
+            raise _reject(
+                "optimality", f"slot {slot}: an optimal clearing must state its objective"
+            )
+        if not checked.proven_optimal and certifiable(book, market.goal or "welfare"):
+            raise _reject(
+                "optimality",
+                f"slot {slot}: the result carries no certificate proving its {market.goal} "
+                "optimal, and this book admits one",
+            )
     # Checked: from here on nothing can fail.
     p = genesis.params
     by_id = {o.id: o for o in orders}
@@ -477,7 +504,7 @@ def _clear(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
         if release[account_id]:
             owner = draft.account(account_id)
             assert owner is not None
-            draft.set_account(_release(owner, release[account_id]))
+            _release(draft, genesis, owner, release[account_id])
     draft.set_account(_bump(draft.account(acct.id) or acct))
     draft.put(Contracts(slot, result.digest(), tuple(units)), slot)
     draft.put(evolve(rec, status="cleared"), slot)
@@ -535,7 +562,7 @@ def _settle(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCon
         summary = _settle_contracts(draft, genesis, slot, readings)
         draft.delete("contracts", slot)
     else:
-        summary = _settle_void(draft, slot)
+        summary = _settle_void(draft, genesis, slot)
     draft.delete("slots", slot)
     draft.put(summary, slot)
     meta = draft.meta
@@ -543,7 +570,7 @@ def _settle(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCon
     draft.put(evolve(meta, settled_microyen=meta.settled_microyen + moved), "chain")
 
 
-def _settle_void(draft: Draft, slot: str) -> Settled:
+def _settle_void(draft: Draft, genesis: Genesis, slot: str) -> Settled:
     release: dict[str, int] = defaultdict(int)
     for o in slot_orders(draft, slot):
         release[o.account] += o.margin_microyen
@@ -551,7 +578,7 @@ def _settle_void(draft: Draft, slot: str) -> Settled:
     for account_id in sorted(release):
         owner = draft.account(account_id)
         assert owner is not None
-        draft.set_account(_release(owner, release[account_id]))
+        _release(draft, genesis, owner, release[account_id])
     return Settled(slot, 0, 0, 0, 0, 0, 0, (), True)
 
 
@@ -678,6 +705,10 @@ def check_header(
             "parent",
             f"prev_hash {h.prev_hash.hex()} is not the hash of block {state.height} "
             f"({state.head_hash.hex()})",
+        )
+    if h.time_ms > MAX_TIME_MS:
+        raise InvalidBlock(
+            height, "time", f"time_ms {h.time_ms} is beyond {MAX_TIME_MS} (year 9998)"
         )
     if h.time_ms <= state.meta.time_ms:
         raise InvalidBlock(

@@ -37,7 +37,7 @@ from peerpower.crypto import (
     sha256,
 )
 from peerpower.errors import InvalidInput, InvalidTransaction
-from peerpower.ledger.genesis import SITE_TYPES, check_account_id
+from peerpower.ledger.genesis import MAX_SLOT_YEAR, MIN_SLOT_YEAR, SITE_TYPES, check_account_id
 from peerpower.market.result import ClearingResult
 from peerpower.market.verify import result_from_json
 from peerpower.timeslots import Slot
@@ -81,6 +81,8 @@ def parse_slot(text: str) -> Slot:
     slot = Slot.parse(text)
     if str(slot) != text:
         raise InvalidInput("slot", f"{text!r} is not written as {str(slot)!r}")
+    if not MIN_SLOT_YEAR <= slot.day.year <= MAX_SLOT_YEAR:
+        raise InvalidInput("slot", f"{text!r} is outside the years {MIN_SLOT_YEAR}–{MAX_SLOT_YEAR}")
     return slot
 
 

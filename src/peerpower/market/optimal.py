@@ -122,6 +122,21 @@ def _tradable(arr: BookArrays) -> npt.NDArray[np.bool_]:
     return live
 
 
+def certifiable(book: Book, goal: str) -> bool:
+    """Whether :func:`clear_optimal` proves its clearing of ``book`` optimal with a certificate:
+    for ``welfare`` and ``volume``, unless a participant's own sell and buy are compatible (or,
+    for ``volume``, the grid has capacities), where the exact MILP is used instead. A book with
+    no sell or no buy that could trade needs no proof: nothing but the empty clearing is valid.
+    """
+    if goal not in ("welfare", "volume") or (goal == "volume" and book.grid.has_capacities):
+        return False
+    arr = book_arrays(book)
+    live = _tradable(arr)
+    if not live.any():
+        return False
+    return not _self_compatible(book, arr, live)
+
+
 def _self_compatible(book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]) -> bool:
     """Whether some participant has a sell and a buy that are price-compatible with each other."""
     idx = np.flatnonzero(live)
