@@ -62,7 +62,7 @@ def order_block(orders: int, per_participant: int = ORDERS_PER_PARTICIPANT) -> O
     t0 = to_ms(datetime(2026, 8, 17, 12, 0, tzinfo=JST))
     com = community(participants, t0, chain_id="bench-orders")
     genesis = com.genesis
-    operator = Signer(genesis.chain_id, "op", com.operator)
+    operator = Signer(genesis.tx_chain, "op", com.operator)
     setup = [tx for site in com.sites for tx in admit(operator, site, 10**11)]
     state = genesis_state(genesis)
     built = build_block(state, genesis, "val", com.validator, t0 + 1000, setup)
@@ -75,7 +75,7 @@ def order_block(orders: int, per_participant: int = ORDERS_PER_PARTICIPANT) -> O
     txs: list[dict[str, Any]] = []
     signed: list[tuple[bytes, bytes]] = []
     for k, site in enumerate(com.sites):
-        signer = Signer(genesis.chain_id, site.id, site.key)
+        signer = Signer(genesis.tx_chain, site.id, site.key)
         seller = site.site_type.startswith("pv")
         for j in range(min(per_participant, orders - k * per_participant)):
             side = "sell" if seller else "buy"

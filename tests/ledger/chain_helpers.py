@@ -75,7 +75,24 @@ def make_genesis(
         key = KEYS[v] if v in KEYS else KeyPair.derive(v)
         accounts.append(GenesisAccount(v, "validator", key.public_hex))
     market = MarketRules() if grid is None else MarketRules(grid=GridTree.from_json(grid))
-    return Genesis(CHAIN_ID, T0, tuple(accounts), market, params or Params())
+    genesis = Genesis(CHAIN_ID, T0, tuple(accounts), market, params or Params())
+    _CURRENT[0] = genesis.tx_chain
+    return genesis
+
+
+# Transactions name their chain by its genesis hash, which depends on the test's parameters;
+# the helpers below sign for the genesis made last (each test makes its chain first).
+_CURRENT = [""]
+
+
+def tx_chain() -> str:
+    """The ``chain`` of the genesis made last by :func:`make_genesis`."""
+    return _CURRENT[0]
+
+
+def state_chain(state: State | Draft) -> str:
+    """The ``chain`` of the genesis ``state`` grew from (its meta records the genesis hash)."""
+    return state.meta.genesis
 
 
 def signer(state: State | Draft, name: str, skip: int = 0, key: str | None = None) -> Signer:
@@ -83,12 +100,12 @@ def signer(state: State | Draft, name: str, skip: int = 0, key: str | None = Non
     with ``key`` (default: the account's own key)."""
     acct = state.account(name)
     nonce = (acct.nonce if acct is not None else 0) + 1 + skip
-    return Signer(CHAIN_ID, name, KEYS[key or name], nonce)
+    return Signer(state_chain(state), name, KEYS[key or name], nonce)
 
 
 def reading(site: str, slot: str, import_wh: int, export_wh: int, key: str | None = None) -> Any:
     """A meter reading of ``site`` signed by its meter key (or by ``key``)."""
-    return meter_reading(CHAIN_ID, KEYS[key or METER[site]], site, slot, import_wh, export_wh)
+    return meter_reading(tx_chain(), KEYS[key or METER[site]], site, slot, import_wh, export_wh)
 
 
 @dataclass
@@ -261,14 +278,14 @@ def assert_rejected(
     def with_valid() -> Draft:
         draft = state.draft()
         begin_block(draft, genesis, ctx)
-        apply_tx(draft, decode_tx(valid, CHAIN_ID), genesis, ctx)
+        apply_tx(draft, decode_tx(valid, genesis.tx_chain), genesis, ctx)
         return draft
 
     only_valid = with_valid().freeze().root
     assert only_valid != state.root  # the valid transaction changes something
     draft = with_valid()
     with pytest.raises(InvalidTransaction) as info:
-        apply_tx(draft, decode_tx(bad, CHAIN_ID), genesis, ctx)
+        apply_tx(draft, decode_tx(bad, genesis.tx_chain), genesis, ctx)
     err = info.value
     assert err.rule == rule
     for needle in needles:

@@ -41,7 +41,6 @@ from peerpower.ledger.state import Account, Contracts, Draft, OrderRec, Settled,
 from peerpower.ledger.store import block_line
 from peerpower.ledger.transactions import Signer, decode_tx
 from tests.ledger.chain_helpers import (
-    CHAIN_ID,
     FEE_GRID,
     KEYS,
     OP_SUPPLY,
@@ -108,14 +107,14 @@ class Run:
         begin_block(self.shadow, self.genesis, self.ctx)
         val = self.shadow.account("val")
         assert val is not None
-        proposer = Signer(CHAIN_ID, "val", KEYS["val"], val.nonce + 1)
+        proposer = Signer(self.genesis.tx_chain, "val", KEYS["val"], val.nonce + 1)
         self.duties = duties(self.shadow, self.genesis, self.ctx, proposer)
         for tx in self.duties:
             body = tx["body"]
             if body["type"] == "settle" and slot_orders(self.shadow, body["slot"]):
                 self.voided = True  # a slot with orders that was never cleared
         for tx in self.duties:
-            apply_tx(self.shadow, decode_tx(tx, CHAIN_ID), self.genesis, self.ctx)
+            apply_tx(self.shadow, decode_tx(tx, self.genesis.tx_chain), self.genesis, self.ctx)
         self.accepted.extend(self.duties)
         self.pending = []
         check_state(self.shadow.freeze())
@@ -123,7 +122,7 @@ class Run:
     def signer(self, who: str, skip: int = 0, key: str | None = None) -> Signer:
         acct = self.shadow.account(who)
         nonce = (acct.nonce if acct is not None else 0) + 1 + skip
-        return Signer(CHAIN_ID, who, KEYS[key or who], nonce)
+        return Signer(self.genesis.tx_chain, who, KEYS[key or who], nonce)
 
     def balance(self, who: str) -> int:
         acct = self.shadow.account(who)
@@ -135,7 +134,7 @@ class Run:
         built to be invalid (``expect``: the rules it may break) must be rejected by one of
         them."""
         before = self.shadow.freeze().root
-        decoded = decode_tx(tx, CHAIN_ID)
+        decoded = decode_tx(tx, self.genesis.tx_chain)
         rejected: InvalidTransaction | None = None
         try:
             apply_tx(self.shadow, decoded, self.genesis, self.ctx)

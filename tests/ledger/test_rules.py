@@ -8,6 +8,7 @@ Boundaries are checked from the accepting side too, so a rule that refuses every
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -18,7 +19,6 @@ from peerpower.ledger.genesis import Params
 from peerpower.ledger.rules import apply_tx, begin_block
 from peerpower.ledger.transactions import Signer, decode_tx, sign_body
 from tests.ledger.chain_helpers import (
-    CHAIN_ID,
     DEADLINE,
     DEPOSIT,
     END,
@@ -34,6 +34,7 @@ from tests.ledger.chain_helpers import (
     assert_rejected,
     new_chain,
     reading,
+    tx_chain,
 )
 
 T1 = T0 + 2000  # the block after registration
@@ -45,7 +46,7 @@ def accepts(chain: Chain, time_ms: int, *txs: dict[str, Any]) -> None:
     draft = chain.state.draft()
     begin_block(draft, chain.genesis, ctx)
     for tx in txs:
-        apply_tx(draft, decode_tx(tx, CHAIN_ID), chain.genesis, ctx)
+        apply_tx(draft, decode_tx(tx, chain.genesis.tx_chain), chain.genesis, ctx)
     assert draft.freeze().root != chain.state.root
 
 
@@ -122,7 +123,7 @@ def honest_result(seed: bytes = bytes(32)) -> dict[str, Any]:
 
 def test_invalid_format_unknown_field(chain: Chain) -> None:
     body = {
-        "chain": CHAIN_ID,
+        "chain": tx_chain(),
         "type": "order",
         "from": "a",
         "nonce": 1,
@@ -134,7 +135,7 @@ def test_invalid_format_unknown_field(chain: Chain) -> None:
     }
     bad = sign_body(KEYS["a"], body)
     with pytest.raises(InvalidTransaction) as info:
-        decode_tx(bad, CHAIN_ID)
+        decode_tx(bad, tx_chain())
     assert info.value.rule == "format"
     assert "unknown ['memo']" in info.value.message
     valid = chain.signer("c").withdraw(1)
@@ -144,7 +145,7 @@ def test_invalid_format_unknown_field(chain: Chain) -> None:
 def test_invalid_format_field_type(chain: Chain) -> None:
     bad = chain.signer("a").order(SLOT, "sell", "1000", 1500)  # type: ignore[arg-type]
     with pytest.raises(InvalidTransaction) as info:
-        decode_tx(bad, CHAIN_ID)
+        decode_tx(bad, tx_chain())
     assert info.value.rule == "format"
     assert "energy_wh: must be an integer, got '1000'" in info.value.message
     valid = chain.signer("c").withdraw(1)
@@ -158,7 +159,7 @@ def test_invalid_format_objective_zero_denominator(sealed: Chain) -> None:
     result["objective"] = {"primary": {"num": 1, "den": 0}, "secondary": 800, "score": "0"}
     bad = sealed.signer("val").clear(SLOT, result)
     with pytest.raises(InvalidTransaction) as info:
-        decode_tx(bad, CHAIN_ID)
+        decode_tx(bad, tx_chain())
     assert info.value.rule == "format"
     assert "objective.primary.den" in info.value.message
     valid = sealed.signer("c").withdraw(1)
@@ -184,10 +185,20 @@ def test_invalid_chain(chain: Chain) -> None:
     }
     bad = sign_body(KEYS["a"], body)
     with pytest.raises(InvalidTransaction) as info:
-        decode_tx(bad, CHAIN_ID)
+        decode_tx(bad, tx_chain())
     assert info.value.rule == "chain"
     valid = chain.signer("c").withdraw(1)
-    assert_block_rejected(chain, T1, [valid, bad], "chain", "'other'", "'test'")
+    assert_block_rejected(chain, T1, [valid, bad], "chain", "'other'", chain.genesis.tx_chain)
+
+
+def test_invalid_chain_same_name_other_genesis(chain: Chain) -> None:
+    # a chain with the same chain_id but another genesis (other parameters): its transactions
+    # name its genesis hash, so they are refused here even though the keys are the same
+    other = dataclasses.replace(chain.genesis, params=Params(default_limit=7))
+    assert other.chain_id == chain.genesis.chain_id and other.hash != chain.genesis.hash
+    bad = Signer(other.tx_chain, "c", KEYS["c"], 1).withdraw(1)
+    valid = chain.signer("a").withdraw(1)
+    assert_block_rejected(chain, T1, [valid, bad], "chain", other.tx_chain)
 
 
 # -- account, role, signature, nonce -----------------------------------------------------------
@@ -277,7 +288,7 @@ def test_invalid_signature_altered_body(chain: Chain) -> None:
 
 def test_invalid_nonce_replayed(ordered: Chain) -> None:
     # the very transaction of block 2, sent again
-    bad = Signer(CHAIN_ID, "a", KEYS["a"], 1).order(SLOT, "sell", 1000, 1500)
+    bad = Signer(tx_chain(), "a", KEYS["a"], 1).order(SLOT, "sell", 1000, 1500)
     assert bad in ordered.blocks[1].txs
     assert_rejected(
         ordered, T1 + 1000, bad, "nonce", "nonce 1 replays", "'a' last used 1", "must be 2"
@@ -511,9 +522,9 @@ def test_invalid_unsettled_default() -> None:
     short = chain.signer("op").deposit("a", 4_999_999)
     draft = chain.state.draft()
     ctx = chain.ctx(t)
-    apply_tx(draft, decode_tx(short, CHAIN_ID), chain.genesis, ctx)
+    apply_tx(draft, decode_tx(short, chain.genesis.tx_chain), chain.genesis, ctx)
     with pytest.raises(InvalidTransaction) as info:
-        apply_tx(draft, decode_tx(bad, CHAIN_ID), chain.genesis, ctx)
+        apply_tx(draft, decode_tx(bad, chain.genesis.tx_chain), chain.genesis, ctx)
     assert info.value.rule == "unsettled-default"
     assert "'a' owes 1 µ¥" in info.value.message
 

@@ -322,7 +322,7 @@ def open_node(store):
 
 
 def signer(node, account):
-    return Signer(CHAIN, account, key(account), node.state.account(account).nonce + 1)
+    return Signer(genesis().tx_chain, account, key(account), node.state.account(account).nonce + 1)
 
 
 def step(node):
@@ -349,7 +349,8 @@ def step(node):
             node.submit(order, at)
         for site, (side, _, _) in SITES.items():
             imp, exp = (0, 2000) if side == "sell" else (2000, 0)
-            node.submit(meter_reading(CHAIN, key(site + "/m"), site, slot(p - 1), imp, exp), at)
+            tx = meter_reading(genesis().tx_chain, key(site + "/m"), site, slot(p - 1), imp, exp)
+            node.submit(tx, at)
     block = node.produce(at)
     if node.dropped:
         raise RuntimeError(f"refused: {node.dropped[0][1]}")

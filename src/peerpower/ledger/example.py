@@ -131,8 +131,8 @@ def key(name: str) -> KeyPair:
 def build_example(node: SoloNode) -> list[Block]:
     """Run the example's story on ``node`` (fresh, on :func:`example_genesis`)."""
     g = node.genesis
-    op = Signer(g.chain_id, "operator", key("operator"))
-    sites = {sid: Signer(g.chain_id, sid, key(sid)) for sid, _, _ in SITES}
+    op = Signer(g.tx_chain, "operator", key("operator"))
+    sites = {sid: Signer(g.tx_chain, sid, key(sid)) for sid, _, _ in SITES}
     blocks: list[Block] = []
 
     def block(at: int) -> None:
@@ -160,7 +160,7 @@ def build_example(node: SoloNode) -> list[Block]:
     block(_at(12, 25, 5))
     for slot, at in ((SLOT_A, _at(12, 30, 1)), (SLOT_B, _at(13, 0, 1))):
         for sid, (imp, exp) in READINGS[slot].items():
-            node.submit(meter_reading(g.chain_id, key(sid + "/meter"), sid, slot, imp, exp), at)
+            node.submit(meter_reading(g.tx_chain, key(sid + "/meter"), sid, slot, imp, exp), at)
         block(at)
     block(_at(13, 30, 1))  # after #24's meter deadline: settled
     block(_at(14, 0, 1))  # after #25's: settled, with home-pv's shortfall

@@ -135,9 +135,11 @@ class Genesis:
     accounts: tuple[GenesisAccount, ...]
     market: MarketRules = field(default_factory=MarketRules)
     params: Params = field(default_factory=Params)
+    _hash: bytes = field(init=False, repr=False, compare=False, default=b"")
 
     def __post_init__(self) -> None:
         _check_genesis(self)
+        object.__setattr__(self, "_hash", sha256(canonical(self.to_json())))
 
     def account(self, kind: AccountKind) -> GenesisAccount:
         return next(a for a in self.accounts if a.kind == kind)
@@ -187,7 +189,13 @@ class Genesis:
     @property
     def hash(self) -> bytes:
         """SHA-256 of the canonical JSON of the genesis."""
-        return sha256(canonical(self.to_json()))
+        return self._hash
+
+    @property
+    def tx_chain(self) -> str:
+        """What every transaction of this chain carries as ``chain``: the genesis hash (hex), so
+        a transaction signed for one chain is never valid on another, whatever their names."""
+        return self._hash.hex()
 
     @classmethod
     def from_json(cls, obj: Any) -> Genesis:

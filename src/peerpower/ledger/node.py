@@ -105,13 +105,13 @@ def build_block(
     if key is not None:
         acct = draft.account(proposer)
         assert acct is not None
-        own = duties(draft, genesis, ctx, Signer(genesis.chain_id, proposer, key, acct.nonce + 1))
+        own = duties(draft, genesis, ctx, Signer(genesis.tx_chain, proposer, key, acct.nonce + 1))
     for obj in own:  # the proposer's own duties must pass: a failure here is a bug
-        apply_tx(draft, decode_tx(obj, genesis.chain_id), genesis, ctx)
+        apply_tx(draft, decode_tx(obj, genesis.tx_chain), genesis, ctx)
         chosen.append(obj)
     for obj in txs:
         try:
-            tx = decode_tx(obj, genesis.chain_id)
+            tx = decode_tx(obj, genesis.tx_chain)
             # A signature checked on submission holds still: the signer's key never changes.
             known = True if (tx.message, tx.sig) in verified else None
             apply_tx(draft, tx, genesis, ctx, known)
@@ -179,9 +179,9 @@ class SoloNode:
             for waiting in self.mempool:
                 with contextlib.suppress(InvalidTransaction):
                     apply_tx(
-                        self._pending, decode_tx(waiting, self.genesis.chain_id), self.genesis, ctx
+                        self._pending, decode_tx(waiting, self.genesis.tx_chain), self.genesis, ctx
                     )
-        tx = decode_tx(obj, self.genesis.chain_id)
+        tx = decode_tx(obj, self.genesis.tx_chain)
         apply_tx(self._pending, tx, self.genesis, self._ctx(when))
         self.mempool.append(obj)
         self._verified.add((tx.message, tx.sig))

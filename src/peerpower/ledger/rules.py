@@ -734,7 +734,7 @@ def decode_block_txs(block: Block, genesis: Genesis) -> list[Tx]:
     txs: list[Tx] = []
     for k, obj in enumerate(block.txs):
         try:
-            txs.append(decode_tx(obj, genesis.chain_id, f"txs[{k}]"))
+            txs.append(decode_tx(obj, genesis.tx_chain, f"txs[{k}]"))
         except InvalidTransaction as err:
             raise InvalidBlock(block.height, err.rule, err.message) from None
     return txs
@@ -743,7 +743,7 @@ def decode_block_txs(block: Block, genesis: Genesis) -> list[Tx]:
 def _decode_well_formed(block: Block, genesis: Genesis) -> list[Tx] | None:
     """The block's transactions decoded, or ``None`` if any one is not well formed (the
     header is checked first and :func:`decode_block_txs` then names the error)."""
-    chain_id = genesis.chain_id
+    chain_id = genesis.tx_chain
     try:
         return [decode_tx(obj, chain_id) for obj in block.txs]
     except Exception:  # whatever the error, the checks in their order will raise it again

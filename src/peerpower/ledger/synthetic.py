@@ -220,8 +220,8 @@ def synthetic_chain(
     com = community(sites, slot_start_ms(first) - 3_600_000)
     genesis = com.genesis
     node = SoloNode(genesis, "val", com.validator, store)
-    operator = Signer(genesis.chain_id, "op", com.operator)
-    members = [_Site(s, genesis.chain_id, rng) for s in com.sites]
+    operator = Signer(genesis.tx_chain, "op", com.operator)
+    members = [_Site(s, genesis.tx_chain, rng) for s in com.sites]
     blocks: list[Block] = []
 
     def produce(time_ms: int) -> None:
@@ -301,5 +301,5 @@ def _meter(
             if rng.random() < BUYER_SHORT:
                 imported = int(bought[site] * rng.uniform(0.2, 0.9))
         node.submit(
-            meter_reading(node.genesis.chain_id, m.meter_key, site, name, imported, export), when
+            meter_reading(node.genesis.tx_chain, m.meter_key, site, name, imported, export), when
         )

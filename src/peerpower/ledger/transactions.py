@@ -1,7 +1,8 @@
 """Signed transactions of the exchange contract (DESIGN.md §4).
 
 A transaction is ``{"body": {...}, "sig": "<128 hex>"}``. The body always has ``chain`` (the
-chain id, so a transaction cannot be replayed on another chain) and ``type``; every type but
+genesis hash in hex, :attr:`Genesis.tx_chain`: a transaction signed for one chain is never valid
+on another, even one with the same name) and ``type``; every type but
 ``meter`` has ``from`` (the signing account) and ``nonce`` (that account's previous nonce + 1).
 ``sig`` is Ed25519 over ``"peerpower/tx/1\\0" ‖ canonical(body)``.
 
@@ -119,7 +120,7 @@ def _bad(field: str, message: str) -> InvalidTransaction:
     return InvalidTransaction("format", f"{field}: {message}")
 
 
-def decode_tx(obj: Any, chain_id: str, where: str = "tx") -> Tx:
+def decode_tx(obj: Any, chain: str, where: str = "tx") -> Tx:
     """Check the shape of a transaction and every field's type; raise ``InvalidTransaction``
     (rule ``format``, or ``chain`` for another chain's transaction) naming field and value."""
     if not isinstance(obj, dict) or len(obj) != 2 or "body" not in obj or "sig" not in obj:
@@ -141,9 +142,10 @@ def decode_tx(obj: Any, chain_id: str, where: str = "tx") -> Tx:
     if spec is None:
         raise _bad(f"{where}.body.type", f"{kind!r} is not one of {', '.join(TX_TYPES)}")
     fields, expected = spec
-    if body.get("chain") != chain_id:
+    if body.get("chain") != chain:
         raise InvalidTransaction(
-            "chain", f"{where}.body.chain is {body.get('chain')!r}, this chain is {chain_id!r}"
+            "chain",
+            f"{where}.body.chain is {body.get('chain')!r}, this chain's genesis is {chain!r}",
         )
     if len(body) != len(expected) or not expected.issuperset(body):
         missing = sorted(expected - set(body))
@@ -223,19 +225,20 @@ def sign_body(key: KeyPair, body: dict[str, Any]) -> dict[str, Any]:
 class Signer:
     """Builds and signs one account's transactions, counting its nonce.
 
-    ``Signer(chain_id, "home-1", key)``; ``signer.order("2026-08-18#24", "sell", 1000, 1500)``
-    returns the signed transaction as JSON-ready dict. ``next_nonce`` is the nonce the next
+    ``Signer(genesis.tx_chain, "home-1", key)``;
+    ``signer.order("2026-08-18#24", "sell", 1000, 1500)`` returns the signed transaction as a
+    JSON-ready dict. ``next_nonce`` is the nonce the next
     transaction will carry (start it at the account's nonce + 1).
     """
 
-    chain_id: str
+    chain: str
     account: str
     key: KeyPair
     next_nonce: int = 1
 
     def _tx(self, kind: str, **fields: Any) -> dict[str, Any]:
         body = {
-            "chain": self.chain_id,
+            "chain": self.chain,
             "type": kind,
             "from": self.account,
             "nonce": self.next_nonce,
@@ -281,11 +284,11 @@ class Signer:
 
 
 def meter_reading(
-    chain_id: str, meter_key: KeyPair, site: str, slot: str, import_wh: int, export_wh: int
+    chain: str, meter_key: KeyPair, site: str, slot: str, import_wh: int, export_wh: int
 ) -> dict[str, Any]:
     """A meter reading of ``site`` for ``slot``, signed by the site's meter key."""
     body = {
-        "chain": chain_id,
+        "chain": chain,
         "type": "meter",
         "site": site,
         "slot": slot,
