@@ -48,7 +48,7 @@ NIL_PRECOMMIT_DOMAIN = b"peerpower/precommit-nil/1\x00"
 
 Step = Literal["propose", "prevote", "precommit"]
 VoteKind = Literal["prevote", "precommit"]
-TimeoutKind = Literal["propose", "prevote", "precommit", "gossip"]
+TimeoutKind = Literal["propose", "prevote", "precommit", "gossip", "commit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +147,15 @@ class Timeouts:
     precommit_ms: int = 1000
     increase_ms: int = 500
     gossip_ms: int = 1000
+    # after a decision, how long to wait before the next height starts: the block interval
+    # (0: at once)
+    commit_ms: int = 0
 
     def of(self, kind: TimeoutKind, round_: int) -> int:
         if kind == "gossip":
             return self.gossip_ms
+        if kind == "commit":
+            return self.commit_ms
         base = {"propose": self.propose_ms, "prevote": self.prevote_ms}.get(kind, self.precommit_ms)
         return base + round_ * self.increase_ms
 
@@ -236,6 +241,7 @@ class Tendermint:
         self.history: dict[int, list[Message]] = {}
         self.keep_heights = 64
         self._asked = False
+        self._waiting = False  # between a decision and the next height's start
         self._reset_height()
 
     # -- state -------------------------------------------------------------------------------
@@ -295,6 +301,12 @@ class Tendermint:
         out: list[Action] = []
         if kind == "gossip":
             return self._gossip()
+        if kind == "commit":
+            if height == self.height and self._waiting:
+                self._waiting = False
+                self._start_round(0, out)
+                self._settle(out)
+            return out
         if height != self.height or round_ != self.round:
             return out
         if kind == "propose" and self.step == "propose":
@@ -399,6 +411,8 @@ class Tendermint:
             pass
 
     def _step_once(self, out: list[Action]) -> bool:
+        if self._waiting:
+            return False
         h, r = self.height, self.round
         q = quorum(self.n)
         # A quorum of precommits for a proposed, valid value, in any round: decide.
@@ -417,7 +431,11 @@ class Tendermint:
                 self.history.pop(h - self.keep_heights, None)
                 self.height += 1
                 self._reset_height()
-                self._start_round(0, out)
+                if self.timeouts.commit_ms > 0:
+                    self._waiting = True
+                    out.append(Schedule("commit", self.height, 0, self.timeouts.commit_ms))
+                else:
+                    self._start_round(0, out)
                 waiting, self._future = self._future, []
                 for m in waiting:
                     if m.height == self.height:

@@ -1,0 +1,121 @@
+"""Four validators run the exchange contract under BFT consensus on the simulated network: the
+same blocks everywhere, each with a valid commit certificate, a chain that replays."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from peerpower.consensus.ledger_app import LedgerApp
+from peerpower.consensus.tendermint import Decide, Tendermint, Timeouts
+from peerpower.crypto import KeyPair
+from peerpower.ledger.blocks import check_commit, quorum
+from peerpower.ledger.genesis import Genesis, GenesisAccount
+from peerpower.ledger.replay import replay
+from peerpower.ledger.rules import to_ms
+from peerpower.ledger.store import block_line
+from peerpower.ledger.transactions import Signer, meter_reading
+from peerpower.net.memory import SimNetwork
+from peerpower.timeslots import JST
+
+SLOT = "2026-08-18#24"  # 12:00–12:30, gate 11:55
+T0 = to_ms(datetime(2026, 8, 18, 11, 40, tzinfo=JST))
+END = to_ms(datetime(2026, 8, 18, 12, 30, tzinfo=JST))
+DEADLINE = END + 60 * 60_000
+VALIDATORS = ("v0", "v1", "v2", "v3")
+KEYS = {n: KeyPair.derive(f"lc/{n}") for n in (*VALIDATORS, "op", "grid", "retail", "a", "b")}
+METERS = {n: KeyPair.derive(f"lc/{n}/meter") for n in ("a", "b")}
+
+
+def genesis() -> Genesis:
+    accounts = [
+        GenesisAccount("op", "operator", KEYS["op"].public_hex, 10**12),
+        GenesisAccount("grid", "grid", KEYS["grid"].public_hex),
+        GenesisAccount("retail", "retail", KEYS["retail"].public_hex),
+        *(GenesisAccount(v, "validator", KEYS[v].public_hex) for v in VALIDATORS),
+    ]
+    return Genesis("consensus-test", T0, tuple(accounts))
+
+
+class Cluster:
+    def __init__(self, seed: int, byzantine: dict[str, str], drop: float) -> None:
+        self.genesis = genesis()
+        self.apps = {v: LedgerApp(self.genesis, v, KEYS[v]) for v in VALIDATORS}
+        # one block a virtual minute once a height is decided
+        timeouts = Timeouts(commit_ms=60_000)
+        validators = [(v, KEYS[v].public) for v in VALIDATORS]
+        machines = {
+            v: Tendermint(validators, v, KEYS[v], self.apps[v], timeouts=timeouts)
+            for v in VALIDATORS
+        }
+        self.net = SimNetwork(
+            machines,
+            {v: KEYS[v] for v in VALIDATORS},
+            seed,
+            drop=drop,
+            heal_at_ms=10 * 60_000,
+            byzantine=byzantine,
+            on_decide=self.decided,
+            clock=self.tick,
+        )
+        self.honest = [v for v in VALIDATORS if v not in byzantine]
+
+    def tick(self, v: str, now: int) -> None:
+        self.apps[v].now_ms = T0 + now
+
+    def decided(self, v: str, decision: Decide, now: int) -> None:
+        self.apps[v].commit(decision)
+
+    def submit(self, tx: dict) -> None:  # type: ignore[type-arg]
+        """A client sends the transaction to every validator (a stand-in for tx gossip)."""
+        for app in self.apps.values():
+            app.submit(tx)
+
+    def run_until(self, time_ms: int) -> None:
+        ok = self.net.run(
+            lambda: all(self.apps[v].state.meta.time_ms >= time_ms for v in self.honest),
+            limit_ms=time_ms - T0 + 30 * 60_000,
+        )
+        assert ok, {v: self.apps[v].height for v in VALIDATORS}
+
+
+@pytest.mark.parametrize(
+    ("seed", "byzantine", "drop"),
+    [(1, {}, 0.0), (2, {"v3": "silent"}, 0.2), (3, {"v1": "equivocate"}, 0.2)],
+)
+def test_ledger_under_consensus(seed: int, byzantine: dict[str, str], drop: float) -> None:
+    c = Cluster(seed, byzantine, drop)
+    g = c.genesis
+    op = Signer(g.tx_chain, "op", KEYS["op"])
+    for site in ("a", "b"):
+        c.submit(op.register(site, KEYS[site].public_hex, METERS[site].public_hex, "root", "pv"))
+        c.submit(op.deposit(site, 10**9))
+    c.net.start()
+    c.run_until(T0 + 2 * 60_000)
+    c.submit(Signer(g.tx_chain, "a", KEYS["a"]).order(SLOT, "sell", 1000, 1500))
+    c.submit(Signer(g.tx_chain, "b", KEYS["b"]).order(SLOT, "buy", 800, 2500))
+    c.run_until(END + 60_000)
+    c.submit(meter_reading(g.tx_chain, METERS["a"], "a", SLOT, 0, 1000))
+    c.submit(meter_reading(g.tx_chain, METERS["b"], "b", SLOT, 800, 0))
+    c.run_until(DEADLINE + 3 * 60_000)
+
+    # every honest validator holds the same blocks, each committed by a quorum
+    chains = {v: [b.hash for b in c.apps[v].blocks] for v in c.honest}
+    shortest = min(len(h) for h in chains.values())
+    assert shortest > 10
+    for v in c.honest:
+        assert chains[v][:shortest] == chains[c.honest[0]][:shortest]
+    app = c.apps[c.honest[0]]
+    for block in app.blocks:
+        assert len(block.commit) >= quorum(len(VALIDATORS))
+        check_commit(block, g)
+    # the slot was cleared by consensus, delivered and settled: a was paid 800 Wh at 2000
+    settled = app.state.get("settled", SLOT)
+    assert settled is not None and settled.volume_wh == 800  # type: ignore[attr-defined]
+    assert app.state.account("a").balance_microyen == 10**9 + 2000 * 800 * 10  # type: ignore[union-attr]
+    assert app.state.money_microyen() == g.supply_microyen
+    # the chain replays from genesis with its certificates
+    state, summary = replay(g, [block_line(b) for b in app.blocks])
+    assert state.root == app.state.root
+    assert summary.blocks == len(app.blocks)
