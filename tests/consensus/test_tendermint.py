@@ -4,28 +4,20 @@ the network heals, with up to f Byzantine validators (equivocating or silent).""
 from __future__ import annotations
 
 import hashlib
-import heapq
-import random
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from peerpower.consensus.tendermint import (
-    Action,
     Application,
-    Broadcast,
     Decide,
-    Message,
-    Proposal,
-    Schedule,
-    Send,
     Tendermint,
     Vote,
     quorum,
 )
 from peerpower.crypto import KeyPair, verify_signature
 from peerpower.ledger.blocks import COMMIT_DOMAIN
+from peerpower.net.memory import SimNetwork
 
 
 def value_id(value: bytes) -> bytes:
@@ -49,104 +41,43 @@ class Values(Application):
         return value_id(value)
 
 
-@dataclass(order=True)
-class Event:
-    at: int
-    seq: int
-    dest: str = field(compare=False)
-    what: Any = field(compare=False)
-
-
 class Network:
-    """Validators on a simulated network: each message is delayed at random, dropped with
-    ``drop`` until ``heal_at`` [ms], and Byzantine validators misbehave as told."""
+    """``n`` validators proposing :class:`Values` on the simulated network."""
 
     def __init__(
         self, n: int, seed: int, byzantine: dict[str, str], drop: float, heal_at: int
     ) -> None:
-        self.rng = random.Random(seed)
         self.names = [f"v{k}" for k in range(n)]
         self.keys = {v: KeyPair.derive(f"tm/{v}") for v in self.names}
-        validators = [(v, self.keys[v].public) for v in self.names]
         self.byzantine = byzantine
+        validators = [(v, self.keys[v].public) for v in self.names]
         self.nodes = {v: Tendermint(validators, v, self.keys[v], Values(v)) for v in self.names}
-        self.drop = drop
-        self.heal_at = heal_at
-        self.now = 0
-        self.queue: list[Event] = []
-        self.seq = 0
-        self.decided: dict[str, dict[int, bytes]] = {v: {} for v in self.names}
         self.commits: dict[tuple[str, int], tuple[Vote, ...]] = {}
+        self.sim = self.make_sim(seed, drop, heal_at)
 
-    def push(self, at: int, dest: str, what: Any) -> None:
-        self.seq += 1
-        heapq.heappush(self.queue, Event(at, self.seq, dest, what))
+    def make_sim(self, seed: int, drop: float, heal_at: int) -> SimNetwork:
+        return SimNetwork(
+            self.nodes,
+            self.keys,
+            seed,
+            drop=drop,
+            heal_at_ms=heal_at,
+            byzantine=self.byzantine,
+            on_decide=self.on_decide,
+        )
 
-    def send(self, src: str, message: Message) -> None:
-        for dest in self.names:
-            if dest == src:
-                continue
-            if self.now < self.heal_at and self.rng.random() < self.drop:
-                continue
-            self.push(self.now + self.rng.randint(1, 200), dest, message)
+    def on_decide(self, v: str, d: Decide, now: int) -> None:
+        assert (v, d.height) not in self.commits
+        self.commits[(v, d.height)] = d.commit
 
-    def act(self, src: str, actions: list[Action]) -> None:
-        kind = self.byzantine.get(src)
-        for a in actions:
-            if isinstance(a, Broadcast):
-                if kind == "silent":
-                    continue
-                if kind == "equivocate" and isinstance(a.message, Vote | Proposal):
-                    self.equivocate(src, a.message)
-                    continue
-                self.send(src, a.message)
-            elif isinstance(a, Send):
-                if kind == "silent":
-                    continue
-                if self.now < self.heal_at and self.rng.random() < self.drop:
-                    continue
-                self.push(self.now + self.rng.randint(1, 200), a.to, a.message)
-            elif isinstance(a, Schedule):
-                self.push(self.now + a.delay_ms, src, a)
-            elif isinstance(a, Decide):
-                assert a.height not in self.decided[src]
-                self.decided[src][a.height] = a.value_id
-                self.commits[(src, a.height)] = a.commit
-
-    def equivocate(self, src: str, m: Message) -> None:
-        """Send the honest message to half the validators and a conflicting one to the rest."""
-        key = self.keys[src]
-        if isinstance(m, Vote):
-            fake = value_id(f"evil/{m.height}/{m.round}/{src}".encode())
-            other = Vote(m.kind, m.height, m.round, fake, src)
-        else:
-            value = f"evil/{m.height}/{m.round}".encode()
-            other = Proposal(m.height, m.round, value_id(value), value, -1, src)
-        other = type(other)(**{**_fields(other), "sig": key.sign(b"", other.signed_bytes())})
-        half = set(self.rng.sample(self.names, len(self.names) // 2))
-        for dest in self.names:
-            if dest != src:
-                self.push(self.now + self.rng.randint(1, 200), dest, m if dest in half else other)
+    @property
+    def decided(self) -> dict[str, dict[int, bytes]]:
+        return self.sim.decided
 
     def run(self, heights: int, limit_ms: int) -> None:
-        for v, node in self.nodes.items():
-            self.act(v, node.start())
         honest = [v for v in self.names if v not in self.byzantine]
-        while self.queue and self.now < limit_ms:
-            if all(len(self.decided[v]) >= heights for v in honest):
-                return
-            e = heapq.heappop(self.queue)
-            self.now = e.at
-            node = self.nodes[e.dest]
-            if isinstance(e.what, Schedule):
-                s = e.what
-                self.act(e.dest, node.on_timeout(s.kind, s.height, s.round))
-            else:
-                self.act(e.dest, node.on_message(e.what))
-
-
-def _fields(m: Any) -> dict[str, Any]:
-    return {name: getattr(m, name) for name in m.__slots__}
+        self.sim.start()
+        self.sim.run(lambda: all(len(self.decided[v]) >= heights for v in honest), limit_ms)
 
 
 def check_safety(net: Network) -> None:
@@ -219,21 +150,25 @@ class Partitioned(Network):
     """Two halves that cannot reach each other until ``heal_at``."""
 
     def __init__(self, n: int, seed: int, heal_at: int) -> None:
-        super().__init__(n, seed, {}, drop=0.0, heal_at=heal_at)
-        self.side = {v: k < n // 2 for k, v in enumerate(self.names)}
         self.decided_before_heal = 0
+        self.heal_at = heal_at
+        super().__init__(n, seed, {}, drop=0.0, heal_at=heal_at)
 
-    def push(self, at: int, dest: str, what: Any) -> None:
-        src = getattr(what, "validator", None) or getattr(what, "proposer", None)
-        src = src or getattr(what, "requester", None)
-        if self.now < self.heal_at and src is not None and self.side[src] != self.side[dest]:
-            return
-        super().push(at, dest, what)
+    def make_sim(self, seed: int, drop: float, heal_at: int) -> SimNetwork:
+        half = len(self.names) // 2
+        return SimNetwork(
+            self.nodes,
+            self.keys,
+            seed,
+            heal_at_ms=heal_at,
+            partition=[set(self.names[:half]), set(self.names[half:])],
+            on_decide=self.on_decide,
+        )
 
-    def act(self, src: str, actions: list[Action]) -> None:
-        if self.now < self.heal_at:
-            self.decided_before_heal += sum(isinstance(a, Decide) for a in actions)
-        super().act(src, actions)
+    def on_decide(self, v: str, d: Decide, now: int) -> None:
+        if now < self.heal_at:
+            self.decided_before_heal += 1
+        super().on_decide(v, d, now)
 
 
 @pytest.mark.parametrize("seed", range(4))
