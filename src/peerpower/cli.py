@@ -170,6 +170,23 @@ def _cmd_ledger_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_devnet_simulate(args: argparse.Namespace) -> int:
+    from peerpower.consensus.devnet import DevnetConfig, simulate
+
+    cfg = DevnetConfig(
+        validators=args.validators,
+        byzantine=args.byzantine,
+        drop=args.drop,
+        seed=args.seed,
+        heights=args.heights,
+        goal=args.goal,
+    )
+    with _stdout_to_stderr():
+        summary = simulate(cfg)
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return EXIT_OK
+
+
 def _cmd_ledger_example(args: argparse.Namespace) -> int:
     from peerpower.ledger.example import write_example
     from peerpower.ledger.replay import verify_path
@@ -241,6 +258,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("chain", help="chain.jsonl or chain.db")
     c.add_argument("--json", action="store_true", help="print the outcome as one JSON line")
     c.set_defaults(run=_cmd_ledger_verify)
+    p = sub.add_parser("devnet", help="validators running the exchange under BFT consensus")
+    devnet = p.add_subparsers(dest="devnet", required=True, parser_class=_JsonErrorParser)
+    d = devnet.add_parser("simulate", help="the in-memory network in virtual time; JSON summary")
+    d.add_argument("--validators", type=int, default=4)
+    d.add_argument("--byzantine", type=int, default=0, help="equivocating/silent validators")
+    d.add_argument("--drop", type=float, default=0.0, help="message loss until half-way")
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--heights", type=int, default=120, help="blocks (one a virtual minute)")
+    d.add_argument("--goal", default="welfare", help="volume, welfare or maxmin")
+    d.set_defaults(run=_cmd_devnet_simulate)
+
     c = ledger.add_parser("example", help="write the documented example chain")
     c.add_argument("--out", required=True, help="folder for chain.db and chain.jsonl")
     c.set_defaults(run=_cmd_ledger_example)
