@@ -23,7 +23,8 @@ def test_devnet_simulate_is_safe_and_deterministic(capsys: pytest.CaptureFixture
     assert summary["safety_violations"] == 0
     assert summary["heights_committed"] >= 95
     assert summary["clearing_decisions"] >= 2  # slots sealed and cleared under consensus
-    assert sum(summary["winners_by_validator"].values()) == summary["clearing_decisions"]
+    # every decision has at least one winning claim
+    assert sum(summary["winners_by_validator"].values()) >= summary["clearing_decisions"]
     assert summary["virtual_seconds"] >= 100 * 60
     code, again, _ = run(capsys, *args, "--heights", "100")
     assert again == out

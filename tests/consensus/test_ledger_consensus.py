@@ -58,6 +58,8 @@ class Cluster:
             byzantine=byzantine,
             on_decide=self.decided,
             clock=self.tick,
+            outbox=lambda v: self.apps[v].take_outbox(),
+            on_app=lambda v, message: self.apps[v].on_claim(message),
         )
         self.honest = [v for v in VALIDATORS if v not in byzantine]
 

@@ -18,6 +18,7 @@ from peerpower.consensus.ledger_app import LedgerApp
 from peerpower.consensus.tendermint import Decide, Tendermint, Timeouts
 from peerpower.crypto import KeyPair
 from peerpower.errors import InvalidInput, InvalidTransaction
+from peerpower.ledger.claims import claim_from_json
 from peerpower.ledger.genesis import Genesis, GenesisAccount, MarketRules
 from peerpower.ledger.rules import from_ms, slot_times, to_ms
 from peerpower.ledger.transactions import Signer, meter_reading
@@ -99,6 +100,8 @@ def simulate(cfg: DevnetConfig) -> dict[str, Any]:
         byzantine=byzantine,
         on_decide=decided,
         clock=tick,
+        outbox=lambda v: apps[v].take_outbox(),
+        on_app=lambda v, message: apps[v].on_claim(message),
     )
     signers = {s: Signer(genesis.tx_chain, s, site_keys[s]) for s in sites}
     refused_txs = 0
@@ -165,9 +168,19 @@ def _summary(
     decisions = 0
     for block in ref.blocks:
         for tx in block.txs:
-            if tx["body"]["type"] == "clear":
+            body = tx["body"]
+            if body["type"] == "clear":
                 decisions += 1
-                winners[tx["body"]["from"]] += 1
+                winners[body["from"]] += 1
+            elif body["type"] == "decide":
+                # the winners: every validator whose claim is the recorded clearing (validators
+                # with the same solver find the same one)
+                decisions += 1
+                claims = [claim_from_json(c, "claim") for c in body["claims"]]
+                best = max(c.rank() for c in claims)
+                for c in claims:
+                    if c.rank() == best:
+                        winners[c.validator] += 1
     return {
         "validators": cfg.validators,
         "byzantine": cfg.byzantine,
@@ -179,6 +192,7 @@ def _summary(
         "clearing_decisions": decisions,
         "winners_by_validator": winners,
         "rejected_proposals": sum(len(apps[v].refused) for v in honest),
+        "rejected_claims": sum(len(apps[v].refused_claims) for v in honest),
         "refused_transactions": refused_txs,
         "settled_microyen": ref.state.meta.settled_microyen,
         "virtual_seconds": net.now // 1000,

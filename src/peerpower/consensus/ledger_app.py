@@ -15,14 +15,18 @@ from typing import Any
 
 from peerpower.consensus.tendermint import Application, Decide
 from peerpower.crypto import KeyPair, canonical_unchecked
-from peerpower.errors import InvalidBlock, InvalidTransaction
-from peerpower.ledger.blocks import Block, Signature, check_commit
+from peerpower.errors import InvalidBlock, InvalidInput, InvalidTransaction
+from peerpower.ledger.blocks import Block, Signature, check_commit, quorum
+from peerpower.ledger.claims import Claim, claim_from_json, make_claim
 from peerpower.ledger.genesis import Genesis
 from peerpower.ledger.node import build_block
-from peerpower.ledger.rules import BlockContext, apply_block, apply_tx, genesis_state
-from peerpower.ledger.state import Draft, State
+from peerpower.ledger.rules import BlockContext, apply_block, apply_tx, genesis_state, slot_book
+from peerpower.ledger.state import Draft, SlotRec, State
 from peerpower.ledger.store import Store
 from peerpower.ledger.transactions import Tx, decode_tx
+from peerpower.market.clear import clear
+from peerpower.market.optimal import certifiable
+from peerpower.market.verify import result_from_json, verify
 
 # A proposal whose time is this far ahead of the validator's clock is refused [ms].
 MAX_CLOCK_AHEAD_MS = 30_000
@@ -47,6 +51,13 @@ class LedgerApp(Application):
     refused: list[tuple[int, str]] = field(init=False, default_factory=list)
     _checked: dict[bytes, State] = field(init=False, default_factory=dict)
     _pending: Draft | None = field(init=False, default=None)
+    # proof of optimal clearing: slot → validator → (its claim, its result as JSON)
+    claims: dict[str, dict[str, tuple[Claim, dict[str, Any]]]] = field(
+        init=False, default_factory=dict
+    )
+    refused_claims: list[tuple[str, str]] = field(init=False, default_factory=list)
+    outbox: list[dict[str, Any]] = field(init=False, default_factory=list)
+    _early: list[dict[str, Any]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         if self.store is None:
@@ -84,10 +95,21 @@ class LedgerApp(Application):
         return tx
 
     # -- Application -------------------------------------------------------------------------
+    @property
+    def _by_claims(self) -> bool:
+        """Whether slots are recorded by a quorum of claims (optimal, several validators)."""
+        return self.genesis.market.mechanism == "optimal" and len(self.genesis.validators) > 1
+
     def propose(self, height: int, round_: int) -> tuple[bytes, Any]:
         time_ms = max(self.now_ms, self.state.meta.time_ms + 1)
         built = build_block(
-            self.state, self.genesis, self.validator, self.key, time_ms, self.mempool
+            self.state,
+            self.genesis,
+            self.validator,
+            self.key,
+            time_ms,
+            self.mempool,
+            decisions=self.decisions() if self._by_claims else None,
         )
         self._checked[built.block.hash] = built.state
         return built.block.hash, built.block
@@ -130,6 +152,7 @@ class LedgerApp(Application):
         done = {canonical_unchecked(tx) for tx in block.txs}
         waiting = [tx for tx in self.mempool if canonical_unchecked(tx) not in done]
         self._checked = {}
+        self._claim_sealed()
         self._pending = self.state.draft()
         self.mempool = []
         for tx in waiting:  # what the new state no longer takes is dropped
@@ -139,3 +162,90 @@ class LedgerApp(Application):
                 continue
             self.mempool.append(tx)
         return block
+
+    # -- proof of optimal clearing ------------------------------------------------------------
+    def take_outbox(self) -> list[dict[str, Any]]:
+        """Claims (with their results) to share with the other validators."""
+        out, self.outbox = self.outbox, []
+        return out
+
+    def _claim_sealed(self) -> None:
+        """Clear every sealed slot with its seed that this validator has not claimed yet, sign
+        a claim, and share it again after every block until the slot is recorded."""
+        if not self._by_claims:
+            return
+        sealed = {}
+        for slot, rec in self.state.table("slots").items():
+            if isinstance(rec, SlotRec) and rec.status == "sealed" and rec.seed:
+                sealed[slot] = rec.seed
+        for slot in list(self.claims):
+            if slot not in sealed:
+                del self.claims[slot]
+        for slot, seed in sorted(sealed.items()):
+            pool = self.claims.setdefault(slot, {})
+            if self.validator not in pool and self.key is not None:
+                book = slot_book(self.state, self.genesis, slot, bytes.fromhex(seed))
+                if not book.orders:
+                    continue
+                result = clear(book, "optimal", self.genesis.market.goal)
+                recorded = result.to_json()
+                recorded.pop("bound", None)  # a float estimate, not part of the clearing
+                pool[self.validator] = (
+                    make_claim(self.key, self.validator, slot, seed, result),
+                    recorded,
+                )
+            mine = pool.get(self.validator)
+            if mine is not None:
+                self.outbox.append({"claim": mine[0].to_json(), "result": mine[1]})
+        early, self._early = self._early, []
+        for message in early:
+            self.on_claim(message)
+
+    def on_claim(self, message: dict[str, Any]) -> None:
+        """Take another validator's claim after checking it in full: its signature, the slot
+        and seed, and its result verified against this validator's own sealed book."""
+        try:
+            claim = claim_from_json(message.get("claim"), "claim")
+            result = result_from_json(message.get("result"))
+        except (InvalidInput, AttributeError) as err:
+            self.refused_claims.append(("?", f"format: {err}"))
+            return
+        keys = {v.id: bytes.fromhex(v.key) for v in self.genesis.validators}
+        key = keys.get(claim.validator)
+        if key is None or not claim.check_signature(key):
+            self.refused_claims.append((claim.validator, "signature"))
+            return
+        rec = self.state.get("slots", claim.slot)
+        if not isinstance(rec, SlotRec) or rec.status != "sealed" or rec.seed != claim.seed:
+            if len(self._early) < 10_000 and (
+                rec is None or (isinstance(rec, SlotRec) and rec.status == "open")
+            ):
+                self._early.append(message)  # this validator has not sealed the slot yet
+            return
+        pool = self.claims.setdefault(claim.slot, {})
+        if claim.validator in pool:
+            return
+        book = slot_book(self.state, self.genesis, claim.slot, bytes.fromhex(claim.seed))
+        checked = verify(book, result)
+        why = ""
+        if not checked.ok:
+            why = f"clearing: {checked.problems[0][0]}"
+        elif checked.objective != claim.objective or result.digest() != claim.digest:
+            why = "the claim's objective or digest is not its result's"
+        elif not checked.proven_optimal and certifiable(book, self.genesis.market.goal or ""):
+            why = "optimality: no certificate"
+        if why:
+            self.refused_claims.append((claim.validator, why))
+            return
+        pool[claim.validator] = (claim, message["result"])
+
+    def decisions(self) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """Slot → (the best result, every claim) for slots claimed by a quorum."""
+        need = quorum(len(self.genesis.validators))
+        out = {}
+        for slot, pool in sorted(self.claims.items()):
+            if len(pool) >= need:
+                best = max(pool.values(), key=lambda cr: cr[0].rank())
+                claims = [c.to_json() for _, (c, _) in sorted(pool.items())]
+                out[slot] = (best[1], claims)
+        return out

@@ -47,12 +47,18 @@ class Built:
 
 
 def duties(
-    draft: Draft, genesis: Genesis, ctx: BlockContext, signer: Signer
+    draft: Draft,
+    genesis: Genesis,
+    ctx: BlockContext,
+    signer: Signer,
+    decisions: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] | None = None,
 ) -> list[dict[str, Any]]:
     """The clearing and settlement transactions the proposer owes at this block.
 
     Slots to clear: sealed, seed known, not cleared, with orders (cleared by the market's own
-    mechanism and goal). Slots to settle: past their meter deadline.
+    mechanism and goal). Slots to settle: past their meter deadline. With ``decisions`` (slot →
+    best result and a quorum of claims, on a chain of several validators) a slot is recorded by
+    a ``decide`` transaction when it has one, and waits otherwise.
     """
     out: list[dict[str, Any]] = []
     market = genesis.market
@@ -67,6 +73,11 @@ def duties(
             and rec.seed
             and ctx.time_ms < slot_times(key, market.gate_minutes).start_ms
         ):
+            if decisions is not None:
+                if key in decisions:
+                    result_json, claims = decisions[key]
+                    out.append(signer.decide(key, result_json, claims))
+                continue
             book = slot_book(draft, genesis, key, bytes.fromhex(rec.seed))
             if book.orders:
                 try:
@@ -91,6 +102,7 @@ def build_block(
     time_ms: int,
     txs: Sequence[dict[str, Any]],
     verified: Collection[tuple[bytes, bytes]] = (),
+    decisions: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] | None = None,
 ) -> Built:
     """Build the next block on ``state`` (see the module notes). With ``key`` (the proposer's)
     the proposer's duties are added first. ``verified`` holds ``(message, signature)`` pairs
@@ -105,7 +117,13 @@ def build_block(
     if key is not None:
         acct = draft.account(proposer)
         assert acct is not None
-        own = duties(draft, genesis, ctx, Signer(genesis.tx_chain, proposer, key, acct.nonce + 1))
+        own = duties(
+            draft,
+            genesis,
+            ctx,
+            Signer(genesis.tx_chain, proposer, key, acct.nonce + 1),
+            decisions,
+        )
     for obj in own:  # the proposer's own duties must pass: a failure here is a bug
         apply_tx(draft, decode_tx(obj, genesis.tx_chain), genesis, ctx)
         chosen.append(obj)

@@ -34,6 +34,9 @@ slot-state          clear: the slot is sealed, has its seed, is not cleared; set
 clear-late          clear: the slot has not begun delivery (block time < slot start)
 mechanism           clear: the result's mechanism and goal are the market's
 clearing            clear: the result passes ``market.verify`` against the sealed book
+claims              decide (an optimal market with more than one validator must use it, not
+                    clear): a quorum of distinct validators' claims for the slot and its seed,
+                    each validly signed, none beating the recorded result (ledger/claims.py)
 optimality          clear, optimal market: the result states its objective (recomputed exactly),
                     and for welfare and volume carries an LP certificate proving it optimal
                     wherever the book admits one (not when a participant's own orders are
@@ -74,7 +77,8 @@ from datetime import UTC, datetime, timedelta
 
 from peerpower.crypto import canonical, merkle_root, verify_many, verify_signature
 from peerpower.errors import InvalidBlock, InvalidInput, InvalidTransaction, PeerpowerError
-from peerpower.ledger.blocks import Block, tx_root
+from peerpower.ledger.blocks import Block, quorum, tx_root
+from peerpower.ledger.claims import claim_from_json, rank
 from peerpower.ledger.genesis import MAX_TIME_MS, Genesis
 from peerpower.ledger.state import (
     Account,
@@ -93,6 +97,7 @@ from peerpower.ledger.state import (
 from peerpower.ledger.transactions import TX_DOMAIN, Tx, decode_tx, order_id, parse_slot
 from peerpower.market.optimal import certifiable
 from peerpower.market.orders import Book, Order, Side
+from peerpower.market.result import ClearingResult, Objective
 from peerpower.market.verify import verify
 from peerpower.units import money_microyen
 
@@ -159,6 +164,7 @@ _ROLE = {
     "order": "participant",
     "cancel": "participant",
     "clear": "validator",
+    "decide": "validator",
     "settle": "validator",
 }
 
@@ -442,6 +448,15 @@ def _clear(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
     result = tx.result
     assert result is not None
     market = genesis.market
+    optimal_quorum = market.mechanism == "optimal" and len(genesis.validators) > 1
+    if tx.type == "clear" and optimal_quorum:
+        raise _reject(
+            "claims",
+            f"slot {slot}: a chain of {len(genesis.validators)} validators records an optimal "
+            "clearing with a decide transaction carrying a quorum of validators' claims",
+        )
+    if tx.type == "decide" and market.mechanism != "optimal":
+        raise _reject("claims", f"decide is for optimal markets; this one is {market.mechanism}")
     if result.mechanism != market.mechanism or result.goal != market.goal:
         raise _reject(
             "mechanism",
@@ -472,6 +487,8 @@ def _clear(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
                 f"slot {slot}: the result carries no certificate proving its {market.goal} "
                 "optimal, and this book admits one",
             )
+    if tx.type == "decide":
+        _check_claims(tx, genesis, slot, rec.seed, result, checked.objective)
     # Checked: from here on nothing can fail.
     p = genesis.params
     by_id = {o.id: o for o in orders}
@@ -509,6 +526,54 @@ def _clear(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
     draft.put(Contracts(slot, result.digest(), tuple(units)), slot)
     draft.put(evolve(rec, status="cleared"), slot)
     del by_id
+
+
+def _check_claims(
+    tx: Tx,
+    genesis: Genesis,
+    slot: str,
+    seed: str,
+    result: ClearingResult,
+    objective: Objective | None,
+) -> None:
+    """Proof of optimal clearing: a quorum of distinct validators' signed claims for this slot
+    and seed, none of which beats the recorded result (see ``ledger/claims.py``)."""
+    keys = {v.id: bytes.fromhex(v.key) for v in genesis.validators}
+    need = quorum(len(keys))
+    raw = tx.body["claims"]
+    assert objective is not None  # verify recomputes it for every optimal result
+    mine = rank(objective, result.digest())
+    seen: set[str] = set()
+    for k, obj in enumerate(raw):
+        where = f"claims[{k}]"
+        try:
+            claim = claim_from_json(obj, where)
+        except InvalidInput as err:
+            raise _reject("format", str(err)) from None
+        if claim.validator not in keys:
+            raise _reject("claims", f"{where} is by {claim.validator!r}, not a validator")
+        if claim.validator in seen:
+            raise _reject("claims", f"{where}: {claim.validator!r} claims twice")
+        if claim.slot != slot or claim.seed != seed:
+            raise _reject(
+                "claims",
+                f"{where} is for slot {claim.slot} with seed {claim.seed[:12]}…, not {slot} "
+                f"with seed {seed[:12]}…",
+            )
+        if not claim.check_signature(keys[claim.validator]):
+            raise _reject("claims", f"{where}: bad signature by {claim.validator!r}")
+        if claim.rank() > mine:
+            raise _reject(
+                "claims",
+                f"{where} by {claim.validator!r} beats the recorded clearing: objective "
+                f"{claim.objective.to_json()} digest {claim.digest[:12]}… against "
+                f"{objective.to_json()} digest {result.digest()[:12]}…",
+            )
+        seen.add(claim.validator)
+    if len(seen) < need:
+        raise _reject(
+            "claims", f"{len(seen)} of {len(keys)} validators claimed slot {slot}, {need} needed"
+        )
 
 
 def _meter(draft: Draft, tx: Tx, site: Account, genesis: Genesis, ctx: BlockContext) -> None:
@@ -664,6 +729,7 @@ _HANDLERS = {
     "order": _order,
     "cancel": _cancel,
     "clear": _clear,
+    "decide": _clear,
     "settle": _settle,
     "meter": _meter,
 }

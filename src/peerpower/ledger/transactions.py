@@ -16,6 +16,8 @@ withdraw   a participant       amount_microyen  (participant's free balance → 
 order      a participant       slot, side, energy_wh, price_sen_per_kwh  (id ``<from>#<nonce>``)
 cancel     a participant       order
 clear      a validator         slot, result  (a clearing result, as ``peerpower clear`` prints)
+decide     a validator         slot, result, claims  (an optimal clearing with a quorum of
+                               validators' claims: proof of optimal clearing, ledger/claims.py)
 settle     a validator         slot
 meter      the site's meter    site, slot, import_wh, export_wh  (no from, no nonce)
 =========  ==================  ==================================================================
@@ -62,6 +64,7 @@ _FIELDS: dict[str, dict[str, str]] = {
     "order": {"slot": "slot", "side": "side", "energy_wh": "wh", "price_sen_per_kwh": "price"},
     "cancel": {"order": "str"},
     "clear": {"slot": "slot", "result": "result"},
+    "decide": {"slot": "slot", "result": "result", "claims": "claims"},
     "settle": {"slot": "slot"},
     "meter": {"site": "id", "slot": "slot", "import_wh": "meter", "export_wh": "meter"},
 }
@@ -196,6 +199,9 @@ def _check_field(check: str, value: Any, field: str) -> None:
             parse_slot(value)
         except InvalidInput as err:
             raise _bad(field, err.message) from None
+    elif check == "claims":
+        if kind is not list or not 0 < len(value) <= 1000:
+            raise _bad(field, f"must be a list of 1–1000 claims, got {value!r:.80}")
     elif check == "side":
         if value != "buy" and value != "sell":
             raise _bad(field, f"must be 'buy' or 'sell', got {value!r}")
@@ -278,6 +284,11 @@ class Signer:
 
     def clear(self, slot: str, result: dict[str, Any]) -> dict[str, Any]:
         return self._tx("clear", slot=slot, result=result)
+
+    def decide(
+        self, slot: str, result: dict[str, Any], claims: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return self._tx("decide", slot=slot, result=result, claims=claims)
 
     def settle(self, slot: str) -> dict[str, Any]:
         return self._tx("settle", slot=slot)

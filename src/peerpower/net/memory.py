@@ -33,6 +33,14 @@ from peerpower.crypto import KeyPair
 BYZANTINE_KINDS = ("silent", "equivocate")
 
 
+@dataclass(frozen=True, slots=True)
+class _AppMessage:
+    """A message between the validators' applications (e.g. claims), outside consensus."""
+
+    sender: str
+    payload: Any
+
+
 @dataclass(order=True)
 class _Event:
     at: int
@@ -48,6 +56,8 @@ def _signer(m: Any) -> str | None:
         return m.validator
     if isinstance(m, SyncRequest):
         return m.requester
+    if isinstance(m, _AppMessage):
+        return m.sender
     return None
 
 
@@ -72,6 +82,8 @@ class SimNetwork:
         byzantine: dict[str, str] | None = None,
         on_decide: Callable[[str, Decide, int], None] | None = None,
         clock: Callable[[str, int], None] | None = None,
+        outbox: Callable[[str], list[Any]] | None = None,
+        on_app: Callable[[str, Any], None] | None = None,
     ) -> None:
         self.machines = machines
         self.keys = keys
@@ -88,6 +100,8 @@ class SimNetwork:
                 raise ValueError(f"byzantine {v}: {kind!r} is not one of {BYZANTINE_KINDS}")
         self.on_decide = on_decide
         self.clock = clock
+        self.outbox = outbox
+        self.on_app = on_app
         self.now = 0
         self.queue: list[_Event] = []
         self.seq = 0
@@ -129,6 +143,11 @@ class SimNetwork:
                 self.decided[src][a.height] = a.value_id
                 if self.on_decide is not None:
                     self.on_decide(src, a, self.now)
+        if self.outbox is not None and kind != "silent":
+            for payload in self.outbox(src):
+                for dest in self.names:
+                    if dest != src:
+                        self._deliver(src, dest, _AppMessage(src, payload))
 
     def _equivocate(self, src: str, m: Proposal | Vote) -> None:
         key = self.keys[src]
@@ -182,6 +201,10 @@ class SimNetwork:
             if isinstance(e.what, Schedule):
                 s = e.what
                 self._act(e.dest, machine.on_timeout(s.kind, s.height, s.round))
+            elif isinstance(e.what, _AppMessage):
+                if self.on_app is not None:
+                    self.on_app(e.dest, e.what.payload)
+                self._act(e.dest, [])
             else:
                 self.delivered += 1
                 self._act(e.dest, machine.on_message(e.what))
