@@ -47,3 +47,18 @@ def test_invalid_devnet_simulate(
     assert out == ""
     error = json.loads(err)
     assert error["field"] == field
+
+
+def test_devnet_byzantine_inflator_never_wins(capsys: pytest.CaptureFixture[str]) -> None:
+    # 7 validators, 2 Byzantine: validator-0 equivocates, validator-1 inflates its claims and
+    # records a forged clearing when it proposes; honest validators refuse both
+    args = ("--validators", "7", "--byzantine", "2", "--drop", "0.2", "--seed", "5")
+    code, out, _ = run(capsys, *args, "--heights", "150")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["safety_violations"] == 0
+    assert summary["heights_committed"] >= 140
+    assert summary["clearing_decisions"] >= 3
+    assert summary["winners_by_validator"]["validator-1"] == 0
+    assert summary["rejected_claims"] > 0  # its inflated claims, verified and refused
+    assert summary["rejected_proposals"] > 0  # its forged blocks

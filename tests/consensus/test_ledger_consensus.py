@@ -7,6 +7,7 @@ from datetime import datetime
 
 import pytest
 
+from peerpower.consensus.byzantine import APP_BEHAVIOURS, ByzantineLedgerApp
 from peerpower.consensus.ledger_app import LedgerApp
 from peerpower.consensus.tendermint import Decide, Tendermint, Timeouts
 from peerpower.crypto import KeyPair
@@ -41,7 +42,13 @@ def genesis() -> Genesis:
 class Cluster:
     def __init__(self, seed: int, byzantine: dict[str, str], drop: float) -> None:
         self.genesis = genesis()
-        self.apps = {v: LedgerApp(self.genesis, v, KEYS[v]) for v in VALIDATORS}
+        self.apps: dict[str, LedgerApp] = {
+            v: ByzantineLedgerApp(self.genesis, v, KEYS[v], behaviour=byzantine[v])
+            if byzantine.get(v) in APP_BEHAVIOURS
+            else LedgerApp(self.genesis, v, KEYS[v])
+            for v in VALIDATORS
+        }
+        network_faults = {v: kind for v, kind in byzantine.items() if kind not in APP_BEHAVIOURS}
         # one block a virtual minute once a height is decided
         timeouts = Timeouts(commit_ms=60_000)
         validators = [(v, KEYS[v].public) for v in VALIDATORS]
@@ -55,7 +62,7 @@ class Cluster:
             seed,
             drop=drop,
             heal_at_ms=10 * 60_000,
-            byzantine=byzantine,
+            byzantine=network_faults,
             on_decide=self.decided,
             clock=self.tick,
             outbox=lambda v: self.apps[v].take_outbox(),
@@ -84,7 +91,13 @@ class Cluster:
 
 @pytest.mark.parametrize(
     ("seed", "byzantine", "drop"),
-    [(1, {}, 0.0), (2, {"v3": "silent"}, 0.2), (3, {"v1": "equivocate"}, 0.2)],
+    [
+        (1, {}, 0.0),
+        (2, {"v3": "silent"}, 0.2),
+        (3, {"v1": "equivocate"}, 0.2),
+        (4, {"v2": "inflate"}, 0.1),
+        (5, {"v0": "withhold"}, 0.1),
+    ],
 )
 def test_ledger_under_consensus(seed: int, byzantine: dict[str, str], drop: float) -> None:
     c = Cluster(seed, byzantine, drop)

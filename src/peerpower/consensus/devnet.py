@@ -1,6 +1,7 @@
 """``peerpower devnet simulate``: validators running the exchange on the simulated network.
 
-``N`` validators (the first ``B`` Byzantine: equivocating and silent in turn) agree on blocks by
+``N`` validators (the first ``B`` Byzantine: equivocating, inflating their clearings, silent
+and withholding their claims, in turn) agree on blocks by
 Tendermint over :class:`peerpower.net.memory.SimNetwork`, one block a virtual minute. Twenty
 sites trade: every half hour each submits a random order for the slot an hour ahead, and after
 each slot its meter reading; the proposers clear sealed slots and settle due ones. The summary
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from peerpower.consensus.byzantine import APP_BEHAVIOURS, ByzantineLedgerApp
 from peerpower.consensus.ledger_app import LedgerApp
 from peerpower.consensus.tendermint import Decide, Tendermint, Timeouts
 from peerpower.crypto import KeyPair
@@ -77,13 +79,19 @@ def simulate(cfg: DevnetConfig) -> dict[str, Any]:
     )
     goal: Any = cfg.goal
     genesis = Genesis("devnet", t0, accounts, MarketRules(goal=goal))
-    kinds = ("equivocate", "silent")
-    byzantine = {names[k]: kinds[k % 2] for k in range(cfg.byzantine)}
-    apps = {n: LedgerApp(genesis, n, keys[n]) for n in names}
+    kinds = ("equivocate", "inflate", "silent", "withhold")
+    faults = {names[k]: kinds[k % len(kinds)] for k in range(cfg.byzantine)}
+    byzantine = {n: kind for n, kind in faults.items() if kind in ("equivocate", "silent")}
+    apps: dict[str, LedgerApp] = {
+        n: ByzantineLedgerApp(genesis, n, keys[n], behaviour=faults[n])
+        if n in faults and faults[n] in APP_BEHAVIOURS
+        else LedgerApp(genesis, n, keys[n])
+        for n in names
+    }
     validators = [(n, keys[n].public) for n in names]
     timeouts = Timeouts(commit_ms=BLOCK_MS)
     machines = {n: Tendermint(validators, n, keys[n], apps[n], timeouts=timeouts) for n in names}
-    honest = [n for n in names if n not in byzantine]
+    honest = [n for n in names if n not in faults]
 
     def tick(v: str, now: int) -> None:
         apps[v].now_ms = t0 + now
