@@ -181,3 +181,27 @@ def test_invalid_canonical_block_line(tmp_path: Path) -> None:
     with pytest.raises(InvalidBlock) as info:
         verify_path(twice)
     assert (info.value.height, info.value.rule) == (1, "canonical")
+
+
+def test_mempool_refuses_duplicates_and_overflow(chain: Chain) -> None:
+    from peerpower.ledger.mempool import Mempool
+
+    pool = Mempool(chain.genesis, "val", limit=2)
+    state = chain.state
+    first = chain.signer("a").order(SLOT, "sell", 100, 1000)
+    pool.submit(state, first, T1)
+    with pytest.raises(InvalidTransaction) as info:
+        pool.submit(state, first, T1)
+    assert info.value.rule == "duplicate"
+    # the next nonce after a waiting one is accepted; one beyond the limit is refused
+    pool.submit(state, chain.signer("a", skip=1).order(SLOT, "sell", 100, 1000), T1)
+    with pytest.raises(InvalidTransaction) as info:
+        pool.submit(state, chain.signer("b").order(SLOT, "buy", 100, 2000), T1)
+    assert info.value.rule == "mempool-full"
+    assert len(pool) == 2
+    # a skipped nonce is refused with the nonce rule, and nothing is kept
+    big = Mempool(chain.genesis, "val")
+    with pytest.raises(InvalidTransaction) as info:
+        big.submit(state, chain.signer("a", skip=3).order(SLOT, "sell", 100, 1000), T1)
+    assert info.value.rule == "nonce"
+    assert len(big) == 0

@@ -9,21 +9,21 @@ precommit signatures over the block hash — together with the state it produces
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from peerpower.consensus.tendermint import Application, Decide
-from peerpower.crypto import KeyPair, canonical_unchecked
-from peerpower.errors import InvalidBlock, InvalidInput, InvalidTransaction
+from peerpower.crypto import KeyPair
+from peerpower.errors import InvalidBlock, InvalidInput
 from peerpower.ledger.blocks import Block, Signature, check_commit, quorum
 from peerpower.ledger.claims import Claim, claim_from_json, make_claim
 from peerpower.ledger.genesis import Genesis
+from peerpower.ledger.mempool import Mempool
 from peerpower.ledger.node import build_block
-from peerpower.ledger.rules import BlockContext, apply_block, apply_tx, genesis_state, slot_book
-from peerpower.ledger.state import Draft, SlotRec, State
+from peerpower.ledger.rules import apply_block, genesis_state, slot_book
+from peerpower.ledger.state import SlotRec, State
 from peerpower.ledger.store import Store
-from peerpower.ledger.transactions import Tx, decode_tx
+from peerpower.ledger.transactions import Tx
 from peerpower.market.clear import clear
 from peerpower.market.optimal import certifiable
 from peerpower.market.verify import result_from_json, verify
@@ -46,11 +46,10 @@ class LedgerApp(Application):
     store: Store | None = None
     now_ms: int = 0
     state: State = field(init=False)
-    mempool: list[dict[str, Any]] = field(init=False, default_factory=list)
+    pool: Mempool = field(init=False)
     blocks: list[Block] = field(init=False, default_factory=list)
     refused: list[tuple[int, str]] = field(init=False, default_factory=list)
     _checked: dict[bytes, State] = field(init=False, default_factory=dict)
-    _pending: Draft | None = field(init=False, default=None)
     # proof of optimal clearing: slot → validator → (its claim, its result as JSON)
     claims: dict[str, dict[str, tuple[Claim, dict[str, Any]]]] = field(
         init=False, default_factory=dict
@@ -60,6 +59,7 @@ class LedgerApp(Application):
     _early: list[dict[str, Any]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
+        self.pool = Mempool(self.genesis, self.validator)
         if self.store is None:
             self.state = genesis_state(self.genesis)
         else:
@@ -69,30 +69,18 @@ class LedgerApp(Application):
     def height(self) -> int:
         return self.state.height
 
+    @property
+    def mempool(self) -> list[dict[str, Any]]:
+        return self.pool.txs
+
+    def _time(self) -> int:
+        return max(self.now_ms, self.state.meta.time_ms + 1)
+
     def submit(self, obj: dict[str, Any]) -> Tx:
         """Keep a transaction for a later block if the rules take it now on top of the
         committed state and the transactions already waiting; else raise
-        ``InvalidTransaction``."""
-        if self._pending is None:
-            self._pending = self.state.draft()
-            for waiting in self.mempool:
-                with contextlib.suppress(InvalidTransaction):
-                    self._apply_pending(waiting)
-        tx = self._apply_pending(obj)
-        self.mempool.append(obj)
-        return tx
-
-    def _apply_pending(self, obj: dict[str, Any]) -> Tx:
-        assert self._pending is not None
-        tx = decode_tx(obj, self.genesis.tx_chain)
-        ctx = BlockContext(
-            self.state.height + 1,
-            max(self.now_ms, self.state.meta.time_ms + 1),
-            self.state.head_hash,
-            self.validator,
-        )
-        apply_tx(self._pending, tx, self.genesis, ctx)
-        return tx
+        ``InvalidTransaction`` (see :mod:`peerpower.ledger.mempool`)."""
+        return self.pool.submit(self.state, obj, self._time())
 
     # -- Application -------------------------------------------------------------------------
     @property
@@ -108,7 +96,8 @@ class LedgerApp(Application):
             self.validator,
             self.key,
             time_ms,
-            self.mempool,
+            self.pool.txs,
+            self.pool.verified,
             decisions=self.decisions() if self._by_claims else None,
         )
         self._checked[built.block.hash] = built.state
@@ -149,18 +138,9 @@ class LedgerApp(Application):
             self.store.append(block, state)
         self.state = state
         self.blocks.append(block)
-        done = {canonical_unchecked(tx) for tx in block.txs}
-        waiting = [tx for tx in self.mempool if canonical_unchecked(tx) not in done]
         self._checked = {}
         self._claim_sealed()
-        self._pending = self.state.draft()
-        self.mempool = []
-        for tx in waiting:  # what the new state no longer takes is dropped
-            try:
-                self._apply_pending(tx)
-            except InvalidTransaction:
-                continue
-            self.mempool.append(tx)
+        self.pool.committed(self.state, block.txs, self._time())
         return block
 
     # -- proof of optimal clearing ------------------------------------------------------------

@@ -12,7 +12,6 @@ block when asked, signs the commit certificate itself and stores each block with
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from peerpower.crypto import KeyPair
 from peerpower.errors import ClearingError, InvalidBlock, InvalidTransaction, PeerpowerError
 from peerpower.ledger.blocks import Block, Header, check_commit, sign_commit, tx_root
 from peerpower.ledger.genesis import Genesis
+from peerpower.ledger.mempool import Mempool
 from peerpower.ledger.rules import (
     BlockContext,
     apply_block,
@@ -166,17 +166,15 @@ class SoloNode:
     key: KeyPair
     store: Store | None = None
     state: State = field(init=False)
-    mempool: list[dict[str, Any]] = field(init=False, default_factory=list)
+    pool: Mempool = field(init=False)
     dropped: list[tuple[dict[str, Any], InvalidTransaction]] = field(
         init=False, default_factory=list
     )
-    _pending: Draft | None = field(init=False, default=None)
-    _pending_time: int = field(init=False, default=0)
-    _verified: set[tuple[bytes, bytes]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         if self.validator not in {v.id for v in self.genesis.validators}:
             raise PeerpowerError(f"{self.validator!r} is not a validator of this genesis")
+        self.pool = Mempool(self.genesis, self.validator)
         if self.store is None:
             self.state = genesis_state(self.genesis)
         else:
@@ -186,27 +184,16 @@ class SoloNode:
     def height(self) -> int:
         return self.state.height
 
+    @property
+    def mempool(self) -> list[dict[str, Any]]:
+        """The transactions waiting for the next block."""
+        return self.pool.txs
+
     def submit(self, obj: dict[str, Any], time_ms: int | None = None) -> Tx:
         """Accept a transaction into the mempool if the rules take it at ``time_ms`` (default:
         the last block's time) on top of the state and the transactions already waiting."""
         when = self.state.meta.time_ms if time_ms is None else time_ms
-        if self._pending is None or when != self._pending_time:
-            self._pending = self.state.draft()
-            self._pending_time = when
-            ctx = self._ctx(when)
-            for waiting in self.mempool:
-                with contextlib.suppress(InvalidTransaction):
-                    apply_tx(
-                        self._pending, decode_tx(waiting, self.genesis.tx_chain), self.genesis, ctx
-                    )
-        tx = decode_tx(obj, self.genesis.tx_chain)
-        apply_tx(self._pending, tx, self.genesis, self._ctx(when))
-        self.mempool.append(obj)
-        self._verified.add((tx.message, tx.sig))
-        return tx
-
-    def _ctx(self, time_ms: int) -> BlockContext:
-        return BlockContext(self.state.height + 1, time_ms, self.state.head_hash, self.validator)
+        return self.pool.submit(self.state, obj, when)
 
     def produce(self, time_ms: int) -> Block:
         """Make, sign, store and return the next block at ``time_ms``."""
@@ -220,8 +207,8 @@ class SoloNode:
             self.validator,
             self.key,
             time_ms,
-            self.mempool,
-            self._verified,
+            self.pool.txs,
+            self.pool.verified,
         )
         block = built.block.with_commit((sign_commit(self.key, self.validator, built.block.hash),))
         self.dropped.extend(built.rejected)
@@ -239,6 +226,5 @@ class SoloNode:
         if self.store is not None:
             self.store.append(block, state)
         self.state = state
-        self.mempool = []
-        self._verified = set()
-        self._pending = None
+        # what the block left out was refused at this block's time and is in ``dropped``
+        self.pool.clear()
