@@ -241,6 +241,7 @@ class Tendermint:
         self.history: dict[int, list[Message]] = {}
         self.keep_heights = 64
         self._asked = False
+        self._helped: set[tuple[str, int]] = set()
         self._waiting = False  # between a decision and the next height's start
         self._reset_height()
 
@@ -291,7 +292,16 @@ class Tendermint:
                 self._asked = True
                 out.append(Send(sender, SyncRequest(self.height, self.me)))
             return out
-        if message.height < self.height or not self._authentic(message):
+        if message.height < self.height:
+            # The sender is behind: send it how its height was decided (once per gossip tick).
+            sender = message.proposer if isinstance(message, Proposal) else message.validator
+            if (sender, message.height) not in self._helped and sender in self.keys:
+                self._helped.add((sender, message.height))
+                out.extend(Send(sender, m) for m in self.history.get(message.height, []))
+            return out
+        if self._known(message):
+            return out  # a copy of what is recorded: gossip sends things again
+        if not self._authentic(message):
             return out
         self._record(message)
         self._settle(out)
@@ -322,10 +332,11 @@ class Tendermint:
 
     def _gossip(self) -> list[Action]:
         """Send again what others may have missed (messages can be lost): this height's
-        proposals and own votes, and the last decided height's proposal and precommits, so a
-        validator one height behind can decide it."""
+        proposals and own votes. (A validator that fell behind asks for the heights it missed:
+        :class:`SyncRequest`.)"""
         self._asked = False
-        out: list[Action] = [Broadcast(m) for m in self._last]
+        self._helped = set()
+        out: list[Action] = []
         for _, rnd in sorted(self.rounds.items()):
             out.extend(Broadcast(x) for x in rnd.proposals.values())
             for votes in (rnd.prevotes, rnd.precommits):
@@ -335,6 +346,16 @@ class Tendermint:
         return out
 
     # -- checking and recording messages ----------------------------------------------------
+    def _known(self, m: Message) -> bool:
+        """Whether exactly this message is already recorded (no need to check it again)."""
+        rnd = self.rounds.get(m.round)
+        if rnd is None:
+            return False
+        if isinstance(m, Proposal):
+            return rnd.proposals.get(m.value_id) == m
+        votes = rnd.prevotes if m.kind == "prevote" else rnd.precommits
+        return votes.get(m.validator, {}).get(m.value_id) == m
+
     def _authentic(self, m: Message) -> bool:
         signer = m.proposer if isinstance(m, Proposal) else m.validator
         key = self.keys.get(signer)

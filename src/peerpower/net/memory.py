@@ -14,7 +14,7 @@ import hashlib
 import heapq
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from peerpower.consensus.tendermint import (
@@ -39,14 +39,6 @@ class _AppMessage:
 
     sender: str
     payload: Any
-
-
-@dataclass(order=True)
-class _Event:
-    at: int
-    seq: int
-    dest: str = field(compare=False)
-    what: Any = field(compare=False)
 
 
 def _signer(m: Any) -> str | None:
@@ -103,14 +95,14 @@ class SimNetwork:
         self.outbox = outbox
         self.on_app = on_app
         self.now = 0
-        self.queue: list[_Event] = []
+        self.queue: list[tuple[int, int, str, Any]] = []  # (time, sequence, to, what)
         self.seq = 0
         self.delivered = 0
         self.decided: dict[str, dict[int, bytes]] = {v: {} for v in self.names}
 
     def _push(self, at: int, dest: str, what: Any) -> None:
         self.seq += 1
-        heapq.heappush(self.queue, _Event(at, self.seq, dest, what))
+        heapq.heappush(self.queue, (at, self.seq, dest, what))
 
     def _deliver(self, src: str, dest: str, message: Any) -> None:
         if self.now < self.heal_at_ms:
@@ -191,21 +183,20 @@ class SimNetwork:
         while self.queue:
             if until():
                 return True
-            if self.queue[0].at > limit_ms:
+            if self.queue[0][0] > limit_ms:
                 return False
-            e = heapq.heappop(self.queue)
-            self.now = e.at
-            machine = self.machines[e.dest]
+            at, _, dest, what = heapq.heappop(self.queue)
+            self.now = at
+            machine = self.machines[dest]
             if self.clock is not None:
-                self.clock(e.dest, self.now)
-            if isinstance(e.what, Schedule):
-                s = e.what
-                self._act(e.dest, machine.on_timeout(s.kind, s.height, s.round))
-            elif isinstance(e.what, _AppMessage):
+                self.clock(dest, self.now)
+            if isinstance(what, Schedule):
+                self._act(dest, machine.on_timeout(what.kind, what.height, what.round))
+            elif isinstance(what, _AppMessage):
                 if self.on_app is not None:
-                    self.on_app(e.dest, e.what.payload)
-                self._act(e.dest, [])
+                    self.on_app(dest, what.payload)
+                self._act(dest, [])
             else:
                 self.delivered += 1
-                self._act(e.dest, machine.on_message(e.what))
+                self._act(dest, machine.on_message(what))
         return until()
