@@ -34,7 +34,7 @@ class ByzantineLedgerApp(LedgerApp):
         if self.behaviour == "withhold" or self.key is None:
             return []
         if self.behaviour == "inflate":
-            return [self._inflated(m) for m in out]
+            return [self._inflated(m) if "claim" in m else m for m in out]
         return out
 
     def _inflated(self, message: dict[str, Any]) -> dict[str, Any]:

@@ -109,18 +109,20 @@ def simulate(cfg: DevnetConfig) -> dict[str, Any]:
         on_decide=decided,
         clock=tick,
         outbox=lambda v: apps[v].take_outbox(),
-        on_app=lambda v, message: apps[v].on_claim(message),
+        on_app=lambda v, message: apps[v].on_app_message(message),
     )
     signers = {s: Signer(genesis.tx_chain, s, site_keys[s]) for s in sites}
     refused_txs = 0
 
     def submit(tx: dict[str, Any]) -> None:
+        """A client sends its transactions to its own honest validator, which relays them."""
         nonlocal refused_txs
-        for n in honest:  # clients reach the honest validators
-            try:
-                apps[n].submit(tx)
-            except InvalidTransaction:
-                refused_txs += 1
+        sender = tx["body"].get("from") or tx["body"]["site"]
+        home = honest[sum(sender.encode()) % len(honest)]
+        try:
+            apps[home].submit(tx)
+        except InvalidTransaction:
+            refused_txs += 1
 
     op = Signer(genesis.tx_chain, "operator", keys["operator"])
     for s in sites:

@@ -9,12 +9,13 @@ precommit signatures over the block hash — together with the state it produces
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from peerpower.consensus.tendermint import Application, Decide
 from peerpower.crypto import KeyPair
-from peerpower.errors import InvalidBlock, InvalidInput
+from peerpower.errors import InvalidBlock, InvalidInput, InvalidTransaction
 from peerpower.ledger.blocks import Block, Signature, check_commit, quorum
 from peerpower.ledger.claims import Claim, claim_from_json, make_claim
 from peerpower.ledger.genesis import Genesis
@@ -80,7 +81,20 @@ class LedgerApp(Application):
         """Keep a transaction for a later block if the rules take it now on top of the
         committed state and the transactions already waiting; else raise
         ``InvalidTransaction`` (see :mod:`peerpower.ledger.mempool`)."""
-        return self.pool.submit(self.state, obj, self._time())
+        tx = self.pool.submit(self.state, obj, self._time())
+        self.outbox.append({"tx": obj})  # relayed to the other validators
+        return tx
+
+    def on_app_message(self, message: dict[str, Any]) -> None:
+        """A message from another validator's application: a relayed transaction (taken if
+        the rules accept it here too) or a claim."""
+        if not isinstance(message, dict):
+            return
+        if "tx" in message:
+            with contextlib.suppress(InvalidTransaction):
+                self.pool.submit(self.state, message["tx"], self._time())
+        elif "claim" in message:
+            self.on_claim(message)
 
     # -- Application -------------------------------------------------------------------------
     @property
