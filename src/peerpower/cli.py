@@ -119,6 +119,12 @@ def _cmd_bench_ledger(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_bench_consensus(args: argparse.Namespace) -> int:
+    from peerpower.bench_consensus import run
+
+    return run(validators=args.validators, heights=args.heights, seed=args.seed, out=sys.stdout)
+
+
 def _cmd_keys_new(args: argparse.Namespace) -> int:
     from peerpower.crypto import KeyPair, write_key_file
 
@@ -241,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sites", type=int, default=100, help="sites of the synthetic chain")
     b.add_argument("--repeat", type=int, default=1, help="runs per measurement (best is kept)")
     b.set_defaults(run=_cmd_bench_ledger)
+    b = bench.add_parser("consensus", help="the simulated validators' heights a minute")
+    b.add_argument("--validators", type=int, default=7)
+    b.add_argument("--heights", type=int, default=1000)
+    b.add_argument("--seed", type=int, default=1)
+    b.set_defaults(run=_cmd_bench_consensus)
 
     p = sub.add_parser("keys", help="Ed25519 keys")
     keys = p.add_subparsers(dest="keys", required=True, parser_class=_JsonErrorParser)
