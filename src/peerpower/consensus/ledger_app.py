@@ -20,8 +20,8 @@ from peerpower.ledger.blocks import Block, Signature, check_commit, quorum
 from peerpower.ledger.claims import Claim, claim_from_json, make_claim
 from peerpower.ledger.genesis import Genesis
 from peerpower.ledger.mempool import Mempool
-from peerpower.ledger.node import build_block
-from peerpower.ledger.rules import apply_block, genesis_state, slot_book
+from peerpower.ledger.node import build_block, starting_state
+from peerpower.ledger.rules import apply_block, slot_book
 from peerpower.ledger.state import SlotRec, State
 from peerpower.ledger.store import Store
 from peerpower.ledger.transactions import Tx
@@ -61,10 +61,7 @@ class LedgerApp(Application):
 
     def __post_init__(self) -> None:
         self.pool = Mempool(self.genesis, self.validator)
-        if self.store is None:
-            self.state = genesis_state(self.genesis)
-        else:
-            self.state = self.store.initialise(self.genesis)
+        self.state = starting_state(self.genesis, self.store)
 
     @property
     def height(self) -> int:

@@ -152,6 +152,11 @@ def build_block(
     return Built(block, new.with_head(block.hash), tuple(rejected))
 
 
+def starting_state(genesis: Genesis, store: Store | None) -> State:
+    """Where a validator starts: its store's last committed state, or the genesis state."""
+    return genesis_state(genesis) if store is None else store.initialise(genesis)
+
+
 @dataclass
 class SoloNode:
     """One validator producing and committing every block (solo mode).
@@ -175,10 +180,7 @@ class SoloNode:
         if self.validator not in {v.id for v in self.genesis.validators}:
             raise PeerpowerError(f"{self.validator!r} is not a validator of this genesis")
         self.pool = Mempool(self.genesis, self.validator)
-        if self.store is None:
-            self.state = genesis_state(self.genesis)
-        else:
-            self.state = self.store.initialise(self.genesis)
+        self.state = starting_state(self.genesis, self.store)
 
     @property
     def height(self) -> int:

@@ -409,6 +409,10 @@ def slot_orders(draft: Draft | State, slot: str) -> list[OrderRec]:
 
 def slot_book(draft: Draft | State, genesis: Genesis, slot: str, seed: bytes) -> Book:
     """The sealed book of ``slot``: its open orders on the genesis grid with the slot's seed."""
+    return _book(slot_orders(draft, slot), genesis, seed)
+
+
+def _book(records: list[OrderRec], genesis: Genesis, seed: bytes) -> Book:
     orders = tuple(
         Order(
             o.id,
@@ -419,7 +423,7 @@ def slot_book(draft: Draft | State, genesis: Genesis, slot: str, seed: bytes) ->
             o.node,
             o.seq,
         )
-        for o in slot_orders(draft, slot)
+        for o in records
     )
     return Book(orders, genesis.market.grid, genesis.market.lot_wh, seed)
 
@@ -468,7 +472,7 @@ def _clear(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
     except InvalidInput as err:
         raise _reject("format", f"result: {err}") from None
     orders = slot_orders(draft, slot)
-    book = slot_book(draft, genesis, slot, bytes.fromhex(rec.seed))
+    book = _book(orders, genesis, bytes.fromhex(rec.seed))
     try:
         checked = verify(book, result)
     except PeerpowerError as err:
