@@ -193,6 +193,32 @@ def _cmd_devnet_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_devnet_init(args: argparse.Namespace) -> int:
+    from peerpower.consensus.localnet import init
+
+    for line in init(
+        Path(args.dir),
+        args.validators,
+        base_port=args.base_port,
+        block_interval_ms=args.block_interval_ms,
+        goal=args.goal,
+    ):
+        sys.stdout.write(json.dumps(line) + "\n")
+    return EXIT_OK
+
+
+def _cmd_devnet_up(args: argparse.Namespace) -> int:
+    from peerpower.consensus.localnet import up
+
+    return up(Path(args.dir))
+
+
+def _cmd_node(args: argparse.Namespace) -> int:
+    from peerpower.consensus.validator import run
+
+    return run(Path(args.home))
+
+
 def _cmd_ledger_example(args: argparse.Namespace) -> int:
     from peerpower.ledger.example import write_example
     from peerpower.ledger.replay import verify_path
@@ -279,6 +305,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--heights", type=int, default=120, help="blocks (one a virtual minute)")
     d.add_argument("--goal", default="welfare", help="volume, welfare or maxmin")
     d.set_defaults(run=_cmd_devnet_simulate)
+    d = devnet.add_parser("init", help="keys, genesis and one home per validator on 127.0.0.1")
+    d.add_argument("--validators", type=int, default=4)
+    d.add_argument("--dir", required=True, help="folder to create (must not hold anything)")
+    d.add_argument("--base-port", type=int, default=None, help="default: free ports")
+    d.add_argument("--block-interval-ms", type=int, default=1000, help="pause between blocks")
+    d.add_argument("--goal", default="welfare", help="volume, welfare or maxmin")
+    d.set_defaults(run=_cmd_devnet_init)
+    d = devnet.add_parser("up", help="run every validator of a devnet folder until Ctrl-C")
+    d.add_argument("--dir", required=True, help="a folder written by devnet init")
+    d.set_defaults(run=_cmd_devnet_up)
+
+    p = sub.add_parser("node", help="run one validator (consensus on TCP, HTTP RPC)")
+    p.add_argument("--home", required=True, help="the node's home folder (devnet init)")
+    p.set_defaults(run=_cmd_node)
 
     c = ledger.add_parser("example", help="write the documented example chain")
     c.add_argument("--out", required=True, help="folder for chain.db and chain.jsonl")

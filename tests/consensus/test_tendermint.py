@@ -10,7 +10,9 @@ import pytest
 
 from peerpower.consensus.tendermint import (
     Application,
+    Broadcast,
     Decide,
+    Proposal,
     Tendermint,
     Vote,
     quorum,
@@ -181,3 +183,68 @@ def test_tendermint_partition_stalls_then_heals(seed: int) -> None:
     check_safety(net)
     check_commits(net)
     assert all(len(net.decided[v]) >= 4 for v in net.names)
+
+
+def _votes(actions: list[Any], kind: str) -> list[Vote]:
+    return [
+        a.message
+        for a in actions
+        if isinstance(a, Broadcast) and isinstance(a.message, Vote) and a.message.kind == kind
+    ]
+
+
+def _proposals(actions: list[Any]) -> list[Any]:
+    return [
+        a.message for a in actions if isinstance(a, Broadcast) and isinstance(a.message, Proposal)
+    ]
+
+
+@pytest.mark.parametrize("restored", [True, False])
+def test_tendermint_restart_keeps_its_lock_and_never_signs_twice(restored: bool) -> None:
+    names = [f"v{k}" for k in range(4)]
+    keys = {v: KeyPair.derive(f"tm/{v}") for v in names}
+    validators = [(v, keys[v].public) for v in names]
+
+    def machine(v: str) -> Tendermint:
+        return Tendermint(validators, v, keys[v], Values(v))
+
+    v0, v1, v2, v3 = (machine(v) for v in names)
+    kept: list[Any] = []
+    v0.persist = kept.extend
+    v0.start()
+    (p,) = _proposals(v1.start())  # v1 proposes at height 1, round 0
+    v2.start()
+    v3.start()
+    out = v0.on_message(p)
+    (prevote,) = _votes(out, "prevote")
+    assert prevote.value_id == p.value_id
+    for other in (v2, v3):
+        for vote in _votes(other.on_message(p), "prevote"):
+            out += v0.on_message(vote)
+    (precommit,) = _votes(out, "precommit")
+    assert precommit.value_id == p.value_id and v0.locked_round == 0
+    assert kept == [prevote, p, precommit]  # kept before they were sent
+
+    # v0 crashes and restarts at height 1.
+    again = machine("v0")
+    if restored:
+        again.restore(kept)
+    out = again.start()
+    if restored:
+        assert again.locked_round == 0 and again.locked_value is not None
+        assert again.locked_value[0] == p.value_id
+        assert set(_votes(out, "prevote")) == {prevote}  # re-sent, not re-signed
+        assert set(_votes(out, "precommit")) == {precommit}
+    # Round 1 (after the round's timeouts): v2 proposes a new value; a validator locked on p
+    # must not prevote it.
+    for kind in ("propose", "prevote", "precommit"):
+        again.on_timeout(kind, 1, 0)
+    assert again.round == 1
+    value_id1, value1 = Values("v2").propose(1, 1)
+    p1 = Proposal(1, 1, value_id1, value1, -1, "v2")
+    p1 = Proposal(1, 1, value_id1, value1, -1, "v2", keys["v2"].sign(b"", p1.signed_bytes()))
+    (vote,) = _votes(again.on_message(p1), "prevote")
+    if restored:
+        assert vote.value_id is None  # locked on p: nil
+    else:
+        assert vote.value_id == p1.value_id  # forgot its lock: the hazard restore removes

@@ -31,6 +31,8 @@ from peerpower.market.verify import result_from_json, verify
 
 # A proposal whose time is this far ahead of the validator's clock is refused [ms].
 MAX_CLOCK_AHEAD_MS = 30_000
+# Transactions a validator puts in one block at most (besides its duties).
+MAX_BLOCK_TXS = 5_000
 
 
 @dataclass
@@ -46,6 +48,8 @@ class LedgerApp(Application):
     key: KeyPair | None
     store: Store | None = None
     now_ms: int = 0
+    max_block_txs: int = MAX_BLOCK_TXS
+    keep_blocks: bool = True  # keep committed blocks in memory too (simulations, tests)
     state: State = field(init=False)
     pool: Mempool = field(init=False)
     blocks: list[Block] = field(init=False, default_factory=list)
@@ -110,6 +114,7 @@ class LedgerApp(Application):
             self.pool.txs,
             self.pool.verified,
             decisions=self.decisions() if self._by_claims else None,
+            max_txs=self.max_block_txs,
         )
         self._checked[built.block.hash] = built.state
         return built.block.hash, built.block
@@ -124,7 +129,7 @@ class LedgerApp(Application):
             self.refused.append((value.height, "time: too far ahead of this validator's clock"))
             return None
         try:
-            state = apply_block(self.state, value, self.genesis)
+            state = apply_block(self.state, value, self.genesis, self.pool.verified)
         except InvalidBlock as err:
             self.refused.append((value.height, f"{err.rule}: {err.message}"))
             return None
@@ -139,16 +144,26 @@ class LedgerApp(Application):
             Signature(v.validator, v.sig)
             for v in sorted(decision.commit, key=lambda v: v.validator)
         )
-        block = block.with_commit(certificate)
+        return self.accept(block.with_commit(certificate))
+
+    def accept(self, block: Block) -> Block:
+        """Store a committed ``block`` (its commit certificate is checked here: a block from a
+        peer's storage is trusted only with a quorum of signatures) and move to its state.
+        Raises ``InvalidBlock`` and changes nothing if the certificate or the block is bad."""
+        if block.height != self.state.height + 1:
+            raise InvalidBlock(
+                block.height, "height", f"the next block is {self.state.height + 1}"
+            )
         check_commit(block, self.genesis)
         state = self._checked.get(block.hash)
         if state is None:
-            state = apply_block(self.state, block, self.genesis)
+            state = apply_block(self.state, block, self.genesis, self.pool.verified)
         state = state.with_head(block.hash)
         if self.store is not None:
             self.store.append(block, state)
         self.state = state
-        self.blocks.append(block)
+        if self.keep_blocks:
+            self.blocks.append(block)
         self._checked = {}
         self._claim_sealed()
         self.pool.committed(self.state, block.txs, self._time())

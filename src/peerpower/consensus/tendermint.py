@@ -34,7 +34,7 @@ certificate.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -243,6 +243,11 @@ class Tendermint:
         self._asked = False
         self._helped: set[tuple[str, int]] = set()
         self._waiting = False  # between a decision and the next height's start
+        # Called with messages to keep before they take effect: this validator's own proposals
+        # and votes, and the proposal it locks on. A validator restarted after a crash gets
+        # them back (:meth:`restore`) and so never signs two different votes in one round.
+        self.persist: Callable[[list[Message]], None] | None = None
+        self._resend: list[Message] = []
         self._reset_height()
 
     # -- state -------------------------------------------------------------------------------
@@ -265,11 +270,40 @@ class Tendermint:
             rnd = self.rounds[round_] = _Round()
         return rnd
 
+    def restore(self, kept: Sequence[Message]) -> None:
+        """Take back, before :meth:`start`, what :attr:`persist` kept at the current height:
+        the machine resumes at the last round it signed in, locked as it was, and re-sends
+        rather than re-signs."""
+        for m in kept:
+            if m.height == self.height and self._authentic(m):
+                self._record(m)
+        mine = self.me
+        self._resend = [
+            m
+            for m in kept
+            if m.height == self.height
+            and (m.proposer if isinstance(m, Proposal) else m.validator) == mine
+        ]
+        for r, rnd in sorted(self.rounds.items()):
+            signed = (mine in rnd.prevotes or mine in rnd.precommits) or any(
+                p.proposer == mine for p in rnd.proposals.values()
+            )
+            if signed:
+                self.round = r
+            for value_id in rnd.precommits.get(mine or "", {}):
+                p = rnd.proposals.get(value_id) if value_id is not None else None
+                if p is not None:
+                    self.locked_value = self.valid_value = (p.value_id, p.value)
+                    self.locked_round = self.valid_round = r
+
     # -- inputs ------------------------------------------------------------------------------
     def start(self) -> list[Action]:
-        """Begin round 0 of the current height, and the gossip timer."""
+        """Begin the current round (0, or the one :meth:`restore` resumed) of the current
+        height, and the gossip timer."""
         out: list[Action] = [Schedule("gossip", 0, 0, self.timeouts.of("gossip", 0))]
-        self._start_round(0, out)
+        resend, self._resend = self._resend, []
+        out.extend(Broadcast(m) for m in resend if isinstance(m, Vote))
+        self._start_round(self.round, out)
         self._settle(out)
         return out
 
@@ -397,17 +431,34 @@ class Tendermint:
         assert self.key is not None
         return _with_sig(m, self.key.sign(b"", m.signed_bytes()))
 
-    def _vote(self, kind: VoteKind, value_id: bytes | None, out: list[Action]) -> None:
+    def _vote(
+        self,
+        kind: VoteKind,
+        value_id: bytes | None,
+        out: list[Action],
+        locking: Proposal | None = None,
+    ) -> None:
         if self.me is None or self.key is None:
             return
+        rnd = self._r(self.round)
+        earlier = (rnd.prevotes if kind == "prevote" else rnd.precommits).get(self.me)
+        if earlier:
+            # Signed before a restart: send that vote again, never a different one.
+            out.extend(Broadcast(v) for v in earlier.values())
+            return
         vote = self._sign(Vote(kind, self.height, self.round, value_id, self.me))
+        if self.persist is not None:
+            self.persist([vote] if locking is None else [locking, vote])
         self._record(vote)
         out.append(Broadcast(vote))
 
     def _start_round(self, round_: int, out: list[Action]) -> None:
         self.round = round_
         self.step = "propose"
-        if self.me is not None and self.proposer(self.height, round_) == self.me:
+        mine = [p for p in self._r(round_).proposals.values() if p.proposer == self.me]
+        if mine:
+            out.extend(Broadcast(p) for p in mine)  # proposed before a restart
+        elif self.me is not None and self.proposer(self.height, round_) == self.me:
             if self.valid_value is not None:
                 value_id, value = self.valid_value
             else:
@@ -415,6 +466,8 @@ class Tendermint:
             p = self._sign(
                 Proposal(self.height, round_, value_id, value, self.valid_round, self.me)
             )
+            if self.persist is not None:
+                self.persist([p])
             self._record(p)
             out.append(Broadcast(p))
         else:
@@ -512,7 +565,7 @@ class Tendermint:
             if self.step == "prevote":
                 self.locked_value = (p.value_id, p.value)
                 self.locked_round = r
-                self._vote("precommit", p.value_id, out)
+                self._vote("precommit", p.value_id, out, locking=p)
                 self.step = "precommit"
             self.valid_value = (p.value_id, p.value)
             self.valid_round = r

@@ -10,13 +10,13 @@ transactions it holds leave, and those the new state no longer accepts are dropp
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from peerpower.crypto import canonical_unchecked
 from peerpower.errors import InvalidTransaction
 from peerpower.ledger.genesis import Genesis
-from peerpower.ledger.rules import BlockContext, apply_tx
+from peerpower.ledger.rules import BlockContext, apply_tx, signer_key
 from peerpower.ledger.state import Draft, State
 from peerpower.ledger.transactions import Tx, decode_tx
 
@@ -44,19 +44,30 @@ class Mempool:
     def _ctx(self, state: State, time_ms: int) -> BlockContext:
         return BlockContext(state.height + 1, time_ms, state.head_hash, self.validator)
 
-    def _draft_for(self, state: State, time_ms: int) -> Draft:
-        if self._draft is None or self._base is not state or self._time != time_ms:
+    def _draft_for(self, state: State) -> Draft:
+        """The committed state with every waiting transaction applied. Kept between
+        submissions (the time of each new one is its own: a waiting transaction that a later
+        time makes invalid, e.g. an order past its gate, is left out when a block is built)."""
+        if self._draft is None or self._base is not state:
             draft = state.draft()
-            ctx = self._ctx(state, time_ms)
             for waiting in self.txs:
+                tx = decode_tx(waiting, self.genesis.tx_chain)
+                known = True if (tx.message, tx.sig) in self.verified else None
                 with contextlib.suppress(InvalidTransaction):
-                    apply_tx(draft, decode_tx(waiting, self.genesis.tx_chain), self.genesis, ctx)
-            self._draft, self._base, self._time = draft, state, time_ms
+                    apply_tx(draft, tx, self.genesis, self._ctx(state, self._time), known)
+            self._draft, self._base = draft, state
         return self._draft
 
-    def submit(self, state: State, obj: dict[str, Any], time_ms: int) -> Tx:
+    def submit(
+        self,
+        state: State,
+        obj: dict[str, Any],
+        time_ms: int,
+        trusted: Collection[tuple[bytes, bytes]] = (),
+    ) -> Tx:
         """Take ``obj`` if the rules accept it at ``time_ms``; else raise
-        ``InvalidTransaction`` and keep nothing."""
+        ``InvalidTransaction`` and keep nothing. ``trusted``: ``(message, signature)`` pairs
+        already checked against the signer's key in ``state``."""
         if len(self.txs) >= self.limit:
             raise InvalidTransaction(
                 "mempool-full",
@@ -65,9 +76,13 @@ class Mempool:
         key = canonical_unchecked(obj)
         if key in self._seen:
             raise InvalidTransaction("duplicate", "this transaction is already waiting")
-        draft = self._draft_for(state, time_ms)
+        draft = self._draft_for(state)
+        self._time = time_ms
         tx = decode_tx(obj, self.genesis.tx_chain)
-        apply_tx(draft, tx, self.genesis, self._ctx(state, time_ms))
+        known = None
+        if trusted and (tx.message, tx.sig) in trusted and signer_key(state, tx) is not None:
+            known = True  # the committed key checked it before and cannot have changed
+        apply_tx(draft, tx, self.genesis, self._ctx(state, time_ms), known)
         self.txs.append(obj)
         self._seen.add(key)
         self.verified.add((tx.message, tx.sig))
@@ -83,8 +98,9 @@ class Mempool:
         accepts is dropped."""
         done = {canonical_unchecked(tx) for tx in included}
         waiting = [tx for tx in self.txs if canonical_unchecked(tx) not in done]
+        checked = self.verified
         self.txs, self.verified, self._seen = [], set(), set()
         self._draft = None
         for tx in waiting:
             with contextlib.suppress(InvalidTransaction):
-                self.submit(state, tx, time_ms)
+                self.submit(state, tx, time_ms, checked)

@@ -103,10 +103,12 @@ def build_block(
     txs: Sequence[dict[str, Any]],
     verified: Collection[tuple[bytes, bytes]] = (),
     decisions: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] | None = None,
+    max_txs: int | None = None,
 ) -> Built:
     """Build the next block on ``state`` (see the module notes). With ``key`` (the proposer's)
     the proposer's duties are added first. ``verified`` holds ``(message, signature)`` pairs
-    whose signatures were already checked (on submission)."""
+    whose signatures were already checked (on submission). At most ``max_txs`` of ``txs`` are
+    taken (the rest wait for a later block)."""
     height = state.height + 1
     ctx = BlockContext(height, time_ms, state.head_hash, proposer)
     draft = state.draft()
@@ -127,7 +129,10 @@ def build_block(
     for obj in own:  # the proposer's own duties must pass: a failure here is a bug
         apply_tx(draft, decode_tx(obj, genesis.tx_chain), genesis, ctx)
         chosen.append(obj)
+    taken = 0
     for obj in txs:
+        if max_txs is not None and taken >= max_txs:
+            break
         try:
             tx = decode_tx(obj, genesis.tx_chain)
             # A signature checked on submission holds still: the signer's key never changes.
@@ -137,6 +142,7 @@ def build_block(
             rejected.append((obj, err))
             continue
         chosen.append(obj)
+        taken += 1
     new = draft.freeze()
     header = Header(
         genesis.chain_id,

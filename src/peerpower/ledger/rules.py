@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -820,30 +820,42 @@ def _decode_well_formed(block: Block, genesis: Genesis) -> list[Tx] | None:
         return None
 
 
-def presign(state: State, txs: Sequence[Tx]) -> list[bool | None]:
-    """Check in parallel the signatures of the transactions whose signer is already known."""
+def presign(
+    state: State, txs: Sequence[Tx], verified: Collection[tuple[bytes, bytes]] = ()
+) -> list[bool | None]:
+    """Check in parallel the signatures of the transactions whose signer is already known
+    (those in ``verified``, ``(message, signature)`` pairs checked before, hold still: a
+    signer's key never changes)."""
     checks = []
     where = []
+    out: list[bool | None] = [None] * len(txs)
     for k, tx in enumerate(txs):
         key = signer_key(state, tx)
-        if key is not None:
+        if key is not None and verified and (tx.message, tx.sig) in verified:
+            out[k] = True  # checked against this same key: accounts keep their keys
+        elif key is not None:
             checks.append((key, TX_DOMAIN, tx.message, tx.sig))
             where.append(k)
-    out: list[bool | None] = [None] * len(txs)
     for k, ok in zip(where, verify_many(checks), strict=True):
         out[k] = ok
     return out
 
 
-def apply_block(state: State, block: Block, genesis: Genesis) -> State:
+def apply_block(
+    state: State,
+    block: Block,
+    genesis: Genesis,
+    verified: Collection[tuple[bytes, bytes]] = (),
+) -> State:
     """The state after ``block``; raises ``InvalidBlock`` naming the height and the first rule
-    broken (header, a transaction, or the state root). ``state`` is not changed."""
+    broken (header, a transaction, or the state root). ``state`` is not changed.
+    ``verified`` holds ``(message, signature)`` pairs already checked (e.g. in the mempool)."""
     # A decoded transaction has its canonical bytes (the Merkle leaf) at hand: decoding first
     # encodes each transaction once instead of twice.
     decoded = _decode_well_formed(block, genesis)
     check_header(state, block, genesis, None if decoded is None else [t.encoded() for t in decoded])
     txs = decode_block_txs(block, genesis) if decoded is None else decoded
-    sig_ok = presign(state, txs)
+    sig_ok = presign(state, txs, verified)
     h = block.header
     ctx = BlockContext(h.height, h.time_ms, h.prev_hash, h.proposer)
     draft = state.draft()

@@ -7,7 +7,9 @@ moment reopens at its last committed block, with that block's state and nothing 
 state is re-hashed and must match the head block's state root.
 
 Tables: ``chain(key, value)`` (genesis, head), ``blocks(height, hash, data)`` (the block as one
-JSON line, exactly as exported), ``state(tbl, key, value)`` (canonical JSON of each record).
+JSON line, exactly as exported), ``state(tbl, key, value)`` (canonical JSON of each record),
+``signed(seq, height, data)`` (a validator's consensus messages at the height in progress, kept
+so that after a crash it never signs a conflicting vote; cleared when the height commits).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ CREATE TABLE IF NOT EXISTS blocks (
 CREATE TABLE IF NOT EXISTS state (
     tbl TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (tbl, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS signed (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, height INTEGER NOT NULL, data TEXT NOT NULL);
 """
 
 
@@ -157,6 +161,20 @@ class Store:
             )
             self._write_state(state)
             self._set_head(state)
+            self.db.execute("DELETE FROM signed WHERE height <= ?", (block.height,))
+
+    def keep_signed(self, height: int, messages: list[str]) -> None:
+        """Keep consensus messages (JSON text) of ``height`` until it commits — durably, before
+        they are sent."""
+        with self._transaction():
+            self.db.executemany(
+                "INSERT INTO signed (height, data) VALUES (?, ?)", [(height, m) for m in messages]
+            )
+
+    def signed(self, height: int) -> list[str]:
+        """The messages kept at ``height``, in the order they were kept."""
+        rows = self.db.execute("SELECT data FROM signed WHERE height = ? ORDER BY seq", (height,))
+        return [str(data) for (data,) in rows]
 
     def _write_state(self, state: State) -> None:
         for name in TABLES:
