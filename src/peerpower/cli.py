@@ -120,9 +120,20 @@ def _cmd_bench_ledger(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_consensus(args: argparse.Namespace) -> int:
-    from peerpower.bench_consensus import run
+    from peerpower.bench_consensus import run_all
 
-    return run(validators=args.validators, heights=args.heights, seed=args.seed, out=sys.stdout)
+    if args.part not in ("all", "sim", "tcp", "memory"):
+        raise InvalidInput("part", f"{args.part!r} is not one of all, sim, tcp, memory")
+    if not 2 <= args.blocks <= 1000:
+        raise InvalidInput("blocks", f"must be 2–1000, got {args.blocks}")
+    return run_all(
+        args.part,
+        validators=args.validators,
+        heights=args.heights,
+        seed=args.seed,
+        blocks=args.blocks,
+        out=sys.stdout,
+    )
 
 
 def _cmd_keys_new(args: argparse.Namespace) -> int:
@@ -277,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--validators", type=int, default=7)
     b.add_argument("--heights", type=int, default=1000)
     b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--part", default="all", help="all, sim, tcp or memory")
+    b.add_argument("--blocks", type=int, default=15, help="TCP: blocks of 2,000 orders to send")
     b.set_defaults(run=_cmd_bench_consensus)
 
     p = sub.add_parser("keys", help="Ed25519 keys")

@@ -37,7 +37,9 @@ def test_init_cli_prints_one_json_line_per_node(tmp_path: Path, capsys: Any) -> 
     assert main(["devnet", "init", "--validators", "5", "--dir", str(tmp_path / "d")]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(lines) == 5
-    assert all(set(x) == {"home", "rpc"} and x["rpc"].startswith("http://127.0.0.1:") for x in lines)
+    assert all(
+        set(x) == {"home", "rpc"} and x["rpc"].startswith("http://127.0.0.1:") for x in lines
+    )
     assert len({x["rpc"] for x in lines}) == 5
 
 
@@ -69,8 +71,10 @@ def _edit(home: Path, change: dict[str, Any]) -> None:
         ({"colour": "blue"}, "colour"),
         ({"block_interval_ms": -5}, "block_interval_ms"),
         ({"max_block_txs": 0}, "max_block_txs"),
-        ({"peers": [{"id": "val1", "host": "127.0.0.1", "port": 1, "public_key": "zz"}]},
-         "peers[0].public_key"),
+        (
+            {"peers": [{"id": "val1", "host": "127.0.0.1", "port": 1, "public_key": "zz"}]},
+            "peers[0].public_key",
+        ),
     ],
 )
 def test_invalid_node_config(net: Path, change: dict[str, Any], field: str) -> None:

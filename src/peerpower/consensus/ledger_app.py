@@ -151,9 +151,7 @@ class LedgerApp(Application):
         peer's storage is trusted only with a quorum of signatures) and move to its state.
         Raises ``InvalidBlock`` and changes nothing if the certificate or the block is bad."""
         if block.height != self.state.height + 1:
-            raise InvalidBlock(
-                block.height, "height", f"the next block is {self.state.height + 1}"
-            )
+            raise InvalidBlock(block.height, "height", f"the next block is {self.state.height + 1}")
         check_commit(block, self.genesis)
         state = self._checked.get(block.hash)
         if state is None:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from peerpower.consensus.ledger_app import MAX_BLOCK_TXS
 from peerpower.consensus.validator import Address, NodeConfig
 from peerpower.crypto import KeyPair, write_key_file
 from peerpower.errors import InvalidInput
@@ -58,6 +59,7 @@ def init(
     *,
     base_port: int | None = None,
     block_interval_ms: int = 1000,
+    max_block_txs: int = MAX_BLOCK_TXS,
     goal: str = "welfare",
     chain_id: str = "devnet",
 ) -> list[dict[str, str]]:
@@ -70,7 +72,9 @@ def init(
     if goal not in GOALS:
         raise InvalidInput("goal", f"{goal!r} is not one of {', '.join(GOALS)}")
     if base_port is not None and not 1024 <= base_port <= 65535 - 2 * validators:
-        raise InvalidInput("base-port", f"must leave room for {2 * validators} ports, got {base_port}")
+        raise InvalidInput(
+            "base-port", f"must leave room for {2 * validators} ports, got {base_port}"
+        )
     if not 0 <= block_interval_ms <= 600_000:
         raise InvalidInput("block-interval-ms", f"must be 0–600000, got {block_interval_ms}")
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -98,9 +102,7 @@ def init(
     folder.mkdir(parents=True, exist_ok=True)
     for role in ("operator", "grid", "retail"):
         write_key_file(folder / f"{role}.key", keys[role])
-    peers = [
-        Peer(n, HOST, ports[2 * k], keys[n].public) for k, n in enumerate(names)
-    ]
+    peers = [Peer(n, HOST, ports[2 * k], keys[n].public) for k, n in enumerate(names)]
     out = []
     for k, n in enumerate(names):
         home = folder / f"node{k}"
@@ -111,6 +113,7 @@ def init(
             Address(HOST, ports[2 * k + 1]),
             tuple(p for p in peers if p.id != n),
             block_interval_ms,
+            max_block_txs,
         )
         (home / "node.json").write_text(json.dumps(config.to_json(), indent=1) + "\n")
         (home / "genesis.json").write_text(genesis_text)
@@ -173,16 +176,18 @@ def up(folder: Path, *, out: Any = None) -> int:
             children.append(child)
             cfg = json.loads((home / "node.json").read_text(encoding="utf-8"))
             rpc = cfg["rpc"]
-            line = {"home": str(home), "pid": child.pid, "rpc": f"http://{rpc['host']}:{rpc['port']}"}
+            line = {
+                "home": str(home),
+                "pid": child.pid,
+                "rpc": f"http://{rpc['host']}:{rpc['port']}",
+            }
             print(json.dumps(line), file=stream, flush=True)
         while not stopping:
             for k, (home, child) in enumerate(zip(paths, children, strict=True)):
                 code = child.poll()
                 if code is not None and k not in reported and not stopping:
                     reported.add(k)
-                    print(
-                        json.dumps({"home": str(home), "exited": code}), file=stream, flush=True
-                    )
+                    print(json.dumps({"home": str(home), "exited": code}), file=stream, flush=True)
                     failed = failed or code != 0
             if all(c.poll() is not None for c in children):
                 break
@@ -205,4 +210,3 @@ def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-

@@ -258,7 +258,8 @@ class ValidatorNode:
 
     def _persist(self, messages: list[Proposal | Vote]) -> None:
         self.store.keep_signed(
-            messages[0].height, [json.dumps(wire.encode(m), separators=(",", ":")) for m in messages]
+            messages[0].height,
+            [json.dumps(wire.encode(m), separators=(",", ":")) for m in messages],
         )
 
     # -- running -----------------------------------------------------------------------------
@@ -331,7 +332,13 @@ class ValidatorNode:
             try:
                 self.app.accept(block)
             except InvalidBlock as err:
-                log.warning("%s: block %d from %s refused: %s", self.home.config.id, block.height, sender, err)
+                log.warning(
+                    "%s: block %d from %s refused: %s",
+                    self.home.config.id,
+                    block.height,
+                    sender,
+                    err,
+                )
                 break
             self.synced += 1
         if self.app.height == before:
@@ -341,7 +348,9 @@ class ValidatorNode:
         self.machine = self._machine()
         self._act(self.machine.start())
         if len(blocks) >= wire.MAX_BLOCKS_PER_MESSAGE:
-            self.transport.send(sender, wire.encode(SyncRequest(self.app.height + 1, self.home.config.id)))
+            self.transport.send(
+                sender, wire.encode(SyncRequest(self.app.height + 1, self.home.config.id))
+            )
 
     # -- outputs -----------------------------------------------------------------------------
     def _act(self, actions: list[Action]) -> None:
