@@ -42,7 +42,8 @@ def rpc(url: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[i
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+        with err:
+            return err.code, json.loads(err.read())
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout_s: float = 60.0) -> None:
@@ -184,6 +185,7 @@ def test_rpc_errors_are_clear(devnet: Devnet) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=5)
     assert info.value.code == 400
+    info.value.close()
     # alone, node 0 cannot commit: no quorum (n = 4 needs 3)
     assert devnet.status(0)["height"] == 0
 

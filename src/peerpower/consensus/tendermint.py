@@ -321,7 +321,7 @@ class Tendermint:
             if message.height == self.height + 1:
                 self._future.append(message)
             sender = message.proposer if isinstance(message, Proposal) else message.validator
-            if not self._asked and self.me is not None:
+            if not self._asked and self.me is not None and sender != self.me:
                 # Others are ahead: ask one of them how our height was decided.
                 self._asked = True
                 out.append(Send(sender, SyncRequest(self.height, self.me)))
@@ -329,7 +329,11 @@ class Tendermint:
         if message.height < self.height:
             # The sender is behind: send it how its height was decided (once per gossip tick).
             sender = message.proposer if isinstance(message, Proposal) else message.validator
-            if (sender, message.height) not in self._helped and sender in self.keys:
+            if (
+                (sender, message.height) not in self._helped
+                and sender in self.keys
+                and sender != self.me
+            ):
                 self._helped.add((sender, message.height))
                 out.extend(Send(sender, m) for m in self.history.get(message.height, []))
             return out

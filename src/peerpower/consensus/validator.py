@@ -359,7 +359,8 @@ class ValidatorNode:
             if isinstance(a, Broadcast):
                 self.transport.broadcast(wire.encode(a.message))
             elif isinstance(a, Send):
-                self.transport.send(a.to, wire.encode(a.message))
+                if a.to != self.home.config.id:  # (its own message relayed back by a peer)
+                    self.transport.send(a.to, wire.encode(a.message))
             elif isinstance(a, Schedule):
                 self._loop.call_later(
                     a.delay_ms / 1000,
