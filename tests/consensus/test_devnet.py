@@ -52,7 +52,7 @@ def test_invalid_devnet_simulate(
 def test_devnet_byzantine_inflator_never_wins(capsys: pytest.CaptureFixture[str]) -> None:
     # 7 validators, 2 Byzantine: validator-0 equivocates, validator-1 inflates its claims and
     # records a forged clearing when it proposes; honest validators refuse both
-    args = ("--validators", "7", "--byzantine", "2", "--drop", "0.2", "--seed", "2")
+    args = ("--validators", "7", "--byzantine", "2", "--drop", "0.2", "--seed", "3")
     code, out, _ = run(capsys, *args, "--heights", "150")
     assert code == 0
     summary = json.loads(out)
@@ -61,5 +61,5 @@ def test_devnet_byzantine_inflator_never_wins(capsys: pytest.CaptureFixture[str]
     assert summary["clearing_decisions"] >= 3
     assert summary["winners_by_validator"]["validator-1"] == 0
     assert summary["rejected_claims"] > 0  # its inflated claims, verified and refused
-    # seed 2: it proposes while a slot is due, and its forged blocks are refused
+    # seed 3: it proposes while a slot is due, and its forged blocks are refused
     assert summary["rejected_proposals"] > 0

@@ -117,6 +117,7 @@ class LedgerApp(Application):
             max_txs=self.max_block_txs,
         )
         self._checked[built.block.hash] = built.state
+        self.pool.drop([obj for obj, _ in built.rejected])  # refused at this block's time
         return built.block.hash, built.block
 
     def validate(self, height: int, value: Any) -> bytes | None:

@@ -241,6 +241,10 @@ class Tendermint:
         self.history: dict[int, list[Message]] = {}
         self.keep_heights = 64
         self._asked = False
+        self._ticks = 0  # gossip ticks since the current height began
+        self._tick = 0  # gossip ticks since the start
+        # (validator, height) → the tick it was first seen behind at that height
+        self._behind: dict[tuple[str, int], int] = {}
         self._helped: set[tuple[str, int]] = set()
         self._waiting = False  # between a decision and the next height's start
         # Called with messages to keep before they take effect: this validator's own proposals
@@ -252,6 +256,7 @@ class Tendermint:
 
     # -- state -------------------------------------------------------------------------------
     def _reset_height(self) -> None:
+        self._ticks = 0
         self.round = 0
         self.step: Step = "propose"
         self.locked_value: tuple[bytes, Any] | None = None
@@ -327,15 +332,16 @@ class Tendermint:
                 out.append(Send(sender, SyncRequest(self.height, self.me)))
             return out
         if message.height < self.height:
-            # The sender is behind: send it how its height was decided (once per gossip tick).
+            # The sender is behind — usually for a moment only: it has not seen the last
+            # precommits yet. Only if it is still behind at a later gossip tick, send it how
+            # its height was decided (a whole block: not for every passing laggard).
             sender = message.proposer if isinstance(message, Proposal) else message.validator
-            if (
-                (sender, message.height) not in self._helped
-                and sender in self.keys
-                and sender != self.me
-            ):
-                self._helped.add((sender, message.height))
-                out.extend(Send(sender, m) for m in self.history.get(message.height, []))
+            seen = (sender, message.height)
+            if sender in self.keys and sender != self.me:
+                first = self._behind.setdefault(seen, self._tick)
+                if first < self._tick and seen not in self._helped:
+                    self._helped.add(seen)
+                    out.extend(Send(sender, m) for m in self.history.get(message.height, []))
             return out
         if self._known(message):
             return out  # a copy of what is recorded: gossip sends things again
@@ -373,10 +379,15 @@ class Tendermint:
         proposals and own votes. (A validator that fell behind asks for the heights it missed:
         :class:`SyncRequest`.)"""
         self._asked = False
+        self._ticks += 1
+        self._tick += 1
         self._helped = set()
+        self._behind = {k: t for k, t in self._behind.items() if t >= self._tick - 5}
         out: list[Action] = []
         for _, rnd in sorted(self.rounds.items()):
-            out.extend(Broadcast(x) for x in rnd.proposals.values())
+            if self._ticks > 1:
+                # Proposals (whole blocks) go again only once a height has lasted a full tick.
+                out.extend(Broadcast(x) for x in rnd.proposals.values())
             for votes in (rnd.prevotes, rnd.precommits):
                 mine = votes.get(self.me, {}) if self.me is not None else {}
                 out.extend(Broadcast(v) for v in mine.values())
