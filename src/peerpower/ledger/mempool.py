@@ -18,8 +18,7 @@ so no other participant's check depends on them. A waiting transaction the new s
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from peerpower.crypto import canonical_unchecked
