@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from peerpower.consensus.localnet import init, node_command
+from peerpower.consensus.validator import HISTORY_HEIGHTS
 from peerpower.crypto import KeyPair, read_key_file
 from peerpower.ledger.genesis import Genesis
 from peerpower.ledger.replay import verify_path
@@ -28,6 +29,7 @@ from peerpower.ledger.store import Store
 from peerpower.ledger.transactions import Signer
 
 pytestmark = pytest.mark.slow
+AHEAD = 3 * HISTORY_HEIGHTS
 
 
 def rpc(url: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
@@ -133,10 +135,11 @@ def test_tcp_devnet_survives_sigkill_and_catches_up(devnet: Devnet, tmp_path: Pa
     devnet.procs[3].send_signal(signal.SIGKILL)
     devnet.procs[3].wait()
     h0 = max(devnet.height(k) for k in range(3))
-    # far enough that the node must catch up from storage, not just from recent history
+    # far enough that the node must catch up from storage (its peers keep the last
+    # HISTORY_HEIGHTS in memory); every fourth height the dead node's turn to propose times out
     wait_for(
-        "the 3 survivors to commit 80 more heights",
-        lambda: all(devnet.height(k) >= h0 + 80 for k in range(3)),
+        f"the 3 survivors to commit {AHEAD} more heights",
+        lambda: all(devnet.height(k) >= h0 + AHEAD for k in range(3)),
         timeout_s=120,
     )
     assert all(len(devnet.status(k)["peers"]) == 2 for k in range(3))
@@ -150,7 +153,7 @@ def test_tcp_devnet_survives_sigkill_and_catches_up(devnet: Devnet, tmp_path: Pa
 
     # Every height has one block, the same on every node (a few sampled all the way up).
     top = min(devnet.height(k) for k in range(4))
-    for h in sorted({1, 2, killed_at, killed_at + 1, h0 + 40, target, top}):
+    for h in sorted({1, 2, killed_at, killed_at + 1, h0 + AHEAD // 2, target, top}):
         hashes = {devnet.block_hash(k, h) for k in range(4)}
         assert len(hashes) == 1, f"height {h}: {hashes}"
     # The site's transactions are on the chain.

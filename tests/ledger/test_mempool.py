@@ -1,0 +1,109 @@
+"""The mempool: nonces in order across blocks, waiting transactions brought back lazily, and
+what a block makes invalid dropped."""
+
+from __future__ import annotations
+
+import pytest
+
+from peerpower.errors import InvalidTransaction
+from peerpower.ledger.mempool import Mempool
+from tests.ledger.chain_helpers import (
+    KEYS,
+    SLOT,
+    SLOT2,
+    START,
+    T0,
+    Chain,
+    new_chain,
+    signer,
+)
+
+T1 = T0 + 2000
+
+
+@pytest.fixture
+def chain() -> Chain:
+    return new_chain()
+
+
+def test_mempool_after_a_block_keeps_the_rest_in_nonce_order(chain: Chain) -> None:
+    pool = Mempool(chain.genesis, "val")
+    a1 = chain.signer("a").order(SLOT, "sell", 100, 1000)
+    a2 = chain.signer("a", skip=1).order(SLOT, "sell", 200, 1100)
+    b1 = chain.signer("b").order(SLOT, "buy", 100, 2000)
+    for tx in (a1, a2, b1):
+        pool.submit(chain.state, tx, T1)
+    chain.accept_built(T1 + 1000, a1)  # another validator's block took a's first only
+    pool.committed(chain.state, [a1], T1 + 1000)
+    assert pool.txs == [a2, b1]
+    # a's waiting nonce 2 still counts: a different nonce-2 transaction is refused ...
+    with pytest.raises(InvalidTransaction) as info:
+        pool.submit(chain.state, chain.signer("a", skip=0).order(SLOT, "sell", 300, 900), T1)
+    assert info.value.rule == "nonce"
+    # ... and nonce 3 follows it
+    a3 = chain.signer("a", skip=1).order(SLOT, "sell", 300, 900)
+    pool.submit(chain.state, a3, T1 + 1500)
+    assert pool.txs == [a2, b1, a3]
+
+
+def test_mempool_drops_what_the_committed_block_replaced(chain: Chain) -> None:
+    pool = Mempool(chain.genesis, "val")
+    order = chain.signer("a").order(SLOT, "sell", 100, 1000)
+    pool.submit(chain.state, order, T1)
+    # a's nonce 1 went into a block as something else (sent to another validator)
+    other = chain.signer("a").withdraw(10**6)
+    chain.accept_built(T1 + 1000, other)
+    pool.committed(chain.state, [other], T1 + 1000)
+    assert pool.txs == []
+    assert pool.verified == set()
+
+
+def test_mempool_drops_a_waiting_order_the_gate_has_closed_on(chain: Chain) -> None:
+    pool = Mempool(chain.genesis, "val")
+    late = chain.signer("a").order(SLOT, "sell", 100, 1000)
+    pool.submit(chain.state, late, T1)
+    # past SLOT's gate (and SLOT2 open): the waiting order can no longer go in
+    chain.accept_built(START + 1000)
+    pool.committed(chain.state, [], START + 1000)
+    # a submits again: its waiting order is brought back, refused, and dropped; the new
+    # transaction must then take nonce 1
+    with pytest.raises(InvalidTransaction) as info:
+        pool.submit(
+            chain.state, chain.signer("a", skip=1).order(SLOT2, "sell", 100, 1000), START + 1500
+        )
+    assert info.value.rule == "nonce"
+    assert pool.txs == []
+    fresh = chain.signer("a").order(SLOT2, "sell", 100, 1000)
+    pool.submit(chain.state, fresh, START + 2000)
+    assert pool.txs == [fresh]
+
+
+def test_mempool_site_registered_by_a_waiting_transaction_can_trade(chain: Chain) -> None:
+    pool = Mempool(chain.genesis, "val")
+    op = chain.signer("op")
+    pool.submit(
+        chain.state, op.register("x", KEYS["x"].public_hex, KEYS["xm"].public_hex, "root", "pv"), T1
+    )
+    pool.submit(chain.state, op.deposit("x", 10**9), T1)
+    chain.accept_built(T1 + 500)  # an empty block: the registration is still waiting
+    pool.committed(chain.state, [], T1 + 500)
+    x = signer(chain.state, "x").order(SLOT, "buy", 100, 2000)
+    pool.submit(chain.state, x, T1 + 1000)
+    assert len(pool) == 3
+    # without the operator's waiting transactions the site would be unknown
+    bare = Mempool(chain.genesis, "val")
+    with pytest.raises(InvalidTransaction) as info:
+        bare.submit(chain.state, x, T1 + 1000)
+    assert info.value.rule == "account"
+
+
+def test_mempool_drop_forgets_transactions(chain: Chain) -> None:
+    pool = Mempool(chain.genesis, "val")
+    a1 = chain.signer("a").order(SLOT, "sell", 100, 1000)
+    b1 = chain.signer("b").order(SLOT, "buy", 100, 2000)
+    pool.submit(chain.state, a1, T1)
+    pool.submit(chain.state, b1, T1)
+    pool.drop([a1])
+    assert pool.txs == [b1]
+    pool.submit(chain.state, a1, T1)  # no longer a duplicate
+    assert pool.txs == [b1, a1]
