@@ -20,6 +20,7 @@ from peerpower.consensus.ledger_app import LedgerApp
 from peerpower.consensus.tendermint import Decide, Tendermint, Timeouts
 from peerpower.crypto import KeyPair
 from peerpower.errors import InvalidInput, InvalidTransaction
+from peerpower.ledger.blocks import Block
 from peerpower.ledger.claims import claim_from_json
 from peerpower.ledger.genesis import Genesis, GenesisAccount, MarketRules
 from peerpower.ledger.rules import from_ms, slot_times, to_ms
@@ -61,8 +62,22 @@ class DevnetConfig:
             raise InvalidInput("goal", f"{self.goal!r} is not one of {', '.join(GOALS)}")
 
 
+@dataclass(frozen=True, slots=True)
+class DevnetRun:
+    """A finished run: its summary, the genesis, and the blocks an honest validator holds."""
+
+    summary: dict[str, Any]
+    genesis: Genesis
+    blocks: tuple[Block, ...]
+
+
 def simulate(cfg: DevnetConfig) -> dict[str, Any]:
     """Run the devnet and return its summary (see the module notes)."""
+    return run_devnet(cfg).summary
+
+
+def run_devnet(cfg: DevnetConfig) -> DevnetRun:
+    """Run the devnet (see the module notes)."""
     cfg.check()
     rng = random.Random(cfg.seed)
     names = [f"validator-{k}" for k in range(cfg.validators)]
@@ -150,7 +165,8 @@ def simulate(cfg: DevnetConfig) -> dict[str, Any]:
             for s in sites:
                 imp, exp = rng.randrange(0, 1500), rng.randrange(0, 1500)
                 submit(meter_reading(genesis.tx_chain, meter_keys[s], s, str(previous), imp, exp))
-    return _summary(cfg, apps, net, honest, names, refused_txs)
+    summary = _summary(cfg, apps, net, honest, names, refused_txs)
+    return DevnetRun(summary, genesis, tuple(apps[honest[0]].blocks))
 
 
 def _previous(slot: Slot) -> Slot:
