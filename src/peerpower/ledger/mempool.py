@@ -117,10 +117,11 @@ class Mempool:
                 "mempool-full",
                 f"{len(self.txs)} transactions are waiting, the limit is {self.limit}",
             )
-        key = canonical_unchecked(obj)
+        tx = decode_tx(obj, self.genesis.tx_chain)
+        # the canonical bytes of obj, at hand once decoded (the signature as written in hex)
+        key = tx.encoded() if obj["sig"] == tx.sig.hex() else canonical_unchecked(obj)
         if key in self._seen:
             raise InvalidTransaction("duplicate", "this transaction is already waiting")
-        tx = decode_tx(obj, self.genesis.tx_chain)
         draft = self._draft_for(state)
         self._bring_in(draft, state, tx.sender)
         self._time = time_ms
