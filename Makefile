@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench bench-ledger clean
+.PHONY: demo test lint typecheck pytest bench bench-ledger bench-consensus clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ bench: $(STAMP)
 
 bench-ledger: $(STAMP)
 	$(BIN)/peerpower bench ledger --repeat 3
+
+bench-consensus: $(STAMP)
+	$(BIN)/peerpower bench consensus
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build src/*.egg-info

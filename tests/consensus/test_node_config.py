@@ -110,3 +110,22 @@ def test_invalid_node_home_cli(tmp_path: Path, capsys: Any) -> None:
 def test_node_config_round_trips(net: Path) -> None:
     cfg = Home.load(net / "node2").config
     assert NodeConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+
+
+def test_invalid_devnet_up_folder(tmp_path: Path, capsys: Any) -> None:
+    assert main(["devnet", "up", "--dir", str(tmp_path)]) == 2
+    err = json.loads(capsys.readouterr().err)
+    assert err["field"] == "dir"
+    assert "devnet.json" in err["error"]
+
+
+def test_invalid_devnet_init_options(tmp_path: Path, capsys: Any) -> None:
+    for argv, field in (
+        (["--base-port", "80"], "base-port"),
+        (["--block-interval-ms", "-1"], "block-interval-ms"),
+        (["--goal", "fastest"], "goal"),
+    ):
+        code = main(["devnet", "init", "--dir", str(tmp_path / "d"), *argv])
+        assert code == 2
+        assert json.loads(capsys.readouterr().err)["field"] == field
+        assert not (tmp_path / "d").exists()  # nothing written
