@@ -1,10 +1,18 @@
 """``peerpower bench consensus``: how fast validators agree.
 
-Measured so far: the simulated network — ``validators`` validators (default 7) running the
-exchange under Tendermint on :class:`peerpower.net.memory.SimNetwork`, with twenty sites
-trading every half hour and slots cleared by claims (``peerpower devnet simulate``), timed for
-``heights`` blocks. Target: 1,000 heights a minute or faster. The TCP measurement (4 validators
-as processes, blocks of 2,000 signed orders at 1 block/s) comes with the TCP transport.
+Three parts:
+
+* ``sim`` — ``validators`` validators (default 7) running the exchange under Tendermint on
+  :class:`peerpower.net.memory.SimNetwork`, twenty sites trading every half hour, slots cleared
+  by claims (``peerpower devnet simulate``), timed for ``heights`` blocks. Target: 1,000 heights
+  a minute or faster.
+* ``tcp`` — 4 validator processes (``peerpower node``) on 127.0.0.1; 1,000 sites registered and
+  funded through the RPC, then signed orders posted by 4 client threads; blocks capped at 2,000
+  transactions. Target: blocks carrying 2,000 orders at 1 block/s or faster; each validator under
+  300 MB. Beside it, the bound of the same machine if each validator did nothing but check each
+  order's signature once.
+* ``memory`` — one validator of a 1,000-site market for a day, in a child process. Target:
+  under 300 MB.
 """
 
 from __future__ import annotations
