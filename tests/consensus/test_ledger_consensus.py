@@ -133,3 +133,30 @@ def test_ledger_under_consensus(seed: int, byzantine: dict[str, str], drop: floa
     state, summary = replay(g, [block_line(b) for b in app.blocks])
     assert state.root == app.state.root
     assert summary.blocks == len(app.blocks)
+
+
+def test_ledger_under_consensus_with_no_pause_between_blocks() -> None:
+    # commit_ms = 0: the next height starts at once, but only after each validator has applied
+    # the decided block (else a proposer would build a second block for the same height)
+    g = genesis()
+    apps = {v: LedgerApp(g, v, KEYS[v]) for v in VALIDATORS}
+    validators = [(v, KEYS[v].public) for v in VALIDATORS]
+    machines = {
+        v: Tendermint(validators, v, KEYS[v], apps[v], timeouts=Timeouts(commit_ms=0))
+        for v in VALIDATORS
+    }
+
+    def tick(v: str, now: int) -> None:
+        apps[v].now_ms = T0 + now
+
+    net = SimNetwork(
+        machines,
+        {v: KEYS[v] for v in VALIDATORS},
+        1,
+        on_decide=lambda v, d, now: apps[v].commit(d),
+        clock=tick,
+    )
+    net.start()
+    assert net.run(lambda: min(a.height for a in apps.values()) >= 30, limit_ms=120_000)
+    assert len({tuple(b.hash for b in a.blocks[:30]) for a in apps.values()}) == 1
+    assert all(a.refused == [] for a in apps.values())

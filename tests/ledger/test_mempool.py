@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from peerpower.errors import InvalidTransaction
+from peerpower.crypto import KeyPair
+from peerpower.errors import InvalidBlock, InvalidTransaction
 from peerpower.ledger.mempool import Mempool
+from peerpower.ledger.node import build_block
+from peerpower.ledger.rules import apply_block
+from peerpower.ledger.transactions import Signer
 from tests.ledger.chain_helpers import (
+    DEPOSIT,
     KEYS,
     SLOT,
     SLOT2,
@@ -15,6 +20,7 @@ from tests.ledger.chain_helpers import (
     T0,
     Chain,
     new_chain,
+    raw_block,
     signer,
 )
 
@@ -55,7 +61,7 @@ def test_mempool_drops_what_the_committed_block_replaced(chain: Chain) -> None:
     chain.accept_built(T1 + 1000, other)
     pool.committed(chain.state, [other], T1 + 1000)
     assert pool.txs == []
-    assert pool.verified == set()
+    assert pool.verified == {}
 
 
 def test_mempool_drops_a_waiting_order_the_gate_has_closed_on(chain: Chain) -> None:
@@ -107,3 +113,47 @@ def test_mempool_drop_forgets_transactions(chain: Chain) -> None:
     assert pool.txs == [b1]
     pool.submit(chain.state, a1, T1)  # no longer a duplicate
     assert pool.txs == [b1, a1]
+
+
+def test_mempool_operator_deposit_funded_by_a_waiting_withdrawal_survives_a_block(
+    chain: Chain,
+) -> None:
+    # a's withdrawal (waiting) pays the operator back; the operator's deposit to b needs it
+    pool = Mempool(chain.genesis, "val")
+    pool.submit(chain.state, chain.signer("a").withdraw(DEPOSIT), T1)
+    op = chain.signer("op")
+    big = op.deposit("b", chain.acct("op").balance_microyen + DEPOSIT - 10)
+    pool.submit(chain.state, big, T1)
+    small = op.deposit("c", 1)
+    pool.submit(chain.state, small, T1)
+    chain.accept_built(T1 + 500)  # an empty block from another validator
+    pool.committed(chain.state, [], T1 + 500)
+    # b's next submission brings the draft back: everything waiting still stands, in order
+    pool.submit(chain.state, chain.signer("b").order(SLOT, "buy", 100, 2000), T1 + 1000)
+    assert big in pool.txs and small in pool.txs
+    built = build_block(chain.state, chain.genesis, "val", None, T1 + 1500, pool.txs)
+    assert built.rejected == ()
+
+
+def test_mempool_trusts_a_signature_only_under_the_key_that_checked_it(chain: Chain) -> None:
+    # x is registered with key K1 while waiting, and its order signed with K1 is checked; then
+    # the chain registers x with another key K2 (the operator sent two registrations)
+    k1, k2 = KEYS["x"], KeyPair.derive("x-second-key")
+    pool = Mempool(chain.genesis, "val")
+    op = chain.signer("op")
+    pool.submit(
+        chain.state, op.register("x", k1.public_hex, KEYS["xm"].public_hex, "root", "pv"), T1
+    )
+    order = Signer(chain.genesis.tx_chain, "x", k1).order(SLOT, "buy", 100, 2000)
+    pool.submit(chain.state, op.deposit("x", 10**9), T1)
+    pool.submit(chain.state, order, T1)
+    other = chain.signer("op").register("x", k2.public_hex, KEYS["xm"].public_hex, "root", "pv")
+    chain.accept_built(T1 + 500, other)
+    pool.committed(chain.state, [other], T1 + 500)
+    assert order in pool.txs  # its nonce is still ahead
+    built = build_block(chain.state, chain.genesis, "val", None, T1 + 1000, pool.txs, pool.verified)
+    assert [err.rule for obj, err in built.rejected if obj == order] == ["signature"]
+    block = raw_block(chain.state, chain.genesis, [order], T1 + 1000)
+    with pytest.raises(InvalidBlock) as info:
+        apply_block(chain.state, block, chain.genesis, pool.verified)
+    assert info.value.rule == "signature"

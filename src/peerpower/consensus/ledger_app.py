@@ -31,8 +31,12 @@ from peerpower.market.verify import result_from_json, verify
 
 # A proposal whose time is this far ahead of the validator's clock is refused [ms].
 MAX_CLOCK_AHEAD_MS = 30_000
-# Transactions a validator puts in one block at most (besides its duties).
+# Transactions a validator puts in one block at most (besides its duties), and their size
+# [bytes of canonical JSON]: a block must fit well inside a network frame.
 MAX_BLOCK_TXS = 5_000
+MAX_BLOCK_BYTES = 8 << 20
+# Refusals kept for inspection (the latest)
+MAX_REFUSALS_KEPT = 10_000
 
 
 @dataclass
@@ -104,6 +108,10 @@ class LedgerApp(Application):
         return self.genesis.market.mechanism == "optimal" and len(self.genesis.validators) > 1
 
     def propose(self, height: int, round_: int) -> tuple[bytes, Any]:
+        if height != self.state.height + 1:
+            raise InvalidBlock(
+                height, "height", f"asked to propose, but the ledger is at {self.state.height}"
+            )
         time_ms = max(self.now_ms, self.state.meta.time_ms + 1)
         built = build_block(
             self.state,
@@ -115,13 +123,18 @@ class LedgerApp(Application):
             self.pool.verified,
             decisions=self.decisions() if self._by_claims else None,
             max_txs=self.max_block_txs,
+            max_bytes=MAX_BLOCK_BYTES,
         )
         self._checked[built.block.hash] = built.state
         self.pool.drop([obj for obj, _ in built.rejected])  # refused at this block's time
         return built.block.hash, built.block
 
     def validate(self, height: int, value: Any) -> bytes | None:
-        if not isinstance(value, Block) or value.height != self.state.height + 1:
+        if (
+            not isinstance(value, Block)
+            or value.height != height
+            or height != self.state.height + 1
+        ):
             return None
         block_hash = value.hash
         if block_hash in self._checked:
@@ -133,6 +146,7 @@ class LedgerApp(Application):
             state = apply_block(self.state, value, self.genesis, self.pool.verified)
         except InvalidBlock as err:
             self.refused.append((value.height, f"{err.rule}: {err.message}"))
+            del self.refused[:-MAX_REFUSALS_KEPT]
             return None
         self._checked[block_hash] = state
         return block_hash

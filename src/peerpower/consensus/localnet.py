@@ -9,8 +9,9 @@
     D/nodeK/genesis.json   the same genesis in every home
     D/nodeK/validator.key  validator K's key, mode 0600
 
-Ports are free ports the operating system hands out at ``init`` (or ``--base-port`` upward:
-``base + 2K`` for consensus, ``base + 2K + 1`` for RPC). ``up`` starts ``peerpower node`` for
+Ports are ``2N`` consecutive free ports from a random start in 20000–32000, below the range the
+system hands out for outgoing connections (or from ``--base-port``): ``base + 2K`` for
+consensus, ``base + 2K + 1`` for RPC. ``up`` starts ``peerpower node`` for
 every home as a child process and, on Ctrl-C or SIGTERM, stops them all with SIGTERM (SIGKILL
 after a grace period), so no process is left behind.
 """
@@ -18,6 +19,7 @@ after a grace period), so no process is left behind.
 from __future__ import annotations
 
 import json
+import random
 import signal
 import socket
 import subprocess
@@ -39,18 +41,31 @@ OPERATOR_MICROYEN = 10**15  # every µ¥ there will be on the devnet chain: 1,00
 STOP_GRACE_S = 10.0
 
 
+# Ports are taken below Linux's ephemeral range (32768–60999): a port the system hands out for
+# outgoing connections could be held by a node's dialling socket when a stopped peer restarts.
+PORT_RANGE = (20_000, 32_000)
+
+
 def _free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 now (held open together so none repeats)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``count`` consecutive ports free on 127.0.0.1 now, from a random start in
+    :data:`PORT_RANGE`."""
+    low, high = PORT_RANGE
+    rng = random.Random()
+    for _ in range(50):
+        start = rng.randrange(low, high - count)
+        socks = []
+        try:
+            for port in range(start, start + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind((HOST, port))
+            return list(range(start, start + count))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise InvalidInput("base-port", f"no {count} free ports found in {low}–{high}; give one")
 
 
 def init(

@@ -43,6 +43,9 @@ from peerpower.ledger.blocks import COMMIT_DOMAIN
 
 PROPOSAL_DOMAIN = b"peerpower/proposal/1\x00"
 MAX_VOTES_PER_VALIDATOR = 4  # distinct votes kept per validator, kind and round
+MAX_PROPOSALS_PER_ROUND = 4  # distinct proposals kept per round (a Byzantine proposer's extra)
+MAX_ROUNDS_AHEAD = 1000  # messages for rounds further ahead than this are ignored
+MAX_KEPT = 100  # rejected proposals and evidence kept (the latest)
 PREVOTE_DOMAIN = b"peerpower/prevote/1\x00"
 NIL_PRECOMMIT_DOMAIN = b"peerpower/precommit-nil/1\x00"
 
@@ -337,12 +340,14 @@ class Tendermint:
             # its height was decided (a whole block: not for every passing laggard).
             sender = message.proposer if isinstance(message, Proposal) else message.validator
             seen = (sender, message.height)
-            if sender in self.keys and sender != self.me:
+            if sender in self.keys and sender != self.me and message.height in self.history:
                 first = self._behind.setdefault(seen, self._tick)
                 if first < self._tick and seen not in self._helped:
                     self._helped.add(seen)
                     out.extend(Send(sender, m) for m in self.history.get(message.height, []))
             return out
+        if message.round > self.round + MAX_ROUNDS_AHEAD:
+            return out  # no honest validator is that far ahead: memory is not for the taking
         if self._known(message):
             return out  # a copy of what is recorded: gossip sends things again
         if not self._authentic(message):
@@ -384,9 +389,10 @@ class Tendermint:
         self._helped = set()
         self._behind = {k: t for k, t in self._behind.items() if t >= self._tick - 5}
         out: list[Action] = []
-        for _, rnd in sorted(self.rounds.items()):
-            if self._ticks > 1:
-                # Proposals (whole blocks) go again only once a height has lasted a full tick.
+        for r, rnd in sorted(self.rounds.items()):
+            if self._ticks > 1 and r in (self.round, self.valid_round):
+                # Proposals (whole blocks) go again only once a height has lasted a full tick,
+                # and only the current round's and the one this validator holds as valid.
                 out.extend(Broadcast(x) for x in rnd.proposals.values())
             for votes in (rnd.prevotes, rnd.precommits):
                 mine = votes.get(self.me, {}) if self.me is not None else {}
@@ -419,7 +425,8 @@ class Tendermint:
         if isinstance(m, Proposal):
             if rnd.proposal is None:
                 rnd.proposal = m
-            rnd.proposals.setdefault(m.value_id, m)
+            if len(rnd.proposals) < MAX_PROPOSALS_PER_ROUND:
+                rnd.proposals.setdefault(m.value_id, m)
             return
         votes = rnd.prevotes if m.kind == "prevote" else rnd.precommits
         theirs = votes.setdefault(m.validator, {})
@@ -427,6 +434,7 @@ class Tendermint:
             return
         if theirs:
             self.evidence.append((next(iter(theirs.values())), m))
+            del self.evidence[:-MAX_KEPT]
         if len(theirs) < MAX_VOTES_PER_VALIDATOR:
             theirs[m.value_id] = m
 
@@ -434,11 +442,15 @@ class Tendermint:
         """The proposal's value id if the application finds the value valid and the id right."""
         key = id(p)
         if key not in self._valid_ids:
-            got = self.app.validate(p.height, p.value)
+            try:
+                got = self.app.validate(p.height, p.value)
+            except Exception:  # an application that fails on a value does not take it
+                got = None
             ok = got if got == p.value_id else None
             self._valid_ids[key] = ok
             if ok is None:
                 self.rejected.append(p)
+                del self.rejected[:-MAX_KEPT]
         return self._valid_ids[key]
 
     # -- actions -----------------------------------------------------------------------------
@@ -520,11 +532,11 @@ class Tendermint:
                 self.history.pop(h - self.keep_heights, None)
                 self.height += 1
                 self._reset_height()
-                if self.timeouts.commit_ms > 0:
-                    self._waiting = True
-                    out.append(Schedule("commit", self.height, 0, self.timeouts.commit_ms))
-                else:
-                    self._start_round(0, out)
+                # The next height starts on a timer (at once when commit_ms is 0), after the
+                # driver has acted on the decision: its application must apply the decided
+                # block before it is asked for the next one.
+                self._waiting = True
+                out.append(Schedule("commit", self.height, 0, self.timeouts.commit_ms))
                 waiting, self._future = self._future, []
                 for m in waiting:
                     if m.height == self.height:

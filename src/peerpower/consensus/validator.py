@@ -63,8 +63,9 @@ from peerpower.net.tcp import Peer, TcpTransport
 
 log = logging.getLogger("peerpower.node")
 
-MAX_BATCH = 10_000  # transactions in one POST /tx array
+MAX_BATCH = 2_000  # transactions in one POST /tx array
 HISTORY_HEIGHTS = 8  # decided heights a machine keeps in memory (older ones come from storage)
+SYNC_BYTES = 8 << 20  # blocks sent in one answer to a laggard, at most (but at least one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +146,8 @@ class NodeConfig:
         if type(interval) is not int or not 0 <= interval <= 600_000:
             raise InvalidInput("block_interval_ms", f"must be 0–600000, got {interval!r}")
         cap = obj.get("max_block_txs", MAX_BLOCK_TXS)
-        if type(cap) is not int or not 1 <= cap <= 100_000:
-            raise InvalidInput("max_block_txs", f"must be 1–100000, got {cap!r}")
+        if type(cap) is not int or not 1 <= cap <= 20_000:
+            raise InvalidInput("max_block_txs", f"must be 1–20000, got {cap!r}")
         return cls(
             me,
             Address.from_json(obj.get("listen"), "listen"),
@@ -321,8 +322,8 @@ class ValidatorNode:
         if request.height > head or request.requester != sender:
             return
         last = min(head, request.height + wire.MAX_BLOCKS_PER_MESSAGE - 1)
-        blocks = [self.store.block(h) for h in range(request.height, last + 1)]
-        self.transport.send(sender, wire.encode_blocks(blocks))
+        lines = self.store.block_lines_between(request.height, last, SYNC_BYTES)
+        self.transport.send(sender, {"t": "blocks", "blocks": [json.loads(x) for x in lines]})
 
     def _on_blocks(self, sender: str, blocks: list[Block]) -> None:
         before = self.app.height
@@ -354,25 +355,34 @@ class ValidatorNode:
 
     # -- outputs -----------------------------------------------------------------------------
     def _act(self, actions: list[Action]) -> None:
-        assert self._loop is not None
-        for a in actions:
-            if isinstance(a, Broadcast):
-                self.transport.broadcast(wire.encode(a.message))
-            elif isinstance(a, Send):
-                if a.to != self.home.config.id:  # (its own message relayed back by a peer)
-                    self.transport.send(a.to, wire.encode(a.message))
-            elif isinstance(a, Schedule):
-                self._loop.call_later(
-                    a.delay_ms / 1000,
-                    self._on_timer,
-                    self.generation,
-                    a.kind,
-                    a.height,
-                    a.round,
-                )
-            elif isinstance(a, Decide):
-                self._commit(a)
+        # Timers first: whatever fails below, the machine's clock keeps ticking.
+        ordered: list[Action] = [a for a in actions if isinstance(a, Schedule)]
+        ordered += [a for a in actions if not isinstance(a, Schedule)]
+        for a in ordered:
+            try:
+                self._do(a)
+            except Exception:  # one failed action (e.g. a frame too big) must not stop the rest
+                log.exception("%s: %s failed", self.home.config.id, type(a).__name__)
         self._flush()
+
+    def _do(self, a: Action) -> None:
+        assert self._loop is not None
+        if isinstance(a, Broadcast):
+            self.transport.broadcast(wire.encode(a.message))
+        elif isinstance(a, Send):
+            if a.to != self.home.config.id:  # (its own message relayed back by a peer)
+                self.transport.send(a.to, wire.encode(a.message))
+        elif isinstance(a, Schedule):
+            self._loop.call_later(
+                a.delay_ms / 1000,
+                self._on_timer,
+                self.generation,
+                a.kind,
+                a.height,
+                a.round,
+            )
+        elif isinstance(a, Decide):
+            self._commit(a)
 
     def _commit(self, decision: Decide) -> None:
         if decision.height != self.app.height + 1:

@@ -10,10 +10,12 @@ Checking against "the transactions already waiting" means a draft of the committ
 them applied. Rebuilding it in full after every block would cost every waiting transaction's
 rules at every block (a second a block at 10,000 waiting). Instead the draft is rebuilt lazily:
 the transactions of accounts other than participants (the operator registering and funding
-sites) are applied at once, and a participant's waiting transactions only when that participant
-submits again — a participant's transactions touch only its own account, orders and readings,
-so no other participant's check depends on them. A waiting transaction the new state refuses
-(e.g. an order past its gate) is dropped then, or when a block is built without it.
+sites) are applied at once, with those of participants that have a withdrawal waiting (a
+withdrawal pays the operator back, and the operator's deposits may count on it); any other
+participant's waiting transactions only when that participant submits again — its orders,
+cancels and readings touch only its own account, orders and readings, so no other check depends
+on them. A waiting transaction the new state refuses (e.g. an order past its gate) is dropped
+then, or when a block is built without it.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ class Mempool:
         self.validator = validator
         self.limit = limit
         self.txs: list[dict[str, Any]] = []
-        # (message, signature) pairs whose signatures were checked on submission
-        self.verified: set[tuple[bytes, bytes]] = set()
+        # (message, signature) pairs checked on submission → the key that checked them
+        self.verified: dict[tuple[bytes, bytes], bytes] = {}
         self._seen: set[bytes] = set()
         # canonical bytes → the decoded transaction and the key that checked its signature
         self._decoded: dict[bytes, tuple[Tx, bytes | None]] = {}
@@ -93,13 +95,22 @@ class Mempool:
         self._forget(refused)
 
     def _draft_for(self, state: State) -> Draft:
-        """The committed state with the waiting transactions of every non-participant applied
-        (participants' come in :meth:`_bring_in`)."""
+        """The committed state with the waiting transactions of every non-participant applied,
+        and those of every participant with a waiting withdrawal (which pays the operator,
+        whose deposits may need it), in arrival order; other participants' come in
+        :meth:`_bring_in`."""
         if self._draft is None or self._base is not state:
             draft = state.draft()
             self._draft, self._base, self._applied = draft, state, set()
-            others = [o for o in self.txs if not self._participant(state, self._entry(o)[1].sender)]
-            self._apply(draft, state, others)
+            entries = [(o, self._entry(o)[1]) for o in self.txs]
+            tied = {tx.sender for _, tx in entries if tx.type == "withdraw"}
+            first = [
+                o
+                for o, tx in entries
+                if tx.sender in tied or not self._participant(state, tx.sender)
+            ]
+            self._applied |= tied
+            self._apply(draft, state, first)
         return self._draft
 
     def _bring_in(self, draft: Draft, state: State, sender: str) -> None:
@@ -122,22 +133,24 @@ class Mempool:
         key = tx.encoded() if obj["sig"] == tx.sig.hex() else canonical_unchecked(obj)
         if key in self._seen:
             raise InvalidTransaction("duplicate", "this transaction is already waiting")
+        self._time = max(self._time, time_ms)
         draft = self._draft_for(state)
         self._bring_in(draft, state, tx.sender)
-        self._time = time_ms
         apply_tx(draft, tx, self.genesis, self._ctx(state, time_ms))
         self.txs.append(obj)
         if self._index is not None:
             self._index.setdefault(tx.sender, []).append(obj)
         self._key_of[id(obj)] = key
         self._seen.add(key)
-        self._decoded[key] = (tx, signer_key(draft, tx))
-        self.verified.add((tx.message, tx.sig))
+        checked_by = signer_key(draft, tx)
+        self._decoded[key] = (tx, checked_by)
+        if checked_by is not None:
+            self.verified[(tx.message, tx.sig)] = checked_by
         return tx
 
     def clear(self) -> None:
         """Forget every waiting transaction."""
-        self.txs, self.verified, self._seen, self._decoded = [], set(), set(), {}
+        self.txs, self.verified, self._seen, self._decoded = [], {}, set(), {}
         self._key_of = {}
         self._index = None
         self._draft = None
@@ -153,7 +166,7 @@ class Mempool:
                 self._seen.discard(key)
                 got = self._decoded.pop(key, None)
                 if got is not None:
-                    self.verified.discard((got[0].message, got[0].sig))
+                    self.verified.pop((got[0].message, got[0].sig), None)
             else:
                 kept.append(obj)
         self.txs = kept

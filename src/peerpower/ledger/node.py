@@ -12,7 +12,7 @@ block when asked, signs the commit certificate itself and stores each block with
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from peerpower.ledger.rules import (
     apply_tx,
     begin_block,
     genesis_state,
+    signer_key,
     slot_book,
     slot_times,
 )
@@ -101,13 +102,14 @@ def build_block(
     key: KeyPair | None,
     time_ms: int,
     txs: Sequence[dict[str, Any]],
-    verified: Collection[tuple[bytes, bytes]] = (),
+    verified: Mapping[tuple[bytes, bytes], bytes] | None = None,
     decisions: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] | None = None,
     max_txs: int | None = None,
+    max_bytes: int | None = None,
 ) -> Built:
     """Build the next block on ``state`` (see the module notes). With ``key`` (the proposer's)
-    the proposer's duties are added first. ``verified`` holds ``(message, signature)`` pairs
-    whose signatures were already checked (on submission). At most ``max_txs`` of ``txs`` are
+    the proposer's duties are added first. ``verified`` maps ``(message, signature)`` pairs
+    already checked (on submission) to the key that checked them. At most ``max_txs`` of ``txs`` are
     taken (the rest wait for a later block)."""
     height = state.height + 1
     ctx = BlockContext(height, time_ms, state.head_hash, proposer)
@@ -130,19 +132,27 @@ def build_block(
         apply_tx(draft, decode_tx(obj, genesis.tx_chain), genesis, ctx)
         chosen.append(obj)
     taken = 0
+    size = 0
     for obj in txs:
         if max_txs is not None and taken >= max_txs:
             break
         try:
             tx = decode_tx(obj, genesis.tx_chain)
-            # A signature checked on submission holds still: the signer's key never changes.
-            known = True if (tx.message, tx.sig) in verified else None
+            if max_bytes is not None and size + len(tx.encoded()) > max_bytes:
+                break
+            # A signature checked on submission holds if the signer's key here is the same.
+            known = None
+            if verified:
+                checked_by = verified.get((tx.message, tx.sig))
+                if checked_by is not None and checked_by == signer_key(draft, tx):
+                    known = True
             apply_tx(draft, tx, genesis, ctx, known)
         except InvalidTransaction as err:
             rejected.append((obj, err))
             continue
         chosen.append(obj)
         taken += 1
+        size += len(tx.encoded())
     new = draft.freeze()
     header = Header(
         genesis.chain_id,

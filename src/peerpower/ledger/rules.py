@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -821,18 +821,18 @@ def _decode_well_formed(block: Block, genesis: Genesis) -> list[Tx] | None:
 
 
 def presign(
-    state: State, txs: Sequence[Tx], verified: Collection[tuple[bytes, bytes]] = ()
+    state: State, txs: Sequence[Tx], verified: Mapping[tuple[bytes, bytes], bytes] | None = None
 ) -> list[bool | None]:
-    """Check in parallel the signatures of the transactions whose signer is already known
-    (those in ``verified``, ``(message, signature)`` pairs checked before, hold still: a
-    signer's key never changes)."""
+    """Check in parallel the signatures of the transactions whose signer is already known.
+    ``verified`` maps ``(message, signature)`` pairs checked before to the key that checked
+    them: a pair holds still if that is the signer's key here."""
     checks = []
     where = []
     out: list[bool | None] = [None] * len(txs)
     for k, tx in enumerate(txs):
         key = signer_key(state, tx)
-        if key is not None and verified and (tx.message, tx.sig) in verified:
-            out[k] = True  # checked against this same key: accounts keep their keys
+        if key is not None and verified and verified.get((tx.message, tx.sig)) == key:
+            out[k] = True  # checked before against this same key
         elif key is not None:
             checks.append((key, TX_DOMAIN, tx.message, tx.sig))
             where.append(k)
@@ -845,11 +845,11 @@ def apply_block(
     state: State,
     block: Block,
     genesis: Genesis,
-    verified: Collection[tuple[bytes, bytes]] = (),
+    verified: Mapping[tuple[bytes, bytes], bytes] | None = None,
 ) -> State:
     """The state after ``block``; raises ``InvalidBlock`` naming the height and the first rule
     broken (header, a transaction, or the state root). ``state`` is not changed.
-    ``verified`` holds ``(message, signature)`` pairs already checked (e.g. in the mempool)."""
+    ``verified``: signatures already checked (e.g. in the mempool), see :func:`presign`."""
     # A decoded transaction has its canonical bytes (the Merkle leaf) at hand: decoding first
     # encodes each transaction once instead of twice.
     decoded = _decode_well_formed(block, genesis)

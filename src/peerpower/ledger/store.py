@@ -205,6 +205,21 @@ class Store:
             raise InvalidInput("height", f"no block {height} (head is {self.head_height()})")
         return block_from_json(json.loads(row[0]))
 
+    def block_lines_between(self, first: int, last: int, max_bytes: int) -> list[str]:
+        """Stored lines of blocks ``first``…``last`` adding up to at most ``max_bytes`` (at
+        least one block)."""
+        out: list[str] = []
+        size = 0
+        rows = self.db.execute(
+            "SELECT data FROM blocks WHERE height BETWEEN ? AND ? ORDER BY height", (first, last)
+        )
+        for (data,) in rows:
+            if out and size + len(data) > max_bytes:
+                break
+            out.append(str(data))
+            size += len(data)
+        return out
+
     def block_lines(self) -> Iterator[str]:
         """Every block as its stored JSON line, in height order."""
         for (data,) in self.db.execute("SELECT data FROM blocks ORDER BY height"):

@@ -29,7 +29,7 @@ from peerpower.errors import InvalidInput, PeerpowerError
 from peerpower.ledger.blocks import Block, block_from_json
 
 MAX_BLOCKS_PER_MESSAGE = 64
-MAX_APP_PAYLOADS = 50_000
+MAX_APP_PAYLOADS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
