@@ -1,0 +1,156 @@
+"""``optimizer``: a linear programme over the open slots (24 h) deciding charging, discharging,
+market purchases and sales from the forecasts and forecast prices.
+
+Variables per slot ``k`` [Wh]: market purchase ``b`` and sale ``s``, retail import ``i`` and
+export ``e``, and per storage unit (battery, EV) charge ``c``, discharge ``d`` and the energy
+stored at the end of the slot ``x``:
+
+    pv_k + b_k + i_k + Σ d_k = load_k + s_k + e_k + Σ c_k        (the site's bus)
+    x_k = x_{k−1} + η c_k − d_k / η                              (each unit)
+    max(min, reserve_k) ≤ x_k ≤ max,   c_k ≤ C·a_k,   d_k ≤ D·a_k   (a_k: 1 if plugged)
+    b_k, s_k ≤ depth                                               (what the market may take)
+
+Modes:
+
+* ``economy`` — minimise Σ p_k b_k − p_k s_k + T i_k − B e_k (forecast market price ``p``,
+  tariff ``T``, buyback ``B``);
+* ``renewable-first`` — first use the site's own PV and market energy in sunny hours: retail
+  imports cost an extra ``renewable_weight_yen`` per kWh, and market purchases in slots without
+  forecast PV cost half that extra (night market energy is less likely PV-origin).
+
+Storage ends the horizon with at least what it had (no selling off the battery for the next day
+at zero value). The solution becomes bids: ``b_k`` as a buy at ``p_k`` + ``premium_yen`` (at most
+the tariff), ``s_k`` as a sell at ``p_k`` − ``premium_yen`` (at least the buyback), whole lots.
+Solved with HiGHS through ``scipy.optimize.linprog``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linprog
+from scipy.sparse import lil_matrix
+
+from peerpower.agents.policy import Bid, Policy, SiteView, StorageView, register
+from peerpower.errors import InvalidInput
+
+MODES = ("economy", "renewable-first")
+
+
+def plan(
+    view: SiteView, mode: str, depth_wh: float, renewable_weight_yen: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The LP's market purchases and sales per slot [Wh]."""
+    n = len(view.slots)
+    units = [u for u in (view.battery, view.ev) if u is not None]
+    per = 4 + 3 * len(units)  # b, s, i, e, then (c, d, x) per unit
+    nv = n * per
+
+    def var(k: int, j: int) -> int:
+        return k * per + j
+
+    price = np.array(view.prices_sen_per_kwh, dtype=float) / 100  # yen/kWh
+    tariff, buyback = view.tariff_sen_per_kwh / 100, view.buyback_sen_per_kwh / 100
+    cost = np.zeros(nv)
+    for k in range(n):
+        cost[var(k, 0)] = price[k]
+        cost[var(k, 1)] = -price[k]
+        cost[var(k, 2)] = tariff
+        cost[var(k, 3)] = -buyback
+        if mode == "renewable-first":
+            cost[var(k, 2)] += renewable_weight_yen
+            if view.pv_wh[k] <= 0:
+                cost[var(k, 0)] += renewable_weight_yen / 2
+    # a tiny cost on storage throughput avoids pointless charge/discharge cycles
+    for k in range(n):
+        for u in range(len(units)):
+            cost[var(k, 4 + 3 * u)] += 1e-4
+            cost[var(k, 5 + 3 * u)] += 1e-4
+    rows = n * (1 + len(units))
+    a = lil_matrix((rows, nv))
+    rhs = np.zeros(rows)
+    bounds: list[tuple[float, float | None]] = [(0.0, None)] * nv
+    for k in range(n):
+        r = k
+        a[r, var(k, 0)] = 1
+        a[r, var(k, 1)] = -1
+        a[r, var(k, 2)] = 1
+        a[r, var(k, 3)] = -1
+        for u in range(len(units)):
+            a[r, var(k, 4 + 3 * u)] = -1
+            a[r, var(k, 5 + 3 * u)] = 1
+        rhs[r] = view.load_wh[k] - view.pv_wh[k]
+        bounds[var(k, 0)] = (0.0, depth_wh)
+        bounds[var(k, 1)] = (0.0, depth_wh)
+    for u, unit in enumerate(units):
+        for k in range(n):
+            r = n * (1 + u) + k
+            # x_k − x_{k−1} − η c_k + d_k / η = 0 (x_{−1} is the stored energy now)
+            a[r, var(k, 6 + 3 * u)] = 1
+            a[r, var(k, 4 + 3 * u)] = -unit.efficiency
+            a[r, var(k, 5 + 3 * u)] = 1 / unit.efficiency
+            if k:
+                a[r, var(k - 1, 6 + 3 * u)] = -1
+            else:
+                rhs[r] = unit.stored_wh
+            on = 1.0 if unit.available(k) else 0.0
+            bounds[var(k, 4 + 3 * u)] = (0.0, unit.charge_wh * on)
+            bounds[var(k, 5 + 3 * u)] = (0.0, unit.discharge_wh * on)
+            low = max(unit.min_wh, unit.reserve_wh[k] if unit.reserve_wh else 0.0)
+            low = min(low, unit.max_wh)
+            if k == n - 1:
+                low = max(low, min(unit.stored_wh, unit.max_wh))
+            bounds[var(k, 6 + 3 * u)] = (low, unit.max_wh)
+    res = linprog(
+        cost, A_eq=a.tocsr(), b_eq=rhs, bounds=bounds, method="highs", options={"presolve": True}
+    )
+    if res.status != 0:
+        # infeasible (e.g. a reserve the car cannot reach): no market position
+        return np.zeros(n), np.zeros(n)
+    x = res.x
+    return x[0::per][:n], x[1::per][:n]
+
+
+def optimizer_bids(
+    view: SiteView, mode: str, depth_wh: float, premium_yen: float, renewable_weight_yen: float
+) -> list[Bid]:
+    buys, sells = plan(view, mode, depth_wh, renewable_weight_yen)
+    out: list[Bid] = []
+    premium = round(premium_yen * 100)
+    for k, slot in enumerate(view.slots):
+        p = view.prices_sen_per_kwh[k]
+        energy = view.lots(buys[k] + 1e-6)
+        if energy:
+            price = min(view.tariff_sen_per_kwh, p + premium)
+            out.append(Bid(slot, "buy", energy, view.clamp_price(price)))
+        energy = view.lots(sells[k] + 1e-6)
+        if energy:
+            price = max(view.buyback_sen_per_kwh, p - premium)
+            out.append(Bid(slot, "sell", energy, view.clamp_price(price)))
+    return out
+
+
+def _unit_ok(unit: StorageView | None) -> None:
+    if unit is not None and not 0 < unit.efficiency <= 1:
+        raise InvalidInput("efficiency", f"must be in (0, 1], got {unit.efficiency}")
+
+
+@register("optimizer")
+def optimizer(
+    mode: str = "economy",
+    depth_kwh: float = 5.0,
+    premium_yen: float = 0.5,
+    renewable_weight_yen: float = 20.0,
+) -> Policy:
+    if mode not in MODES:
+        raise InvalidInput("mode", f"{mode!r} is not one of {', '.join(MODES)}")
+    if not 0 < depth_kwh <= 1000:
+        raise InvalidInput("depth_kwh", f"must be > 0, got {depth_kwh}")
+    if not 0 <= premium_yen <= 100:
+        raise InvalidInput("premium_yen", f"must be 0–100 yen/kWh, got {premium_yen}")
+
+    def policy(view: SiteView) -> list[Bid]:
+        _unit_ok(view.battery)
+        _unit_ok(view.ev)
+        return optimizer_bids(view, mode, depth_kwh * 1000, premium_yen, renewable_weight_yen)
+
+    return policy

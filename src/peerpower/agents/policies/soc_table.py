@@ -1,0 +1,162 @@
+"""``soc-table``: the Urawa-Misono trial's state-of-charge price table (the default policy).
+
+For each open slot the controller forecasts its storage's state of charge at the start of the
+slot (no trading: PV surplus charges it, deficits draw on it, within its power and limits), and
+bids the row of the table for that SOC — the highest row at or below it (below the lowest row:
+the lowest; above the highest: the highest)::
+
+    SOC [%]   SELL [yen/kWh]   BUY [yen/kWh]   amount [kWh]
+      30            –               25             1.0
+      40           30               20             1.0
+      50           20               10             1.0
+      60           15                5             1.0
+      70           10                –             1.0
+
+(Tanaka, talk slides on the Misono project, "bidding is done"; the 70 % row's amount is taken as
+1.0 kWh.) The amounts are limited by what the storage can give or take in the slot: a sale never
+draws it below its floor or the EV's trip reserve, a purchase never overfills it. A site with no
+storage (or an EV away) sells its forecast PV surplus at ``surplus_yen`` and buys its forecast
+deficit at ``deficit_yen`` instead, in whole lots.
+
+Notes
+-----
+Full lots only: amounts are rounded down to the market lot (0.1 kWh).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from peerpower.agents.policy import Bid, Policy, SiteView, StorageView, net_position, register
+from peerpower.errors import InvalidInput
+
+# (SOC [%], sell [yen/kWh] or None, buy [yen/kWh] or None, amount [kWh])
+MISONO_TABLE: tuple[tuple[int, float | None, float | None, float], ...] = (
+    (30, None, 25.0, 1.0),
+    (40, 30.0, 20.0, 1.0),
+    (50, 20.0, 10.0, 1.0),
+    (60, 15.0, 5.0, 1.0),
+    (70, 10.0, None, 1.0),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SocTable:
+    rows: tuple[tuple[int, float | None, float | None, float], ...] = MISONO_TABLE
+    surplus_yen: float = 10.0
+    deficit_yen: float = 25.0
+
+    def __post_init__(self) -> None:
+        if not self.rows:
+            raise InvalidInput("table", "needs at least one row")
+        last = -1
+        for k, (soc, sell, buy, amount) in enumerate(self.rows):
+            if not last < soc <= 100:
+                raise InvalidInput(
+                    f"table[{k}].soc_percent", f"rows must rise within 0–100 %, got {soc}"
+                )
+            last = soc
+            for name, price in (("sell_yen", sell), ("buy_yen", buy)):
+                if price is not None and not 0 <= price <= 100:
+                    raise InvalidInput(f"table[{k}].{name}", f"must be 0–100 yen/kWh, got {price}")
+            if not 0 < amount <= 100:
+                raise InvalidInput(f"table[{k}].amount_kwh", f"must be > 0, got {amount}")
+        for name, price in (("surplus_yen", self.surplus_yen), ("deficit_yen", self.deficit_yen)):
+            if not 0 <= price <= 100:
+                raise InvalidInput(name, f"must be 0–100 yen/kWh, got {price}")
+
+    def row(self, soc_percent: float) -> tuple[int, float | None, float | None, float]:
+        chosen = self.rows[0]
+        for r in self.rows:
+            if soc_percent + 1e-9 >= r[0]:
+                chosen = r
+        return chosen
+
+    def __call__(self, view: SiteView) -> list[Bid]:
+        storage = view.battery if view.battery is not None else view.ev
+        if storage is None:
+            return _no_storage(view, self.surplus_yen, self.deficit_yen)
+        out: list[Bid] = []
+        net = net_position(view)
+        stored = storage.stored_wh
+        for k, slot in enumerate(view.slots):
+            if not storage.available(k):
+                out.extend(_no_storage_slot(view, k, self.surplus_yen, self.deficit_yen))
+                continue
+            _, sell, buy, amount_kwh = self.row(storage.soc_percent(stored))
+            amount = amount_kwh * 1000
+            floor = max(storage.min_wh, _reserve(storage, k))
+            if sell is not None:
+                can = min(storage.discharge_wh, max(0.0, stored - floor) * storage.efficiency)
+                energy = view.lots(min(amount, can))
+                if energy:
+                    out.append(Bid(slot, "sell", energy, view.clamp_price(sell * 100)))
+            if buy is not None:
+                room = max(0.0, storage.max_wh - stored) / storage.efficiency
+                energy = view.lots(min(amount, storage.charge_wh, room))
+                if energy:
+                    out.append(Bid(slot, "buy", energy, view.clamp_price(buy * 100)))
+            stored = _drift(storage, stored, net[k])
+        return out
+
+
+def _reserve(storage: StorageView, k: int) -> float:
+    return storage.reserve_wh[k] if storage.reserve_wh else 0.0
+
+
+def _drift(storage: StorageView, stored: float, net_wh: int) -> float:
+    """Stored energy after a slot with no trading: surplus charges, deficit discharges."""
+    if net_wh >= 0:
+        take = min(float(net_wh), storage.charge_wh)
+        return min(storage.max_wh, stored + take * storage.efficiency)
+    give = min(float(-net_wh), storage.discharge_wh)
+    return max(storage.min_wh, stored - give / storage.efficiency)
+
+
+def _no_storage_slot(view: SiteView, k: int, surplus_yen: float, deficit_yen: float) -> list[Bid]:
+    net = view.pv_wh[k] - view.load_wh[k]
+    energy = view.lots(abs(net))
+    if not energy:
+        return []
+    if net > 0:
+        return [Bid(view.slots[k], "sell", energy, view.clamp_price(surplus_yen * 100))]
+    return [Bid(view.slots[k], "buy", energy, view.clamp_price(deficit_yen * 100))]
+
+
+def _no_storage(view: SiteView, surplus_yen: float, deficit_yen: float) -> list[Bid]:
+    out: list[Bid] = []
+    for k in range(len(view.slots)):
+        out.extend(_no_storage_slot(view, k, surplus_yen, deficit_yen))
+    return out
+
+
+@register("soc-table")
+def soc_table(
+    table: Sequence[Sequence[object]] | None = None,
+    surplus_yen: float = 10.0,
+    deficit_yen: float = 25.0,
+) -> Policy:
+    """The Misono SOC table policy; ``table`` rows are ``(soc_percent, sell_yen | None,
+    buy_yen | None, amount_kwh)``."""
+    rows = MISONO_TABLE
+    if table is not None:
+        parsed = []
+        for k, row in enumerate(table):
+            if len(row) != 4:
+                raise InvalidInput(
+                    f"table[{k}]", f"needs 4 values (soc, sell, buy, kWh), got {row}"
+                )
+            soc, sell, buy, amount = row
+            if type(soc) is not int:
+                raise InvalidInput(f"table[{k}].soc_percent", f"must be an integer, got {soc!r}")
+            for name, v in (("sell_yen", sell), ("buy_yen", buy), ("amount_kwh", amount)):
+                if v is not None and not isinstance(v, int | float):
+                    raise InvalidInput(f"table[{k}].{name}", f"must be a number, got {v!r}")
+            parsed.append((soc, _num(sell), _num(buy), float(amount)))  # type: ignore[arg-type]
+        rows = tuple(parsed)
+    return SocTable(rows, surplus_yen, deficit_yen)
+
+
+def _num(v: object) -> float | None:
+    return None if v is None else float(v)  # type: ignore[arg-type]

@@ -1,0 +1,35 @@
+"""``zi-c``: zero-intelligence constrained bidding, the classic baseline.
+
+Each slot the site offers its forecast PV surplus or bids for its forecast deficit (whole lots;
+storage is not used) at a price drawn uniformly from the range where a trade cannot lose against
+the retail alternatives: between the buyback price (what a seller gets otherwise) and the tariff
+(what a buyer pays otherwise). A seller never asks below its cost and a buyer never bids above
+its value — the budget constraint of Gode and Sunder's ZI-C traders.
+
+References
+----------
+D. K. Gode and S. Sunder, "Allocative efficiency of markets with zero-intelligence traders:
+market as a partial substitute for individual rationality", Journal of Political Economy
+101(1):119–137, 1993. doi:10.1086/261868
+"""
+
+from __future__ import annotations
+
+from peerpower.agents.policy import Bid, Policy, SiteView, net_position, register
+
+
+def zi_c_bids(view: SiteView) -> list[Bid]:
+    low, high = view.buyback_sen_per_kwh, view.tariff_sen_per_kwh
+    out: list[Bid] = []
+    for k, net in enumerate(net_position(view)):
+        energy = view.lots(abs(net))
+        if not energy:
+            continue
+        price = view.clamp_price(view.rng.randint(min(low, high), max(low, high)))
+        out.append(Bid(view.slots[k], "sell" if net > 0 else "buy", energy, price))
+    return out
+
+
+@register("zi-c")
+def zi_c() -> Policy:
+    return zi_c_bids

@@ -1,0 +1,134 @@
+"""What a site's controller knows when it bids, and what a policy returns.
+
+A policy is a pure function of a :class:`SiteView` — forecasts for the open slots, the state of
+the site's storage, forecast market prices, the retail tariff and buyback — to a list of
+:class:`Bid` (slot, side, whole lots, price). Policies never see the truth of the physics, only
+forecasts, so their bids can be wrong and delivery can fall short; settlement copes.
+
+Prices are integer sen/kWh and energies whole Wh in lots (DESIGN.md §2); floats appear only in
+the forecasts of storage state.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from peerpower.errors import InvalidInput
+from peerpower.timeslots import Slot
+from peerpower.units import DEFAULT_LOT_WH
+
+Side = Literal["buy", "sell"]
+
+# Retail prices by default [sen/kWh]: a Japanese household tariff of about 26 yen/kWh and the
+# post-FIT buyback of about 8.5 yen/kWh.
+RETAIL_TARIFF_SEN_PER_KWH = 2600
+RETAIL_BUYBACK_SEN_PER_KWH = 850
+
+
+@dataclass(frozen=True, slots=True)
+class Bid:
+    """One order a policy wants standing for ``slot``."""
+
+    slot: Slot
+    side: Side
+    energy_wh: int
+    price_sen_per_kwh: int
+
+
+@dataclass(frozen=True, slots=True)
+class StorageView:
+    """A battery or EV as the controller sees it now.
+
+    ``plugged`` (EV) is per open slot; a battery is always available. ``reserve_wh`` is the
+    stored energy the policy must not sell below (an EV's next trip plus its floor).
+    """
+
+    capacity_wh: int
+    stored_wh: float
+    min_wh: float
+    max_wh: float
+    charge_wh: float  # per slot, at the bus [Wh]
+    discharge_wh: float  # per slot, at the bus [Wh]
+    efficiency: float
+    plugged: tuple[bool, ...] = ()
+    reserve_wh: tuple[float, ...] = ()
+
+    def available(self, k: int) -> bool:
+        return not self.plugged or self.plugged[k]
+
+    def soc_percent(self, stored_wh: float) -> float:
+        return 100.0 * stored_wh / self.capacity_wh
+
+
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    """Forecasts for the open slots (index 0 is the next slot to be traded) and the site now."""
+
+    site: str
+    slots: tuple[Slot, ...]
+    pv_wh: tuple[int, ...]
+    load_wh: tuple[int, ...]
+    prices_sen_per_kwh: tuple[int, ...]  # forecast market price per slot
+    battery: StorageView | None = None
+    ev: StorageView | None = None
+    tariff_sen_per_kwh: int = RETAIL_TARIFF_SEN_PER_KWH
+    buyback_sen_per_kwh: int = RETAIL_BUYBACK_SEN_PER_KWH
+    lot_wh: int = DEFAULT_LOT_WH
+    price_min_sen_per_kwh: int = 0
+    price_max_sen_per_kwh: int = 10_000
+    rng: random.Random = field(default_factory=random.Random, compare=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.slots)
+        for name in ("pv_wh", "load_wh", "prices_sen_per_kwh"):
+            if len(getattr(self, name)) != n:
+                raise InvalidInput(name, f"has {len(getattr(self, name))} values for {n} slots")
+
+    def lots(self, energy_wh: float) -> int:
+        """Whole lots in ``energy_wh`` (rounded down) [Wh]."""
+        return max(0, int(energy_wh // self.lot_wh)) * self.lot_wh
+
+    def clamp_price(self, price: float) -> int:
+        return int(min(self.price_max_sen_per_kwh, max(self.price_min_sen_per_kwh, round(price))))
+
+
+Policy = Callable[[SiteView], list[Bid]]
+
+_REGISTRY: dict[str, Callable[..., Policy]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Policy]], Callable[..., Policy]]:
+    """Add a policy factory to the catalogue under ``name``."""
+
+    def add(factory: Callable[..., Policy]) -> Callable[..., Policy]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return add
+
+
+def policy_names() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def make_policy(name: str, **options: object) -> Policy:
+    """The policy ``name`` with its options; an unknown name is an error naming the choices."""
+    _load_all()
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        raise InvalidInput("policy", f"{name!r} is not one of {', '.join(sorted(_REGISTRY))}")
+    return factory(**options)
+
+
+def _load_all() -> None:
+    # The policies register themselves on import (each is its own module).
+    from peerpower.agents import policies  # noqa: F401
+
+
+def net_position(view: SiteView) -> list[int]:
+    """Forecast PV minus load per slot [Wh] (> 0: surplus)."""
+    return [p - c for p, c in zip(view.pv_wh, view.load_wh, strict=True)]
