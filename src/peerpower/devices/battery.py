@@ -263,7 +263,9 @@ class Battery:
     @property
     def soc_percent(self) -> float:
         """State of charge: stored energy / capacity [%]."""
-        return self._stored_wh / self.cfg.capacity_wh * 100
+        percent = self._stored_wh * 100 / self.cfg.capacity_wh
+        # clamped so a store at a limit reports the limit exactly, whatever the rounding
+        return min(max(percent, self.cfg.soc_min_percent), self.cfg.soc_max_percent)
 
     def max_charge_wh(self) -> float:
         """Most energy the battery can draw from the bus in this slot [Wh at the bus, ≥ 0]."""

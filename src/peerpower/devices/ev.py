@@ -431,7 +431,9 @@ class EV:
     @property
     def soc_percent(self) -> float:
         """State of charge at the clock: stored energy / capacity [%]."""
-        return self._stored_wh / self.cfg.capacity_wh * 100
+        percent = self._stored_wh * 100 / self.cfg.capacity_wh
+        # clamped so a store at a limit reports the limit exactly, whatever the rounding
+        return min(max(percent, self.cfg.soc_min_percent), self.cfg.soc_max_percent)
 
     @property
     def departed_below_need(self) -> int:
