@@ -300,7 +300,7 @@ def must_charge_wh(ev: EV, day: date, slot: int) -> float:
     trip = ev.next_trip(day, slot)
     if trip is None:
         return 0.0
-    gap = ev.required_wh(day, slot) - ev.stored_wh
+    gap = min(ev.required_wh(day, slot), ev.cfg.max_wh) - ev.stored_wh
     if gap <= 0:
         return 0.0
     per_slot = ev.cfg.charge_w / 2 * ev.cfg.efficiency  # stored per slot at full power

@@ -52,8 +52,11 @@ def ev_cheap_bids(
                 cheap = view.prices_sen_per_kwh[k] <= cheap_yen * 100
                 if need <= 0 and not cheap:
                     continue
-                want = ev.charge_wh if cheap else min(ev.charge_wh, need / ev.efficiency)
-                want = min(want, room / ev.efficiency)
+                cap = view.lots(ev.charge_wh)
+                # whole lots; what the trip needs rounded up
+                lots_needed = -(-max(0.0, need / ev.efficiency) // view.lot_wh) * view.lot_wh
+                want = float(cap if cheap else min(cap, lots_needed))
+                want = min(want, view.lots(room / ev.efficiency))
                 if want <= 0:
                     continue
                 buy[k] = want

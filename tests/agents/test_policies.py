@@ -1,0 +1,251 @@
+"""Bidding policies on hand-made views: the Misono table row by row, ZI-C's budget constraint,
+EV charging in the cheapest plugged slots, the optimizer against a dynamic-programming oracle,
+and every policy's bids inside the band in whole lots."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import date
+
+import pytest
+
+from peerpower.agents.policy import Bid, SiteView, StorageView, make_policy, policy_names
+from peerpower.errors import InvalidInput
+from peerpower.timeslots import Slot
+
+DAY = date(2026, 8, 18)
+SLOTS = tuple(Slot(DAY, k) for k in range(48))
+
+
+def pv_curve(peak: int) -> tuple[int, ...]:
+    return tuple(
+        int(peak * math.sin(math.pi * (k - 12) / 24)) if 12 <= k <= 36 else 0 for k in range(48)
+    )
+
+
+def battery(stored: float, capacity: int = 10_000) -> StorageView:
+    return StorageView(capacity, stored, 0.1 * capacity, capacity, 1500.0, 1500.0, 0.95)
+
+
+def view(
+    *,
+    pv: tuple[int, ...] | None = None,
+    load: tuple[int, ...] | None = None,
+    prices: tuple[int, ...] | None = None,
+    bat: StorageView | None = None,
+    ev: StorageView | None = None,
+    n: int = 48,
+    seed: int = 1,
+) -> SiteView:
+    return SiteView(
+        "s",
+        SLOTS[:n],
+        (pv or (0,) * 48)[:n],
+        (load or (400,) * 48)[:n],
+        (prices or (1700,) * 48)[:n],
+        bat,
+        ev,
+        rng=random.Random(seed),
+    )
+
+
+def by_slot(bids: list[Bid], k: int) -> list[tuple[str, int, int]]:
+    return sorted((b.side, b.energy_wh, b.price_sen_per_kwh) for b in bids if b.slot == SLOTS[k])
+
+
+@pytest.mark.parametrize(
+    ("soc", "expected"),
+    [
+        (30, [("buy", 1000, 2500)]),
+        (35, [("buy", 1000, 2500)]),
+        (40, [("buy", 1000, 2000), ("sell", 1000, 3000)]),
+        (50, [("buy", 1000, 1000), ("sell", 1000, 2000)]),
+        (60, [("buy", 1000, 500), ("sell", 1000, 1500)]),
+        (70, [("sell", 1000, 1000)]),
+        (95, [("sell", 1000, 1000)]),
+        (20, [("buy", 1000, 2500)]),
+    ],
+)
+def test_soc_table_bids_the_row_of_the_forecast_soc(
+    soc: int, expected: list[tuple[str, int, int]]
+) -> None:
+    # nothing else happens at the site: the SOC stays where it is
+    v = view(load=(0,) * 48, bat=battery(soc * 100.0), n=1)
+    assert by_slot(make_policy("soc-table")(v), 0) == expected
+
+
+def test_soc_table_follows_the_forecast_soc_and_respects_the_floor() -> None:
+    # 1.1 kWh stored above a 1 kWh floor: a 1 kWh sale is limited to what is there
+    low = StorageView(10_000, 1_150.0, 1_000.0, 10_000.0, 1500.0, 1500.0, 1.0)
+    v = view(load=(0,) * 48, bat=low, n=1)
+    assert by_slot(make_policy("soc-table")(v), 0) == [("buy", 1000, 2500)]
+    # PV charges the battery through the day: later slots bid higher SOC rows
+    v = view(pv=pv_curve(3000), load=(300,) * 48, bat=battery(3000.0))
+    bids = make_policy("soc-table")(v)
+    assert by_slot(bids, 0) == [("buy", 1000, 2500)]  # 30 %
+    assert ("sell", 1000, 1000) in by_slot(bids, 40)  # full by the evening: the 70 % row
+
+
+def test_soc_table_without_storage_offers_surplus_and_bids_deficit() -> None:
+    v = view(pv=pv_curve(2000), load=(500,) * 48)
+    bids = make_policy("soc-table")(v)
+    assert by_slot(bids, 0) == [("buy", 500, 2500)]
+    assert by_slot(bids, 24) == [("sell", 1500, 1000)]
+
+
+def test_zi_c_prices_within_buyback_and_tariff_and_reproducible() -> None:
+    v = view(pv=pv_curve(2500), load=(600,) * 48)
+    bids = make_policy("zi-c")(v)
+    assert {b.side for b in bids} == {"buy", "sell"}
+    assert all(850 <= b.price_sen_per_kwh <= 2600 for b in bids)
+    assert len({b.price_sen_per_kwh for b in bids}) > 10  # really random
+    assert make_policy("zi-c")(view(pv=pv_curve(2500), load=(600,) * 48)) == bids
+    assert make_policy("zi-c")(view(pv=pv_curve(2500), load=(600,) * 48, seed=2)) != bids
+
+
+def test_ev_cheap_charging_buys_what_the_trip_needs_in_the_cheapest_slots() -> None:
+    # plugged in slots 0–13, leaves at 14; needs 20 kWh stored, has 12 kWh
+    plugged = tuple(k < 14 for k in range(48))
+    reserve = tuple(20_000.0 if k < 14 else 0.0 for k in range(48))
+    ev = StorageView(40_000, 12_000.0, 8_000.0, 36_000.0, 3350.0, 3000.0, 0.866, plugged, reserve)
+    prices = tuple(2000 + 50 * ((k * 7) % 11) for k in range(48))
+    v = view(load=(0,) * 48, prices=prices, ev=ev)
+    bids = [b for b in make_policy("ev-cheap-charging", cheap_yen=0)(v) if b.side == "buy"]
+    slots = {b.slot.index for b in bids}
+    assert slots <= set(range(14))
+    bought = sum(b.energy_wh for b in bids)
+    assert 8_000 / 0.866 <= bought <= 8_000 / 0.866 + 100  # the gap, rounded up to a lot
+    cheapest = sorted(range(14), key=lambda k: (prices[k], k))[: len(slots)]
+    assert slots == set(cheapest)
+    assert all(b.price_sen_per_kwh == min(2600, prices[b.slot.index] + 100) for b in bids)
+
+
+def dp_oracle(v: SiteView, depth: float, step: float = 100.0) -> float:
+    """Least cost [yen] by dynamic programming over stored energy on a grid of ``step`` Wh:
+    an independent check of the optimizer's LP (lossless battery, so the grid is exact)."""
+    bat = v.battery
+    assert bat is not None and bat.efficiency == 1.0
+    levels = [bat.min_wh + step * j for j in range(int((bat.max_wh - bat.min_wh) / step) + 1)]
+    best = {bat.stored_wh: 0.0}
+    for k in range(len(v.slots)):
+        nxt: dict[float, float] = {}
+        need = v.load_wh[k] - v.pv_wh[k]
+        for stored, cost in best.items():
+            for after in levels:
+                flow = after - stored  # > 0 charge
+                if flow > bat.charge_wh + 1e-9 or -flow > bat.discharge_wh + 1e-9:
+                    continue
+                net = need + flow  # energy the site must get (> 0) or gets rid of (< 0)
+                p = v.prices_sen_per_kwh[k]
+                t, b = v.tariff_sen_per_kwh, v.buyback_sen_per_kwh
+                if net >= 0:
+                    buy = min(net, depth) if p < t else 0.0
+                    c = (p * buy + t * (net - buy)) / 100_000
+                else:
+                    sell = min(-net, depth) if p > b else 0.0
+                    c = (-p * sell - b * (-net - sell)) / 100_000
+                if after < bat.stored_wh - 1e-9 and k == len(v.slots) - 1:
+                    continue  # ends with at least what it had
+                total = cost + c
+                if total < nxt.get(after, math.inf):
+                    nxt[after] = total
+        best = nxt
+    return min(best.values())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_optimizer_economy_matches_a_dynamic_programming_oracle(seed: int) -> None:
+    from peerpower.agents.policies.optimizer import plan
+
+    rng = random.Random(seed)
+    n = 6
+    pv = tuple(rng.randrange(0, 30) * 100 for _ in range(48))
+    load = tuple(rng.randrange(2, 25) * 100 for _ in range(48))
+    prices = tuple(rng.randrange(900, 2500, 50) for _ in range(48))
+    bat = StorageView(3000, 1500.0, 500.0, 3000.0, 800.0, 800.0, 1.0)
+    v = view(pv=pv, load=load, prices=prices, bat=bat, n=n)
+    depth = 1000.0
+    buys, sells = plan(v, "economy", depth, 0.0)
+    assert all(0 <= b <= depth + 1e-6 for b in buys)
+    assert all(0 <= s <= depth + 1e-6 for s in sells)
+    # the LP also charges 1e-4 yen/kWh of storage throughput against pointless cycling
+    assert _lp_cost(v, depth) == pytest.approx(dp_oracle(v, depth), abs=0.01)
+
+
+def _lp_cost(v: SiteView, depth: float) -> float:
+    """The optimizer LP's optimal cost [yen]."""
+    from peerpower.agents.policies import optimizer as opt
+
+    captured: dict[str, float] = {}
+    real = opt.linprog
+
+    def spy(*args: object, **kwargs: object) -> object:
+        res = real(*args, **kwargs)  # type: ignore[arg-type]
+        captured["fun"] = float(res.fun)
+        return res
+
+    opt.linprog = spy  # type: ignore[assignment]
+    try:
+        opt.plan(v, "economy", depth, 0.0)
+    finally:
+        opt.linprog = real  # type: ignore[assignment]
+    return captured["fun"] / 1000  # the LP prices energy in yen/kWh over Wh
+
+
+def test_optimizer_renewable_first_imports_no_more_than_economy() -> None:
+    from peerpower.agents.policies.optimizer import plan
+
+    v = view(pv=pv_curve(3000), load=(600,) * 48, bat=battery(5000.0))
+    eco_buy, _ = plan(v, "economy", 5000.0, 20.0)
+    green_buy, _ = plan(v, "renewable-first", 5000.0, 20.0)
+    night = [k for k in range(48) if v.pv_wh[k] == 0]
+    assert sum(green_buy[k] for k in night) <= sum(eco_buy[k] for k in night) + 1e-6
+
+
+@pytest.mark.parametrize("name", ["soc-table", "zi-c", "ev-cheap-charging", "optimizer"])
+@pytest.mark.parametrize("seed", range(5))
+def test_every_policy_bids_whole_lots_inside_the_band(name: str, seed: int) -> None:
+    rng = random.Random(seed)
+    plugged = tuple(rng.random() < 0.7 for _ in range(48))
+    reserve = tuple(rng.choice([0.0, 15_000.0]) for _ in range(48))
+    ev = StorageView(40_000, 20_000.0, 8_000.0, 36_000.0, 3350.0, 3000.0, 0.866, plugged, reserve)
+    v = view(
+        pv=pv_curve(rng.randrange(0, 5000)),
+        load=tuple(rng.randrange(100, 2000) for _ in range(48)),
+        prices=tuple(rng.randrange(500, 3000) for _ in range(48)),
+        bat=battery(rng.uniform(1000, 10_000)) if rng.random() < 0.5 else None,
+        ev=ev if rng.random() < 0.5 else None,
+        seed=seed,
+    )
+    bids = make_policy(name)(v)
+    assert bids  # every site wants something in a day
+    for b in bids:
+        assert b.energy_wh > 0 and b.energy_wh % 100 == 0
+        assert 0 <= b.price_sen_per_kwh <= 10_000
+        assert b.slot in SLOTS
+        assert b.side in ("buy", "sell")
+
+
+def test_invalid_policy_name_and_options() -> None:
+    with pytest.raises(InvalidInput) as info:
+        make_policy("moon-phase")
+    assert info.value.field == "policy" and "soc-table" in info.value.message
+    assert set(policy_names()) >= {"soc-table", "zi-c", "ev-cheap-charging", "optimizer"}
+    for name, options, field in (
+        ("optimizer", {"mode": "greedy"}, "mode"),
+        ("optimizer", {"depth_kwh": -1}, "depth_kwh"),
+        ("ev-cheap-charging", {"premium_yen": -2}, "premium_yen"),
+        ("soc-table", {"table": [(50, 20, 10, 1.0), (40, 30, 20, 1.0)]}, "table[1].soc_percent"),
+        ("soc-table", {"table": [(50, 20, 10)]}, "table[0]"),
+        ("soc-table", {"surplus_yen": 500}, "surplus_yen"),
+    ):
+        with pytest.raises(InvalidInput) as info:
+            make_policy(name, **options)
+        assert info.value.field == field
+
+
+def test_soc_table_configurable() -> None:
+    table = [(0, None, 30, 0.5), (50, 25, None, 0.5)]
+    v = view(load=(0,) * 48, bat=battery(6000.0), n=1)
+    assert by_slot(make_policy("soc-table", table=table)(v), 0) == [("sell", 500, 2500)]
