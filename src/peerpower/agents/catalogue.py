@@ -120,7 +120,9 @@ def _defaults(site_type: str) -> dict[str, Any]:
     return table[site_type]
 
 
-def site(site_type: str, site_id: str, seed: int = 0, node: str = "root", **overrides: Any) -> SiteSpec:
+def site(
+    site_type: str, site_id: str, seed: int = 0, node: str = "root", **overrides: Any
+) -> SiteSpec:
     """A site of the catalogue's ``site_type`` with ``overrides`` (any :class:`SiteSpec`
     field, e.g. ``pv=PVConfig(capacity_kw=6)``, ``policy="zi-c"``)."""
     spec = SiteSpec(site_id, site_type, node, seed=seed, **_defaults(site_type))

@@ -311,4 +311,3 @@ def must_charge_wh(ev: EV, day: date, slot: int) -> float:
 def _seed(seed: int, label: str) -> int:
     """A sub-seed for one use of a site's seed (stable across runs and platforms)."""
     return int.from_bytes(sha256(f"{seed}/{label}".encode())[:8], "big")
-
