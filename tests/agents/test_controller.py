@@ -1,0 +1,144 @@
+"""Controllers of every catalogue type through days of physics with no market: energy balance
+each slot, storage within its limits, EVs never leave below their trip's need, bids whole lots
+inside the band, and the same seed signing the same bytes."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+
+import pytest
+
+from peerpower.agents.catalogue import SITE_TYPES, site
+from peerpower.agents.controller import Controller, MarketTerms
+from peerpower.crypto import KeyPair, canonical_unchecked
+from peerpower.devices.battery import BatteryConfig
+from peerpower.devices.ev import EVConfig
+from peerpower.devices.weather import Weather
+from peerpower.errors import InvalidInput
+from peerpower.ledger.transactions import decode_tx
+from peerpower.timeslots import JST, SLOTS_PER_DAY, Slot
+
+DAY = date(2026, 8, 17)  # a Monday
+TERMS = MarketTerms(chain="agents-test")
+
+
+def controller(site_type: str, seed: int = 7, **overrides: object) -> Controller:
+    return Controller(
+        site(site_type, f"s-{site_type}", seed=seed, **overrides),
+        TERMS,
+        KeyPair.derive(f"agents/{site_type}/{seed}"),
+        KeyPair.derive(f"agents/{site_type}/{seed}/meter"),
+        Weather(seed, DAY - timedelta(days=1)),
+    )
+
+
+def run_days(c: Controller, days: int, bought: int = 0, sold: int = 0) -> tuple[list, list]:
+    txs, deliveries = [], []
+    start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=JST)
+    for k in range(days * SLOTS_PER_DAY):
+        now = start + timedelta(minutes=30 * k - 10)
+        txs.extend(c.bid(now))
+        slot = Slot(DAY + timedelta(days=k // SLOTS_PER_DAY), k % SLOTS_PER_DAY)
+        deliveries.append(c.deliver(slot, bought, sold))
+    return txs, deliveries
+
+
+@pytest.mark.parametrize("site_type", SITE_TYPES)
+def test_controller_energy_balance_and_limits(site_type: str) -> None:
+    c = controller(site_type)
+    txs, deliveries = run_days(c, 3)
+    for d in deliveries:
+        # PV + import + discharge = load + charge + export, within the Wh quantisation
+        gap = d.pv_wh + d.import_wh + d.discharge_wh - d.load_wh - d.charge_wh - d.export_wh
+        assert abs(gap) <= 0.5 + 1e-6, d
+        assert min(d.import_wh, d.export_wh) == 0
+        assert d.charge_wh >= 0 and d.discharge_wh >= 0
+        if c.battery is not None:
+            cfg = c.spec.battery
+            assert cfg is not None and d.battery_soc_percent is not None
+            assert cfg.soc_min_percent - 1e-9 <= d.battery_soc_percent <= cfg.soc_max_percent + 1e-9
+        if c.ev is not None:
+            assert d.ev_soc_percent is not None
+            assert c.spec.ev is not None
+            assert (
+                c.spec.ev.soc_min_percent - 1e-9
+                <= d.ev_soc_percent
+                <= c.spec.ev.soc_max_percent + 1e-9
+            )
+        body = decode_tx(d.reading, TERMS.chain).body
+        assert (body["import_wh"], body["export_wh"]) == (d.import_wh, d.export_wh)
+    if c.ev is not None:
+        assert c.ev.departed_below_need == 0
+        assert c.ev.driven_km > 0
+    for tx in txs:
+        body = decode_tx(tx, TERMS.chain).body
+        if body["type"] == "order":
+            assert body["energy_wh"] % 100 == 0 and body["energy_wh"] > 0
+            assert 0 <= body["price_sen_per_kwh"] <= 10_000
+    assert any(decode_tx(tx, TERMS.chain).body["type"] == "order" for tx in txs)
+
+
+def test_controller_ev_never_departs_below_need_even_with_small_charger() -> None:
+    # a slow charger and a long commute: the controller must start charging early
+    c = controller("pv-phev", seed=3, ev=EVConfig(phev=True, charge_w=1500, soc_initial_percent=20))
+    run_days(c, 5)
+    assert c.ev is not None
+    assert c.ev.departed_below_need == 0
+
+
+def test_controller_same_seed_same_bytes() -> None:
+    a, _ = run_days(controller("pv-battery-phev", seed=11), 1)
+    b, _ = run_days(controller("pv-battery-phev", seed=11), 1)
+    assert [canonical_unchecked(x) for x in a] == [canonical_unchecked(x) for x in b]
+    other, _ = run_days(controller("pv-battery-phev", seed=12), 1)
+    assert json.dumps(other) != json.dumps(a)
+
+
+def test_controller_nonces_in_order_and_cancels_before_replacing() -> None:
+    c = controller("pv-battery")
+    txs, _ = run_days(c, 1)
+    nonces = [decode_tx(tx, TERMS.chain).nonce for tx in txs]
+    assert nonces == list(range(1, len(txs) + 1))
+    placed: set[str] = set()
+    for tx in txs:
+        body = decode_tx(tx, TERMS.chain).body
+        if body["type"] == "cancel":
+            assert body["order"] in placed  # only its own standing orders
+        elif body["type"] == "order":
+            placed.add(f"{body['from']}#{body['nonce']}")
+
+
+def test_controller_meets_a_sale_from_its_battery() -> None:
+    c = controller("pv-battery", battery=BatteryConfig(capacity_wh=10_000, soc_initial_percent=80))
+    slot = Slot(DAY, 40)  # 20:00: no PV
+    c.weather.day(DAY)
+    d = c.deliver(slot, bought_wh=0, sold_wh=1000)
+    assert d.discharge_wh > 0
+    assert d.export_wh == max(0, round(1000 - d.load_wh)) or d.export_wh >= 0
+    # the battery covered the house and the sale together as far as it could
+    assert d.discharge_wh == pytest.approx(min(1500.0, d.load_wh + 1000), abs=1)
+
+
+def test_invalid_site_configuration() -> None:
+    with pytest.raises(InvalidInput) as info:
+        site("castle", "x")
+    assert info.value.field == "site_type"
+    with pytest.raises(InvalidInput) as info:
+        site("pv", "x", policy="astrology")
+    assert info.value.field == "policy"
+    with pytest.raises(InvalidInput) as info:
+        site("pv", "x", colour="red")
+    assert info.value.field == "colour"
+    with pytest.raises(InvalidInput) as info:
+        site("pv-battery", "x", battery=BatteryConfig(capacity_wh=-5))
+    assert info.value.field == "capacity_wh"
+    with pytest.raises(InvalidInput) as info:
+        BatteryConfig(soc_min_percent=90, soc_max_percent=20)
+    assert "soc_min_percent" in info.value.field
+    with pytest.raises(InvalidInput) as info:
+        site("pv", "x", ev=EVConfig())
+    assert info.value.field == "driving"
+    with pytest.raises(InvalidInput) as info:
+        site("pv", "x", policy="optimizer", policy_options={"mode": "greedy"})
+    assert info.value.field == "mode"
