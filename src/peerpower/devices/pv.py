@@ -16,7 +16,8 @@ The chain for one JST day, sampled every 5 minutes (at 2.5, 7.5, … min past ea
 
 1. solar position: :meth:`pvlib.location.Location.get_solarposition` (NREL SPA);
 2. clear sky: Ineichen–Perez (:func:`pvlib.clearsky.ineichen`) with the monthly Linke
-   turbidity of pvlib's climatology at the site, interpolated to the day;
+   turbidity of pvlib's climatology at the site, interpolated to the day, without the optional
+   Perez enhancement factor (pvlib's default; it misbehaves at high air mass);
 3. transposition onto the panel: :func:`pvlib.irradiance.get_total_irradiance`, isotropic sky,
    ground albedo 0.25;
 4. DC = capacity × POA / 1000 × (1 − losses); AC = min(DC × inverter_efficiency, capacity);
