@@ -136,6 +136,14 @@ def _cmd_bench_consensus(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_bench_agents(args: argparse.Namespace) -> int:
+    from peerpower.bench_agents import run
+
+    if not 1 <= args.sites <= 100_000:
+        raise InvalidInput("sites", f"must be 1–100000, got {args.sites}")
+    return run(sites=args.sites, seed=args.seed, out=sys.stdout)
+
+
 def _cmd_keys_new(args: argparse.Namespace) -> int:
     from peerpower.crypto import KeyPair, write_key_file
 
@@ -291,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--part", default="all", help="all, sim, tcp or memory")
     b.add_argument("--blocks", type=int, default=15, help="TCP: blocks of 2,000 orders to send")
     b.set_defaults(run=_cmd_bench_consensus)
+
+    b = bench.add_parser("agents", help="a day of the sites' controllers")
+    b.add_argument("--sites", type=int, default=1000)
+    b.add_argument("--seed", type=int, default=1)
+    b.set_defaults(run=_cmd_bench_agents)
 
     p = sub.add_parser("keys", help="Ed25519 keys")
     keys = p.add_subparsers(dest="keys", required=True, parser_class=_JsonErrorParser)

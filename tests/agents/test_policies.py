@@ -46,7 +46,7 @@ def view(
         (prices or (1700,) * 48)[:n],
         bat,
         ev,
-        rng=random.Random(seed),
+        seed=seed,
     )
 
 
@@ -203,7 +203,9 @@ def test_optimizer_renewable_first_imports_no_more_than_economy() -> None:
     assert sum(green_buy[k] for k in night) <= sum(eco_buy[k] for k in night) + 1e-6
 
 
-@pytest.mark.parametrize("name", ["soc-table", "zi-c", "ev-cheap-charging", "optimizer"])
+@pytest.mark.parametrize(
+    "name", ["soc-table", "zi-c", "ev-cheap-charging", "optimizer", "renewable-preference"]
+)
 @pytest.mark.parametrize("seed", range(5))
 def test_every_policy_bids_whole_lots_inside_the_band(name: str, seed: int) -> None:
     rng = random.Random(seed)
@@ -249,3 +251,21 @@ def test_soc_table_configurable() -> None:
     table = [(0, None, 30, 0.5), (50, 25, None, 0.5)]
     v = view(load=(0,) * 48, bat=battery(6000.0), n=1)
     assert by_slot(make_policy("soc-table", table=table)(v), 0) == [("sell", 500, 2500)]
+
+
+def test_renewable_preference_bids_more_for_sunny_slots() -> None:
+    solar = tuple(300 if 16 <= k <= 30 else 0 for k in range(48))
+    base = SiteView("s", SLOTS, (0,) * 48, (500,) * 48, (1700,) * 48, seed=1)
+    green = SiteView(
+        "s", SLOTS, (0,) * 48, (500,) * 48, (1700,) * 48, seed=1, solar_wh_per_kw=solar
+    )
+    plain = make_policy("soc-table")(base)
+    preferring = make_policy("renewable-preference", premium_yen=3)(green)
+    assert len(plain) == len(preferring)
+    for a, b in zip(plain, preferring, strict=True):
+        assert (a.slot, a.side, a.energy_wh) == (b.slot, b.side, b.energy_wh)
+        sunny = solar[a.slot.index] >= 150
+        assert b.price_sen_per_kwh == (min(2800, 2600) if sunny else 2200)
+    with pytest.raises(InvalidInput) as info:
+        make_policy("renewable-preference", base="renewable-preference")
+    assert info.value.field == "base"

@@ -16,10 +16,10 @@ export (import and export quantised to whole Wh).
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 from peerpower.agents.catalogue import SiteSpec
@@ -36,13 +36,15 @@ from peerpower.devices.battery import Battery
 from peerpower.devices.ev import EV, DrivingPattern
 from peerpower.devices.load import forecast_load_wh, load_wh
 from peerpower.devices.meter import Meter, bus_balance
-from peerpower.devices.pv import clear_sky_wh, forecast_pv_wh, pv_wh
+from peerpower.devices.pv import PVConfig, clear_sky_wh, forecast_pv_wh, pv_wh
 from peerpower.devices.weather import Weather
-from peerpower.ledger.transactions import Signer, order_id
+from peerpower.errors import InvalidInput
+from peerpower.ledger.transactions import order_id, sign_bodies, sign_body
 from peerpower.timeslots import DEFAULT_GATE_MINUTES, SLOTS_PER_DAY, Slot, slot_of
 from peerpower.units import DEFAULT_LOT_WH
 
 HORIZON_SLOTS = 48
+REFERENCE_PV = PVConfig(capacity_kw=1.0)  # the panel whose forecast tells when the sun shines
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,8 @@ class Delivery:
     battery_soc_percent: float | None
     ev_soc_percent: float | None
     ev_plugged: bool
-    reading: dict[str, Any]
+    reading: dict[str, Any] | None  # the signed meter reading (None: left unsigned)
+    unsigned: tuple[KeyPair, dict[str, Any]]  # the reading's body and the meter's key
 
 
 @dataclass
@@ -87,6 +90,9 @@ class Controller:
     meter_key: KeyPair
     weather: Weather
     nonce: int = 1  # the next nonce of the site's account
+    replan_every: int = 12  # calls of plan() between re-plans of every open slot (6 h)
+    near_slots: int = 4  # slots re-planned at every call
+    keep_within_wh: int = 200  # standing orders stay if what is wanted differs by no more
     battery: Battery | None = field(init=False)
     ev: EV | None = field(init=False)
     standing: dict[Slot, list[tuple[str, Bid]]] = field(init=False, default_factory=dict)
@@ -94,8 +100,18 @@ class Controller:
     clearness: float = field(init=False, default=0.7)
     prices: dict[int, int] = field(init=False, default_factory=dict)  # slot index → last price
     signed: Counter[str] = field(init=False, default_factory=Counter)
+    # per day: forecasts (until what they rest on changes) and the truth of the physics
+    _forecasts: dict[date, tuple[list[int], list[int]]] = field(init=False, default_factory=dict)
+    _actual: dict[date, tuple[list[int], list[int]]] = field(init=False, default_factory=dict)
+    _rounds: int = field(init=False, default=0)
+    _solar: dict[date, list[int]] = field(init=False, default_factory=dict)
+    sky: float = field(init=False, default=0.7)  # yesterday's mean clearness (weather service)
 
     def __post_init__(self) -> None:
+        if not 1 <= self.replan_every <= 48:
+            raise InvalidInput("replan_every", f"must be 1–48, got {self.replan_every}")
+        if not 1 <= self.near_slots <= HORIZON_SLOTS:
+            raise InvalidInput("near_slots", f"must be 1–48, got {self.near_slots}")
         s = self.spec
         self.battery = Battery(s.battery) if s.battery is not None else None
         self.ev = None
@@ -105,7 +121,20 @@ class Controller:
         self.meter = Meter(s.id, self.meter_key, self.terms.chain)
 
     # -- forecasting -------------------------------------------------------------------------
+    def _solar_day(self, day: date) -> list[int]:
+        """Forecast output of a reference 1 kW panel at the site [Wh per slot]."""
+        got = self._solar.get(day)
+        if got is None:
+            got = self._solar[day] = list(forecast_pv_wh(REFERENCE_PV, day, self.sky))
+        return got
+
     def _forecast_day(self, day: date) -> tuple[list[int], list[int]]:
+        got = self._forecasts.get(day)
+        if got is None:
+            got = self._forecasts[day] = self._make_forecast(day)
+        return got
+
+    def _make_forecast(self, day: date) -> tuple[list[int], list[int]]:
         s = self.spec
         pv = [0] * SLOTS_PER_DAY
         if s.pv is not None:
@@ -114,29 +143,31 @@ class Controller:
         load = forecast_load_wh(s.load, day, _seed(s.seed, "load"), history[-3:])
         return list(pv), list(load)
 
-    def open_slots(self, now: datetime) -> list[Slot]:
+    def open_slots(self, now: datetime) -> tuple[Slot, ...]:
         """The slots whose gate is still ahead, next first, up to :data:`HORIZON_SLOTS`."""
-        slot = slot_of(now)
-        out: list[Slot] = []
-        while len(out) < HORIZON_SLOTS:
-            if slot.gate(self.terms.gate_minutes) > now and slot.opens <= now:
-                out.append(slot)
-            elif slot.opens > now:
-                break
-            slot = slot.next()
-        return out
+        return open_slots(now, self.terms.gate_minutes)
 
-    def view(self, now: datetime) -> SiteView:
-        slots = self.open_slots(now)
-        days: dict[date, tuple[list[int], list[int]]] = {}
-        pv, load, prices = [], [], []
+    def view(self, now: datetime, horizon: int = HORIZON_SLOTS) -> SiteView:
+        """What the policy sees: forecasts for the next ``horizon`` open slots."""
+        slots = self.open_slots(now)[:horizon]
+        pv: list[int] = []
+        load: list[int] = []
+        if slots:
+            first, last = slots[0], slots[-1]
+            f_pv, f_load = self._forecast_day(first.day)
+            if last.day == first.day:
+                pv = f_pv[first.index : last.index + 1]
+                load = f_load[first.index : last.index + 1]
+            else:
+                n_pv, n_load = self._forecast_day(last.day)
+                pv = f_pv[first.index :] + n_pv[: last.index + 1]
+                load = f_load[first.index :] + n_load[: last.index + 1]
+        solar: list[int] = []
         for slot in slots:
-            if slot.day not in days:
-                days[slot.day] = self._forecast_day(slot.day)
-            pv.append(days[slot.day][0][slot.index])
-            load.append(days[slot.day][1][slot.index])
-            mid = (self.terms.tariff_sen_per_kwh + self.terms.buyback_sen_per_kwh) // 2
-            prices.append(self.prices.get(slot.index, mid))
+            solar.append(self._solar_day(slot.day)[slot.index])
+        mid = (self.terms.tariff_sen_per_kwh + self.terms.buyback_sen_per_kwh) // 2
+        known = self.prices
+        prices = [known.get(slot.index, mid) for slot in slots]
         battery = None
         if self.battery is not None:
             b = self.battery
@@ -165,7 +196,8 @@ class Controller:
                 tuple(e.plugged(s.day, s.index) for s in slots),
                 tuple(e.required_wh(s.day, s.index) for s in slots),
             )
-        rng = random.Random(_seed(self.spec.seed, f"bids/{now.isoformat()}"))
+        # the policy's random draws: fixed by the site's seed and the moment
+        draws = (self.spec.seed * 1_000_003 + int(now.timestamp())) & (2**63 - 1)
         t = self.terms
         return SiteView(
             self.spec.id,
@@ -180,40 +212,77 @@ class Controller:
             t.lot_wh,
             t.price_min_sen_per_kwh,
             t.price_max_sen_per_kwh,
-            rng,
+            draws,
+            tuple(solar),
         )
 
     # -- bidding -----------------------------------------------------------------------------
-    def _signer(self) -> Signer:
-        return Signer(self.terms.chain, self.spec.id, self.key, self.nonce)
+    def bid(self, now: datetime, full: bool | None = None) -> list[dict[str, Any]]:
+        """Signed transactions that make the standing orders what the policy wants now:
+        cancels of orders no longer wanted, then new orders (see :meth:`plan`)."""
+        return sign_bodies(self.plan(now, full))
 
-    def bid(self, now: datetime) -> list[dict[str, Any]]:
-        """Signed transactions that make the standing orders of the open slots what the policy
-        wants now: cancels of orders no longer wanted, then new orders."""
-        view = self.view(now)
-        wanted: dict[Slot, list[Bid]] = {s: [] for s in view.slots}
+    def plan(self, now: datetime, full: bool | None = None) -> list[tuple[KeyPair, dict[str, Any]]]:
+        """The transactions of :meth:`bid`, unsigned: ``(key, body)`` to sign (a simulator
+        signs a whole community's in one batch with
+        :func:`peerpower.ledger.transactions.sign_bodies`).
+
+        Every :attr:`replan_every`-th call (and the first) re-plans all open slots; the calls
+        between re-plan only the next :attr:`near_slots`, where forecasts sharpen as the gate
+        comes near (bids further ahead stand as they are). ``full`` forces either."""
+        if full is None:
+            full = self._rounds % self.replan_every == 0
+        self._rounds += 1
+        view = self.view(now, HORIZON_SLOTS if full else self.near_slots)
+        # policies return the view's own Slot objects: find them by identity (cheap), else by
+        # value
+        by_id = {id(slot): k for k, slot in enumerate(view.slots)}
+        by_value: dict[Slot, int] | None = None
+        wanted: list[list[Bid]] = [[] for _ in view.slots]
         for b in self.policy(view):
-            if b.slot in wanted and b.energy_wh > 0:
-                wanted[b.slot].append(b)
-        for slot in [s for s in self.standing if s not in wanted]:
-            del self.standing[slot]  # gate passed: what stands is the market's now
-        signer = self._signer()
-        out: list[dict[str, Any]] = []
-        for slot, bids in wanted.items():
+            k = by_id.get(id(b.slot))
+            if k is None:
+                if by_value is None:
+                    by_value = {slot: j for j, slot in enumerate(view.slots)}
+                k = by_value.get(b.slot)
+            if k is not None and b.energy_wh > 0:
+                wanted[k].append(b)
+        if view.slots:
+            # gate passed: what stands is the market's now (slots enter in time order)
+            first = view.slots[0]
+            while self.standing:
+                oldest = next(iter(self.standing))
+                if not oldest < first:
+                    break
+                del self.standing[oldest]
+        site = self.spec.id
+        chain = self.terms.chain
+        nonce = self.nonce
+        out: list[tuple[KeyPair, dict[str, Any]]] = []
+        for slot, bids in zip(view.slots, wanted, strict=True):
             standing = self.standing.get(slot, [])
-            if sorted(b for _, b in standing) == sorted(bids):  # type: ignore[type-var]
+            if _close(standing, bids, self.keep_within_wh):
                 continue
             for oid, _ in standing:
-                out.append(signer.cancel(oid))
+                body = {"chain": chain, "type": "cancel", "from": site, "nonce": nonce}
+                body["order"] = oid
+                out.append((self.key, body))
+                nonce += 1
+                self.signed["cancel"] += 1
             placed = []
+            name = str(slot)
             for b in bids:
-                oid = order_id(self.spec.id, signer.next_nonce)
-                out.append(signer.order(str(slot), b.side, b.energy_wh, b.price_sen_per_kwh))
-                placed.append((oid, b))
+                body = {"chain": chain, "type": "order", "from": site, "nonce": nonce}
+                body["slot"] = name
+                body["side"] = b.side
+                body["energy_wh"] = b.energy_wh
+                body["price_sen_per_kwh"] = b.price_sen_per_kwh
+                out.append((self.key, body))
+                placed.append((order_id(site, nonce), b))
+                nonce += 1
+                self.signed["order"] += 1
             self.standing[slot] = placed
-        self.nonce = signer.next_nonce
-        for tx in out:
-            self.signed[tx["body"]["type"]] += 1
+        self.nonce = nonce
         return out
 
     def resync(self, next_nonce: int) -> None:
@@ -225,20 +294,16 @@ class Controller:
         self.prices[slot.index] = price_sen_per_kwh
 
     # -- delivery ----------------------------------------------------------------------------
-    def deliver(self, slot: Slot, bought_wh: int = 0, sold_wh: int = 0) -> Delivery:
+    def deliver(
+        self, slot: Slot, bought_wh: int = 0, sold_wh: int = 0, sign: bool = True
+    ) -> Delivery:
         """Run the slot's physics: meet the contracts as far as the devices allow, keep the EV
-        ready for its trip, and meter the result."""
-        s = self.spec
-        sky = self.weather.day(slot.day)
-        pv = pv_wh(s.pv, slot.day, sky)[slot.index] if s.pv is not None else 0
-        load = load_wh(s.load, slot.day, _seed(s.seed, "load"))[slot.index]
-        if s.pv is not None and slot.index == SLOTS_PER_DAY - 1:
-            self._learn_clearness(slot.day)
+        ready for its trip, and meter the result (``sign=False``: the reading is left for the
+        caller to sign, :attr:`Delivery.unsigned`)."""
+        pvs, loads = self._truth(slot.day)
+        pv, load = pvs[slot.index], loads[slot.index]
         if slot.index == SLOTS_PER_DAY - 1:
-            self.load_history.append(
-                (slot.day, tuple(load_wh(s.load, slot.day, _seed(s.seed, "load"))))
-            )
-            del self.load_history[:-14]
+            self._end_of_day(slot.day)
         charge = discharge = 0.0
         ev = self.ev
         plugged = ev is not None and ev.plugged(slot.day, slot.index)
@@ -268,6 +333,7 @@ class Controller:
             else:
                 discharge -= got
         imp, exp = bus_balance(pv, load, charge, discharge)
+        body = self.meter.reading_body(slot, imp, exp)
         return Delivery(
             slot,
             pv,
@@ -281,17 +347,79 @@ class Controller:
             None if self.battery is None else self.battery.soc_percent,
             None if ev is None else ev.soc_percent,
             plugged,
-            self.meter.reading(slot, imp, exp),
+            sign_body(self.meter_key, body) if sign else None,
+            (self.meter_key, body),
         )
 
-    def _learn_clearness(self, day: date) -> None:
-        """Measured PV over clear-sky for the day: the persistence forecast of tomorrow."""
+    def _truth(self, day: date) -> tuple[list[int], list[int]]:
+        """The day's actual PV and load per slot [Wh] (what the physics does)."""
+        got = self._actual.get(day)
+        if got is None:
+            s = self.spec
+            pv = [0] * SLOTS_PER_DAY
+            if s.pv is not None:
+                pv = list(pv_wh(s.pv, day, self.weather.day(day)))
+            load = list(load_wh(s.load, day, _seed(s.seed, "load")))
+            got = self._actual[day] = (pv, load)
+        return got
+
+    def _end_of_day(self, day: date) -> None:
+        """Learn from the day: measured PV over clear-sky (the persistence forecast of
+        tomorrow's sky) and the day's load (similar-day forecasts); forecasts start again."""
+        pv, load = self._truth(day)
         s = self.spec
-        assert s.pv is not None
-        clear = float(sum(clear_sky_wh(s.pv, day)))
-        if clear > 0:
-            made = sum(pv_wh(s.pv, day, self.weather.day(day)))
-            self.clearness = min(1.0, made / clear)
+        if s.pv is not None:
+            clear = float(sum(clear_sky_wh(s.pv, day)))
+            if clear > 0:
+                self.clearness = min(1.0, sum(pv) / clear)
+        self.load_history.append((day, tuple(load)))
+        del self.load_history[:-14]
+        self.sky = self.weather.day(day).mean_clearness
+        self._forecasts.clear()
+        self._solar.clear()
+        self._actual.pop(day, None)
+
+
+@lru_cache(maxsize=64)
+def open_slots(now: datetime, gate_minutes: int) -> tuple[Slot, ...]:
+    """The slots open for orders at ``now`` (gate ahead, opened), next first, at most
+    :data:`HORIZON_SLOTS`; shared by every controller of a community."""
+    slot = slot_of(now)
+    out: list[Slot] = []
+    while len(out) < HORIZON_SLOTS:
+        if slot.gate(gate_minutes) > now and slot.opens <= now:
+            out.append(slot)
+        elif slot.opens > now:
+            break
+        slot = slot.next()
+    return tuple(out)
+
+
+def _close(standing: list[tuple[str, Bid]], wanted: list[Bid], within_wh: int) -> bool:
+    """Whether the standing orders of a slot are close enough to what is wanted to leave them:
+    the same sides at the same prices, each side's energy within ``within_wh``."""
+    if len(standing) == len(wanted) <= 1:
+        if not wanted:
+            return True
+        (_, a), b = standing[0], wanted[0]
+        return (
+            a.side == b.side
+            and a.price_sen_per_kwh == b.price_sen_per_kwh
+            and abs(a.energy_wh - b.energy_wh) <= within_wh
+        )
+    have: dict[tuple[str, int], int] = {}
+    for _, b in standing:
+        have[(b.side, b.price_sen_per_kwh)] = (
+            have.get((b.side, b.price_sen_per_kwh), 0) + b.energy_wh
+        )
+    want: dict[tuple[str, int], int] = {}
+    for b in wanted:
+        want[(b.side, b.price_sen_per_kwh)] = (
+            want.get((b.side, b.price_sen_per_kwh), 0) + b.energy_wh
+        )
+    if have.keys() != want.keys():
+        return False
+    return all(abs(have[k] - want[k]) <= within_wh for k in have)
 
 
 def must_charge_wh(ev: EV, day: date, slot: int) -> float:
@@ -310,4 +438,4 @@ def must_charge_wh(ev: EV, day: date, slot: int) -> float:
 
 def _seed(seed: int, label: str) -> int:
     """A sub-seed for one use of a site's seed (stable across runs and platforms)."""
-    return int.from_bytes(sha256(f"{seed}/{label}".encode())[:8], "big")
+    return int.from_bytes(sha256(f"{seed}/{label}".encode())[:8], "big") >> 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from peerpower.errors import InvalidInput
@@ -79,13 +79,20 @@ class SiteView:
     lot_wh: int = DEFAULT_LOT_WH
     price_min_sen_per_kwh: int = 0
     price_max_sen_per_kwh: int = 10_000
-    rng: random.Random = field(default_factory=random.Random, compare=False)
+    seed: int = 0  # for a policy's random draws (:meth:`rng`)
+    # forecast output of a reference 1 kW PV panel per slot [Wh]: when the community's
+    # supply is likely to be solar (empty: unknown)
+    solar_wh_per_kw: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.slots)
         for name in ("pv_wh", "load_wh", "prices_sen_per_kwh"):
             if len(getattr(self, name)) != n:
                 raise InvalidInput(name, f"has {len(getattr(self, name))} values for {n} slots")
+
+    def rng(self) -> random.Random:
+        """A random generator for this decision, from :attr:`seed` (reproducible)."""
+        return random.Random(self.seed)
 
     def lots(self, energy_wh: float) -> int:
         """Whole lots in ``energy_wh`` (rounded down) [Wh]."""

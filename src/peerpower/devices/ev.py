@@ -325,11 +325,12 @@ class DrivingPattern:
     process (Python's string hashing is not involved). A day has at most one trip.
     """
 
-    __slots__ = ("cfg", "seed")
+    __slots__ = ("_cache", "cfg", "seed")
 
     def __init__(self, cfg: DrivingConfig, seed: int) -> None:
         self.cfg = cfg
         self.seed = check_int("seed", seed, -(2**63), 2**63 - 1)
+        self._cache: dict[date, tuple[Trip, ...]] = {}
 
     def _rng(self, day: date) -> random.Random:
         digest = hashlib.sha256(f"peerpower/driving\0{self.seed}\0{day.isoformat()}".encode())
@@ -337,6 +338,14 @@ class DrivingPattern:
 
     def trips(self, day: date) -> tuple[Trip, ...]:
         """The trips of ``day``: a weekday commute, a leisure or errand trip, or none."""
+        got = self._cache.get(day)
+        if got is None:
+            if len(self._cache) > 8:
+                self._cache.clear()
+            got = self._cache[day] = self._draw(day)
+        return got
+
+    def _draw(self, day: date) -> tuple[Trip, ...]:
         cfg = self.cfg
         rng = self._rng(day)
         weekend = day.weekday() >= 5

@@ -16,7 +16,7 @@ from typing import Any
 from peerpower.crypto import KeyPair
 from peerpower.errors import InvalidInput
 from peerpower.ledger.genesis import check_account_id
-from peerpower.ledger.transactions import MAX_METER_WH, meter_reading, parse_slot
+from peerpower.ledger.transactions import MAX_METER_WH, parse_slot, sign_body
 from peerpower.timeslots import Slot
 
 
@@ -108,6 +108,10 @@ class Meter:
             ``{"body": {...}, "sig": "<hex>"}`` of type ``meter``, made by
             :func:`peerpower.ledger.transactions.meter_reading`.
         """
+        return sign_body(self.key, self.reading_body(slot, import_wh, export_wh))
+
+    def reading_body(self, slot: Slot | str, import_wh: int, export_wh: int) -> dict[str, Any]:
+        """The body of :meth:`reading`, unsigned (for signing many at once), checked alike."""
         name = str(slot) if isinstance(slot, Slot) else slot
         if type(name) is not str:
             raise InvalidInput("slot", f"must be a slot like '2026-08-18#24', got {slot!r}")
@@ -117,4 +121,11 @@ class Meter:
                 raise InvalidInput(field, f"must be a whole number of Wh (int), got {value!r}")
             if not 0 <= value <= MAX_METER_WH:
                 raise InvalidInput(field, f"must be 0–{MAX_METER_WH} Wh, got {value}")
-        return meter_reading(self.chain, self.key, self.site, name, import_wh, export_wh)
+        return {
+            "chain": self.chain,
+            "type": "meter",
+            "site": self.site,
+            "slot": name,
+            "import_wh": import_wh,
+            "export_wh": export_wh,
+        }

@@ -20,12 +20,13 @@ from peerpower.agents.policy import Bid, Policy, SiteView, net_position, registe
 
 def zi_c_bids(view: SiteView) -> list[Bid]:
     low, high = view.buyback_sen_per_kwh, view.tariff_sen_per_kwh
+    rng = view.rng()
     out: list[Bid] = []
     for k, net in enumerate(net_position(view)):
         energy = view.lots(abs(net))
         if not energy:
             continue
-        price = view.clamp_price(view.rng.randint(min(low, high), max(low, high)))
+        price = view.clamp_price(rng.randint(min(low, high), max(low, high)))
         out.append(Bid(view.slots[k], "sell" if net > 0 else "buy", energy, price))
     return out
 
