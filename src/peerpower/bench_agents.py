@@ -21,7 +21,7 @@ from peerpower.agents.catalogue import SITE_TYPES, site
 from peerpower.agents.controller import Controller, MarketTerms
 from peerpower.crypto import KeyPair
 from peerpower.devices.weather import Weather
-from peerpower.ledger.transactions import sign_bodies
+from peerpower.ledger.transactions import sign_encoded
 from peerpower.timeslots import JST, SLOTS_PER_DAY, Slot
 
 TARGET_SECONDS = 10.0
@@ -76,9 +76,9 @@ def run(sites: int = 1000, seed: int = 1, out: IO[str] = sys.stdout) -> int:
         now = start + timedelta(minutes=30 * k) - timedelta(minutes=10)
         # every controller decides; the community's transactions are signed in one batch
         todo = [item for c in controllers for item in c.plan(now)]
-        signed += len(sign_bodies(todo))
+        signed += len(sign_encoded(todo))
         slot = Slot(DAY, k)
-        readings += len(sign_bodies([c.deliver(slot, sign=False).unsigned for c in controllers]))
+        readings += len(sign_encoded([c.deliver(slot, sign=False).unsigned for c in controllers]))
     seconds = time.perf_counter() - t1
     ok = seconds < TARGET_SECONDS
     print(

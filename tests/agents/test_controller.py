@@ -142,3 +142,27 @@ def test_invalid_site_configuration() -> None:
     with pytest.raises(InvalidInput) as info:
         site("pv", "x", policy="optimizer", policy_options={"mode": "greedy"})
     assert info.value.field == "mode"
+
+
+def test_controller_transactions_verify_and_bytes_are_canonical() -> None:
+    from peerpower.crypto import verify_signature
+    from peerpower.ledger.transactions import TX_DOMAIN
+
+    for site_type in ("pv-battery-phev", "consumer", "pv"):
+        c = controller(site_type, seed=5)
+        start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=JST)
+        for k in range(30):
+            now = start + timedelta(minutes=30 * k - 10)
+            unsigned = c.plan(now)
+            for key, body, message in unsigned:
+                assert message == canonical_unchecked(body)  # written out = the encoder's
+                assert key == c.key
+            d = c.deliver(Slot(DAY, k), sign=False)
+            key, body, message = d.unsigned
+            assert message == canonical_unchecked(body) and key == c.meter_key
+        txs = [*c.bid(start + timedelta(hours=20), full=True), c.deliver(Slot(DAY, 30)).reading]
+        for tx in txs:
+            assert tx is not None
+            decoded = decode_tx(tx, TERMS.chain)
+            signer = c.meter_key if decoded.type == "meter" else c.key
+            assert verify_signature(signer.public, TX_DOMAIN, decoded.message, decoded.sig)

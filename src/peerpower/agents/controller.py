@@ -39,11 +39,12 @@ from peerpower.devices.meter import Meter, bus_balance
 from peerpower.devices.pv import PVConfig, clear_sky_wh, forecast_pv_wh, pv_wh
 from peerpower.devices.weather import Weather
 from peerpower.errors import InvalidInput
-from peerpower.ledger.transactions import order_id, sign_bodies, sign_body
+from peerpower.ledger.transactions import order_id, sign_body, sign_encoded
 from peerpower.timeslots import DEFAULT_GATE_MINUTES, SLOTS_PER_DAY, Slot, slot_of
 from peerpower.units import DEFAULT_LOT_WH
 
 HORIZON_SLOTS = 48
+Unsigned = tuple[KeyPair, dict[str, Any], bytes]  # key, body, the body's canonical bytes
 REFERENCE_PV = PVConfig(capacity_kw=1.0)  # the panel whose forecast tells when the sun shines
 
 
@@ -77,7 +78,7 @@ class Delivery:
     ev_soc_percent: float | None
     ev_plugged: bool
     reading: dict[str, Any] | None  # the signed meter reading (None: left unsigned)
-    unsigned: tuple[KeyPair, dict[str, Any]]  # the reading's body and the meter's key
+    unsigned: Unsigned  # the meter's key, the reading's body and its canonical bytes
 
 
 @dataclass
@@ -220,12 +221,12 @@ class Controller:
     def bid(self, now: datetime, full: bool | None = None) -> list[dict[str, Any]]:
         """Signed transactions that make the standing orders what the policy wants now:
         cancels of orders no longer wanted, then new orders (see :meth:`plan`)."""
-        return sign_bodies(self.plan(now, full))
+        return sign_encoded(self.plan(now, full))
 
-    def plan(self, now: datetime, full: bool | None = None) -> list[tuple[KeyPair, dict[str, Any]]]:
-        """The transactions of :meth:`bid`, unsigned: ``(key, body)`` to sign (a simulator
-        signs a whole community's in one batch with
-        :func:`peerpower.ledger.transactions.sign_bodies`).
+    def plan(self, now: datetime, full: bool | None = None) -> list[Unsigned]:
+        """The transactions of :meth:`bid`, unsigned: ``(key, body, canonical bytes)`` to sign
+        (a simulator signs a whole community's in one batch with
+        :func:`peerpower.ledger.transactions.sign_encoded`).
 
         Every :attr:`replan_every`-th call (and the first) re-plans all open slots; the calls
         between re-plan only the next :attr:`near_slots`, where forecasts sharpen as the gate
@@ -258,7 +259,8 @@ class Controller:
         site = self.spec.id
         chain = self.terms.chain
         nonce = self.nonce
-        out: list[tuple[KeyPair, dict[str, Any]]] = []
+        out: list[Unsigned] = []
+        key = self.key
         for slot, bids in zip(view.slots, wanted, strict=True):
             standing = self.standing.get(slot, [])
             if _close(standing, bids, self.keep_within_wh):
@@ -266,7 +268,7 @@ class Controller:
             for oid, _ in standing:
                 body = {"chain": chain, "type": "cancel", "from": site, "nonce": nonce}
                 body["order"] = oid
-                out.append((self.key, body))
+                out.append((key, body, _cancel_bytes(chain, site, nonce, oid)))
                 nonce += 1
                 self.signed["cancel"] += 1
             placed = []
@@ -277,7 +279,7 @@ class Controller:
                 body["side"] = b.side
                 body["energy_wh"] = b.energy_wh
                 body["price_sen_per_kwh"] = b.price_sen_per_kwh
-                out.append((self.key, body))
+                out.append((key, body, _order_bytes(chain, site, nonce, name, b)))
                 placed.append((order_id(site, nonce), b))
                 nonce += 1
                 self.signed["order"] += 1
@@ -348,7 +350,7 @@ class Controller:
             None if ev is None else ev.soc_percent,
             plugged,
             sign_body(self.meter_key, body) if sign else None,
-            (self.meter_key, body),
+            (self.meter_key, body, _meter_bytes(self.terms.chain, self.spec.id, body)),
         )
 
     def _truth(self, day: date) -> tuple[list[int], list[int]]:
@@ -393,6 +395,31 @@ def open_slots(now: datetime, gate_minutes: int) -> tuple[Slot, ...]:
             break
         slot = slot.next()
     return tuple(out)
+
+
+# Canonical bytes of the controller's own transactions, written out (the same bytes as
+# peerpower.crypto.canonical_unchecked of the body, tested): every field is an integer or a
+# string of characters JSON writes as they are (account ids, slot names, hex, buy/sell), so the
+# sorted-keys form needs no encoder — signing a community's orders is the hot path.
+def _order_bytes(chain: str, site: str, nonce: int, slot: str, b: Bid) -> bytes:
+    return (
+        f'{{"chain":"{chain}","energy_wh":{b.energy_wh},"from":"{site}","nonce":{nonce},'
+        f'"price_sen_per_kwh":{b.price_sen_per_kwh},"side":"{b.side}","slot":"{slot}",'
+        f'"type":"order"}}'
+    ).encode()
+
+
+def _cancel_bytes(chain: str, site: str, nonce: int, order: str) -> bytes:
+    return (
+        f'{{"chain":"{chain}","from":"{site}","nonce":{nonce},"order":"{order}","type":"cancel"}}'
+    ).encode()
+
+
+def _meter_bytes(chain: str, site: str, body: dict[str, Any]) -> bytes:
+    return (
+        f'{{"chain":"{chain}","export_wh":{body["export_wh"]},"import_wh":{body["import_wh"]},'
+        f'"site":"{site}","slot":"{body["slot"]}","type":"meter"}}'
+    ).encode()
 
 
 def _close(standing: list[tuple[str, Bid]], wanted: list[Bid], within_wh: int) -> bool:

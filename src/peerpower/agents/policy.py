@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from peerpower.errors import InvalidInput
 from peerpower.timeslots import Slot
@@ -28,9 +28,8 @@ RETAIL_TARIFF_SEN_PER_KWH = 2600
 RETAIL_BUYBACK_SEN_PER_KWH = 850
 
 
-@dataclass(frozen=True, slots=True)
-class Bid:
-    """One order a policy wants standing for ``slot``."""
+class Bid(NamedTuple):
+    """One order a policy wants standing for ``slot`` (a tuple: policies make many)."""
 
     slot: Slot
     side: Side

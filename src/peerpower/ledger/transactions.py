@@ -232,9 +232,13 @@ def sign_body(key: KeyPair, body: dict[str, Any]) -> dict[str, Any]:
 def sign_bodies(items: Sequence[tuple[KeyPair, dict[str, Any]]]) -> list[dict[str, Any]]:
     """:func:`sign_body` of each ``(key, body)``, in order; large batches are signed on
     threads (libsodium runs without the GIL), e.g. a whole community's orders of a round."""
-    messages = [(key, TX_DOMAIN + canonical_unchecked(body)) for key, body in items]
-    sigs = sign_many([(key.seed + key.public, m) for key, m in messages])
-    return [{"body": body, "sig": sig.hex()} for (_, body), sig in zip(items, sigs, strict=True)]
+    return sign_encoded([(key, body, canonical_unchecked(body)) for key, body in items])
+
+
+def sign_encoded(items: Sequence[tuple[KeyPair, dict[str, Any], bytes]]) -> list[dict[str, Any]]:
+    """As :func:`sign_bodies`, each body given with its canonical bytes already made."""
+    sigs = sign_many([(key.seed + key.public, TX_DOMAIN + m) for key, _, m in items])
+    return [{"body": body, "sig": sig.hex()} for (_, body, _), sig in zip(items, sigs, strict=True)]
 
 
 @dataclass(slots=True)

@@ -11,8 +11,6 @@ EV, a battery) so moves into the sunny hours, where the sellers are PV homes.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from peerpower.agents.policy import Bid, Policy, SiteView, make_policy, register
 from peerpower.errors import InvalidInput
 
@@ -47,7 +45,7 @@ def renewable_preference(
                     price = min(p + premium, max(p, view.tariff_sen_per_kwh))
                 else:
                     price = max(p - premium, 0)
-                b = replace(b, price_sen_per_kwh=view.clamp_price(price))
+                b = b._replace(price_sen_per_kwh=view.clamp_price(price))
             out.append(b)
         return out
 
