@@ -166,3 +166,24 @@ def test_controller_transactions_verify_and_bytes_are_canonical() -> None:
             decoded = decode_tx(tx, TERMS.chain)
             signer = c.meter_key if decoded.type == "meter" else c.key
             assert verify_signature(signer.public, TX_DOMAIN, decoded.message, decoded.sig)
+
+
+def test_controller_rebids_with_a_better_price_after_an_unfilled_buy() -> None:
+    c = controller("consumer-phev", seed=2)
+    start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=JST)
+    c.plan(start - timedelta(minutes=10))  # bids for the whole day
+    slot = Slot(DAY, 2)
+    wanted = [b for _, b in c.standing[slot] if b.side == "buy"]
+    assert wanted
+
+    def prices() -> dict[int, int]:
+        v = c.view(start)
+        return {s.index: p for s, p in zip(v.slots, v.prices_sen_per_kwh, strict=True)}
+
+    before = prices()
+    c.observe(slot, bought_wh=0, sold_wh=0)  # nothing bought
+    after = prices()
+    assert [after[k] - before[k] for k in range(3, 9)] == [100, 100, 100, 100, 0, 0]
+    assert after[2] == before[2]
+    c.observe(Slot(DAY, 3), bought_wh=0, sold_wh=0, price_sen_per_kwh=1234)
+    assert c.prices[3] == 1234

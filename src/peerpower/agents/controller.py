@@ -94,6 +94,7 @@ class Controller:
     replan_every: int = 12  # calls of plan() between re-plans of every open slot (6 h)
     near_slots: int = 4  # slots re-planned at every call
     keep_within_wh: int = 200  # standing orders stay if what is wanted differs by no more
+    rebid_step_sen_per_kwh: int = 100  # price forecast move after an unfilled bid
     battery: Battery | None = field(init=False)
     ev: EV | None = field(init=False)
     standing: dict[Slot, list[tuple[str, Bid]]] = field(init=False, default_factory=dict)
@@ -294,6 +295,35 @@ class Controller:
     def observe_price(self, slot: Slot, price_sen_per_kwh: int) -> None:
         """A clearing price seen for ``slot`` (feeds the price forecast of that time of day)."""
         self.prices[slot.index] = price_sen_per_kwh
+
+    def observe(
+        self, slot: Slot, bought_wh: int, sold_wh: int, price_sen_per_kwh: int | None = None
+    ) -> None:
+        """The outcome of ``slot``'s clearing for this site: its contracts, and the market's
+        mean price if there was one. A bid left unfilled makes the next slots' price forecast
+        better for the other side — higher after an unfilled buy, lower after an unfilled
+        sale, by :attr:`rebid_step_sen_per_kwh`, within the retail prices — so price-following
+        policies re-bid with a better price; a clearing price resets the forecast of that time
+        of day."""
+        if price_sen_per_kwh is not None:
+            self.observe_price(slot, price_sen_per_kwh)
+        standing = self.standing.get(slot, [])
+        wanted_buy = sum(b.energy_wh for _, b in standing if b.side == "buy")
+        wanted_sell = sum(b.energy_wh for _, b in standing if b.side == "sell")
+        step = 0
+        if wanted_buy > bought_wh:
+            step = self.rebid_step_sen_per_kwh
+        elif wanted_sell > sold_wh:
+            step = -self.rebid_step_sen_per_kwh
+        if not step:
+            return
+        t = self.terms
+        mid = (t.tariff_sen_per_kwh + t.buyback_sen_per_kwh) // 2
+        later = slot
+        for _ in range(4):
+            later = later.next()
+            now = self.prices.get(later.index, mid) + step
+            self.prices[later.index] = min(t.tariff_sen_per_kwh, max(t.buyback_sen_per_kwh, now))
 
     # -- delivery ----------------------------------------------------------------------------
     def deliver(
