@@ -187,3 +187,13 @@ def test_controller_rebids_with_a_better_price_after_an_unfilled_buy() -> None:
     assert after[2] == before[2]
     c.observe(Slot(DAY, 3), bought_wh=0, sold_wh=0, price_sen_per_kwh=1234)
     assert c.prices[3] == 1234
+
+
+@pytest.mark.parametrize("policy", ["soc-table", "zi-c", "optimizer", "ev-cheap-charging"])
+def test_controller_battery_ev_never_short_under_any_policy(policy: str) -> None:
+    # a pure EV (no engine to fall back on) under every policy, a week
+    c = controller("pv-battery-phev", seed=4, ev=EVConfig(phev=False), policy=policy)
+    run_days(c, 7)
+    assert c.ev is not None
+    assert c.ev.departed_below_need == 0
+    assert c.ev.unserved_wh == 0
