@@ -47,6 +47,7 @@ def view(
         bat,
         ev,
         seed=seed,
+        site_seed=seed,
     )
 
 
@@ -102,6 +103,9 @@ def test_zi_c_prices_within_buyback_and_tariff_and_reproducible() -> None:
     assert len({b.price_sen_per_kwh for b in bids}) > 10  # really random
     assert make_policy("zi-c")(view(pv=pv_curve(2500), load=(600,) * 48)) == bids
     assert make_policy("zi-c")(view(pv=pv_curve(2500), load=(600,) * 48, seed=2)) != bids
+    # a shorter view of the same site gives the same bids for its slots (no churn on re-plans)
+    short = make_policy("zi-c")(view(pv=pv_curve(2500), load=(600,) * 48, n=10))
+    assert short == [b for b in bids if b.slot.index < 10]
 
 
 def test_ev_cheap_charging_buys_what_the_trip_needs_in_the_cheapest_slots() -> None:

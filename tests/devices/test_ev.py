@@ -130,9 +130,14 @@ def test_ev_required_wh() -> None:
     assert ev.required_wh(MONDAY, 15) == 8000 + 4500  # departing at the start of this slot
     assert ev.required_wh(MONDAY, 16) == 8000 + 1500
     assert ev.required_wh(MONDAY, 40) == 8000 + 1500
-    assert ev.required_wh(MONDAY, 41) == 0.0
+    # after the day's last departure, tomorrow's first trip counts (it may leave at dawn)
+    assert ev.required_wh(MONDAY, 41) == 8000 + 4500
+    assert ev.next_departure(MONDAY, 41) == (48 - 41 + COMMUTE.depart_slot, COMMUTE)
     assert ev.next_trip(MONDAY, 38) == errand
     assert ev.next_trip(MONDAY, 47) is None
+    none = EV(EVConfig(), DailyTrips(()))
+    assert none.required_wh(MONDAY, 10) == 0.0
+    assert none.next_departure(MONDAY, 10) is None
 
 
 def test_ev_charged_to_need_departs_fine() -> None:

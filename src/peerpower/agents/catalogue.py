@@ -32,6 +32,7 @@ from peerpower.devices.ev import DrivingConfig, EVConfig
 from peerpower.devices.load import LoadConfig
 from peerpower.devices.pv import PVConfig
 from peerpower.errors import InvalidInput
+from peerpower.ledger.genesis import check_account_id
 
 SITE_TYPES = (
     "consumer",
@@ -62,8 +63,10 @@ class SiteSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.id:
-            raise InvalidInput("id", "a site needs an id")
+        try:
+            check_account_id(self.id, "id")
+        except InvalidInput as err:
+            raise InvalidInput("id", err.message) from None
         if self.site_type not in SITE_TYPES:
             raise InvalidInput(
                 "site_type", f"{self.site_type!r} is not one of {', '.join(SITE_TYPES)}"

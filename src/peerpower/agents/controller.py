@@ -16,6 +16,7 @@ export (import and export quantised to whole Wh).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -30,6 +31,7 @@ from peerpower.agents.policy import (
     SiteView,
     StorageView,
     make_policy,
+    prefix_consistent,
 )
 from peerpower.crypto import KeyPair, sha256
 from peerpower.devices.battery import Battery
@@ -38,7 +40,7 @@ from peerpower.devices.load import forecast_load_wh, load_wh
 from peerpower.devices.meter import Meter, bus_balance
 from peerpower.devices.pv import PVConfig, clear_sky_wh, forecast_pv_wh, pv_wh
 from peerpower.devices.weather import Weather
-from peerpower.errors import InvalidInput
+from peerpower.errors import InvalidInput, PeerpowerError
 from peerpower.ledger.transactions import order_id, sign_body, sign_encoded
 from peerpower.timeslots import DEFAULT_GATE_MINUTES, SLOTS_PER_DAY, Slot, slot_of
 from peerpower.units import DEFAULT_LOT_WH
@@ -59,6 +61,35 @@ class MarketTerms:
     price_max_sen_per_kwh: int = 10_000
     tariff_sen_per_kwh: int = RETAIL_TARIFF_SEN_PER_KWH
     buyback_sen_per_kwh: int = RETAIL_BUYBACK_SEN_PER_KWH
+    max_order_wh: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.chain, str) or not _SAFE.fullmatch(self.chain):
+            raise InvalidInput(
+                "chain", f"must be a chain id of A–Z a–z 0–9 . _ -, got {self.chain!r}"
+            )
+        for name in (
+            "gate_minutes",
+            "lot_wh",
+            "price_min_sen_per_kwh",
+            "price_max_sen_per_kwh",
+            "tariff_sen_per_kwh",
+            "buyback_sen_per_kwh",
+            "max_order_wh",
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise InvalidInput(name, f"must be a whole number ≥ 0, got {value!r}")
+        if self.lot_wh == 0 or self.max_order_wh < self.lot_wh:
+            raise InvalidInput("max_order_wh", f"must be at least one lot, got {self.max_order_wh}")
+        if self.buyback_sen_per_kwh > self.tariff_sen_per_kwh:
+            raise InvalidInput(
+                "buyback_sen_per_kwh",
+                f"{self.buyback_sen_per_kwh} is above the tariff {self.tariff_sen_per_kwh}",
+            )
+
+
+_SAFE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +133,16 @@ class Controller:
     clearness: float = field(init=False, default=0.7)
     prices: dict[int, int] = field(init=False, default_factory=dict)  # slot index → last price
     signed: Counter[str] = field(init=False, default_factory=Counter)
+    _prefix_consistent: bool = field(init=False, default=True)
     # per day: forecasts (until what they rest on changes) and the truth of the physics
     _forecasts: dict[date, tuple[list[int], list[int]]] = field(init=False, default_factory=dict)
     _actual: dict[date, tuple[list[int], list[int]]] = field(init=False, default_factory=dict)
     _rounds: int = field(init=False, default=0)
+    _delivered: int | None = field(init=False, default=None)
+    # the orders that stood at each slot's gate (for :meth:`observe`), the last few
+    at_gate: dict[Slot, list[tuple[str, Bid]]] = field(init=False, default_factory=dict)
     _solar: dict[date, list[int]] = field(init=False, default_factory=dict)
+    _ev_days: dict[date, EVDay] = field(init=False, default_factory=dict)
     sky: float = field(init=False, default=0.7)  # yesterday's mean clearness (weather service)
 
     def __post_init__(self) -> None:
@@ -120,9 +156,19 @@ class Controller:
         if s.ev is not None and s.driving is not None:
             self.ev = EV(s.ev, DrivingPattern(s.driving, _seed(s.seed, "driving")))
         self.policy = make_policy(s.policy, **dict(s.policy_options))
+        self._prefix_consistent = prefix_consistent(self.policy)
         self.meter = Meter(s.id, self.meter_key, self.terms.chain)
 
     # -- forecasting -------------------------------------------------------------------------
+    def _ev_day(self, day: date) -> EVDay:
+        got = self._ev_days.get(day)
+        if got is None:
+            assert self.ev is not None
+            if len(self._ev_days) > 4:
+                self._ev_days.clear()
+            got = self._ev_days[day] = ev_day(self.ev, day)
+        return got
+
     def _solar_day(self, day: date) -> list[int]:
         """Forecast output of a reference 1 kW panel at the site [Wh per slot]."""
         got = self._solar.get(day)
@@ -141,8 +187,9 @@ class Controller:
         pv = [0] * SLOTS_PER_DAY
         if s.pv is not None:
             pv = forecast_pv_wh(s.pv, day, self.clearness)
-        history = [x for d, x in self.load_history if (d.weekday() >= 5) == (day.weekday() >= 5)]
-        load = forecast_load_wh(s.load, day, _seed(s.seed, "load"), history[-3:])
+        history = [x for _, x in self.load_history]
+        dates = [d for d, _ in self.load_history]
+        load = forecast_load_wh(s.load, day, _seed(s.seed, "load"), history, dates)
         return list(pv), list(load)
 
     def open_slots(self, now: datetime) -> tuple[Slot, ...]:
@@ -195,8 +242,9 @@ class Controller:
                 cfg2.charge_w / 2,
                 cfg2.discharge_w / 2,
                 cfg2.efficiency,
-                tuple(e.plugged(s.day, s.index) for s in slots),
-                tuple(e.required_wh(s.day, s.index) for s in slots),
+                tuple(self._ev_day(s.day).plugged[s.index] for s in slots),
+                tuple(self._ev_day(s.day).required_wh[s.index] for s in slots),
+                tuple(self._ev_day(s.day).trip_wh[s.index] for s in slots),
             )
         # the policy's random draws: fixed by the site's seed and the moment
         draws = (self.spec.seed * 1_000_003 + int(now.timestamp())) & (2**63 - 1)
@@ -215,6 +263,7 @@ class Controller:
             t.price_min_sen_per_kwh,
             t.price_max_sen_per_kwh,
             draws,
+            self.spec.seed,
             tuple(solar),
         )
 
@@ -231,11 +280,22 @@ class Controller:
 
         Every :attr:`replan_every`-th call (and the first) re-plans all open slots; the calls
         between re-plan only the next :attr:`near_slots`, where forecasts sharpen as the gate
-        comes near (bids further ahead stand as they are). ``full`` forces either."""
-        if full is None:
-            full = self._rounds % self.replan_every == 0
+        comes near (bids further ahead stand as they are) — every call for a policy whose bids
+        for a slot depend only on the slots before it (soc-table, zi-c), every other call for
+        one that plans across slots (ev-cheap-charging, optimizer), which must then see all of
+        them. ``full`` forces either."""
+        rounds = self._rounds
         self._rounds += 1
-        view = self.view(now, HORIZON_SLOTS if full else self.near_slots)
+        if full is None:
+            full = rounds % self.replan_every == 0
+            if not full and not self._prefix_consistent and rounds % 2:
+                return []  # see below: such a policy re-plans its near slots hourly
+        # a near re-plan needs only the next slots, but a policy that plans across slots (EV
+        # charging windows, the LP) must see them all — so it does so every other call — and
+        # only the near ones are changed
+        short = not full and self._prefix_consistent
+        view = self.view(now, self.near_slots if short else HORIZON_SLOTS)
+        changing = len(view.slots) if full else min(self.near_slots, len(view.slots))
         # policies return the view's own Slot objects: find them by identity (cheap), else by
         # value
         by_id = {id(slot): k for k, slot in enumerate(view.slots)}
@@ -247,22 +307,31 @@ class Controller:
                 if by_value is None:
                     by_value = {slot: j for j, slot in enumerate(view.slots)}
                 k = by_value.get(b.slot)
-            if k is not None and b.energy_wh > 0:
-                wanted[k].append(b)
+            if k is None or b.energy_wh <= 0:
+                continue
+            if (
+                type(b.energy_wh) is not int
+                or type(b.price_sen_per_kwh) is not int
+                or b.side not in ("buy", "sell")
+                or b.energy_wh % self.terms.lot_wh
+            ):
+                raise PeerpowerError(f"policy {self.spec.policy!r} made a malformed bid {b}")
+            if b.energy_wh > self.terms.max_order_wh:
+                b = b._replace(energy_wh=self.terms.max_order_wh)
+            wanted[k].append(b)
         if view.slots:
-            # gate passed: what stands is the market's now (slots enter in time order)
-            first = view.slots[0]
-            while self.standing:
-                oldest = next(iter(self.standing))
-                if not oldest < first:
-                    break
-                del self.standing[oldest]
+            # gate passed: what stands is the market's now (kept a while for observe())
+            first = _number(view.slots[0])
+            for slot in [x for x in self.standing if _number(x) < first]:
+                self.at_gate[slot] = self.standing.pop(slot)
+            for slot in [x for x in self.at_gate if _number(x) < first - 8]:
+                del self.at_gate[slot]
         site = self.spec.id
         chain = self.terms.chain
         nonce = self.nonce
         out: list[Unsigned] = []
         key = self.key
-        for slot, bids in zip(view.slots, wanted, strict=True):
+        for slot, bids in zip(view.slots[:changing], wanted[:changing], strict=True):
             standing = self.standing.get(slot, [])
             if _close(standing, bids, self.keep_within_wh):
                 continue
@@ -307,7 +376,7 @@ class Controller:
         of day."""
         if price_sen_per_kwh is not None:
             self.observe_price(slot, price_sen_per_kwh)
-        standing = self.standing.get(slot, [])
+        standing = self.at_gate.get(slot) or self.standing.get(slot, [])
         wanted_buy = sum(b.energy_wh for _, b in standing if b.side == "buy")
         wanted_sell = sum(b.energy_wh for _, b in standing if b.side == "sell")
         step = 0
@@ -332,14 +401,23 @@ class Controller:
         """Run the slot's physics: meet the contracts as far as the devices allow, keep the EV
         ready for its trip, and meter the result (``sign=False``: the reading is left for the
         caller to sign, :attr:`Delivery.unsigned`)."""
+        number = slot.day.toordinal() * SLOTS_PER_DAY + slot.index
+        if self._delivered is not None and number <= self._delivered:
+            raise InvalidInput("slot", f"{slot} is not after the last slot delivered")
+        self._delivered = number
         pvs, loads = self._truth(slot.day)
         pv, load = pvs[slot.index], loads[slot.index]
+        if self.ev is not None:
+            self.ev.advance(slot.day, slot.index)  # a car back at this slot has used its trip
         if slot.index == SLOTS_PER_DAY - 1:
             self._end_of_day(slot.day)
         charge = discharge = 0.0
         ev = self.ev
         plugged = ev is not None and ev.plugged(slot.day, slot.index)
-        must = must_charge_wh(ev, slot.day, slot.index) if ev is not None and plugged else 0.0
+        need = self._ev_day(slot.day).needed_after_wh[slot.index] if plugged else 0.0
+        must = (
+            max(0.0, need - ev.stored_wh) / ev.cfg.efficiency if ev is not None and plugged else 0.0
+        )
         # what storage should put out (> 0) or take in (< 0) for the bus to export
         # sold − bought, the car taking at least what its next trip needs
         want = (sold_wh - bought_wh) - (pv - load) + must
@@ -357,7 +435,7 @@ class Controller:
                 if want < 0:
                     request += -want  # surplus left: into the car
                 elif want > 0 and must == 0:
-                    spare = ev.stored_wh - ev.required_wh(slot.day, slot.index)
+                    spare = ev.stored_wh - need
                     request = -min(want, max(0.0, spare) * ev.cfg.efficiency)
             got = ev.step(slot.day, slot.index, request)  # also plays the car's trips
             if got > 0:
@@ -452,9 +530,15 @@ def _meter_bytes(chain: str, site: str, body: dict[str, Any]) -> bytes:
     ).encode()
 
 
+def _number(slot: Slot) -> int:
+    """Slots since 0001-01-01 (cheap to compare)."""
+    return slot.day.toordinal() * SLOTS_PER_DAY + slot.index
+
+
 def _close(standing: list[tuple[str, Bid]], wanted: list[Bid], within_wh: int) -> bool:
     """Whether the standing orders of a slot are close enough to what is wanted to leave them:
-    the same sides at the same prices, each side's energy within ``within_wh``."""
+    the same sides at the same prices, each side's energy at most ``within_wh`` below what is
+    wanted (never above)."""
     if len(standing) == len(wanted) <= 1:
         if not wanted:
             return True
@@ -462,7 +546,7 @@ def _close(standing: list[tuple[str, Bid]], wanted: list[Bid], within_wh: int) -
         return (
             a.side == b.side
             and a.price_sen_per_kwh == b.price_sen_per_kwh
-            and abs(a.energy_wh - b.energy_wh) <= within_wh
+            and 0 <= b.energy_wh - a.energy_wh <= within_wh
         )
     have: dict[tuple[str, int], int] = {}
     for _, b in standing:
@@ -476,21 +560,64 @@ def _close(standing: list[tuple[str, Bid]], wanted: list[Bid], within_wh: int) -
         )
     if have.keys() != want.keys():
         return False
-    return all(abs(have[k] - want[k]) <= within_wh for k in have)
+    # never more standing than wanted (it might not be deliverable), at most within_wh less
+    return all(0 <= want[k] - have[k] <= within_wh for k in have)
 
 
-def must_charge_wh(ev: EV, day: date, slot: int) -> float:
-    """Energy the car must take from the bus in this slot [Wh] so that, charging at full power
-    in every slot left before its next departure, it leaves with what the trip needs."""
-    trip = ev.next_trip(day, slot)
-    if trip is None:
-        return 0.0
-    gap = min(ev.required_wh(day, slot), ev.cfg.max_wh) - ev.stored_wh
-    if gap <= 0:
-        return 0.0
-    per_slot = ev.cfg.charge_w / 2 * ev.cfg.efficiency  # stored per slot at full power
-    later = max(0, trip.depart_slot - slot - 1) * per_slot
-    return max(0.0, (gap - later) / ev.cfg.efficiency)
+@dataclass(frozen=True, slots=True)
+class EVDay:
+    """A car's day as its controller plans it, slot by slot (the trips only, not the state)."""
+
+    plugged: tuple[bool, ...]
+    required_wh: tuple[float, ...]  # stored energy needed at the next departure
+    trip_wh: tuple[float, ...]  # energy of the trips returning at the start of the slot
+    needed_after_wh: tuple[float, ...]  # see needed_after_wh()
+
+
+def ev_day(ev: EV, day: date) -> EVDay:
+    """:class:`EVDay` of ``day`` for ``ev``.
+
+    Notes
+    -----
+    ``needed_after_wh[s]`` is the stored energy the car must hold at the end of slot ``s`` so
+    that, charging at full power in every later slot it is plugged in, every trip until the end
+    of the next day leaves with what it needs (its floor plus the trip's energy) — back-to-back
+    trips included. Backwards from the end of the next day: the requirement at the start of a
+    slot is the one at its end less a full-power slot of charging if the car is home; a
+    departure at the start of a slot raises it to that trip's need; a return adds the trip's
+    energy (it comes off the battery then). Capped at the upper SOC limit.
+    """
+    cfg = ev.cfg
+    per_slot = cfg.charge_w / 2 * cfg.efficiency
+    n = 2 * SLOTS_PER_DAY
+    away = [False] * n
+    departs: dict[int, float] = {}
+    returns: dict[int, float] = {}
+    for offset, d in enumerate((day, date.fromordinal(day.toordinal() + 1))):
+        base = offset * SLOTS_PER_DAY
+        for trip in ev.pattern.trips(d):
+            used = trip.energy_wh(cfg.consumption_wh_per_km)
+            for t in range(base + trip.depart_slot, base + trip.return_slot):
+                away[t] = True
+            departs[base + trip.depart_slot] = max(
+                departs.get(base + trip.depart_slot, 0.0), cfg.min_wh + used
+            )
+            returns[base + trip.return_slot] = returns.get(base + trip.return_slot, 0.0) + used
+    after = [0.0] * n
+    need = 0.0
+    for t in range(n - 1, -1, -1):
+        after[t] = min(need, cfg.max_wh)  # at the end of slot t
+        if not away[t]:
+            need = max(0.0, need - per_slot)
+        if t in departs:
+            need = max(need, departs[t])
+        need += returns.get(t, 0.0)
+    return EVDay(
+        tuple(not a for a in away[:SLOTS_PER_DAY]),
+        tuple(ev.required_wh(day, k) for k in range(SLOTS_PER_DAY)),
+        tuple(returns.get(k, 0.0) for k in range(SLOTS_PER_DAY)),
+        tuple(after[:SLOTS_PER_DAY]),
+    )
 
 
 def _seed(seed: int, label: str) -> int:

@@ -54,6 +54,7 @@ class StorageView:
     efficiency: float
     plugged: tuple[bool, ...] = ()
     reserve_wh: tuple[float, ...] = ()
+    trip_wh: tuple[float, ...] = ()  # energy a trip has taken when the car is back, per slot
 
     def available(self, k: int) -> bool:
         return not self.plugged or self.plugged[k]
@@ -79,6 +80,7 @@ class SiteView:
     price_min_sen_per_kwh: int = 0
     price_max_sen_per_kwh: int = 10_000
     seed: int = 0  # for a policy's random draws (:meth:`rng`)
+    site_seed: int = 0  # the site's own seed (draws that must not change between calls)
     # forecast output of a reference 1 kW PV panel per slot [Wh]: when the community's
     # supply is likely to be solar (empty: unknown)
     solar_wh_per_kw: tuple[int, ...] = ()
@@ -133,6 +135,21 @@ def make_policy(name: str, **options: object) -> Policy:
 def _load_all() -> None:
     # The policies register themselves on import (each is its own module).
     from peerpower.agents import policies  # noqa: F401
+
+
+def slot_draw(seed: int, slot: Slot) -> float:
+    """A number in [0, 1) fixed by ``seed`` and ``slot`` (splitmix64): a site's random draw
+    for a slot that stays the same however often it re-plans."""
+    x = (seed * 0x9E3779B97F4A7C15 + slot.day.toordinal() * 48 + slot.index) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return ((x ^ (x >> 31)) >> 11) / float(1 << 53)
+
+
+def prefix_consistent(policy: Policy) -> bool:
+    """Whether ``policy``'s bids for the first slots of a view are the same however many slots
+    the view holds (so a controller may re-plan near slots with a short view)."""
+    return bool(getattr(policy, "prefix_consistent", False))
 
 
 def net_position(view: SiteView) -> list[int]:

@@ -489,19 +489,37 @@ class EV:
         _slot_number(day, slot)
         return next((t for t in self._trips(day) if t.depart_slot >= slot), None)
 
+    def next_departure(self, day: date, slot: int) -> tuple[int, Trip] | None:
+        """The next trip not yet departed at the start of ``slot`` — today's, else tomorrow's —
+        and the slots until it leaves (0: it leaves at the start of ``slot``)."""
+        trip = self.next_trip(day, slot)
+        if trip is not None:
+            return trip.depart_slot - slot, trip
+        tomorrow = date.fromordinal(day.toordinal() + 1)
+        first = next(iter(self._trips(tomorrow)), None)
+        if first is None:
+            return None
+        return SLOTS_PER_DAY - slot + first.depart_slot, first
+
     def required_wh(self, day: date, slot: int) -> float:
-        """Stored energy needed at the next departure of ``day`` [Wh], 0 if none is ahead.
+        """Stored energy needed at the next departure (today's, else tomorrow's) [Wh], 0 if
+        none is ahead.
 
         Notes
         -----
-        ``E_min + distance × consumption`` for :meth:`next_trip`: the trip's traction energy on top
-        of the SOC floor. It can exceed the upper SOC limit for a long trip; the shortfall is then
-        unavoidable.
+        ``E_min + distance × consumption`` for :meth:`next_departure`: the trip's traction energy
+        on top of the SOC floor. It can exceed the upper SOC limit for a long trip; the
+        shortfall is then unavoidable.
         """
-        trip = self.next_trip(day, slot)
-        if trip is None:
+        ahead = self.next_departure(day, slot)
+        if ahead is None:
             return 0.0
-        return self._min_wh + trip.energy_wh(self.cfg.consumption_wh_per_km)
+        return self._min_wh + ahead[1].energy_wh(self.cfg.consumption_wh_per_km)
+
+    def advance(self, day: date, slot: int) -> None:
+        """Play the departures and returns up to the start of ``slot`` (the clock moves there;
+        :attr:`stored_wh` is then what the car holds as the slot begins)."""
+        self._advance(day, slot)
 
     # --- time ------------------------------------------------------------------------------
 

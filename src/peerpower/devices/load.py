@@ -361,7 +361,11 @@ def load_wh(cfg: LoadConfig, day: date, seed: int) -> list[int]:
 
 
 def forecast_load_wh(
-    cfg: LoadConfig, day: date, seed: int, history: Sequence[Sequence[int]]
+    cfg: LoadConfig,
+    day: date,
+    seed: int,
+    history: Sequence[Sequence[int]],
+    dates: Sequence[date] | None = None,
 ) -> list[int]:
     """Similar-day forecast: mean of the last up to 3 days of the same kind (weekday/weekend).
 
@@ -376,6 +380,10 @@ def forecast_load_wh(
     history
         Actual consumption of the days before ``day``, oldest first: ``history[-1]`` is the
         day before ``day``, ``history[-2]`` two days before, and so on; each 48 values [Wh].
+    dates
+        The day of each entry of ``history`` when they are not the consecutive days before
+        ``day`` (e.g. forecasting tomorrow from the days up to yesterday); days on or after
+        ``day`` are ignored.
 
     Returns
     -------
@@ -396,9 +404,12 @@ def forecast_load_wh(
                 f"history[{i}]", f"needs {SLOTS_PER_DAY} values, got {len(readings)}"
             )
     weekend = is_weekend(day)
+    if dates is not None and len(dates) != len(history):
+        raise InvalidInput("dates", f"has {len(dates)} days for {len(history)} in history")
     similar: list[Sequence[int]] = []
     for back in range(1, len(history) + 1):
-        if is_weekend(date.fromordinal(day.toordinal() - back)) == weekend:
+        when = date.fromordinal(day.toordinal() - back) if dates is None else dates[-back]
+        if when < day and is_weekend(when) == weekend:
             similar.append(history[-back])
             if len(similar) == SIMILAR_DAYS:
                 break

@@ -14,7 +14,7 @@ not deliver.
 
 from __future__ import annotations
 
-from peerpower.agents.policies.soc_table import _no_storage_slot
+from peerpower.agents.policies.soc_table import _no_storage
 from peerpower.agents.policy import Bid, Policy, SiteView, StorageView, register
 from peerpower.errors import InvalidInput
 
@@ -36,14 +36,13 @@ def _windows(ev: StorageView, n: int) -> list[tuple[int, int]]:
 def ev_cheap_bids(
     view: SiteView, premium_yen: float, cheap_yen: float, surplus_yen: float, deficit_yen: float
 ) -> list[Bid]:
-    out: list[Bid] = []
     n = len(view.slots)
     ev = view.ev
     buy: dict[int, float] = {}
     if ev is not None:
         stored = ev.stored_wh
         for w, (first, last) in enumerate(_windows(ev, n)):
-            if w > 0:
+            if w > 0 or first > 0:
                 stored = ev.min_wh  # back from a trip: plan for the worst
             need = _reserve(ev, last) - stored
             by_price = sorted(range(first, last + 1), key=lambda k: (view.prices_sen_per_kwh[k], k))
@@ -62,13 +61,12 @@ def ev_cheap_bids(
                 buy[k] = want
                 need -= want * ev.efficiency
                 room -= want * ev.efficiency
-    for k in range(n):
-        out.extend(_no_storage_slot(view, k, surplus_yen, deficit_yen))
-        energy = view.lots(buy.get(k, 0.0))
+    out = _no_storage(view, surplus_yen, deficit_yen)  # the house as it is
+    premium = round(premium_yen * 100)
+    for k, want in sorted(buy.items()):
+        energy = view.lots(want)
         if energy:
-            price = min(
-                view.tariff_sen_per_kwh, view.prices_sen_per_kwh[k] + round(premium_yen * 100)
-            )
+            price = min(view.tariff_sen_per_kwh, view.prices_sen_per_kwh[k] + premium)
             out.append(Bid(view.slots[k], "buy", energy, view.clamp_price(price)))
     return out
 

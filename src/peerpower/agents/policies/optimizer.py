@@ -6,7 +6,7 @@ export ``e``, and per storage unit (battery, EV) charge ``c``, discharge ``d`` a
 stored at the end of the slot ``x``:
 
     pv_k + b_k + i_k + Σ d_k = load_k + s_k + e_k + Σ c_k        (the site's bus)
-    x_k = x_{k−1} + η c_k − d_k / η                              (each unit)
+    x_k = x_{k−1} + η c_k − d_k / η − trip_k + f_k               (each unit)
     max(min, reserve_k) ≤ x_k ≤ max,   c_k ≤ C·a_k,   d_k ≤ D·a_k   (a_k: 1 if plugged)
     b_k, s_k ≤ depth                                               (what the market may take)
 
@@ -18,7 +18,11 @@ Modes:
   imports cost an extra ``renewable_weight_yen`` per kWh, and market purchases in slots without
   forecast PV cost half that extra (night market energy is less likely PV-origin).
 
-Storage ends the horizon with at least what it had (no selling off the battery for the next day
+``trip_k`` is what a car's trip has used when it is back in slot ``k``; ``f_k ≥ 0`` is energy
+from elsewhere (a PHEV's engine, an EV stranded at its floor) at a cost of
+:data:`SHORTFALL_YEN_PER_KWH`, so a trip never makes the programme infeasible; if a reserve
+cannot be reached at all, the reserves are dropped and the programme solved again. Storage
+ends the horizon with at least what it had (no selling off the battery for the next day
 at zero value). The solution becomes bids: ``b_k`` as a buy at ``p_k`` + ``premium_yen`` (at most
 the tariff), ``s_k`` as a sell at ``p_k`` − ``premium_yen`` (at least the buyback), whole lots.
 Solved with HiGHS through ``scipy.optimize.linprog``.
@@ -34,15 +38,20 @@ from peerpower.agents.policy import Bid, Policy, SiteView, StorageView, register
 from peerpower.errors import InvalidInput
 
 MODES = ("economy", "renewable-first")
+SHORTFALL_YEN_PER_KWH = 100.0  # cost of energy a trip takes beyond what is stored
 
 
 def plan(
-    view: SiteView, mode: str, depth_wh: float, renewable_weight_yen: float
+    view: SiteView,
+    mode: str,
+    depth_wh: float,
+    renewable_weight_yen: float,
+    reserves: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The LP's market purchases and sales per slot [Wh]."""
     n = len(view.slots)
     units = [u for u in (view.battery, view.ev) if u is not None]
-    per = 4 + 3 * len(units)  # b, s, i, e, then (c, d, x) per unit
+    per = 4 + 4 * len(units)  # b, s, i, e, then (c, d, x, f) per unit
     nv = n * per
 
     def var(k: int, j: int) -> int:
@@ -63,8 +72,9 @@ def plan(
     # a tiny cost on storage throughput avoids pointless charge/discharge cycles
     for k in range(n):
         for u in range(len(units)):
-            cost[var(k, 4 + 3 * u)] += 1e-4
-            cost[var(k, 5 + 3 * u)] += 1e-4
+            cost[var(k, 4 + 4 * u)] += 1e-4
+            cost[var(k, 5 + 4 * u)] += 1e-4
+            cost[var(k, 7 + 4 * u)] = SHORTFALL_YEN_PER_KWH
     rows = n * (1 + len(units))
     a = lil_matrix((rows, nv))
     rhs = np.zeros(rows)
@@ -76,35 +86,42 @@ def plan(
         a[r, var(k, 2)] = 1
         a[r, var(k, 3)] = -1
         for u in range(len(units)):
-            a[r, var(k, 4 + 3 * u)] = -1
-            a[r, var(k, 5 + 3 * u)] = 1
+            a[r, var(k, 4 + 4 * u)] = -1
+            a[r, var(k, 5 + 4 * u)] = 1
         rhs[r] = view.load_wh[k] - view.pv_wh[k]
         bounds[var(k, 0)] = (0.0, depth_wh)
         bounds[var(k, 1)] = (0.0, depth_wh)
     for u, unit in enumerate(units):
         for k in range(n):
             r = n * (1 + u) + k
-            # x_k − x_{k−1} − η c_k + d_k / η = 0 (x_{−1} is the stored energy now)
-            a[r, var(k, 6 + 3 * u)] = 1
-            a[r, var(k, 4 + 3 * u)] = -unit.efficiency
-            a[r, var(k, 5 + 3 * u)] = 1 / unit.efficiency
+            # x_k − x_{k−1} − η c_k + d_k / η − f_k = −trip_k (x_{−1}: the stored energy now)
+            a[r, var(k, 6 + 4 * u)] = 1
+            a[r, var(k, 4 + 4 * u)] = -unit.efficiency
+            a[r, var(k, 5 + 4 * u)] = 1 / unit.efficiency
+            a[r, var(k, 7 + 4 * u)] = -1
+            trip = unit.trip_wh[k] if unit.trip_wh else 0.0
+            rhs[r] = -trip
             if k:
-                a[r, var(k - 1, 6 + 3 * u)] = -1
+                a[r, var(k - 1, 6 + 4 * u)] = -1
             else:
-                rhs[r] = unit.stored_wh
+                rhs[r] += unit.stored_wh
             on = 1.0 if unit.available(k) else 0.0
-            bounds[var(k, 4 + 3 * u)] = (0.0, unit.charge_wh * on)
-            bounds[var(k, 5 + 3 * u)] = (0.0, unit.discharge_wh * on)
-            low = max(unit.min_wh, unit.reserve_wh[k] if unit.reserve_wh else 0.0)
+            bounds[var(k, 4 + 4 * u)] = (0.0, unit.charge_wh * on)
+            bounds[var(k, 5 + 4 * u)] = (0.0, unit.discharge_wh * on)
+            low = unit.min_wh
+            if reserves:
+                low = max(low, unit.reserve_wh[k] if unit.reserve_wh else 0.0)
             low = min(low, unit.max_wh)
             if k == n - 1:
                 low = max(low, min(unit.stored_wh, unit.max_wh))
-            bounds[var(k, 6 + 3 * u)] = (low, unit.max_wh)
+            bounds[var(k, 6 + 4 * u)] = (low, unit.max_wh)
+            bounds[var(k, 7 + 4 * u)] = (0.0, trip if trip > 0 else 0.0)
     res = linprog(
         cost, A_eq=a.tocsr(), b_eq=rhs, bounds=bounds, method="highs", options={"presolve": True}
     )
     if res.status != 0:
-        # infeasible (e.g. a reserve the car cannot reach): no market position
+        if reserves:  # a reserve the car cannot reach: plan without the reserves
+            return plan(view, mode, depth_wh, renewable_weight_yen, reserves=False)
         return np.zeros(n), np.zeros(n)
     x = res.x
     return x[0::per][:n], x[1::per][:n]

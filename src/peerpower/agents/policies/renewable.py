@@ -11,7 +11,14 @@ EV, a battery) so moves into the sunny hours, where the sellers are PV homes.
 
 from __future__ import annotations
 
-from peerpower.agents.policy import Bid, Policy, SiteView, make_policy, register
+from peerpower.agents.policy import (
+    Bid,
+    Policy,
+    SiteView,
+    make_policy,
+    prefix_consistent,
+    register,
+)
 from peerpower.errors import InvalidInput
 
 
@@ -49,4 +56,5 @@ def renewable_preference(
             out.append(b)
         return out
 
+    policy.prefix_consistent = prefix_consistent(inner)  # type: ignore[attr-defined]
     return policy

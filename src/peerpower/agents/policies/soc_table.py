@@ -43,6 +43,8 @@ MISONO_TABLE: tuple[tuple[int, float | None, float | None, float], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class SocTable:
+    prefix_consistent = True  # a slot's bid depends only on the slots before it
+
     rows: tuple[tuple[int, float | None, float | None, float], ...] = MISONO_TABLE
     surplus_yen: float = 10.0
     deficit_yen: float = 25.0
