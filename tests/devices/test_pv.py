@@ -251,3 +251,10 @@ def test_invalid_pv_config(field: str, value: float) -> None:
         PVConfig(**{field: value})
     assert caught.value.field == field
     assert repr(value) in caught.value.message
+
+
+@pytest.mark.parametrize("bad", ["5", True, None])
+def test_invalid_pv_capacity_type(bad: object) -> None:
+    with pytest.raises(InvalidInput) as info:
+        PVConfig(capacity_kw=bad)  # type: ignore[arg-type]
+    assert info.value.field == "capacity_kw"

@@ -62,6 +62,19 @@ class PVConfig:
     altitude_m: float = 40.0
 
     def __post_init__(self) -> None:
+        for name in (
+            "capacity_kw",
+            "tilt_deg",
+            "azimuth_deg",
+            "inverter_efficiency",
+            "losses",
+            "latitude_deg",
+            "longitude_deg",
+            "altitude_m",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidInput(name, f"must be a number, got {value!r}")
         # Written as "not (ok)" so that NaN fails every check.
         checks = (
             ("capacity_kw", self.capacity_kw > 0 and math.isfinite(self.capacity_kw), "> 0"),
