@@ -17,10 +17,11 @@ import time
 from datetime import date, datetime, timedelta
 from typing import IO
 
-from peerpower.agents.catalogue import SITE_TYPES, site
+from peerpower.agents.catalogue import site
 from peerpower.agents.controller import Controller, MarketTerms
 from peerpower.crypto import KeyPair
 from peerpower.devices.weather import Weather
+from peerpower.ledger.genesis import SITE_TYPES
 from peerpower.ledger.transactions import sign_encoded
 from peerpower.timeslots import JST, SLOTS_PER_DAY, Slot
 

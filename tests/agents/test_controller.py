@@ -9,13 +9,14 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from peerpower.agents.catalogue import SITE_TYPES, site
+from peerpower.agents.catalogue import site
 from peerpower.agents.controller import Controller, MarketTerms
 from peerpower.crypto import KeyPair, canonical_unchecked
 from peerpower.devices.battery import BatteryConfig
 from peerpower.devices.ev import EVConfig
 from peerpower.devices.weather import Weather
 from peerpower.errors import InvalidInput
+from peerpower.ledger.genesis import SITE_TYPES
 from peerpower.ledger.transactions import decode_tx
 from peerpower.timeslots import JST, SLOTS_PER_DAY, Slot
 

@@ -32,18 +32,9 @@ from peerpower.devices.ev import DrivingConfig, EVConfig
 from peerpower.devices.load import LoadConfig
 from peerpower.devices.pv import PVConfig
 from peerpower.errors import InvalidInput
-from peerpower.ledger.genesis import check_account_id
+from peerpower.ledger.genesis import SITE_TYPES, check_account_id
 
-SITE_TYPES = (
-    "consumer",
-    "consumer-phev",
-    "pv",
-    "pv-battery",
-    "pv-phev",
-    "pv-battery-phev",
-    "shop",
-    "business",
-)
+# the register transaction's site types (peerpower.ledger.genesis.SITE_TYPES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,8 +34,8 @@ from peerpower.agents.policy import (
     prefix_consistent,
 )
 from peerpower.crypto import KeyPair, sha256
-from peerpower.devices.battery import Battery
-from peerpower.devices.ev import EV, DrivingPattern
+from peerpower.devices.battery import Battery, BatteryConfig
+from peerpower.devices.ev import EV, DrivingPattern, EVConfig
 from peerpower.devices.load import forecast_load_wh, load_wh
 from peerpower.devices.meter import Meter, bus_balance
 from peerpower.devices.pv import PVConfig, clear_sky_wh, forecast_pv_wh, pv_wh
@@ -219,29 +219,12 @@ class Controller:
         prices = [known.get(slot.index, mid) for slot in slots]
         battery = None
         if self.battery is not None:
-            b = self.battery
-            cfg = b.cfg
-            battery = StorageView(
-                cfg.capacity_wh,
-                b.stored_wh,
-                cfg.capacity_wh * cfg.soc_min_percent / 100,
-                cfg.capacity_wh * cfg.soc_max_percent / 100,
-                cfg.charge_w / 2,
-                cfg.discharge_w / 2,
-                cfg.efficiency,
-            )
+            battery = _storage_view(self.battery.cfg, self.battery.stored_wh)
         ev = None
         if self.ev is not None:
-            e = self.ev
-            cfg2 = e.cfg
-            ev = StorageView(
-                cfg2.capacity_wh,
-                e.stored_wh,
-                cfg2.capacity_wh * cfg2.soc_min_percent / 100,
-                cfg2.capacity_wh * cfg2.soc_max_percent / 100,
-                cfg2.charge_w / 2,
-                cfg2.discharge_w / 2,
-                cfg2.efficiency,
+            ev = _storage_view(
+                self.ev.cfg,
+                self.ev.stored_wh,
                 tuple(self._ev_day(s.day).plugged[s.index] for s in slots),
                 tuple(self._ev_day(s.day).required_wh[s.index] for s in slots),
                 tuple(self._ev_day(s.day).trip_wh[s.index] for s in slots),
@@ -528,6 +511,27 @@ def _meter_bytes(chain: str, site: str, body: dict[str, Any]) -> bytes:
         f'{{"chain":"{chain}","export_wh":{body["export_wh"]},"import_wh":{body["import_wh"]},'
         f'"site":"{site}","slot":"{body["slot"]}","type":"meter"}}'
     ).encode()
+
+
+def _storage_view(
+    cfg: BatteryConfig | EVConfig,
+    stored_wh: float,
+    plugged: tuple[bool, ...] = (),
+    reserve_wh: tuple[float, ...] = (),
+    trip_wh: tuple[float, ...] = (),
+) -> StorageView:
+    return StorageView(
+        cfg.capacity_wh,
+        stored_wh,
+        cfg.capacity_wh * cfg.soc_min_percent / 100,
+        cfg.capacity_wh * cfg.soc_max_percent / 100,
+        cfg.charge_w / 2,
+        cfg.discharge_w / 2,
+        cfg.efficiency,
+        plugged,
+        reserve_wh,
+        trip_wh,
+    )
 
 
 def _number(slot: Slot) -> int:
