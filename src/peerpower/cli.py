@@ -232,6 +232,27 @@ def _cmd_devnet_up(args: argparse.Namespace) -> int:
     return up(Path(args.dir))
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from peerpower.sim.runner import progress_bar, run
+    from peerpower.sim.scenario import load_scenario
+    from peerpower.sim.summary import table, write_outputs
+
+    scenario = load_scenario(args.scenario).with_overrides(
+        days=args.days,
+        seed=args.seed,
+        mechanism=args.mechanism,
+        goal=args.goal,
+        validators=args.validators,
+    )
+    show = progress_bar(f"{scenario.name}") if sys.stderr.isatty() else None
+    with _stdout_to_stderr():
+        result = run(scenario, show)
+    data = write_outputs(result, Path(args.out))
+    sys.stdout.write(table(data) + "\n")
+    sys.stdout.write(f"wrote {Path(args.out) / 'summary.json'}\n")
+    return EXIT_OK if all(data["checks"].values()) else EXIT_FAILED
+
+
 def _cmd_node(args: argparse.Namespace) -> int:
     from peerpower.consensus.validator import run
 
@@ -341,6 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     d = devnet.add_parser("up", help="run every validator of a devnet folder until Ctrl-C")
     d.add_argument("--dir", required=True, help="a folder written by devnet init")
     d.set_defaults(run=_cmd_devnet_up)
+
+    p = sub.add_parser("simulate", help="a community trading for days; summary, trades, chain")
+    p.add_argument("--scenario", required=True, help="misono, higashifuji, large, or a TOML file")
+    p.add_argument("--days", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--mechanism", default=None, help="cda, call or optimal")
+    p.add_argument("--goal", default=None, help="volume, welfare or maxmin")
+    p.add_argument("--validators", type=int, default=None, help="1 (solo) or 4 or more")
+    p.add_argument("--out", required=True, help="folder for the outputs")
+    p.set_defaults(run=_cmd_simulate)
 
     p = sub.add_parser("node", help="run one validator (consensus on TCP, HTTP RPC)")
     p.add_argument("--home", required=True, help="the node's home folder (devnet init)")

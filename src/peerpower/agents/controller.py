@@ -122,6 +122,9 @@ class Controller:
     meter_key: KeyPair
     weather: Weather
     nonce: int = 1  # the next nonce of the site's account
+    # the site's own measured series (day → 48 values [Wh]) in place of the load or PV model
+    load_data: dict[date, tuple[int, ...]] | None = None
+    pv_data: dict[date, tuple[int, ...]] | None = None
     replan_every: int = 12  # calls of plan() between re-plans of every open slot (6 h)
     near_slots: int = 4  # slots re-planned at every call
     keep_within_wh: int = 200  # standing orders stay if what is wanted differs by no more
@@ -450,9 +453,14 @@ class Controller:
         if got is None:
             s = self.spec
             pv = [0] * SLOTS_PER_DAY
-            if s.pv is not None:
+            if self.pv_data is not None:
+                pv = list(self.pv_data[day])
+            elif s.pv is not None:
                 pv = list(pv_wh(s.pv, day, self.weather.day(day)))
-            load = list(load_wh(s.load, day, _seed(s.seed, "load")))
+            if self.load_data is not None:
+                load = list(self.load_data[day])
+            else:
+                load = list(load_wh(s.load, day, _seed(s.seed, "load")))
             got = self._actual[day] = (pv, load)
         return got
 

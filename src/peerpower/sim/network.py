@@ -1,0 +1,115 @@
+"""The simulator's validators, in process and in virtual time: one (solo) or several agreeing by
+Tendermint over the in-memory network (:class:`peerpower.net.memory.SimNetwork`), one block a
+virtual minute — the same ledger and consensus code as ``peerpower node``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from peerpower.consensus.ledger_app import LedgerApp
+from peerpower.consensus.tendermint import Decide, Tendermint, Timeouts
+from peerpower.crypto import KeyPair
+from peerpower.errors import InvalidTransaction
+from peerpower.ledger.blocks import Block
+from peerpower.ledger.genesis import Genesis
+from peerpower.ledger.node import SoloNode
+from peerpower.ledger.state import State
+from peerpower.net.memory import SimNetwork
+
+BLOCK_MS = 60_000
+
+
+class Validators:
+    """``keys`` (validator id → key, genesis order) running the chain from ``genesis``."""
+
+    def __init__(self, genesis: Genesis, keys: dict[str, KeyPair], seed: int) -> None:
+        self.genesis = genesis
+        self.t0 = genesis.time_ms
+        self.names = list(keys)
+        self.refused: list[tuple[dict[str, Any], str]] = []
+        self._solo: SoloNode | None = None
+        self._apps: dict[str, LedgerApp] = {}
+        self._net: SimNetwork | None = None
+        self._now = self.t0
+        self._solo_blocks: list[Block] = []
+        if len(keys) == 1:
+            name = self.names[0]
+            self._solo = SoloNode(genesis, name, keys[name])
+            return
+        self._apps = {n: LedgerApp(genesis, n, keys[n]) for n in self.names}
+        validators = [(n, keys[n].public) for n in self.names]
+        timeouts = Timeouts(commit_ms=BLOCK_MS)
+        machines = {
+            n: Tendermint(validators, n, keys[n], self._apps[n], timeouts=timeouts)
+            for n in self.names
+        }
+
+        def tick(v: str, now: int) -> None:
+            self._apps[v].now_ms = self.t0 + now
+
+        def decided(v: str, decision: Decide, now: int) -> None:
+            self._apps[v].commit(decision)
+
+        self._net = SimNetwork(
+            machines,
+            keys,
+            seed,
+            delay_ms=(1, 50),
+            on_decide=decided,
+            clock=tick,
+            outbox=lambda v: self._apps[v].take_outbox(),
+            on_app=lambda v, message: self._apps[v].on_app_message(message),
+        )
+        self._net.start()
+
+    @property
+    def state(self) -> State:
+        if self._solo is not None:
+            return self._solo.state
+        return self._apps[self.names[0]].state
+
+    @property
+    def blocks(self) -> list[Block]:
+        if self._solo is not None:
+            return self._solo_blocks
+        return self._apps[self.names[0]].blocks
+
+    def heights(self) -> list[int]:
+        if self._solo is not None:
+            return [self._solo.height]
+        return [a.height for a in self._apps.values()]
+
+    def submit(self, txs: Sequence[dict[str, Any]]) -> int:
+        """Hand ``txs`` to a validator (the first; it relays them); returns how many it
+        refused (they are kept in :attr:`refused` with the rule)."""
+        refused = 0
+        for tx in txs:
+            try:
+                if self._solo is not None:
+                    self._solo.submit(tx, max(self._now, self._solo.state.meta.time_ms))
+                else:
+                    app = self._apps[self.names[0]]
+                    app.now_ms = self._now
+                    app.submit(tx)
+            except InvalidTransaction as err:
+                refused += 1
+                if len(self.refused) < 10_000:
+                    self.refused.append((tx, err.rule))
+        return refused
+
+    def advance(self, time_ms: int) -> None:
+        """Run the validators until virtual ``time_ms``."""
+        if self._solo is not None:
+            node = self._solo
+            t = max(node.state.meta.time_ms, self.t0) + BLOCK_MS
+            while t <= time_ms:
+                self._solo_blocks.append(node.produce(t))
+                t += BLOCK_MS
+        else:
+            assert self._net is not None
+            with contextlib.suppress(IndexError):
+                self._net.run(lambda: False, time_ms - self.t0)
+        self._now = max(self._now, time_ms)

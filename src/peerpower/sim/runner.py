@@ -1,0 +1,226 @@
+"""The community in virtual time: controllers bid, validators seal, clear and settle, devices
+deliver, meters report — and the same community without a P2P market, for the baseline.
+
+Every half hour, ten minutes before a slot starts, every controller plans (forecasts, its
+policy, cancels and orders for what changed); the community's transactions are signed in one
+batch and handed to a validator, which relays them. The validators run one block a virtual
+minute: the first block at or past a slot's gate seals it, the validators clear it (for
+``optimal`` by a quorum of claims) before it starts, and settle it after its meter deadline.
+Twenty minutes after a slot ends each site delivers it — its contracts, read from the chain,
+are what its storage tries to meet — and its meter's reading goes on chain.
+
+The baseline runs the same physics (same seeds, same weather) with no market: each site's
+storage serves only the house, and the retail provider buys and sells the rest at its buyback
+and tariff.
+
+Money: a site's P2P cost is what it paid on chain (contract payments and fees, less
+proceeds, plus imbalance penalties) plus the retail provider's bill for what its meter shows
+beyond its contracts (imports beyond what it bought at the tariff, less exports beyond what it
+sold at the buyback). Its baseline cost is the retail bill of the no-market run.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from peerpower.agents.controller import Controller, Delivery, MarketTerms
+from peerpower.crypto import KeyPair
+from peerpower.devices.weather import Weather
+from peerpower.ledger.genesis import Genesis, GenesisAccount
+from peerpower.ledger.rules import to_ms
+from peerpower.ledger.state import Account, Contract, Contracts
+from peerpower.ledger.transactions import Signer, sign_encoded
+from peerpower.sim.network import BLOCK_MS, Validators
+from peerpower.sim.scenario import Scenario
+from peerpower.timeslots import JST, SLOTS_PER_DAY, Slot
+
+DEPOSIT_MICROYEN = 20_000 * 1_000_000  # each site's deposit: 20,000 yen of margin
+PLAN_BEFORE_MIN = 10  # controllers plan this long before each slot starts
+DELIVER_AFTER_MIN = 20  # and deliver a slot this long after it ends (meter deadline: 60)
+
+
+@dataclass
+class SimResult:
+    scenario: Scenario
+    genesis: Genesis
+    validators: Validators
+    sites: dict[str, Controller]
+    baseline_sites: dict[str, Controller]
+    deliveries: dict[str, list[Delivery]] = field(default_factory=dict)
+    baseline: dict[str, list[Delivery]] = field(default_factory=dict)
+    contracts: dict[str, tuple[Contract, ...]] = field(default_factory=dict)  # slot → units
+    refused: int = 0
+    deposits: dict[str, int] = field(default_factory=dict)
+
+
+def _keys(scenario: Scenario, role: str) -> KeyPair:
+    return KeyPair.derive(f"sim/{scenario.name}/{scenario.seed}/{role}")
+
+
+def build_genesis(scenario: Scenario) -> tuple[Genesis, dict[str, KeyPair]]:
+    """The community's chain: an operator holding every deposit to be made, the grid and
+    retail accounts, and ``scenario.validators`` validators; it starts an hour before the
+    first simulated day."""
+    start = datetime(scenario.start.year, scenario.start.month, scenario.start.day, tzinfo=JST)
+    t0 = to_ms(start - timedelta(hours=1))
+    names = [f"val{k}" for k in range(scenario.validators)]
+    keys = {n: _keys(scenario, n) for n in (*names, "operator", "grid", "retail")}
+    supply = DEPOSIT_MICROYEN * (len(scenario.sites) + 10)
+    accounts = (
+        GenesisAccount("operator", "operator", keys["operator"].public_hex, supply),
+        GenesisAccount("grid", "grid", keys["grid"].public_hex),
+        GenesisAccount("retail", "retail", keys["retail"].public_hex),
+        *(GenesisAccount(n, "validator", keys[n].public_hex) for n in names),
+    )
+    genesis = Genesis(f"sim-{scenario.name}", t0, accounts, scenario.market_rules())
+    return genesis, keys
+
+
+def _controllers(scenario: Scenario, genesis: Genesis, weather: Weather) -> dict[str, Controller]:
+    terms = MarketTerms(
+        chain=genesis.tx_chain,
+        gate_minutes=scenario.gate_minutes,
+        lot_wh=scenario.lot_wh,
+        price_min_sen_per_kwh=scenario.price_min_sen_per_kwh,
+        price_max_sen_per_kwh=scenario.price_max_sen_per_kwh,
+        tariff_sen_per_kwh=scenario.tariff_sen_per_kwh,
+        buyback_sen_per_kwh=scenario.buyback_sen_per_kwh,
+        max_order_wh=genesis.market.max_order_wh,
+    )
+    out = {}
+    for spec in scenario.sites:
+        data = scenario.meter_data.get(spec.id)
+        out[spec.id] = Controller(
+            spec,
+            terms,
+            _keys(scenario, f"site/{spec.id}"),
+            _keys(scenario, f"meter/{spec.id}"),
+            weather,
+            load_data=None if data is None else data.load_wh,
+            pv_data=None if data is None else data.pv_wh,
+        )
+    return out
+
+
+def run(
+    scenario: Scenario, progress: Callable[[int, int], None] | None = None
+) -> SimResult:
+    """Simulate ``scenario`` (see the module notes); ``progress(done, total)`` is called after
+    each half hour."""
+    genesis, keys = build_genesis(scenario)
+    names = [v.id for v in genesis.validators]
+    validators = Validators(genesis, {n: keys[n] for n in names}, scenario.seed)
+    weather = Weather(scenario.seed, scenario.start - timedelta(days=1))
+    sites = _controllers(scenario, genesis, weather)
+    result = SimResult(
+        scenario,
+        genesis,
+        validators,
+        sites,
+        _controllers(scenario, genesis, Weather(scenario.seed, scenario.start - timedelta(days=1))),
+    )
+    op = Signer(genesis.tx_chain, "operator", keys["operator"])
+    admit = []
+    for spec in scenario.sites:
+        c = sites[spec.id]
+        admit.append(
+            op.register(spec.id, c.key.public_hex, c.meter_key.public_hex, spec.node, spec.site_type)
+        )
+        admit.append(op.deposit(spec.id, DEPOSIT_MICROYEN))
+        result.deposits[spec.id] = DEPOSIT_MICROYEN
+    validators.advance(genesis.time_ms + BLOCK_MS)
+    result.refused += validators.submit(admit)
+    start = datetime(scenario.start.year, scenario.start.month, scenario.start.day, tzinfo=JST)
+    total = scenario.days * SLOTS_PER_DAY
+    slots = [
+        Slot(scenario.start + timedelta(days=k // SLOTS_PER_DAY), k % SLOTS_PER_DAY)
+        for k in range(total)
+    ]
+    for k in range(total + 2):
+        now = start + timedelta(minutes=30 * k - PLAN_BEFORE_MIN)
+        validators.advance(to_ms(now))
+        if k < total:
+            todo = [item for c in sites.values() for item in c.plan(now)]
+            result.refused += validators.submit(sign_encoded(todo))
+        # deliver every slot that ended DELIVER_AFTER_MIN ago or more
+        if k >= 2:
+            _deliver(result, slots[k - 2])
+        if progress is not None:
+            progress(min(k + 1, total), total)
+    # run on until every slot is settled (its meter deadline is an hour after it ends)
+    end = start + timedelta(days=scenario.days, minutes=genesis.params.meter_deadline_minutes + 10)
+    validators.advance(to_ms(end))
+    for slot in slots:
+        for c in result.baseline_sites.values():
+            result.baseline.setdefault(c.spec.id, []).append(c.deliver(slot, 0, 0, sign=False))
+    return result
+
+
+def _deliver(result: SimResult, slot: Slot) -> None:
+    """Deliver ``slot`` at every site against its contracts; submit the meter readings."""
+    state = result.validators.state
+    rec = state.get("contracts", str(slot))
+    units: tuple[Contract, ...] = rec.units if isinstance(rec, Contracts) else ()
+    result.contracts[str(slot)] = units
+    bought: dict[str, int] = {}
+    sold: dict[str, int] = {}
+    prices: list[tuple[int, int]] = []
+    for u in units:
+        bought[u.buyer] = bought.get(u.buyer, 0) + u.energy_wh
+        sold[u.seller] = sold.get(u.seller, 0) + u.energy_wh
+        prices.append((u.price_sen_per_kwh, u.energy_wh))
+    mean = None
+    if prices:
+        mean = sum(p * e for p, e in prices) // sum(e for _, e in prices)
+    readings = []
+    for site_id, c in result.sites.items():
+        d = c.deliver(slot, bought.get(site_id, 0), sold.get(site_id, 0), sign=False)
+        result.deliveries.setdefault(site_id, []).append(d)
+        readings.append(d.unsigned)
+        c.observe(slot, bought.get(site_id, 0), sold.get(site_id, 0), mean)
+    result.refused += result.validators.submit(sign_encoded(readings))
+
+
+def chain_money(result: SimResult, site_id: str) -> int:
+    """What the site holds on chain now [µ¥]: balance and locked margin, less unpaid debt."""
+    acct = result.validators.state.account(site_id)
+    if not isinstance(acct, Account):
+        return 0
+    return acct.balance_microyen + acct.locked_microyen - acct.unpaid_microyen
+
+
+def costs_microyen(result: SimResult) -> dict[str, tuple[int, int]]:
+    """Each site's (P2P cost, baseline cost) [µ¥] (see the module notes)."""
+    s = result.scenario
+    tariff, buyback = s.tariff_sen_per_kwh, s.buyback_sen_per_kwh
+    out = {}
+    for site_id, deliveries in result.deliveries.items():
+        retail = 0
+        for d in deliveries:
+            retail += max(0, d.import_wh - d.bought_wh) * tariff * 10
+            retail -= max(0, d.export_wh - d.sold_wh) * buyback * 10
+        on_chain = result.deposits.get(site_id, 0) - chain_money(result, site_id)
+        base = sum(
+            d.import_wh * tariff * 10 - d.export_wh * buyback * 10
+            for d in result.baseline.get(site_id, [])
+        )
+        out[site_id] = (on_chain + retail, base)
+    return out
+
+
+def progress_bar(label: str) -> Callable[[int, int], None]:
+    """A plain progress bar on standard error."""
+
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(1, total)
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
