@@ -369,6 +369,10 @@ def parse_scenario(text: str, source: str, base_dir: Path) -> Scenario:
     grid_table = r.table(doc.get("grid", {}), "grid")
     r.keys(grid_table, _GRID_KEYS, "grid")
     given_nodes = "nodes" in grid_table
+    if given_nodes:
+        for key in grid_table:
+            if key != "nodes":
+                r.fail(f"grid.{key}", "applies to a generated grid; this one is given as nodes")
     entries = doc.get("sites")
     if not isinstance(entries, list) or not entries:
         r.fail("sites", "must be one or more [[sites]] tables")
@@ -853,9 +857,6 @@ def _generated_grid(r: _Reader, table: Mapping[str, Any], site_ids: list[str]) -
 
 
 def _given_grid(r: _Reader, table: Mapping[str, Any]) -> dict[str, Any]:
-    for key in table:
-        if key != "nodes":
-            r.fail(f"grid.{key}", "applies to a generated grid; this one is given as nodes")
     raw = table["nodes"]
     if not isinstance(raw, list) or not raw:
         r.fail("grid.nodes", f"must be a non-empty array of tables, got {raw!r}")
