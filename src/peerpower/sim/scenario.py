@@ -1,0 +1,884 @@
+"""Scenario files: a community to simulate — its sites, grid, market and retail terms — in TOML.
+
+A scenario is a preset name (:data:`PRESETS`, shipped under ``peerpower/sim/presets/``) or a
+TOML file. Every key is snake_case with its unit in the name; money is written in yen and held
+as integer sen, energy in kWh is held as integer Wh (both rounded half up).
+
+.. code-block:: toml
+
+    name = "misono"
+    start = 2026-09-28            # first simulated JST day (a TOML date)
+    days = 1                      # 1–366
+    seed = 1                      # 0–2**32-1; site k's seed is seed × 1000003 + k
+    validators = 4                # 1 (solo) or 4–100
+
+    [location]                    # optional; every site's PV (default Tokyo 35.68 N 139.77 E)
+    latitude_deg = 35.88
+    longitude_deg = 139.66
+    altitude_m = 20.0
+
+    [market]                      # all optional
+    mechanism = "optimal"         # cda | call | optimal
+    goal = "welfare"              # volume | welfare | maxmin; optimal only (default welfare)
+    gate_minutes = 5              # 1–1439
+    lot_wh = 100                  # 1–100000
+    price_min_yen_per_kwh = 0.0   # the order price band (default 0–100 yen/kWh)
+    price_max_yen_per_kwh = 100.0
+
+    [retail]                      # optional
+    tariff_yen_per_kwh = 26.0     # what the retailer charges; ≥ buyback
+    buyback_yen_per_kwh = 8.5     # what it pays for surplus
+
+    [grid]                        # either generated from counts (every key optional) ...
+    feeders = 2                   # default 1
+    sites_per_transformer = 10    # default 10
+    feeder_fee_yen_per_kwh = 1.5  # consignment charge per edge (defaults 1.5, 0.4, 0.1)
+    transformer_fee_yen_per_kwh = 0.4
+    site_fee_yen_per_kwh = 0.1
+    feeder_capacity_kwh = 50.0    # optional edge capacities per slot (default none)
+    transformer_capacity_kwh = 20.0
+    site_capacity_kwh = 5.0
+    # ... or given as nodes, each {id, parent (omitted for the one root), fee_yen_per_kwh,
+    # capacity_kwh}; every [[sites]] entry then names its `node`:
+    # nodes = [{id = "sub"}, {id = "f0", parent = "sub", fee_yen_per_kwh = 1.5}, ...]
+
+    [[sites]]
+    type = "pv-battery"           # a catalogue type (peerpower.ledger.genesis.SITE_TYPES)
+    count = 12                    # 1–100000 (default 1)
+    pv_kw = 5.0                   # overrides of the catalogue defaults, all optional
+    policy = "soc-table"
+
+    [[sites]]
+    type = "consumer"
+    load_csv = "data/home.csv"    # measured load replacing the model (relative to this file)
+
+Site overrides: ``pv_kw``, ``tilt_deg``, ``azimuth_deg`` (types with PV), ``battery_kwh``,
+``battery_kw`` (charge and discharge; types with a battery), ``ev_kwh``, ``phev`` (types with a
+car), ``annual_kwh``, ``occupancy``, ``policy``, ``policy_options`` (a table), ``id_prefix``
+(default ``"site"``; ids are ``<prefix>-000``, ``<prefix>-001``, … counted per prefix in file
+order), ``node`` (given grids only), ``load_csv`` and ``pv_csv`` (types with PV).
+
+The generated grid is substation ``sub`` → feeders ``f0``, ``f1``, … → transformers ``f0-t0``,
+``f0-t1``, … of ``sites_per_transformer`` sites → one node per site, ``n-<site id>``. Sites are
+dealt to feeders round-robin in file order, and fill each feeder's transformers in turn.
+
+Meter data (``load_csv``, ``pv_csv``) is CSV with the header ``timestamp,wh``: one row per half
+hour, the timestamp ISO 8601 with its UTC offset (``2026-09-28T00:00+09:00``), strictly every
+30 minutes with no gaps or duplicates; values are whole Wh in 0–50,000 per half hour. The data
+is kept for every JST day it covers completely, and must cover every simulated day.
+
+Every error is :class:`~peerpower.errors.InvalidInput` whose ``field`` is the key path
+(``sites[2].pv_kw``) and whose message starts with the file (and, for syntax and CSV errors,
+the line).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final, NoReturn, TypeVar
+
+from peerpower.agents.catalogue import SiteSpec, site
+from peerpower.agents.policy import policy_names
+from peerpower.devices.battery import BatteryConfig
+from peerpower.devices.ev import EVConfig
+from peerpower.devices.load import LoadConfig
+from peerpower.devices.pv import PVConfig
+from peerpower.errors import InvalidInput
+from peerpower.grid.tree import GridTree
+from peerpower.ledger.genesis import (
+    MAX_SLOT_YEAR,
+    MIN_SLOT_YEAR,
+    SITE_TYPES,
+    MarketRules,
+    check_account_id,
+)
+from peerpower.market.result import GOALS, MECHANISMS, Goal, Mechanism
+from peerpower.timeslots import JST, SLOTS_PER_DAY
+from peerpower.units import PRICE_MAX_SEN_PER_KWH
+
+PRESETS: tuple[str, ...] = ("misono", "higashifuji", "large")
+MAX_DAYS: Final = 366
+MAX_SITES: Final = 100_000
+MAX_VALIDATORS: Final = 100
+MAX_SEED: Final = 2**32 - 1
+SITE_SEED_STRIDE: Final = 1_000_003
+MAX_LOT_WH: Final = 100_000  # the default max_order_wh: a lot must fit in an order
+MAX_METER_WH: Final = 50_000  # per half hour: 100 kW, beyond any site of the catalogue
+SLOT: Final = timedelta(minutes=30)
+
+_TOP_KEYS: Final = (
+    "name",
+    "start",
+    "days",
+    "seed",
+    "validators",
+    "location",
+    "market",
+    "retail",
+    "grid",
+    "sites",
+)
+_LOCATION_KEYS: Final = ("latitude_deg", "longitude_deg", "altitude_m")
+_MARKET_KEYS: Final = (
+    "mechanism",
+    "goal",
+    "gate_minutes",
+    "lot_wh",
+    "price_min_yen_per_kwh",
+    "price_max_yen_per_kwh",
+)
+_RETAIL_KEYS: Final = ("tariff_yen_per_kwh", "buyback_yen_per_kwh")
+_GENERATED_GRID_KEYS: Final = (
+    "feeders",
+    "sites_per_transformer",
+    "feeder_fee_yen_per_kwh",
+    "transformer_fee_yen_per_kwh",
+    "site_fee_yen_per_kwh",
+    "feeder_capacity_kwh",
+    "transformer_capacity_kwh",
+    "site_capacity_kwh",
+)
+_GRID_KEYS: Final = (*_GENERATED_GRID_KEYS, "nodes")
+_NODE_KEYS: Final = ("id", "parent", "fee_yen_per_kwh", "capacity_kwh")
+_SITE_KEYS: Final = (
+    "type",
+    "count",
+    "id_prefix",
+    "node",
+    "pv_kw",
+    "tilt_deg",
+    "azimuth_deg",
+    "battery_kwh",
+    "battery_kw",
+    "ev_kwh",
+    "phev",
+    "annual_kwh",
+    "occupancy",
+    "policy",
+    "policy_options",
+    "load_csv",
+    "pv_csv",
+)
+_GRID_FEE_DEFAULTS_SEN: Final = {
+    "feeder_fee_yen_per_kwh": 150,
+    "transformer_fee_yen_per_kwh": 40,
+    "site_fee_yen_per_kwh": 10,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MeterData:
+    """A site's own measured series replacing a model.
+
+    Attributes
+    ----------
+    load_wh, pv_wh
+        JST day → its 48 half-hour values [Wh], for every day the file covers completely;
+        ``None`` where the model is kept.
+    load_file, pv_file
+        The files as named in the scenario, for messages.
+    """
+
+    load_wh: dict[date, tuple[int, ...]] | None
+    pv_wh: dict[date, tuple[int, ...]] | None
+    load_file: str | None = None
+    pv_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A community to simulate (see the module docstring for the file format).
+
+    Money is integer sen/kWh, energy integer Wh; ``grid`` is the tree as
+    :meth:`~peerpower.grid.tree.GridTree.from_json` reads it and every site's ``node`` is in it.
+    """
+
+    name: str
+    start: date
+    days: int
+    seed: int
+    validators: int
+    mechanism: Mechanism
+    goal: Goal | None
+    gate_minutes: int
+    lot_wh: int
+    price_min_sen_per_kwh: int
+    price_max_sen_per_kwh: int
+    tariff_sen_per_kwh: int
+    buyback_sen_per_kwh: int
+    grid: dict[str, Any]
+    sites: tuple[SiteSpec, ...]
+    meter_data: dict[str, MeterData]
+
+    @property
+    def end(self) -> date:
+        """The day after the last simulated day."""
+        return self.start + timedelta(days=self.days)
+
+    def market_rules(self) -> MarketRules:
+        """The chain's market rules for this scenario (default ``max_order_wh``)."""
+        return MarketRules(
+            mechanism=self.mechanism,
+            goal=self.goal,
+            gate_minutes=self.gate_minutes,
+            lot_wh=self.lot_wh,
+            price_min_sen_per_kwh=self.price_min_sen_per_kwh,
+            price_max_sen_per_kwh=self.price_max_sen_per_kwh,
+            grid=GridTree.from_json(self.grid),
+        )
+
+    def with_overrides(
+        self,
+        *,
+        days: Any = None,
+        seed: Any = None,
+        mechanism: Any = None,
+        goal: Any = None,
+        validators: Any = None,
+    ) -> Scenario:
+        """This scenario with command-line overrides, each checked as in a file.
+
+        A new ``seed`` re-seeds every site; a new ``mechanism`` without a ``goal`` keeps the
+        goal if it still applies, else takes the mechanism's default. More ``days`` must still
+        be covered by every site's meter data.
+        """
+        r = _Reader("override", Path("."))
+        new_days = self.days if days is None else r.int_in(days, "days", 1, MAX_DAYS)
+        new_seed = self.seed if seed is None else r.int_in(seed, "seed", 0, MAX_SEED)
+        new_validators = self.validators if validators is None else r.validators(validators)
+        new_mechanism = self.mechanism if mechanism is None else r.mechanism(mechanism)
+        new_goal: Goal | None
+        if goal is not None:
+            new_goal = r.goal(goal, new_mechanism, "goal")
+        elif new_mechanism != "optimal":
+            new_goal = None
+        else:
+            new_goal = self.goal if self.goal is not None else "welfare"
+        sites = self.sites
+        if new_seed != self.seed:
+            sites = tuple(
+                replace(s, seed=_site_seed(new_seed, k)) for k, s in enumerate(self.sites)
+            )
+        end = self.start + timedelta(days=new_days)
+        for site_id, data in self.meter_data.items():
+            for series, name in ((data.load_wh, data.load_file), (data.pv_wh, data.pv_file)):
+                if series is not None:
+                    _check_coverage(r, series, self.start, end, "days", f"{site_id}: {name}")
+        return replace(
+            self,
+            days=new_days,
+            seed=new_seed,
+            validators=new_validators,
+            mechanism=new_mechanism,
+            goal=new_goal,
+            sites=sites,
+        )
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """A preset by name (:data:`PRESETS`) or a scenario TOML file by path.
+
+    Raises
+    ------
+    InvalidInput
+        The name is neither, the file cannot be read, or the scenario is invalid.
+    """
+    if name_or_path in PRESETS:
+        preset = resources.files("peerpower.sim").joinpath("presets", f"{name_or_path}.toml")
+        return parse_scenario(
+            preset.read_text(encoding="utf-8"),
+            f"preset {name_or_path}",
+            Path(__file__).parent / "presets",
+        )
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise InvalidInput(
+            "scenario",
+            f"{name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a file",
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InvalidInput("scenario", f"{name_or_path}: cannot be read ({err})") from None
+    return parse_scenario(text, str(path), path.parent)
+
+
+def parse_scenario(text: str, source: str, base_dir: Path) -> Scenario:
+    """Read a scenario from TOML ``text``.
+
+    Parameters
+    ----------
+    text
+        The TOML document.
+    source
+        The file's name, put at the start of every error message.
+    base_dir
+        Directory that relative meter data paths start from.
+    """
+    r = _Reader(source, base_dir)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        r.fail("scenario", f"not valid TOML: {err}")
+    r.keys(doc, _TOP_KEYS, "")
+    name = doc.get("name", Path(source).stem)
+    if type(name) is not str or not 0 < len(name) <= 64:
+        r.fail("name", f"must be a string of 1–64 characters, got {name!r}")
+    if "start" not in doc:
+        r.fail("start", "is missing (the first simulated JST day, e.g. start = 2026-09-28)")
+    start = doc["start"]
+    if not isinstance(start, date) or isinstance(start, datetime):
+        r.fail("start", f"must be a TOML date such as 2026-09-28, got {start!r}")
+    if not MIN_SLOT_YEAR <= start.year <= MAX_SLOT_YEAR - 1:
+        r.fail("start", f"must be in years {MIN_SLOT_YEAR}–{MAX_SLOT_YEAR - 1}, got {start}")
+    days = r.int_in(doc.get("days", 1), "days", 1, MAX_DAYS)
+    seed = r.int_in(doc.get("seed", 0), "seed", 0, MAX_SEED)
+    validators = r.validators(doc.get("validators", 4))
+    location = _location(r, doc.get("location", {}))
+
+    market = r.table(doc.get("market", {}), "market")
+    r.keys(market, _MARKET_KEYS, "market")
+    mechanism = r.mechanism(market.get("mechanism", "optimal"), "market.mechanism")
+    goal_default = "welfare" if mechanism == "optimal" else None
+    goal = r.goal(market.get("goal", goal_default), mechanism, "market.goal")
+    gate = r.int_in(market.get("gate_minutes", 5), "market.gate_minutes", 1, 24 * 60 - 1)
+    lot = r.int_in(market.get("lot_wh", 100), "market.lot_wh", 1, MAX_LOT_WH)
+    price_min = r.yen(market.get("price_min_yen_per_kwh", 0), "market.price_min_yen_per_kwh")
+    price_max = r.yen(market.get("price_max_yen_per_kwh", 100), "market.price_max_yen_per_kwh")
+    if price_min > price_max:
+        r.fail("market.price_min_yen_per_kwh", "must not be above price_max_yen_per_kwh")
+
+    retail = r.table(doc.get("retail", {}), "retail")
+    r.keys(retail, _RETAIL_KEYS, "retail")
+    tariff = r.yen(retail.get("tariff_yen_per_kwh", 26.0), "retail.tariff_yen_per_kwh")
+    buyback = r.yen(retail.get("buyback_yen_per_kwh", 8.5), "retail.buyback_yen_per_kwh")
+    if tariff < buyback:
+        r.fail(
+            "retail.tariff_yen_per_kwh",
+            f"must be ≥ buyback_yen_per_kwh ({buyback / 100:g}), got {tariff / 100:g}",
+        )
+
+    grid_table = r.table(doc.get("grid", {}), "grid")
+    r.keys(grid_table, _GRID_KEYS, "grid")
+    given_nodes = "nodes" in grid_table
+    if given_nodes:
+        for key in grid_table:
+            if key != "nodes":
+                r.fail(f"grid.{key}", "applies to a generated grid; this one is given as nodes")
+    entries = doc.get("sites")
+    if not isinstance(entries, list) or not entries:
+        r.fail("sites", "must be one or more [[sites]] tables")
+    end = start + timedelta(days=days)
+    specs: list[SiteSpec] = []
+    placed: list[tuple[int, str | None]] = []  # (entry, node) of each site
+    meter: dict[str, MeterData] = {}
+    counters: dict[str, int] = {}
+    seen: set[str] = set()
+    for i, raw in enumerate(entries):
+        template, count, prefix, node, data = _entry(r, raw, i, location, given_nodes, start, end)
+        if len(specs) + count > MAX_SITES:
+            r.fail(f"sites[{i}].count", f"brings the sites to over {MAX_SITES}")
+        for _ in range(count):
+            n = counters.get(prefix, 0)
+            counters[prefix] = n + 1
+            site_id = f"{prefix}-{n:03d}"
+            try:
+                check_account_id(site_id, "id")
+            except InvalidInput as err:
+                r.fail(f"sites[{i}].id_prefix", err.message)
+            if site_id in seen:
+                r.fail(f"sites[{i}].id_prefix", f"gives {site_id!r} a second time")
+            seen.add(site_id)
+            specs.append(replace(template, id=site_id, seed=_site_seed(seed, len(specs))))
+            placed.append((i, node))
+            if data is not None:
+                meter[site_id] = data
+    if given_nodes:
+        grid = _given_grid(r, grid_table)
+        known = {n["id"] for n in grid["nodes"]}
+        for k, (spec, (i, node)) in enumerate(zip(specs, placed, strict=True)):
+            if node is None or node not in known:
+                r.fail(f"sites[{i}].node", f"{node!r} is not a node of the grid")
+            specs[k] = replace(spec, node=node)
+    else:
+        grid = _generated_grid(r, grid_table, [s.id for s in specs])
+        specs = [replace(s, node=f"n-{s.id}") for s in specs]
+    try:
+        GridTree.from_json(grid)
+    except InvalidInput as err:
+        r.fail(err.field, err.message)
+    return Scenario(
+        name=name,
+        start=start,
+        days=days,
+        seed=seed,
+        validators=validators,
+        mechanism=mechanism,
+        goal=goal,
+        gate_minutes=gate,
+        lot_wh=lot,
+        price_min_sen_per_kwh=price_min,
+        price_max_sen_per_kwh=price_max,
+        tariff_sen_per_kwh=tariff,
+        buyback_sen_per_kwh=buyback,
+        grid=grid,
+        sites=tuple(specs),
+        meter_data=meter,
+    )
+
+
+def _read_meter_csv(r: _Reader, text_path: Any, field: str) -> dict[date, tuple[int, ...]]:
+    """Read a ``timestamp,wh`` file into JST day → 48 values [Wh] (complete days only)."""
+    if type(text_path) is not str or not text_path:
+        r.fail(field, f"must be a file path, got {text_path!r}")
+    path = r.base_dir / text_path
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        r.fail(field, f"{text_path}: cannot be read ({err})")
+    return _parse_meter_csv(text, text_path, lambda msg: r.fail(field, f"{text_path} {msg}"))
+
+
+def _parse_meter_csv(
+    text: str, name: str, fail: Callable[[str], NoReturn]
+) -> dict[date, tuple[int, ...]]:
+    """Parse meter CSV ``text``; ``fail("line N: …")`` is called on the first error."""
+    lines = text.splitlines()
+    header = [c.strip().lower() for c in lines[0].split(",")] if lines else []
+    if not header or header == [""]:
+        fail("line 1: the file is empty; expected the header 'timestamp,wh'")
+    if len(header) == 2 and header[0] == "timestamp" and header[1] == "kwh":
+        fail(
+            "line 1: the header says kWh; give whole Wh per half hour (kWh × 1000) "
+            "under the header 'timestamp,wh'"
+        )
+    if header != ["timestamp", "wh"]:
+        fail(f"line 1: the header must be 'timestamp,wh', got {lines[0].strip()!r}")
+    by_day: dict[date, list[int]] = {}
+    prev: datetime | None = None
+    prev_line = 0
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        where = f"line {n}"
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 2:
+            fail(f"{where}: expected two columns 'timestamp,wh', got {line.strip()!r}")
+        try:
+            moment = datetime.fromisoformat(parts[0])
+        except ValueError:
+            fail(f"{where}: {parts[0]!r} is not an ISO 8601 timestamp")
+        if moment.tzinfo is None:
+            fail(f"{where}: {parts[0]!r} has no UTC offset (write e.g. 2026-09-28T00:00+09:00)")
+        local = moment.astimezone(JST)
+        if local.minute % 30 or local.second or local.microsecond:
+            fail(f"{where}: {parts[0]} is not on a half hour (JST :00 or :30)")
+        if prev is not None:
+            step = local - prev
+            if step == timedelta(0):
+                fail(f"{where}: {parts[0]} is a duplicate of line {prev_line}")
+            if step < timedelta(0):
+                fail(f"{where}: {parts[0]} is before line {prev_line} ({prev.isoformat()})")
+            if step != SLOT:
+                missing = step // SLOT - 1
+                fail(
+                    f"{where}: gap of {step.total_seconds() / 60:g} minutes after line "
+                    f"{prev_line} ({missing} half hours missing from "
+                    f"{(prev + SLOT).isoformat()}); rows must be every 30 minutes"
+                )
+        wh = _meter_value(parts[1], where, fail)
+        day = local.date()
+        values = by_day.setdefault(day, [])
+        if not values:
+            # Rows are contiguous, so only the file's first day can start after midnight;
+            # its missing slots are marked and the day dropped as incomplete.
+            values.extend([-1] * ((local.hour * 60 + local.minute) // 30))
+        values.append(wh)
+        prev, prev_line = local, n
+    if prev is None:
+        fail("line 2: no rows after the header")
+    return {
+        d: tuple(v) for d, v in by_day.items() if len(v) == SLOTS_PER_DAY and all(x >= 0 for x in v)
+    }
+
+
+def _meter_value(text: str, where: str, fail: Callable[[str], NoReturn]) -> int:
+    if re.fullmatch(r"[+-]?\d+", text):
+        wh = int(text)
+    else:
+        try:
+            number = float(text)
+        except ValueError:
+            fail(f"{where}: {text!r} is not a number of Wh")
+        if not math.isfinite(number):
+            fail(f"{where}: {text!r} is not a number of Wh")
+        if number != int(number) and number >= 0:
+            fail(
+                f"{where}: {text} has a fraction; values must be whole Wh per half hour — "
+                "this looks like kWh (multiply by 1000)"
+            )
+        wh = int(number)
+    if wh < 0:
+        fail(f"{where}: {text} is negative; values must be ≥ 0 Wh (export goes in pv_csv)")
+    if wh > MAX_METER_WH:
+        fail(
+            f"{where}: {text} Wh in half an hour is implausible for a site "
+            f"(at most {MAX_METER_WH} Wh, i.e. 100 kW)"
+        )
+    return wh
+
+
+class _Reader:
+    """Checks that name the file in every message."""
+
+    def __init__(self, source: str, base_dir: Path) -> None:
+        self.source = source
+        self.base_dir = base_dir
+
+    def fail(self, field: str, message: str) -> NoReturn:
+        raise InvalidInput(field or "scenario", f"{self.source}: {message}")
+
+    def table(self, value: Any, field: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(field, f"must be a table, got {value!r}")
+        return value
+
+    def keys(self, table: Mapping[str, Any], known: Iterable[str], where: str) -> None:
+        allowed = tuple(known)
+        for key in table:
+            if key not in allowed:
+                self.fail(
+                    f"{where}.{key}" if where else key,
+                    f"unknown key {key!r}; known keys: {', '.join(allowed)}",
+                )
+
+    def int_in(self, value: Any, field: str, lo: int, hi: int) -> int:
+        if type(value) is not int or not lo <= value <= hi:
+            self.fail(field, f"must be an integer {lo}–{hi}, got {value!r}")
+        return value
+
+    def number(self, value: Any, field: str, positive: bool = True) -> float:
+        if type(value) not in (int, float) or not math.isfinite(value):
+            self.fail(field, f"must be a number, got {value!r}")
+        if positive and not value > 0:
+            self.fail(field, f"must be > 0, got {value!r}")
+        return float(value)
+
+    def yen(self, value: Any, field: str) -> int:
+        """Yen/kWh as integer sen/kWh, rounded half up."""
+        if type(value) not in (int, float) or not math.isfinite(value):
+            self.fail(field, f"must be a number of yen/kWh, got {value!r}")
+        sen = _round_half_up(value, 100)
+        if not 0 <= sen <= PRICE_MAX_SEN_PER_KWH:
+            self.fail(field, f"must be 0–{PRICE_MAX_SEN_PER_KWH // 100} yen/kWh, got {value!r}")
+        return sen
+
+    def validators(self, value: Any) -> int:
+        if type(value) is not int or not (value == 1 or 4 <= value <= MAX_VALIDATORS):
+            self.fail(
+                "validators",
+                f"must be 1 (solo) or 4–{MAX_VALIDATORS} (BFT needs 3f + 1), got {value!r}",
+            )
+        return value
+
+    def mechanism(self, value: Any, field: str = "mechanism") -> Mechanism:
+        if value not in MECHANISMS:
+            self.fail(field, f"{value!r} is not one of {', '.join(MECHANISMS)}")
+        return MECHANISMS[MECHANISMS.index(value)]
+
+    def goal(self, value: Any, mechanism: str, field: str) -> Goal | None:
+        if mechanism != "optimal":
+            if value is not None:
+                self.fail(field, f"a goal applies to optimal only, not {mechanism}; got {value!r}")
+            return None
+        if value not in GOALS:
+            self.fail(field, f"{value!r} is not one of {', '.join(GOALS)}")
+        return GOALS[GOALS.index(value)]
+
+
+def _round_half_up(value: float, scale: int) -> int:
+    try:
+        exact = Decimal(str(value)) * scale
+    except InvalidOperation:  # pragma: no cover - finite numbers always convert
+        raise InvalidInput("value", f"not a number: {value!r}") from None
+    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _site_seed(seed: int, k: int) -> int:
+    return seed * SITE_SEED_STRIDE + k
+
+
+def _location(r: _Reader, raw: Any) -> dict[str, float]:
+    table = r.table(raw, "location")
+    r.keys(table, _LOCATION_KEYS, "location")
+    out = {key: r.number(table[key], f"location.{key}", False) for key in table}
+    try:
+        PVConfig(**out)
+    except InvalidInput as err:
+        r.fail(f"location.{err.field}", err.message)
+    return out
+
+
+T = TypeVar("T")
+
+
+def _build(r: _Reader, where: str, keys: Mapping[str, str], make: Callable[[], T]) -> T:
+    """``make()``, re-raising a device config's error under the scenario key it came from."""
+    try:
+        return make()
+    except InvalidInput as err:
+        key = keys.get(err.field)
+        if key is None:
+            r.fail(where, f"{err.field}: {err.message}")
+        r.fail(f"{where}.{key}", err.message)
+
+
+def _entry(
+    r: _Reader,
+    raw: Any,
+    i: int,
+    location: dict[str, float],
+    given_nodes: bool,
+    start: date,
+    end: date,
+) -> tuple[SiteSpec, int, str, str | None, MeterData | None]:
+    """One ``[[sites]]`` entry: a template site, its count, id prefix, node and meter data."""
+    where = f"sites[{i}]"
+    entry = r.table(raw, where)
+    r.keys(entry, _SITE_KEYS, where)
+    site_type = entry.get("type")
+    if site_type not in SITE_TYPES:
+        r.fail(f"{where}.type", f"{site_type!r} is not one of {', '.join(SITE_TYPES)}")
+    count = r.int_in(entry.get("count", 1), f"{where}.count", 1, MAX_SITES)
+    prefix = entry.get("id_prefix", "site")
+    if type(prefix) is not str or not prefix:
+        r.fail(f"{where}.id_prefix", f"must be a non-empty string, got {prefix!r}")
+    node = entry.get("node")
+    if given_nodes:
+        if type(node) is not str or not node:
+            r.fail(f"{where}.node", f"must name a node of grid.nodes, got {node!r}")
+    elif node is not None:
+        r.fail(f"{where}.node", "applies only to a grid given as nodes (this one is generated)")
+
+    base = site(site_type, "template")
+
+    def has(key: str, device: object, what: str) -> bool:
+        if key not in entry:
+            return False
+        if device is None:
+            r.fail(f"{where}.{key}", f"a {site_type} site has no {what}; choose a type with one")
+        return True
+
+    pv = base.pv
+    if pv is not None:
+        pv_changes: dict[str, float] = {}
+        if has("pv_kw", pv, "PV"):
+            pv_changes["capacity_kw"] = r.number(entry["pv_kw"], f"{where}.pv_kw")
+        for key in ("tilt_deg", "azimuth_deg"):
+            if key in entry:
+                pv_changes[key] = r.number(entry[key], f"{where}.{key}", False)
+        current = pv
+        pv = _build(
+            r,
+            where,
+            {"capacity_kw": "pv_kw", "tilt_deg": "tilt_deg", "azimuth_deg": "azimuth_deg"},
+            lambda: replace(current, **location, **pv_changes),
+        )
+    else:
+        for key, what in (("pv_kw", "PV"), ("tilt_deg", "PV"), ("azimuth_deg", "PV")):
+            has(key, None, what)
+
+    battery = base.battery
+    if has("battery_kwh", battery, "battery") | has("battery_kw", battery, "battery"):
+        assert battery is not None
+        changes: dict[str, int] = {}
+        if "battery_kwh" in entry:
+            kwh = r.number(entry["battery_kwh"], f"{where}.battery_kwh")
+            changes["capacity_wh"] = _round_half_up(kwh, 1000)
+        if "battery_kw" in entry:
+            kw = r.number(entry["battery_kw"], f"{where}.battery_kw")
+            changes["charge_w"] = changes["discharge_w"] = _round_half_up(kw, 1000)
+        current_battery: BatteryConfig = battery
+        battery = _build(
+            r,
+            where,
+            {"capacity_wh": "battery_kwh", "charge_w": "battery_kw", "discharge_w": "battery_kw"},
+            lambda: replace(current_battery, **changes),
+        )
+
+    ev = base.ev
+    if has("ev_kwh", ev, "car") | has("phev", ev, "car"):
+        assert ev is not None
+        ev_changes: dict[str, Any] = {}
+        if "ev_kwh" in entry:
+            kwh = r.number(entry["ev_kwh"], f"{where}.ev_kwh")
+            ev_changes["capacity_wh"] = _round_half_up(kwh, 1000)
+        if "phev" in entry:
+            if type(entry["phev"]) is not bool:
+                r.fail(f"{where}.phev", f"must be true or false, got {entry['phev']!r}")
+            ev_changes["phev"] = entry["phev"]
+        current_ev: EVConfig = ev
+        ev = _build(
+            r,
+            where,
+            {"capacity_wh": "ev_kwh", "phev": "phev"},
+            lambda: replace(current_ev, **ev_changes),
+        )
+
+    load_changes: dict[str, Any] = {}
+    if "annual_kwh" in entry:
+        load_changes["annual_kwh"] = r.number(entry["annual_kwh"], f"{where}.annual_kwh")
+    if "occupancy" in entry:
+        load_changes["occupancy"] = entry["occupancy"]
+    current_load: LoadConfig = base.load
+    load = _build(
+        r,
+        where,
+        {"annual_kwh": "annual_kwh", "occupancy": "occupancy"},
+        lambda: replace(current_load, **load_changes),
+    )
+
+    policy = entry.get("policy", base.policy)
+    if policy not in policy_names():
+        r.fail(f"{where}.policy", f"{policy!r} is not one of {', '.join(policy_names())}")
+    options = r.table(entry.get("policy_options", {}), f"{where}.policy_options")
+    try:
+        template = replace(
+            base,
+            pv=pv,
+            battery=battery,
+            ev=ev,
+            load=load,
+            policy=policy,
+            policy_options=tuple(sorted(options.items())),
+        )
+    except (InvalidInput, TypeError, ValueError) as err:
+        message = err.message if isinstance(err, InvalidInput) else str(err)
+        r.fail(f"{where}.policy_options", f"rejected by policy {policy!r}: {message}")
+
+    data = None
+    if "load_csv" in entry or "pv_csv" in entry:
+        load_wh = pv_wh = None
+        if "load_csv" in entry:
+            load_wh = _read_meter_csv(r, entry["load_csv"], f"{where}.load_csv")
+            _check_coverage(r, load_wh, start, end, f"{where}.load_csv", entry["load_csv"])
+        if has("pv_csv", base.pv, "PV"):
+            pv_wh = _read_meter_csv(r, entry["pv_csv"], f"{where}.pv_csv")
+            _check_coverage(r, pv_wh, start, end, f"{where}.pv_csv", entry["pv_csv"])
+        data = MeterData(load_wh, pv_wh, entry.get("load_csv"), entry.get("pv_csv"))
+    return template, count, prefix, node, data
+
+
+def _check_coverage(
+    r: _Reader,
+    series: Mapping[date, tuple[int, ...]],
+    start: date,
+    end: date,
+    field: str,
+    name: str,
+) -> None:
+    day = start
+    while day < end:
+        if day not in series:
+            covered = (
+                f"complete days {min(series)} to {max(series)}" if series else "no complete day"
+            )
+            r.fail(
+                field,
+                f"{name} has no complete data for simulated day {day} (it has {covered}); "
+                "every simulated day needs all 48 half hours",
+            )
+        day += timedelta(days=1)
+
+
+def _capacity(r: _Reader, table: Mapping[str, Any], key: str, field: str) -> int | None:
+    if key not in table:
+        return None
+    kwh = r.number(table[key], field, False)
+    if kwh < 0:
+        r.fail(field, f"must be ≥ 0 kWh, got {kwh!r}")
+    return _round_half_up(kwh, 1000)
+
+
+def _node(
+    node_id: str, parent: str | None, fee_sen: int = 0, capacity_wh: int | None = None
+) -> dict[str, Any]:
+    node: dict[str, Any] = {"id": node_id, "parent": parent}
+    if parent is not None:
+        node["fee_sen_per_kwh"] = fee_sen
+        if capacity_wh is not None:
+            node["capacity_wh"] = capacity_wh
+    return node
+
+
+def _generated_grid(r: _Reader, table: Mapping[str, Any], site_ids: list[str]) -> dict[str, Any]:
+    feeders = r.int_in(table.get("feeders", 1), "grid.feeders", 1, 1000)
+    per = r.int_in(
+        table.get("sites_per_transformer", 10), "grid.sites_per_transformer", 1, MAX_SITES
+    )
+    fee = {
+        key: r.yen(table[key], f"grid.{key}") if key in table else default
+        for key, default in _GRID_FEE_DEFAULTS_SEN.items()
+    }
+    cap = {
+        level: _capacity(r, table, f"{level}_capacity_kwh", f"grid.{level}_capacity_kwh")
+        for level in ("feeder", "transformer", "site")
+    }
+    nodes = [_node("sub", None)]
+    on_feeder = [site_ids[f::feeders] for f in range(feeders)]
+    site_nodes: list[dict[str, Any]] = []
+    for f, ids in enumerate(on_feeder):
+        if not ids:
+            continue  # more feeders than sites: an empty feeder carries nothing
+        nodes.append(_node(f"f{f}", "sub", fee["feeder_fee_yen_per_kwh"], cap["feeder"]))
+        for j, site_id in enumerate(ids):
+            transformer = f"f{f}-t{j // per}"
+            if j % per == 0:
+                nodes.append(
+                    _node(
+                        transformer,
+                        f"f{f}",
+                        fee["transformer_fee_yen_per_kwh"],
+                        cap["transformer"],
+                    )
+                )
+            site_nodes.append(
+                _node(f"n-{site_id}", transformer, fee["site_fee_yen_per_kwh"], cap["site"])
+            )
+    return {"nodes": nodes + site_nodes}
+
+
+def _given_grid(r: _Reader, table: Mapping[str, Any]) -> dict[str, Any]:
+    raw = table["nodes"]
+    if not isinstance(raw, list) or not raw:
+        r.fail("grid.nodes", f"must be a non-empty array of tables, got {raw!r}")
+    nodes = []
+    for k, item in enumerate(raw):
+        where = f"grid.nodes[{k}]"
+        node = r.table(item, where)
+        r.keys(node, _NODE_KEYS, where)
+        node_id = node.get("id")
+        if type(node_id) is not str or not node_id:
+            r.fail(f"{where}.id", f"must be a non-empty string, got {node_id!r}")
+        parent = node.get("parent")
+        if parent is not None and (type(parent) is not str or not parent):
+            r.fail(f"{where}.parent", f"must be a node id (omit it for the root), got {parent!r}")
+        if parent is None and ("fee_yen_per_kwh" in node or "capacity_kwh" in node):
+            r.fail(where, f"root node {node_id!r} has no edge, so no fee or capacity")
+        fee = r.yen(node.get("fee_yen_per_kwh", 0), f"{where}.fee_yen_per_kwh")
+        capacity = _capacity(r, node, "capacity_kwh", f"{where}.capacity_kwh")
+        nodes.append(_node(node_id, parent, fee, capacity))
+    grid = {"nodes": nodes}
+    try:
+        GridTree.from_json(grid)
+    except InvalidInput as err:
+        r.fail(err.field, err.message)
+    return grid

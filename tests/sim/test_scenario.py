@@ -1,0 +1,557 @@
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from peerpower.errors import InvalidInput
+from peerpower.grid.tree import GridTree
+from peerpower.sim.scenario import PRESETS, Scenario, load_scenario, parse_scenario
+from peerpower.timeslots import JST
+
+HEAD = """
+name = "test"
+start = 2026-09-28
+days = 1
+seed = 7
+"""
+
+
+def parse(body: str, base_dir: Path | None = None) -> Scenario:
+    return parse_scenario(HEAD + body, "test.toml", base_dir or Path("."))
+
+
+def rejected(body: str, base_dir: Path | None = None) -> InvalidInput:
+    with pytest.raises(InvalidInput) as info:
+        parse(body, base_dir)
+    assert "test.toml" in info.value.message
+    return info.value
+
+
+PV = '[[sites]]\ntype = "pv"\n'
+
+
+def check_grid(s: Scenario) -> None:
+    tree = GridTree.from_json(s.grid)
+    for spec in s.sites:
+        assert spec.node in tree.index
+    assert s.market_rules().grid == tree
+
+
+# -- presets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("preset", "counts", "start", "latitude"),
+    [
+        (
+            "misono",
+            {
+                "consumer": 10,
+                "pv": 15,
+                "pv-battery": 12,
+                "pv-phev": 4,
+                "consumer-phev": 3,
+                "pv-battery-phev": 1,
+                "shop": 1,
+            },
+            date(2026, 9, 28),
+            35.88,
+        ),
+        (
+            "higashifuji",
+            {"pv-battery-phev": 9, "pv-battery": 11, "business": 1},
+            date(2026, 8, 3),
+            35.20,
+        ),
+        (
+            "large",
+            {
+                "consumer": 200,
+                "consumer-phev": 80,
+                "pv": 250,
+                "pv-battery": 200,
+                "pv-phev": 120,
+                "pv-battery-phev": 100,
+                "shop": 30,
+                "business": 20,
+            },
+            date(2026, 9, 28),
+            35.68,
+        ),
+    ],
+)
+def test_preset_loads(preset: str, counts: dict[str, int], start: date, latitude: float) -> None:
+    s = load_scenario(preset)
+    assert s.name == preset
+    assert Counter(x.site_type for x in s.sites) == counts
+    assert (s.start, s.days, s.validators) == (start, 1, 4)
+    assert (s.mechanism, s.goal) == ("optimal", "welfare")
+    assert (s.tariff_sen_per_kwh, s.buyback_sen_per_kwh) == (2600, 850)
+    assert len({x.id for x in s.sites}) == len(s.sites)
+    assert len({x.seed for x in s.sites}) == len(s.sites)
+    assert all(x.pv.latitude_deg == latitude for x in s.sites if x.pv is not None)
+    check_grid(s)
+
+
+def test_preset_names() -> None:
+    assert PRESETS == ("misono", "higashifuji", "large")
+
+
+def test_invalid_preset_name() -> None:
+    with pytest.raises(InvalidInput, match="neither a preset"):
+        load_scenario("nowhere")
+
+
+def test_scenario_file_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(HEAD + '[[sites]]\ntype = "pv"\ncount = 3\n', encoding="utf-8")
+    s = load_scenario(str(path))
+    assert [x.id for x in s.sites] == ["site-000", "site-001", "site-002"]
+
+
+# -- overrides -------------------------------------------------------------------------------
+
+
+def test_with_overrides_changes_and_checks() -> None:
+    s = load_scenario("misono")
+    t = s.with_overrides(days=3, seed=9, mechanism="cda", validators=1)
+    assert (t.days, t.seed, t.mechanism, t.goal, t.validators) == (3, 9, "cda", None, 1)
+    assert t.sites[5].seed == 9 * 1_000_003 + 5
+    assert [x.id for x in t.sites] == [x.id for x in s.sites]
+    u = t.with_overrides(mechanism="optimal")
+    assert u.goal == "welfare"
+    assert s.with_overrides(goal="maxmin").goal == "maxmin"
+    assert s.with_overrides() == s
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"days": 0}, "days"),
+        ({"days": True}, "days"),
+        ({"validators": 3}, "validators"),
+        ({"mechanism": "auction"}, "mechanism"),
+        ({"mechanism": "call", "goal": "welfare"}, "goal"),
+        ({"goal": "profit"}, "goal"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_invalid_override(overrides: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        load_scenario("misono").with_overrides(**overrides)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+# -- grid ------------------------------------------------------------------------------------
+
+
+def test_generated_grid_path_fee() -> None:
+    s = parse(
+        """
+[grid]
+feeders = 2
+sites_per_transformer = 2
+feeder_fee_yen_per_kwh = 1.5
+transformer_fee_yen_per_kwh = 0.4
+site_fee_yen_per_kwh = 0.1
+[[sites]]
+type = "pv"
+count = 6
+"""
+    )
+    tree = GridTree.from_json(s.grid)
+    node = {x.id: tree.index[x.node] for x in s.sites}
+    # round robin: sites 0, 2, 4 on f0 (transformers f0-t0: 0, 2; f0-t1: 4); 1, 3, 5 on f1
+    assert s.grid["nodes"][tree.index["n-site-002"]]["parent"] == "f0-t0"
+    assert s.grid["nodes"][tree.index["n-site-004"]]["parent"] == "f0-t1"
+    assert tree.fee(node["site-000"], node["site-002"]) == 2 * 10
+    assert tree.fee(node["site-000"], node["site-004"]) == 2 * (10 + 40)
+    assert tree.fee(node["site-000"], node["site-001"]) == 2 * (10 + 40 + 150)
+    check_grid(s)
+
+
+def test_generated_grid_capacities_round_half_up() -> None:
+    s = parse(
+        """
+[grid]
+feeder_capacity_kwh = 50
+site_capacity_kwh = 0.0125
+[[sites]]
+type = "consumer"
+"""
+    )
+    nodes = {n["id"]: n for n in s.grid["nodes"]}
+    assert nodes["f0"]["capacity_wh"] == 50_000
+    assert nodes["n-site-000"]["capacity_wh"] == 13
+    assert "capacity_wh" not in nodes["f0-t0"]
+
+
+def test_given_grid_nodes() -> None:
+    s = parse(
+        """
+[grid]
+nodes = [
+  {id = "sub"},
+  {id = "f0", parent = "sub", fee_yen_per_kwh = 1.5, capacity_kwh = 50},
+  {id = "a", parent = "f0", fee_yen_per_kwh = 0.25},
+  {id = "b", parent = "sub", fee_yen_per_kwh = 2},
+]
+[[sites]]
+type = "pv"
+count = 2
+node = "a"
+[[sites]]
+type = "consumer"
+node = "b"
+"""
+    )
+    assert [x.node for x in s.sites] == ["a", "a", "b"]
+    tree = GridTree.from_json(s.grid)
+    assert tree.capacity_wh[tree.index["f0"]] == 50_000
+    assert tree.fee(tree.index["a"], tree.index["b"]) == 25 + 150 + 200
+    check_grid(s)
+
+
+def test_invalid_given_grid_unknown_node() -> None:
+    err = rejected(
+        """
+[grid]
+nodes = [{id = "sub"}, {id = "a", parent = "sub"}]
+[[sites]]
+type = "pv"
+[[sites]]
+type = "pv"
+node = "z"
+"""
+    )
+    assert err.field == "sites[0].node"  # the first entry names no node
+    err = rejected(
+        """
+[grid]
+nodes = [{id = "sub"}, {id = "a", parent = "sub"}]
+[[sites]]
+type = "pv"
+node = "a"
+[[sites]]
+type = "pv"
+node = "z"
+"""
+    )
+    assert err.field == "sites[1].node"
+    assert "'z'" in err.message
+
+
+def test_invalid_given_grid_two_roots() -> None:
+    err = rejected(
+        """
+[grid]
+nodes = [{id = "sub"}, {id = "other"}]
+[[sites]]
+type = "pv"
+node = "sub"
+"""
+    )
+    assert err.field == "grid.nodes"
+
+
+def test_invalid_grid_mixed_forms() -> None:
+    err = rejected(
+        """
+[grid]
+feeders = 2
+nodes = [{id = "sub"}]
+[[sites]]
+type = "pv"
+"""
+    )
+    assert err.field == "grid.feeders"
+
+
+# -- file checks -----------------------------------------------------------------------------
+
+
+def test_invalid_toml_syntax_names_line() -> None:
+    err = rejected('\n[market]\nmechanism = "optimal\n[[sites]]\ntype = "pv"\n')
+    assert err.field == "scenario"
+    assert "line 8" in err.message
+
+
+def test_invalid_unknown_key() -> None:
+    err = rejected('[[sites]]\ntype = "pv"\n[[sites]]\ntype = "pv"\npv_kwp = 5.0\n')
+    assert err.field == "sites[1].pv_kwp"
+    assert "pv_kw" in err.message  # the known keys are listed
+    err = rejected('[market]\nmechansim = "cda"\n[[sites]]\ntype = "pv"\n')
+    assert err.field == "market.mechansim"
+    err = rejected('colour = "red"\n[[sites]]\ntype = "pv"\n')
+    assert err.field == "colour"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('[[sites]]\ntype = "pv"\ncount = true\n', "sites[0].count"),
+        ('[[sites]]\ntype = "pv"\ncount = 2.0\n', "sites[0].count"),
+        ('[[sites]]\ntype = "pv"\ncount = 0\n', "sites[0].count"),
+        ('[[sites]]\ntype = "pv"\npv_kw = "5"\n', "sites[0].pv_kw"),
+        ('[[sites]]\ntype = "pv"\npv_kw = 0\n', "sites[0].pv_kw"),
+        ('[[sites]]\ntype = "pv-battery"\nbattery_kwh = -1\n', "sites[0].battery_kwh"),
+        ('[[sites]]\ntype = "pv-phev"\nphev = 1\n', "sites[0].phev"),
+        ('[[sites]]\ntype = "solar"\n', "sites[0].type"),
+        ('[[sites]]\ntype = "consumer"\npv_kw = 3.0\n', "sites[0].pv_kw"),
+        ('[[sites]]\ntype = "pv"\nbattery_kwh = 3.0\n', "sites[0].battery_kwh"),
+        ('[[sites]]\ntype = "pv"\npolicy = "greedy"\n', "sites[0].policy"),
+        ('[[sites]]\ntype = "pv"\npolicy_options = {nonsense = 1}\n', "sites[0].policy_options"),
+        ('[[sites]]\ntype = "pv"\nid_prefix = "-x"\n', "sites[0].id_prefix"),
+        ('[grid]\nfeeders = 0\n[[sites]]\ntype = "pv"\n', "grid.feeders"),
+        ('[[sites]]\ntype = "pv"\nnode = "a"\n', "sites[0].node"),
+        ('validators = 2\n[[sites]]\ntype = "pv"\n', "validators"),
+        ('[retail]\ntariff_yen_per_kwh = 8\n[[sites]]\ntype = "pv"\n', "retail.tariff_yen_per_kwh"),
+        ('[retail]\nbuyback_yen_per_kwh = "8.5"\n' + PV, "retail.buyback_yen_per_kwh"),
+        ('[market]\nmechanism = "auction"\n[[sites]]\ntype = "pv"\n', "market.mechanism"),
+        ('[market]\ngate_minutes = 0\n[[sites]]\ntype = "pv"\n', "market.gate_minutes"),
+        ("[market]\nprice_min_yen_per_kwh = 50\nprice_max_yen_per_kwh = 40\n" + PV,
+         "market.price_min_yen_per_kwh"),
+        ("market = 3\n", "market"),
+        ("", "sites"),
+    ],
+)  # fmt: skip
+def test_invalid_value(body: str, field: str) -> None:
+    assert rejected(body).field == field
+
+
+def test_invalid_days_and_start() -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_scenario('start = 2026-09-28\ndays = 400\n[[sites]]\ntype = "pv"\n', "x", Path("."))
+    assert info.value.field == "days"
+    with pytest.raises(InvalidInput) as info:
+        parse_scenario('start = "2026-09-28"\n[[sites]]\ntype = "pv"\n', "x", Path("."))
+    assert info.value.field == "start"
+    with pytest.raises(InvalidInput) as info:
+        parse_scenario('start = 2026-09-28T00:00:00\n[[sites]]\ntype = "pv"\n', "x", Path("."))
+    assert info.value.field == "start"
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "goal", "ok"),
+    [
+        ("optimal", "maxmin", True),
+        ("optimal", "profit", False),
+        ("cda", None, True),
+        ("cda", "welfare", False),
+        ("call", "volume", False),
+    ],
+)
+def test_goal_for_mechanism(mechanism: str, goal: str | None, ok: bool) -> None:
+    market = f'[market]\nmechanism = "{mechanism}"\n'
+    if goal is not None:
+        market += f'goal = "{goal}"\n'
+    body = market + '[[sites]]\ntype = "pv"\n'
+    if ok:
+        s = parse(body)
+        assert s.goal == (goal if mechanism == "optimal" else None)
+        assert s.market_rules().mechanism == mechanism
+    else:
+        assert rejected(body).field == "market.goal"
+
+
+def test_invalid_device_config_named_by_entry() -> None:
+    # 0.0004 kWh passes "> 0" here but rounds to 0 Wh, which the battery's own check rejects
+    err = rejected('[[sites]]\ntype = "pv"\n[[sites]]\ntype = "pv-battery"\nbattery_kwh = 0.0004\n')
+    assert err.field == "sites[1].battery_kwh"
+    assert "capacity_wh" not in err.field
+    err = rejected('[[sites]]\ntype = "pv"\ntilt_deg = 95\n')
+    assert err.field == "sites[0].tilt_deg"
+    err = rejected('[[sites]]\ntype = "consumer"\noccupancy = "nightshift"\n')
+    assert err.field == "sites[0].occupancy"
+    err = rejected('[location]\nlatitude_deg = 95.0\n[[sites]]\ntype = "pv"\n')
+    assert err.field == "location.latitude_deg"
+
+
+def test_site_overrides_applied() -> None:
+    s = parse(
+        """
+[location]
+latitude_deg = 35.2
+longitude_deg = 138.9
+[retail]
+tariff_yen_per_kwh = 30.005
+buyback_yen_per_kwh = 7
+[[sites]]
+type = "pv-battery-phev"
+id_prefix = "home"
+pv_kw = 5.5
+tilt_deg = 20
+battery_kwh = 12.5
+battery_kw = 5
+ev_kwh = 60
+phev = false
+annual_kwh = 5200
+occupancy = "home"
+policy = "zi-c"
+[[sites]]
+type = "consumer"
+count = 2
+"""
+    )
+    home = s.sites[0]
+    assert home.id == "home-000"
+    assert home.pv is not None and home.battery is not None and home.ev is not None
+    assert (home.pv.capacity_kw, home.pv.tilt_deg, home.pv.latitude_deg) == (5.5, 20.0, 35.2)
+    assert (home.battery.capacity_wh, home.battery.charge_w, home.battery.discharge_w) == (
+        12_500,
+        5000,
+        5000,
+    )
+    assert (home.ev.capacity_wh, home.ev.phev) == (60_000, False)
+    assert (home.load.annual_kwh, home.load.occupancy, home.policy) == (5200.0, "home", "zi-c")
+    assert [x.id for x in s.sites[1:]] == ["site-000", "site-001"]
+    assert (s.tariff_sen_per_kwh, s.buyback_sen_per_kwh) == (3001, 700)  # half up
+
+
+# -- meter data ------------------------------------------------------------------------------
+
+
+def csv_rows(first: datetime, values: list[int]) -> list[str]:
+    return [f"{(first + timedelta(minutes=30 * k)).isoformat()},{v}" for k, v in enumerate(values)]
+
+
+def write_csv(tmp_path: Path, rows: list[str], header: str = "timestamp,wh") -> None:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "home.csv").write_text("\n".join([header, *rows]) + "\n")
+
+
+MIDNIGHT = datetime(2026, 9, 28, tzinfo=JST)
+LOAD_ENTRY = '[[sites]]\ntype = "pv"\n[[sites]]\ntype = "consumer"\nload_csv = "data/home.csv"\n'
+
+
+def test_meter_csv_round_trip(tmp_path: Path) -> None:
+    values = [(k * 37) % 900 for k in range(96)]
+    # 23:00 and 23:30 of the day before (incomplete, dropped), then two full days
+    rows = csv_rows(MIDNIGHT - timedelta(hours=1), [5, 6, *values])
+    write_csv(tmp_path, rows)
+    body = LOAD_ENTRY.replace('"consumer"\n', '"pv"\npv_csv = "data/home.csv"\n')
+    s = parse(body, tmp_path)
+    assert set(s.meter_data) == {"site-001"}
+    data = s.meter_data["site-001"]
+    assert data.load_wh is not None
+    assert set(data.load_wh) == {date(2026, 9, 28), date(2026, 9, 29)}
+    assert list(data.load_wh[date(2026, 9, 28)]) == values[:48]
+    assert list(data.load_wh[date(2026, 9, 29)]) == values[48:]
+    assert data.pv_wh == data.load_wh
+    assert s.with_overrides(days=2).days == 2
+    with pytest.raises(InvalidInput, match="2026-09-30"):
+        s.with_overrides(days=3)
+
+
+def test_meter_csv_utc_offsets_keyed_by_jst_day(tmp_path: Path) -> None:
+    # the same instants written in UTC ("2026-09-27T15:00:00+00:00" is JST midnight)
+    utc = csv_rows(MIDNIGHT.astimezone(UTC), list(range(48)))
+    assert utc[0].startswith("2026-09-27T15:00:00+00:00")
+    write_csv(tmp_path, utc)
+    load = parse(LOAD_ENTRY, tmp_path).meter_data["site-001"].load_wh
+    assert load is not None
+    assert list(load[date(2026, 9, 28)]) == list(range(48))
+
+
+def csv_error(tmp_path: Path, rows: list[str], header: str = "timestamp,wh") -> InvalidInput:
+    write_csv(tmp_path, rows, header)
+    err = rejected(LOAD_ENTRY, tmp_path)
+    assert err.field == "sites[1].load_csv"
+    assert "data/home.csv" in err.message
+    return err
+
+
+def day_rows() -> list[str]:
+    return csv_rows(MIDNIGHT, [100] * 48)
+
+
+def test_invalid_csv_gap(tmp_path: Path) -> None:
+    rows = day_rows()
+    del rows[15]  # line 17 (header is line 1) would have been 07:30
+    err = csv_error(tmp_path, rows)
+    assert "line 16" in err.message
+    assert "gap" in err.message
+
+
+def test_invalid_csv_duplicate(tmp_path: Path) -> None:
+    rows = day_rows()
+    rows.insert(10, rows[9])
+    err = csv_error(tmp_path, rows)
+    assert "line 12" in err.message
+    assert "duplicate of line 11" in err.message
+
+
+def test_invalid_csv_step(tmp_path: Path) -> None:
+    rows = [f"{(MIDNIGHT + timedelta(minutes=15 * k)).isoformat()},1" for k in range(96)]
+    err = csv_error(tmp_path, rows)
+    assert "line 3" in err.message
+    assert "half hour" in err.message
+
+
+def test_invalid_csv_kwh_values(tmp_path: Path) -> None:
+    rows = day_rows()
+    rows[6] = rows[6].replace(",100", ",0.35")
+    err = csv_error(tmp_path, rows)
+    assert "line 8" in err.message
+    assert "kWh" in err.message
+
+
+def test_invalid_csv_kwh_header(tmp_path: Path) -> None:
+    err = csv_error(tmp_path, day_rows(), header="timestamp,kwh")
+    assert "line 1" in err.message
+    assert "kWh" in err.message
+
+
+def test_invalid_csv_negative(tmp_path: Path) -> None:
+    rows = day_rows()
+    rows[20] = rows[20].replace(",100", ",-5")
+    err = csv_error(tmp_path, rows)
+    assert "line 22" in err.message
+    assert "negative" in err.message
+
+
+def test_invalid_csv_implausible(tmp_path: Path) -> None:
+    rows = day_rows()
+    rows[0] = rows[0].replace(",100", ",60000")
+    err = csv_error(tmp_path, rows)
+    assert "line 2" in err.message
+    assert "implausible" in err.message
+
+
+def test_invalid_csv_missing_day(tmp_path: Path) -> None:
+    write_csv(tmp_path, day_rows())
+    with pytest.raises(InvalidInput) as info:
+        parse_scenario(HEAD.replace("days = 1", "days = 2") + LOAD_ENTRY, "test.toml", tmp_path)
+    err = info.value
+    assert err.field == "sites[1].load_csv"
+    assert "data/home.csv" in err.message
+    assert "2026-09-29" in err.message
+
+
+def test_invalid_csv_wrong_header(tmp_path: Path) -> None:
+    err = csv_error(tmp_path, day_rows(), header="time,energy")
+    assert "line 1" in err.message
+    assert "timestamp,wh" in err.message
+
+
+def test_invalid_csv_no_offset(tmp_path: Path) -> None:
+    rows = day_rows()
+    rows[3] = "2026-09-28T01:30,100"
+    err = csv_error(tmp_path, rows)
+    assert "line 5" in err.message
+    assert "offset" in err.message
+
+
+def test_invalid_csv_missing_file(tmp_path: Path) -> None:
+    err = rejected(LOAD_ENTRY, tmp_path)
+    assert err.field == "sites[1].load_csv"
+    assert "cannot be read" in err.message
+
+
+def test_invalid_pv_csv_without_pv(tmp_path: Path) -> None:
+    write_csv(tmp_path, day_rows())
+    err = rejected('[[sites]]\ntype = "consumer"\npv_csv = "data/home.csv"\n', tmp_path)
+    assert err.field == "sites[0].pv_csv"
