@@ -173,9 +173,8 @@ def test_controller_rebids_with_a_better_price_after_an_unfilled_buy() -> None:
     c = controller("consumer-phev", seed=2)
     start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=JST)
     c.plan(start - timedelta(minutes=10))  # bids for the whole day
-    slot = Slot(DAY, 2)
-    wanted = [b for _, b in c.standing[slot] if b.side == "buy"]
-    assert wanted
+    slot = min(s for s, st in c.standing.items() if any(b.side == "buy" for _, b in st))
+    assert slot.day == DAY and slot.index < 40
 
     def prices() -> dict[int, int]:
         v = c.view(start)
@@ -184,10 +183,11 @@ def test_controller_rebids_with_a_better_price_after_an_unfilled_buy() -> None:
     before = prices()
     c.observe(slot, bought_wh=0, sold_wh=0)  # nothing bought
     after = prices()
-    assert [after[k] - before[k] for k in range(3, 9)] == [100, 100, 100, 100, 0, 0]
-    assert after[2] == before[2]
-    c.observe(Slot(DAY, 3), bought_wh=0, sold_wh=0, price_sen_per_kwh=1234)
-    assert c.prices[3] == 1234
+    k = slot.index
+    assert [after[j] - before[j] for j in range(k + 1, k + 7)] == [100, 100, 100, 100, 0, 0]
+    assert after[k] == before[k]
+    c.observe(slot.next(), bought_wh=0, sold_wh=0, price_sen_per_kwh=1234)
+    assert c.prices[slot.index + 1] == 1234
 
 
 @pytest.mark.parametrize("policy", ["soc-table", "zi-c", "optimizer", "ev-cheap-charging"])

@@ -85,14 +85,19 @@ def test_soc_table_follows_the_forecast_soc_and_respects_the_floor() -> None:
     v = view(pv=pv_curve(3000), load=(300,) * 48, bat=battery(3000.0))
     bids = make_policy("soc-table")(v)
     assert by_slot(bids, 0) == [("buy", 1000, 2500)]  # 30 %
-    assert ("sell", 1000, 1000) in by_slot(bids, 40)  # full by the evening: the 70 % row
+    assert ("sell", 1000, 1000) in by_slot(bids, 30)  # full in the afternoon: the 70 % row
+    # every sale counts against the energy stored: a day's sales never exceed what the
+    # battery can hold and PV brings in
+    sold = sum(b.energy_wh for b in bids if b.side == "sell")
+    assert sold <= 10_000 + sum(max(0, p - 300) for p in pv_curve(3000))
 
 
 def test_soc_table_without_storage_offers_surplus_and_bids_deficit() -> None:
     v = view(pv=pv_curve(2000), load=(500,) * 48)
     bids = make_policy("soc-table")(v)
-    assert by_slot(bids, 0) == [("buy", 500, 2500)]
-    assert by_slot(bids, 24) == [("sell", 1500, 1000)]
+    # 80 % of the forecast (FORECAST_TRUST), in whole lots
+    assert by_slot(bids, 0) == [("buy", 400, 2500)]
+    assert by_slot(bids, 24) == [("sell", 1200, 1000)]
 
 
 def test_zi_c_prices_within_buyback_and_tariff_and_reproducible() -> None:

@@ -26,6 +26,9 @@ Side = Literal["buy", "sell"]
 # post-FIT buyback of about 8.5 yen/kWh.
 RETAIL_TARIFF_SEN_PER_KWH = 2600
 RETAIL_BUYBACK_SEN_PER_KWH = 850
+# Share of a forecast surplus or deficit a site without storage offers or bids for: a lot it
+# cannot deliver (or take) costs the imbalance charge, more than a trade saves.
+FORECAST_TRUST = 0.8
 
 
 class Bid(NamedTuple):

@@ -105,9 +105,7 @@ def _controllers(scenario: Scenario, genesis: Genesis, weather: Weather) -> dict
     return out
 
 
-def run(
-    scenario: Scenario, progress: Callable[[int, int], None] | None = None
-) -> SimResult:
+def run(scenario: Scenario, progress: Callable[[int, int], None] | None = None) -> SimResult:
     """Simulate ``scenario`` (see the module notes); ``progress(done, total)`` is called after
     each half hour."""
     genesis, keys = build_genesis(scenario)
@@ -127,7 +125,9 @@ def run(
     for spec in scenario.sites:
         c = sites[spec.id]
         admit.append(
-            op.register(spec.id, c.key.public_hex, c.meter_key.public_hex, spec.node, spec.site_type)
+            op.register(
+                spec.id, c.key.public_hex, c.meter_key.public_hex, spec.node, spec.site_type
+            )
         )
         admit.append(op.deposit(spec.id, DEPOSIT_MICROYEN))
         result.deposits[spec.id] = DEPOSIT_MICROYEN
@@ -223,4 +223,3 @@ def progress_bar(label: str) -> Callable[[int, int], None]:
         sys.stderr.flush()
 
     return show
-

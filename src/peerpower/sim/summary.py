@@ -92,9 +92,7 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
             "traded_kwh": round(traded_wh / 1000, 1),
             "pv_surplus_kwh": round(surplus_wh / 1000, 1),
             "surplus_absorbed_percent": absorbed,
-            "mean_price_yen_per_kwh": (
-                round(money / traded_wh / 100, 2) if traded_wh else None
-            ),
+            "mean_price_yen_per_kwh": (round(money / traded_wh / 100, 2) if traded_wh else None),
         },
         "slots": slots,
         "refused_transactions": result.refused,
@@ -123,9 +121,7 @@ def write_outputs(result: SimResult, out: Path) -> dict[str, Any]:
         verified = False
     with (out / "trades.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(
-            ["slot", "seller", "buyer", "energy_wh", "price_sen_per_kwh", "fee_sen_per_kwh"]
-        )
+        w.writerow(["slot", "seller", "buyer", "energy_wh", "price_sen_per_kwh", "fee_sen_per_kwh"])
         for slot, units in result.contracts.items():
             for u in units:
                 w.writerow(

@@ -13,10 +13,15 @@ the lowest; above the highest: the highest)::
       70           10                –             1.0
 
 (Tanaka, talk slides on the Misono project, "bidding is done"; the 70 % row's amount is taken as
-1.0 kWh.) The amounts are limited by what the storage can give or take in the slot: a sale never
-draws it below its floor or the EV's trip reserve, a purchase never overfills it. A site with no
+1.0 kWh.) The amounts are limited by what the storage can give or take in the slot beside the
+house's own forecast surplus or deficit (which it takes first): a sale never
+draws it below its floor or the EV's trip reserve, a purchase never overfills it; and the
+forecast SOC of later slots counts every earlier sale as made (purchases as not made), so a day
+of sales never adds up to more than the storage holds. A site with no
 storage (or an EV away) sells its forecast PV surplus at ``surplus_yen`` and buys its forecast
-deficit at ``deficit_yen`` instead, in whole lots.
+deficit at ``deficit_yen`` instead, in whole lots — only
+:data:`~peerpower.agents.policy.FORECAST_TRUST` of either, since a lot it cannot deliver or
+take costs the imbalance charge.
 
 Notes
 -----
@@ -28,7 +33,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from peerpower.agents.policy import Bid, Policy, SiteView, StorageView, net_position, register
+from peerpower.agents.policy import (
+    FORECAST_TRUST,
+    Bid,
+    Policy,
+    SiteView,
+    StorageView,
+    net_position,
+    register,
+)
 from peerpower.errors import InvalidInput
 
 # (SOC [%], sell [yen/kWh] or None, buy [yen/kWh] or None, amount [kWh])
@@ -89,14 +102,22 @@ class SocTable:
             _, sell, buy, amount_kwh = self.row(storage.soc_percent(stored))
             amount = amount_kwh * 1000
             floor = max(storage.min_wh, _reserve(storage, k))
+            # the house's own surplus or deficit uses the storage first in this slot
+            surplus = max(0, net[k])
+            deficit = max(0, -net[k])
             if sell is not None:
-                can = min(storage.discharge_wh, max(0.0, stored - floor) * storage.efficiency)
+                can = min(
+                    storage.discharge_wh - deficit,
+                    max(0.0, stored - floor) * storage.efficiency - deficit,
+                )
                 energy = view.lots(min(amount, can))
                 if energy:
                     out.append(Bid(slot, "sell", energy, view.clamp_price(sell * 100)))
+                    # the sale may fill: later slots must not sell the same energy again
+                    stored -= energy / storage.efficiency
             if buy is not None:
-                room = max(0.0, storage.max_wh - stored) / storage.efficiency
-                energy = view.lots(min(amount, storage.charge_wh, room))
+                room = max(0.0, storage.max_wh - stored) / storage.efficiency - surplus
+                energy = view.lots(min(amount, storage.charge_wh - surplus, room))
                 if energy:
                     out.append(Bid(slot, "buy", energy, view.clamp_price(buy * 100)))
             stored = _drift(storage, stored, net[k])
@@ -118,7 +139,7 @@ def _drift(storage: StorageView, stored: float, net_wh: int) -> float:
 
 def _no_storage_slot(view: SiteView, k: int, surplus_yen: float, deficit_yen: float) -> list[Bid]:
     net = view.pv_wh[k] - view.load_wh[k]
-    energy = view.lots(abs(net))
+    energy = view.lots(abs(net) * FORECAST_TRUST)
     if not energy:
         return []
     if net > 0:
@@ -132,14 +153,15 @@ def _no_storage(view: SiteView, surplus_yen: float, deficit_yen: float) -> list[
     lot = view.lot_wh
     sell = view.clamp_price(surplus_yen * 100)
     buy = view.clamp_price(deficit_yen * 100)
+    trust = FORECAST_TRUST
     for slot, pv, load in zip(view.slots, view.pv_wh, view.load_wh, strict=True):
         net = pv - load
         if net > 0:
-            energy = net // lot * lot
+            energy = int(net * trust) // lot * lot
             if energy:
                 out.append(Bid(slot, "sell", energy, sell))
         elif net < 0:
-            energy = -net // lot * lot
+            energy = int(-net * trust) // lot * lot
             if energy:
                 out.append(Bid(slot, "buy", energy, buy))
     return out

@@ -16,14 +16,22 @@ market as a partial substitute for individual rationality", Journal of Political
 
 from __future__ import annotations
 
-from peerpower.agents.policy import Bid, Policy, SiteView, net_position, register, slot_draw
+from peerpower.agents.policy import (
+    FORECAST_TRUST,
+    Bid,
+    Policy,
+    SiteView,
+    net_position,
+    register,
+    slot_draw,
+)
 
 
 def zi_c_bids(view: SiteView) -> list[Bid]:
     low, high = sorted((view.buyback_sen_per_kwh, view.tariff_sen_per_kwh))
     out: list[Bid] = []
     for k, net in enumerate(net_position(view)):
-        energy = view.lots(abs(net))
+        energy = view.lots(abs(net) * FORECAST_TRUST)
         if not energy:
             continue
         draw = slot_draw(view.site_seed, view.slots[k])
