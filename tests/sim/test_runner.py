@@ -1,0 +1,117 @@
+"""A small community through the whole stack: outputs written, checks computed (and able to
+fail), money and energy accounted for, the same seed giving the same summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from peerpower.cli import main
+from peerpower.ledger.replay import verify_path
+from peerpower.sim.runner import costs_microyen, run
+from peerpower.sim.scenario import parse_scenario
+from peerpower.sim.summary import summary, write_outputs
+
+SMALL = """
+name = "small"
+start = 2026-08-18
+days = 1
+seed = 3
+validators = {validators}
+[market]
+mechanism = "optimal"
+goal = "welfare"
+[grid]
+feeders = 1
+sites_per_transformer = 4
+[[sites]]
+type = "pv"
+count = 3
+[[sites]]
+type = "consumer"
+count = 3
+[[sites]]
+type = "pv-battery"
+count = 1
+[[sites]]
+type = "consumer-phev"
+count = 1
+"""
+
+
+def small(validators: int = 1):  # type: ignore[no-untyped-def]
+    return parse_scenario(SMALL.format(validators=validators), "small.toml", Path("."))
+
+
+def test_simulation_solo_outputs_and_checks(tmp_path: Path) -> None:
+    result = run(small())
+    data = write_outputs(result, tmp_path)
+    assert data["checks"] == {
+        "energy_balanced": True,
+        "money_conserved": True,
+        "chain_verified": True,
+    }
+    assert data["sites"] == 8 and data["days"] == 1
+    assert set(data["by_type"]) == {"pv", "consumer", "pv-battery", "consumer-phev"}
+    assert len(data["slots"]) == 48
+    # the market traded, and its volume is the trades file's and the chain's
+    with (tmp_path / "trades.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    traded = sum(int(r["energy_wh"]) for r in rows)
+    assert traded > 0
+    assert data["market"]["traded_kwh"] == round(traded / 1000, 1)
+    assert sum(s["volume_wh"] for s in data["slots"]) == traded
+    verify_path(tmp_path / "chain.jsonl")
+    assert json.loads((tmp_path / "summary.json").read_text()) == data
+    # every slot was metered and settled on chain
+    state = result.validators.state
+    assert len(state.table("settled")) == 48
+    assert all(len(ds) == 48 for ds in result.deliveries.values())
+    assert all(len(ds) == 48 for ds in result.baseline.values())
+    # bills: baseline = retail only; by type sums match per-site costs
+    costs = costs_microyen(result)
+    total_base = sum(b for _, b in costs.values())
+    assert round(total_base / 1e6, 2) == pytest.approx(
+        sum(t["baseline_cost_yen"] for t in data["by_type"].values()), abs=0.05
+    )
+
+
+def test_simulation_checks_can_fail() -> None:
+    result = run(small())
+    assert summary(result, True)["checks"]["energy_balanced"] is True
+    d = result.deliveries["site-000"][20]
+    result.deliveries["site-000"][20] = replace(d, import_wh=d.import_wh + 5)
+    assert summary(result, True)["checks"]["energy_balanced"] is False
+
+
+def test_simulation_is_deterministic() -> None:
+    a = summary(run(small()), True)
+    b = summary(run(small()), True)
+    assert a == b
+
+
+@pytest.mark.slow
+def test_simulation_four_validators(tmp_path: Path) -> None:
+    data = write_outputs(run(small(4)), tmp_path)
+    assert all(data["checks"].values())
+    assert data["validators"] == 4
+    assert data["market"]["traded_kwh"] > 0
+
+
+def test_simulate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = tmp_path / "small.toml"
+    scenario.write_text(SMALL.format(validators=1))
+    assert main(["simulate", "--scenario", str(scenario), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "small: 8 sites" in out and "checks: energy_balanced yes" in out
+    assert (tmp_path / "out" / "summary.json").exists()
+
+
+def test_invalid_simulate_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--scenario", "atlantis", "--out", str(tmp_path)]) == 2
+    err = json.loads(capsys.readouterr().err)
+    assert "atlantis" in err["error"]
