@@ -244,6 +244,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         goal=args.goal,
         validators=args.validators,
     )
+    if args.compare is not None:
+        from peerpower.sim.compare import compare, parse_variants
+        from peerpower.sim.compare import table as compare_table
+
+        variants = parse_variants(args.compare)
+        bars = progress_bar if sys.stderr.isatty() else None
+        with _stdout_to_stderr():
+            rows = compare(scenario, variants, Path(args.out), bars)
+        sys.stdout.write(compare_table(rows) + "\n")
+        sys.stdout.write(f"wrote {Path(args.out) / 'compare.json'}\n")
+        return EXIT_OK if all(r["checks"] for r in rows) else EXIT_FAILED
     show = progress_bar(f"{scenario.name}") if sys.stderr.isatty() else None
     with _stdout_to_stderr():
         result = run(scenario, show)
@@ -370,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mechanism", default=None, help="cda, call or optimal")
     p.add_argument("--goal", default=None, help="volume, welfare or maxmin")
     p.add_argument("--validators", type=int, default=None, help="1 (solo) or 4 or more")
+    p.add_argument(
+        "--compare",
+        default=None,
+        help="run under several, e.g. cda,call,optimal:volume,optimal:welfare,optimal:maxmin",
+    )
     p.add_argument("--out", required=True, help="folder for the outputs")
     p.set_defaults(run=_cmd_simulate)
 
