@@ -259,8 +259,11 @@ def chart(
                 f'<path d="{" ".join(path)}" fill="none" stroke="{line.color}" '
                 f'stroke-width="2"{dash}/>'
             )
-    # axes, x ticks, titles
+    # axes (and the zero line when values go below it), x ticks, titles
     base = HEIGHT - BOTTOM
+    if y_lo < 0 < y_hi:
+        y0 = _f(py(0.0))
+        out.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y0}" y2="{y0}" stroke="#333"/>')
     out.append(
         f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{base}" y2="{base}" stroke="#333"/>'
         f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{base}" stroke="#333"/>'
