@@ -1,5 +1,5 @@
 # peerpower — two commands do everything on a fresh machine with Python 3.11:
-#   make demo   set up .venv, install, clear the sample books with every mechanism
+#   make demo   set up .venv, install, clear the sample books, simulate the misono block
 #   make test   set up .venv, install, ruff, mypy --strict, pytest (slow tests included)
 PYTHON ?= python3
 VENV   := .venv
@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 demo: $(STAMP)
 	$(BIN)/peerpower demo --examples examples
+	$(BIN)/peerpower simulate --scenario misono --days 1 --validators 4 --out out/misono
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -20,6 +20,7 @@ from typing import Any
 from peerpower.errors import PeerpowerError
 from peerpower.ledger.replay import genesis_line, verify_path
 from peerpower.ledger.store import block_line
+from peerpower.sim.report import write_report
 from peerpower.sim.runner import SimResult, costs_microyen
 
 BALANCE_TOLERANCE_WH = 0.5 + 1e-6  # the meter rounds the net exchange to the Wh
@@ -129,6 +130,7 @@ def write_outputs(result: SimResult, out: Path) -> dict[str, Any]:
                 )
     data = summary(result, verified)
     (out / "summary.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    write_report(result, data, out)
     return data
 
 
