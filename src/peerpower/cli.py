@@ -260,9 +260,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         result = run(scenario, show)
     data = write_outputs(result, Path(args.out))
     sys.stdout.write(table(data) + "\n")
-    sys.stdout.write(
-        f"wrote {Path(args.out) / 'summary.json'}, {Path(args.out) / 'report.html'}\n"
-    )
+    sys.stdout.write(f"wrote {Path(args.out) / 'summary.json'}, {Path(args.out) / 'report.html'}\n")
     return EXIT_OK if all(data["checks"].values()) else EXIT_FAILED
 
 
