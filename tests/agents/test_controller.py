@@ -198,3 +198,14 @@ def test_controller_battery_ev_never_short_under_any_policy(policy: str) -> None
     assert c.ev is not None
     assert c.ev.departed_below_need == 0
     assert c.ev.unserved_wh == 0
+
+
+def test_controller_net_buyer_curtails_pv_rather_than_export() -> None:
+    # noon, sunny: the house's PV covers it, yet it bought 1 kWh: it must take it (curtail)
+    c = controller("pv", seed=1)
+    d = c.deliver(Slot(DAY, 24), bought_wh=1000, sold_wh=0)
+    assert d.import_wh >= 1000 or d.pv_wh == 0
+    assert d.export_wh == 0
+    assert d.curtailed_wh > 0
+    gap = d.pv_wh + d.import_wh + d.discharge_wh - d.load_wh - d.charge_wh - d.export_wh
+    assert abs(gap) <= 0.5 + 1e-6

@@ -400,3 +400,42 @@ def test_settlement_proceeds_pay_an_earlier_debt_first() -> None:
     )
     assert chain.acct("retail").balance_microyen == retail_before + repaid
     assert a.defaults == 1
+
+
+def test_settlement_nets_a_sites_buys_and_sells_in_one_slot() -> None:
+    # a sells 1000 Wh to b and buys 1000 Wh from c in the same slot (never from itself): its
+    # contracts net to nothing, so a meter showing no exchange is no shortfall for a
+    chain = new_chain()
+    chain.produce(
+        T1,
+        chain.signer("a").order(SLOT, "sell", 1000, 1000),
+        chain.signer("b").order(SLOT, "buy", 1000, 2000),
+    )
+    chain.produce(
+        T1 + 1000,
+        chain.signer("c").order(SLOT, "sell", 1000, 1200),
+        chain.signer("a", skip=0).order(SLOT, "buy", 1000, 1500),
+    )
+    chain.produce(GATE)
+    chain.produce(GATE + 1000)
+    rec = chain.state.get("contracts", SLOT)
+    assert isinstance(rec, Contracts)
+    pairs = sorted((u.seller, u.buyer, u.energy_wh) for u in rec.units)
+    assert pairs == [("a", "b", 1000), ("c", "a", 1000)]
+    settled = settle(
+        chain,
+        reading("a", SLOT, 0, 0),
+        reading("b", SLOT, 1000, 0),
+        reading("c", SLOT, 0, 1000),
+    )
+    assert settled.shortfall_wh == 0 and settled.penalties_microyen == 0
+    assert settled.defaulters == ()
+    # a net buyer that exports instead is short by its purchase and its export
+    chain2 = new_chain()
+    chain2.produce(T1, chain2.signer("c").order(SLOT, "sell", 1000, 1200))
+    chain2.produce(T1 + 1000, chain2.signer("a").order(SLOT, "buy", 1000, 1500))
+    chain2.produce(GATE)
+    chain2.produce(GATE + 1000)
+    settled = settle(chain2, reading("a", SLOT, 0, 300), reading("c", SLOT, 0, 1000))
+    assert settled.shortfall_wh == 1300
+    assert settled.penalties_microyen == money(IMB, 1300)

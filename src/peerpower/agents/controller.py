@@ -16,6 +16,7 @@ export (import and export quantised to whole Wh).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ class Delivery:
     battery_soc_percent: float | None
     ev_soc_percent: float | None
     ev_plugged: bool
+    curtailed_wh: int  # PV left unused (pv_wh is what was used)
     reading: dict[str, Any] | None  # the signed meter reading (None: left unsigned)
     unsigned: Unsigned  # the meter's key, the reading's body and its canonical bytes
 
@@ -428,6 +430,16 @@ class Controller:
                 charge += got
             else:
                 discharge -= got
+        # A net buyer whose own PV would still push energy out takes what it bought instead:
+        # its inverter curtails (exporting against a purchase is an imbalance, charged at far
+        # more than the PV is worth).
+        net_bought = bought_wh - sold_wh
+        curtailed = 0
+        if net_bought > 0 and pv > 0:
+            out = pv - load - charge + discharge
+            if out > -net_bought:
+                curtailed = min(pv, math.ceil(out + net_bought))
+                pv -= curtailed
         imp, exp = bus_balance(pv, load, charge, discharge)
         body = self.meter.reading_body(slot, imp, exp)
         return Delivery(
@@ -443,6 +455,7 @@ class Controller:
             None if self.battery is None else self.battery.soc_percent,
             None if ev is None else ev.soc_percent,
             plugged,
+            curtailed,
             sign_body(self.meter_key, body) if sign else None,
             (self.meter_key, body, _meter_bytes(self.terms.chain, self.spec.id, body)),
         )

@@ -55,8 +55,9 @@ fee included) plus ``buy_margin_percent`` of the imbalance charge on its energy;
 ``sell_margin_percent`` of the imbalance charge. Clearing turns balanced units into contracts
 and releases the margin of what was not filled (and, for a buy, the part of its bid above the
 contract price + fee). Settling a cleared slot: each buyer pays each seller the contract price
-and the grid operator the fee; a seller that exported less than it sold and a buyer that
-imported less than it bought pay ``imbalance_price × shortfall`` to the retail provider, first
+and the grid operator the fee; each site's contracts in the slot net out (sold − bought), and a
+net seller whose meter shows less net export than that, or a net buyer less net import, pays
+``imbalance_price × shortfall`` to the retail provider, first
 from their locked margin, then from their balance; what is still missing is recorded as unpaid
 and paid to the retail provider first out of the next deposit, released margin or settlement
 proceeds (until
@@ -683,9 +684,14 @@ def _settle_contracts(
         r = readings.get(pid)
         exported = r.export_wh if r else 0
         imported = r.import_wh if r else 0
-        short_sell = max(0, sold[pid] - exported)
-        short_buy = max(0, bought[pid] - imported)
-        penalty = money_microyen(p.imbalance_price_sen_per_kwh, short_sell + short_buy)  # type: ignore[arg-type]
+        # A site's contracts in a slot net out (one that sold 1 kWh and bought 1 kWh owes the
+        # grid nothing): the shortfall is its net position less what its meter shows net.
+        net_sold = sold[pid] - bought[pid]
+        net_out = exported - imported
+        short = max(0, net_sold - net_out) if net_sold > 0 else max(0, net_out - net_sold)
+        if net_sold == 0:
+            short = 0
+        penalty = money_microyen(p.imbalance_price_sen_per_kwh, short)  # type: ignore[arg-type]
         # Payments first (always covered: a buy locked its full price + fee), then the penalty
         # from what is left of the margin, then from the balance.
         left = lock[pid] - pays[pid]
@@ -695,7 +701,7 @@ def _settle_contracts(
         missing = penalty - from_margin - from_balance
         defaults = acct.defaults
         status = acct.status
-        if short_sell > p.default_tolerance_wh or short_buy > p.default_tolerance_wh:
+        if short > p.default_tolerance_wh:
             defaults += 1
             defaulters.append(pid)
             if defaults >= p.default_limit:
@@ -717,7 +723,7 @@ def _settle_contracts(
         penalties += from_margin + from_balance
         repaid_total += repaid
         unpaid += missing
-        shortfall_total += short_sell + short_buy
+        shortfall_total += short
     _credit(draft, genesis.grid_operator, fees)
     _credit(draft, genesis.retail, penalties + repaid_total)
     return Settled(
