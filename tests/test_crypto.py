@@ -427,3 +427,23 @@ def test_invalid_key_file_not_json(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as err:
         read_key_file(tmp_path / "missing.key")
     assert err.value.field == "key"
+
+
+def test_shared_verified_signatures_never_accept_a_bad_one() -> None:
+    from peerpower.crypto import share_verified_signatures
+
+    key = KeyPair.derive("cache")
+    sig = key.sign(b"d", b"m")
+    share_verified_signatures(2)
+    try:
+        assert verify_signature(key.public, b"d", b"m", sig)
+        assert verify_signature(key.public, b"d", b"m", sig)  # from the cache
+        assert not verify_signature(key.public, b"d", b"other", sig)
+        assert not verify_signature(key.public, b"e", b"m", sig)
+        bad = bytes([sig[0] ^ 1]) + sig[1:]
+        assert not verify_signature(key.public, b"d", b"m", bad)
+        for k in range(5):  # the cache is bounded
+            verify_signature(key.public, b"d", b"m%d" % k, key.sign(b"d", b"m%d" % k))
+    finally:
+        share_verified_signatures(0)
+    assert verify_signature(key.public, b"d", b"m", sig)

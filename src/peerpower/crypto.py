@@ -218,11 +218,33 @@ def verify_signature(public: bytes, domain: bytes, message: bytes, signature: by
     by ``public``."""
     if len(signature) != 64 or len(public) != 32:
         return False
+    cache = _VERIFIED
+    if cache is not None:
+        key = (public, domain, message, signature)
+        if key in cache:
+            return True
     try:
         nacl.bindings.crypto_sign_open(signature + domain + message, public)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
         return False
+    if cache is not None:
+        if len(cache) >= _VERIFIED_LIMIT:
+            cache.clear()
+        cache.add(key)
     return True
+
+
+# Signatures already found valid, when several validators share one process (the simulator):
+# each would otherwise check every transaction's signature again. Off by default.
+_VERIFIED: set[tuple[bytes, bytes, bytes, bytes]] | None = None
+_VERIFIED_LIMIT = 0
+
+
+def share_verified_signatures(limit: int = 500_000) -> None:
+    """Remember up to ``limit`` valid signatures for this process (``0``: stop)."""
+    global _VERIFIED, _VERIFIED_LIMIT
+    _VERIFIED = set() if limit > 0 else None
+    _VERIFIED_LIMIT = limit
 
 
 # Checks of many signatures run on threads: libsodium is called through cffi, which releases the
