@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench bench-ledger bench-consensus clean
+.PHONY: demo test lint typecheck pytest bench bench-ledger bench-consensus bench-simulate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench-ledger: $(STAMP)
 
 bench-consensus: $(STAMP)
 	$(BIN)/peerpower bench consensus
+
+bench-simulate: $(STAMP)
+	$(BIN)/peerpower bench simulate
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build src/*.egg-info

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import sys
@@ -142,6 +143,16 @@ def _cmd_bench_agents(args: argparse.Namespace) -> int:
     if not 1 <= args.sites <= 100_000:
         raise InvalidInput("sites", f"must be 1–100000, got {args.sites}")
     return run(sites=args.sites, seed=args.seed, out=sys.stdout)
+
+
+def _cmd_bench_simulate(args: argparse.Namespace) -> int:
+    from peerpower.bench_simulate import run
+
+    text = io.StringIO()
+    with _stdout_to_stderr():  # a native solver's chatter goes to stderr
+        code = run(args.scenario, args.days, args.validators, out=text)
+    sys.stdout.write(text.getvalue())
+    return code
 
 
 def _cmd_keys_new(args: argparse.Namespace) -> int:
@@ -332,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--blocks", type=int, default=15, help="TCP: blocks of 2,000 orders to send")
     b.set_defaults(run=_cmd_bench_consensus)
 
+    b = bench.add_parser("simulate", help="a community for a day through the whole stack")
+    b.add_argument("--scenario", default="large", help="a preset or a TOML file")
+    b.add_argument("--days", type=int, default=1)
+    b.add_argument("--validators", type=int, default=None)
+    b.set_defaults(run=_cmd_bench_simulate)
     b = bench.add_parser("agents", help="a day of the sites' controllers")
     b.add_argument("--sites", type=int, default=1000)
     b.add_argument("--seed", type=int, default=1)

@@ -115,3 +115,21 @@ def test_invalid_simulate_scenario(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["simulate", "--scenario", "atlantis", "--out", str(tmp_path)]) == 2
     err = json.loads(capsys.readouterr().err)
     assert "atlantis" in err["error"]
+
+
+def test_bench_simulate_reports_what_it_measured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    scenario = tmp_path / "small.toml"
+    scenario.write_text(SMALL.format(validators=1))
+    code = main(["bench", "simulate", "--scenario", str(scenario)])
+    out = capsys.readouterr().out
+    found = re.search(
+        r"8 sites, 1 day\(s\), 1 validator.* in ([\d.]+) s .* peak memory ([\d,]+) MB", out
+    )
+    assert found is not None, out
+    assert code == (
+        0 if float(found.group(1)) < 60 and int(found.group(2).replace(",", "")) < 2048 else 1
+    )
