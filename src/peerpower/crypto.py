@@ -30,17 +30,20 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
 from peerpower.errors import InvalidInput
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 KEY_HEX_LENGTH = 64
 SIGNATURE_HEX_LENGTH = 128
@@ -253,20 +256,25 @@ _POOL: ThreadPoolExecutor | None = None
 PARALLEL_MIN = 512
 
 
-def verify_many(checks: Sequence[tuple[bytes, bytes, bytes, bytes]]) -> list[bool]:
-    """:func:`verify_signature` of each ``(public, domain, message, signature)``, in order."""
+def _on_threads(work: Callable[[Sequence[T]], list[R]], items: Sequence[T]) -> list[R]:
+    """``work`` over ``items`` split across threads (libsodium runs without the GIL), in
+    order; small batches on this thread."""
     global _POOL
     workers = min(os.cpu_count() or 1, 8)
-    if len(checks) < PARALLEL_MIN or workers < 2:
-        return [verify_signature(*c) for c in checks]
+    if len(items) < PARALLEL_MIN or workers < 2:
+        return work(items)
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ed25519")
-    step = -(-len(checks) // workers)
-    parts = [checks[k : k + step] for k in range(0, len(checks), step)]
-    out: list[bool] = []
-    for part in _POOL.map(lambda cs: [verify_signature(*c) for c in cs], parts):
+    step = -(-len(items) // workers)
+    out: list[R] = []
+    for part in _POOL.map(work, [items[k : k + step] for k in range(0, len(items), step)]):
         out.extend(part)
     return out
+
+
+def verify_many(checks: Sequence[tuple[bytes, bytes, bytes, bytes]]) -> list[bool]:
+    """:func:`verify_signature` of each ``(public, domain, message, signature)``, in order."""
+    return _on_threads(lambda cs: [verify_signature(*c) for c in cs], checks)
 
 
 def _sign_detached(secret: bytes, message: bytes) -> bytes:
@@ -276,18 +284,7 @@ def _sign_detached(secret: bytes, message: bytes) -> bytes:
 def sign_many(items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
     """Detached Ed25519 signatures of each ``(secret ‖ public [64 bytes], message)``, in order,
     on threads for large batches (as :func:`verify_many`)."""
-    global _POOL
-    workers = min(os.cpu_count() or 1, 8)
-    if len(items) < PARALLEL_MIN or workers < 2:
-        return [_sign_detached(s, m) for s, m in items]
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ed25519")
-    step = -(-len(items) // workers)
-    parts = [items[k : k + step] for k in range(0, len(items), step)]
-    out: list[bytes] = []
-    for part in _POOL.map(lambda xs: [_sign_detached(s, m) for s, m in xs], parts):
-        out.extend(part)
-    return out
+    return _on_threads(lambda xs: [_sign_detached(s, m) for s, m in xs], items)
 
 
 def write_key_file(path: Path, key: KeyPair) -> None:

@@ -46,7 +46,6 @@ def view(
         (prices or (1700,) * 48)[:n],
         bat,
         ev,
-        seed=seed,
         site_seed=seed,
     )
 
@@ -264,9 +263,9 @@ def test_soc_table_configurable() -> None:
 
 def test_renewable_preference_bids_more_for_sunny_slots() -> None:
     solar = tuple(300 if 16 <= k <= 30 else 0 for k in range(48))
-    base = SiteView("s", SLOTS, (0,) * 48, (500,) * 48, (1700,) * 48, seed=1)
+    base = SiteView("s", SLOTS, (0,) * 48, (500,) * 48, (1700,) * 48, site_seed=1)
     green = SiteView(
-        "s", SLOTS, (0,) * 48, (500,) * 48, (1700,) * 48, seed=1, solar_wh_per_kw=solar
+        "s", SLOTS, (0,) * 48, (500,) * 48, (1700,) * 48, site_seed=1, solar_wh_per_kw=solar
     )
     plain = make_policy("soc-table")(base)
     preferring = make_policy("renewable-preference", premium_yen=3)(green)

@@ -14,35 +14,9 @@ import pytest
 from peerpower.errors import InvalidInput
 from peerpower.sim.report import nice_ticks, slot_axis, slot_orders, write_report
 from peerpower.sim.runner import SimResult, run
-from peerpower.sim.scenario import parse_scenario
 from peerpower.sim.summary import summary
 from peerpower.timeslots import Slot
-
-TINY = """
-name = "tiny"
-start = 2026-08-18
-days = 1
-seed = 3
-validators = 1
-[market]
-mechanism = "optimal"
-goal = "welfare"
-[grid]
-feeders = 1
-sites_per_transformer = 4
-[[sites]]
-type = "pv"
-count = 3
-[[sites]]
-type = "consumer"
-count = 3
-[[sites]]
-type = "pv-battery"
-count = 1
-[[sites]]
-type = "consumer-phev"
-count = 1
-"""
+from tests.sim.community import community
 
 SECTIONS = (
     "Checks",
@@ -60,7 +34,7 @@ VOID = {"meta", "br", "hr", "img", "input", "link", "col", "area", "base", "wbr"
 
 @pytest.fixture(scope="module")
 def run_and_data() -> tuple[SimResult, dict[str, Any]]:
-    result = run(parse_scenario(TINY, "t.toml", Path(".")))
+    result = run(community("tiny"))
     return result, summary(result, chain_verified=True)
 
 

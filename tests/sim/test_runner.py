@@ -13,38 +13,13 @@ import pytest
 from peerpower.cli import main
 from peerpower.ledger.replay import verify_path
 from peerpower.sim.runner import costs_microyen, run
-from peerpower.sim.scenario import parse_scenario
+from peerpower.sim.scenario import Scenario
 from peerpower.sim.summary import summary, write_outputs
-
-SMALL = """
-name = "small"
-start = 2026-08-18
-days = 1
-seed = 3
-validators = {validators}
-[market]
-mechanism = "optimal"
-goal = "welfare"
-[grid]
-feeders = 1
-sites_per_transformer = 4
-[[sites]]
-type = "pv"
-count = 3
-[[sites]]
-type = "consumer"
-count = 3
-[[sites]]
-type = "pv-battery"
-count = 1
-[[sites]]
-type = "consumer-phev"
-count = 1
-"""
+from tests.sim.community import community, community_toml
 
 
-def small(validators: int = 1):  # type: ignore[no-untyped-def]
-    return parse_scenario(SMALL.format(validators=validators), "small.toml", Path("."))
+def small(validators: int = 1) -> Scenario:
+    return community("small", validators)
 
 
 def test_simulation_solo_outputs_and_checks(tmp_path: Path) -> None:
@@ -104,7 +79,7 @@ def test_simulation_four_validators(tmp_path: Path) -> None:
 
 def test_simulate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scenario = tmp_path / "small.toml"
-    scenario.write_text(SMALL.format(validators=1))
+    scenario.write_text(community_toml())
     assert main(["simulate", "--scenario", str(scenario), "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "small: 8 sites" in out and "checks: energy_balanced yes" in out
@@ -123,7 +98,7 @@ def test_bench_simulate_reports_what_it_measured(
     import re
 
     scenario = tmp_path / "small.toml"
-    scenario.write_text(SMALL.format(validators=1))
+    scenario.write_text(community_toml())
     code = main(["bench", "simulate", "--scenario", str(scenario)])
     out = capsys.readouterr().out
     found = re.search(

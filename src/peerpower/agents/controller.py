@@ -227,15 +227,14 @@ class Controller:
             battery = _storage_view(self.battery.cfg, self.battery.stored_wh)
         ev = None
         if self.ev is not None:
+            days = [self._ev_day(s.day) for s in slots]
             ev = _storage_view(
                 self.ev.cfg,
                 self.ev.stored_wh,
-                tuple(self._ev_day(s.day).plugged[s.index] for s in slots),
-                tuple(self._ev_day(s.day).required_wh[s.index] for s in slots),
-                tuple(self._ev_day(s.day).trip_wh[s.index] for s in slots),
+                tuple(d.plugged[s.index] for d, s in zip(days, slots, strict=True)),
+                tuple(d.required_wh[s.index] for d, s in zip(days, slots, strict=True)),
+                tuple(d.trip_wh[s.index] for d, s in zip(days, slots, strict=True)),
             )
-        # the policy's random draws: fixed by the site's seed and the moment
-        draws = (self.spec.seed * 1_000_003 + int(now.timestamp())) & (2**63 - 1)
         t = self.terms
         return SiteView(
             self.spec.id,
@@ -250,7 +249,6 @@ class Controller:
             t.lot_wh,
             t.price_min_sen_per_kwh,
             t.price_max_sen_per_kwh,
-            draws,
             self.spec.seed,
             tuple(solar),
         )

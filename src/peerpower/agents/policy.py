@@ -11,7 +11,6 @@ the forecasts of storage state.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -82,8 +81,7 @@ class SiteView:
     lot_wh: int = DEFAULT_LOT_WH
     price_min_sen_per_kwh: int = 0
     price_max_sen_per_kwh: int = 10_000
-    seed: int = 0  # for a policy's random draws (:meth:`rng`)
-    site_seed: int = 0  # the site's own seed (draws that must not change between calls)
+    site_seed: int = 0  # the site's own seed (random draws: :func:`slot_draw`)
     # forecast output of a reference 1 kW PV panel per slot [Wh]: when the community's
     # supply is likely to be solar (empty: unknown)
     solar_wh_per_kw: tuple[int, ...] = ()
@@ -93,10 +91,6 @@ class SiteView:
         for name in ("pv_wh", "load_wh", "prices_sen_per_kwh"):
             if len(getattr(self, name)) != n:
                 raise InvalidInput(name, f"has {len(getattr(self, name))} values for {n} slots")
-
-    def rng(self) -> random.Random:
-        """A random generator for this decision, from :attr:`seed` (reproducible)."""
-        return random.Random(self.seed)
 
     def lots(self, energy_wh: float) -> int:
         """Whole lots in ``energy_wh`` (rounded down) [Wh]."""

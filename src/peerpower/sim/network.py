@@ -79,11 +79,6 @@ class Validators:
             return self._solo_blocks
         return self._apps[self.names[0]].blocks
 
-    def heights(self) -> list[int]:
-        if self._solo is not None:
-            return [self._solo.height]
-        return [a.height for a in self._apps.values()]
-
     def submit(self, txs: Sequence[dict[str, Any]]) -> int:
         """Hand ``txs`` to a validator (the first; it relays them); returns how many it
         refused (they are kept in :attr:`refused` with the rule)."""

@@ -43,6 +43,7 @@ from peerpower.agents.policy import (
     register,
 )
 from peerpower.errors import InvalidInput
+from peerpower.timeslots import Slot
 
 # (SOC [%], sell [yen/kWh] or None, buy [yen/kWh] or None, amount [kWh])
 MISONO_TABLE: tuple[tuple[int, float | None, float | None, float], ...] = (
@@ -137,33 +138,36 @@ def _drift(storage: StorageView, stored: float, net_wh: int) -> float:
     return max(storage.min_wh, stored - give / storage.efficiency)
 
 
-def _no_storage_slot(view: SiteView, k: int, surplus_yen: float, deficit_yen: float) -> list[Bid]:
-    net = view.pv_wh[k] - view.load_wh[k]
-    energy = view.lots(abs(net) * FORECAST_TRUST)
+def _house_bid(slot: Slot, net_wh: int, lot_wh: int, sell: int, buy: int) -> Bid | None:
+    """The bid of a site without storage for a slot with forecast ``net_wh`` (PV − load):
+    :data:`~peerpower.agents.policy.FORECAST_TRUST` of the surplus or deficit, whole lots."""
+    energy = int(abs(net_wh) * FORECAST_TRUST) // lot_wh * lot_wh
     if not energy:
-        return []
-    if net > 0:
-        return [Bid(view.slots[k], "sell", energy, view.clamp_price(surplus_yen * 100))]
-    return [Bid(view.slots[k], "buy", energy, view.clamp_price(deficit_yen * 100))]
+        return None
+    return Bid(slot, "sell", energy, sell) if net_wh > 0 else Bid(slot, "buy", energy, buy)
+
+
+def _no_storage_slot(view: SiteView, k: int, surplus_yen: float, deficit_yen: float) -> list[Bid]:
+    bid = _house_bid(
+        view.slots[k],
+        view.pv_wh[k] - view.load_wh[k],
+        view.lot_wh,
+        view.clamp_price(surplus_yen * 100),
+        view.clamp_price(deficit_yen * 100),
+    )
+    return [] if bid is None else [bid]
 
 
 def _no_storage(view: SiteView, surplus_yen: float, deficit_yen: float) -> list[Bid]:
-    """:func:`_no_storage_slot` for every slot (the common case: written out for speed)."""
-    out: list[Bid] = []
+    """:func:`_no_storage_slot` for every slot (prices clamped once: the common case)."""
     lot = view.lot_wh
     sell = view.clamp_price(surplus_yen * 100)
     buy = view.clamp_price(deficit_yen * 100)
-    trust = FORECAST_TRUST
+    out: list[Bid] = []
     for slot, pv, load in zip(view.slots, view.pv_wh, view.load_wh, strict=True):
-        net = pv - load
-        if net > 0:
-            energy = int(net * trust) // lot * lot
-            if energy:
-                out.append(Bid(slot, "sell", energy, sell))
-        elif net < 0:
-            energy = int(-net * trust) // lot * lot
-            if energy:
-                out.append(Bid(slot, "buy", energy, buy))
+        bid = _house_bid(slot, pv - load, lot, sell, buy)
+        if bid is not None:
+            out.append(bid)
     return out
 
 
