@@ -68,10 +68,15 @@ def check_state(state: State) -> None:
     assert state.money_microyen() == OP_SUPPLY
     check_locks(state)
     slots = state.table("slots")
-    for rec in state.table("orders").values():
+    by_slot: dict[str, set[str]] = {}
+    for key, rec in state.table("orders").items():
         assert isinstance(rec, OrderRec)
         slot = slots.get(rec.slot)
         assert isinstance(slot, SlotRec) and slot.status in ("open", "sealed"), rec
+        by_slot.setdefault(rec.slot, set()).add(key)
+    # the state's index of open orders by slot is the table's
+    for name in by_slot.keys() | slots.keys():
+        assert state.order_ids(name) == by_slot.get(name, set()), name
     for key, rec in state.table("contracts").items():
         assert isinstance(rec, Contracts)
         slot = slots.get(key)

@@ -54,6 +54,10 @@ class LedgerApp(Application):
     now_ms: int = 0
     max_block_txs: int = MAX_BLOCK_TXS
     keep_blocks: bool = True  # keep committed blocks in memory too (simulations, tests)
+    # Blocks already checked by validators sharing this process (the simulator's), by hash,
+    # with the state each produces: a block's hash fixes its parent, so its state is the same
+    # for every honest validator; a validator reuses it instead of applying the block again.
+    shared_checked: dict[bytes, State] | None = None
     state: State = field(init=False)
     pool: Mempool = field(init=False)
     blocks: list[Block] = field(init=False, default_factory=list)
@@ -143,13 +147,28 @@ class LedgerApp(Application):
             self.refused.append((value.height, "time: too far ahead of this validator's clock"))
             return None
         try:
-            state = apply_block(self.state, value, self.genesis, self.pool.verified)
+            state = self._apply(value)
         except InvalidBlock as err:
             self.refused.append((value.height, f"{err.rule}: {err.message}"))
             del self.refused[:-MAX_REFUSALS_KEPT]
             return None
         self._checked[block_hash] = state
         return block_hash
+
+    def _apply(self, block: Block) -> State:
+        """:func:`apply_block` on the committed state, or the state another validator of this
+        process found for the same block (see :attr:`shared_checked`)."""
+        shared = self.shared_checked
+        if shared is not None:
+            found = shared.get(block.hash)
+            if found is not None and found.height == self.state.height + 1:
+                return found
+        state = apply_block(self.state, block, self.genesis, self.pool.verified)
+        if shared is not None:
+            if len(shared) >= 256:
+                shared.clear()
+            shared[block.hash] = state
+        return state
 
     def commit(self, decision: Decide) -> Block:
         """Store the decided block with its commit certificate and move to its state."""
@@ -170,7 +189,7 @@ class LedgerApp(Application):
         check_commit(block, self.genesis)
         state = self._checked.get(block.hash)
         if state is None:
-            state = apply_block(self.state, block, self.genesis, self.pool.verified)
+            state = self._apply(block)
         state = state.with_head(block.hash)
         if self.store is not None:
             self.store.append(block, state)

@@ -48,6 +48,8 @@ class GridTree:
     depth: tuple[int, ...] = field(init=False, repr=False, compare=False)
     dist_sen_per_kwh: tuple[int, ...] = field(init=False, repr=False, compare=False)
     order: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    has_capacities: bool = field(init=False, repr=False, compare=False)
+    has_fees: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -75,6 +77,8 @@ class GridTree:
         object.__setattr__(self, "depth", tuple(depth))
         object.__setattr__(self, "dist_sen_per_kwh", tuple(dist))
         object.__setattr__(self, "order", tuple(order))
+        object.__setattr__(self, "has_capacities", any(c >= 0 for c in self.capacity_wh))
+        object.__setattr__(self, "has_fees", any(f != 0 for f in self.fee_sen_per_kwh))
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -172,14 +176,6 @@ class GridTree:
     @property
     def root(self) -> int:
         return self.order[0]
-
-    @property
-    def has_capacities(self) -> bool:
-        return any(c >= 0 for c in self.capacity_wh)
-
-    @property
-    def has_fees(self) -> bool:
-        return any(f != 0 for f in self.fee_sen_per_kwh)
 
     def lca(self, u: int, v: int) -> int:
         """Lowest common ancestor of nodes ``u`` and ``v`` (indexes)."""

@@ -180,7 +180,7 @@ class Mempool:
     def committed(self, state: State, included: Sequence[dict[str, Any]], time_ms: int) -> None:
         """A block holding ``included`` made ``state``: they leave, and so does every waiting
         transaction whose nonce ``state`` has passed."""
-        gone = {canonical_unchecked(tx) for tx in included}
+        gone = {self._key(tx) for tx in included}
         for obj in self.txs:
             key, tx, _ = self._entry(obj)
             if tx.nonce is not None:

@@ -402,8 +402,11 @@ def _release(draft: Draft, genesis: Genesis, acct: Account, amount: int) -> None
 
 def slot_orders(draft: Draft | State, slot: str) -> list[OrderRec]:
     """The open orders of ``slot``, in arrival order."""
-    table = draft.items("orders") if isinstance(draft, Draft) else draft.table("orders").items()
-    found = [o for _, o in table if isinstance(o, OrderRec) and o.slot == slot]
+    found = []
+    for key in draft.order_ids(slot):
+        rec = draft.get("orders", key)
+        assert isinstance(rec, OrderRec)
+        found.append(rec)
     found.sort(key=lambda o: o.seq)
     return found
 

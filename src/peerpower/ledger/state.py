@@ -267,6 +267,7 @@ class State:
 
     __slots__ = (
         "_buckets",
+        "_by_slot",
         "_tables",
         "bucket_hashes",
         "changes",
@@ -282,6 +283,7 @@ class State:
     root: bytes
     head_hash: bytes
     changes: dict[str, frozenset[str]]
+    _by_slot: dict[str, frozenset[str]]  # slot → ids of its open orders
 
     def __init__(
         self,
@@ -291,7 +293,15 @@ class State:
         table_hashes: dict[str, bytes],
         head_hash: bytes,
         changes: dict[str, frozenset[str]],
+        by_slot: dict[str, frozenset[str]] | None = None,
     ) -> None:
+        if by_slot is None:
+            found: dict[str, set[str]] = {}
+            for key, rec in tables["orders"].items():
+                assert isinstance(rec, OrderRec)
+                found.setdefault(rec.slot, set()).add(key)
+            by_slot = {slot: frozenset(keys) for slot, keys in found.items()}
+        self._by_slot = by_slot
         self._tables = tables
         self._buckets = buckets
         self.bucket_hashes = bucket_hashes
@@ -348,7 +358,12 @@ class State:
             self.table_hashes,
             head_hash,
             self.changes,
+            self._by_slot,
         )
+
+    def order_ids(self, slot: str) -> frozenset[str]:
+        """The ids of ``slot``'s open orders."""
+        return self._by_slot.get(slot, frozenset())
 
     def draft(self) -> Draft:
         return Draft(self)
@@ -367,6 +382,31 @@ class State:
             assert isinstance(rec, Account)
             total += rec.balance_microyen + rec.locked_microyen
         return total
+
+
+def _reindex(
+    by_slot: dict[str, frozenset[str]],
+    old: dict[str, Record],
+    new: dict[str, Record],
+    keys: set[str],
+) -> dict[str, frozenset[str]]:
+    """``by_slot`` after the orders ``keys`` changed from table ``old`` to table ``new``."""
+    gone: dict[str, set[str]] = {}
+    came: dict[str, set[str]] = {}
+    for key in keys:
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, OrderRec):
+            gone.setdefault(before.slot, set()).add(key)
+        if isinstance(after, OrderRec):
+            came.setdefault(after.slot, set()).add(key)
+    out = dict(by_slot)
+    for slot in gone.keys() | came.keys():
+        ids = (out.get(slot, frozenset()) - gone.get(slot, set())) | came.get(slot, set())
+        if ids:
+            out[slot] = frozenset(ids)
+        else:
+            out.pop(slot, None)
+    return out
 
 
 class Draft:
@@ -404,6 +444,20 @@ class Draft:
         del self._write(table)[key]
         self._dirty[table].add(key)
 
+    def order_ids(self, slot: str) -> set[str]:
+        """The ids of ``slot``'s open orders, with this draft's changes."""
+        ids = set(self.base.order_ids(slot))
+        dirty = self._dirty["orders"]
+        if dirty:
+            table = self._written["orders"]
+            for key in dirty:
+                rec = table.get(key)
+                if isinstance(rec, OrderRec) and rec.slot == slot:
+                    ids.add(key)
+                else:
+                    ids.discard(key)
+        return ids
+
     # Typed reads of the tables the rules use most.
     def account(self, account_id: str) -> Account | None:
         rec = self._read("accounts").get(account_id)
@@ -434,6 +488,11 @@ class Draft:
         bucket_hashes = dict(base.bucket_hashes)
         table_hashes = dict(base.table_hashes)
         changes: dict[str, frozenset[str]] = {}
+        by_slot = base._by_slot
+        if self._dirty["orders"]:
+            by_slot = _reindex(
+                by_slot, base._tables["orders"], self._written["orders"], self._dirty["orders"]
+            )
         for name in TABLES:
             dirty = self._dirty[name]
             changes[name] = frozenset(dirty)
@@ -466,6 +525,7 @@ class Draft:
             table_hashes,
             base.head_hash if head_hash is None else head_hash,
             changes,
+            by_slot,
         )
         # The new state owns the tables written so far: the draft goes on from it, copying a
         # table again before its next write, so the state it returned never changes.

@@ -32,7 +32,7 @@ from peerpower.devices.weather import Weather
 from peerpower.ledger.genesis import Genesis, GenesisAccount
 from peerpower.ledger.rules import to_ms
 from peerpower.ledger.state import Account, Contract, Contracts
-from peerpower.ledger.transactions import Signer, sign_encoded
+from peerpower.ledger.transactions import Signer, share_decoded_transactions, sign_encoded
 from peerpower.sim.network import BLOCK_MS, Validators
 from peerpower.sim.scenario import Scenario
 from peerpower.timeslots import JST, SLOTS_PER_DAY, Slot
@@ -108,6 +108,12 @@ def _controllers(scenario: Scenario, genesis: Genesis, weather: Weather) -> dict
 def run(scenario: Scenario, progress: Callable[[int, int], None] | None = None) -> SimResult:
     """Simulate ``scenario`` (see the module notes); ``progress(done, total)`` is called after
     each half hour."""
+    # the validators are handed the very objects the controllers signed, and never change them
+    with share_decoded_transactions():
+        return _run(scenario, progress)
+
+
+def _run(scenario: Scenario, progress: Callable[[int, int], None] | None) -> SimResult:
     genesis, keys = build_genesis(scenario)
     names = [v.id for v in genesis.validators]
     validators = Validators(genesis, {n: keys[n] for n in names}, scenario.seed)
