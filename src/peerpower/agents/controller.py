@@ -343,9 +343,12 @@ class Controller:
         self.nonce = nonce
         return out
 
-    def resync(self, next_nonce: int) -> None:
-        """The chain's view of the account: its next nonce (after a refused transaction)."""
+    def resync(self, next_nonce: int, standing: dict[Slot, list[tuple[str, Bid]]]) -> None:
+        """Take the chain's view of the account after some of its transactions were refused
+        or dropped (e.g. an order still waiting when its gate passed): the next nonce, and the
+        orders standing for each slot still open (on chain or waiting)."""
         self.nonce = next_nonce
+        self.standing = {slot: list(bids) for slot, bids in standing.items()}
 
     def observe_price(self, slot: Slot, price_sen_per_kwh: int) -> None:
         """A clearing price seen for ``slot`` (feeds the price forecast of that time of day)."""

@@ -10,6 +10,7 @@ precommit signatures over the block hash — together with the state it produces
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from peerpower.ledger.store import Store
 from peerpower.ledger.transactions import Tx
 from peerpower.market.clear import clear
 from peerpower.market.optimal import certifiable
+from peerpower.market.orders import Book
 from peerpower.market.verify import result_from_json, verify
 
 # A proposal whose time is this far ahead of the validator's clock is refused [ms].
@@ -58,6 +60,8 @@ class LedgerApp(Application):
     # with the state each produces: a block's hash fixes its parent, so its state is the same
     # for every honest validator; a validator reuses it instead of applying the block again.
     shared_checked: dict[bytes, State] | None = None
+    # the time of the next block after a block decided at a time [ms] (None: commit_ms later)
+    next_block_at: Callable[[int], int] | None = None
     state: State = field(init=False)
     pool: Mempool = field(init=False)
     blocks: list[Block] = field(init=False, default_factory=list)
@@ -70,6 +74,8 @@ class LedgerApp(Application):
     refused_claims: list[tuple[str, str]] = field(init=False, default_factory=list)
     outbox: list[dict[str, Any]] = field(init=False, default_factory=list)
     _early: list[dict[str, Any]] = field(init=False, default_factory=list)
+    # sealed books by (slot, seed): a sealed slot's orders no longer change
+    _books: dict[tuple[str, str], Book] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pool = Mempool(self.genesis, self.validator)
@@ -123,7 +129,7 @@ class LedgerApp(Application):
             self.validator,
             self.key,
             time_ms,
-            self.pool.txs,
+            self.pool.for_block(),
             self.pool.verified,
             decisions=self.decisions() if self._by_claims else None,
             max_txs=self.max_block_txs,
@@ -132,6 +138,11 @@ class LedgerApp(Application):
         self._checked[built.block.hash] = built.state
         self.pool.drop([obj for obj, _ in built.rejected])  # refused at this block's time
         return built.block.hash, built.block
+
+    def block_interval_ms(self, default_ms: int) -> int:
+        if self.next_block_at is None:
+            return default_ms
+        return max(0, self.next_block_at(self.now_ms) - self.now_ms)
 
     def validate(self, height: int, value: Any) -> bytes | None:
         if (
@@ -219,10 +230,13 @@ class LedgerApp(Application):
         for slot in list(self.claims):
             if slot not in sealed:
                 del self.claims[slot]
+        for slot_seed in list(self._books):
+            if sealed.get(slot_seed[0]) != slot_seed[1]:
+                del self._books[slot_seed]
         for slot, seed in sorted(sealed.items()):
             pool = self.claims.setdefault(slot, {})
             if self.validator not in pool and self.key is not None:
-                book = slot_book(self.state, self.genesis, slot, bytes.fromhex(seed))
+                book = self._sealed_book(slot, seed)
                 if not book.orders:
                     continue
                 result = clear(book, "optimal", self.genesis.market.goal)
@@ -238,6 +252,14 @@ class LedgerApp(Application):
         early, self._early = self._early, []
         for message in early:
             self.on_claim(message)
+
+    def _sealed_book(self, slot: str, seed: str) -> Book:
+        """The book of ``slot``, sealed with ``seed`` in the committed state."""
+        book = self._books.get((slot, seed))
+        if book is None:
+            book = slot_book(self.state, self.genesis, slot, bytes.fromhex(seed))
+            self._books[(slot, seed)] = book
+        return book
 
     def on_claim(self, message: dict[str, Any]) -> None:
         """Take another validator's claim after checking it in full: its signature, the slot
@@ -263,7 +285,7 @@ class LedgerApp(Application):
         pool = self.claims.setdefault(claim.slot, {})
         if claim.validator in pool:
             return
-        book = slot_book(self.state, self.genesis, claim.slot, bytes.fromhex(claim.seed))
+        book = self._sealed_book(claim.slot, claim.seed)
         checked = verify(book, result)
         why = ""
         if not checked.ok:

@@ -174,6 +174,11 @@ class Application:
         """The id of ``value`` if it is a valid value for ``height``, else ``None``."""
         raise NotImplementedError
 
+    def block_interval_ms(self, default_ms: int) -> int:
+        """How long after a decision the next height starts (``default_ms``: the
+        ``commit_ms`` timeout); an application may space its blocks by the clock."""
+        return default_ms
+
 
 @dataclass
 class _Round:
@@ -536,7 +541,8 @@ class Tendermint:
                 # driver has acted on the decision: its application must apply the decided
                 # block before it is asked for the next one.
                 self._waiting = True
-                out.append(Schedule("commit", self.height, 0, self.timeouts.commit_ms))
+                interval = self.app.block_interval_ms(self.timeouts.commit_ms)
+                out.append(Schedule("commit", self.height, 0, interval))
                 waiting, self._future = self._future, []
                 for m in waiting:
                     if m.height == self.height:

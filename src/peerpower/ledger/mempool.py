@@ -30,7 +30,8 @@ from peerpower.ledger.rules import BlockContext, apply_tx, signer_key
 from peerpower.ledger.state import Draft, State
 from peerpower.ledger.transactions import Tx, decode_tx
 
-MEMPOOL_LIMIT = 50_000
+MEMPOOL_LIMIT = 100_000
+_TAKING_TURNS = frozenset({"order", "cancel", "meter"})  # a site's own transactions
 
 
 class Mempool:
@@ -52,6 +53,7 @@ class Mempool:
         self._time = 0
         self._key_of: dict[int, bytes] = {}  # id(obj) → canonical bytes, for waiting objs
         self._index: dict[str, list[dict[str, Any]]] | None = None  # sender → its waiting txs
+        self._last_ctx: BlockContext | None = None
 
     def _by_sender(self, sender: str) -> list[dict[str, Any]]:
         if self._index is None:
@@ -62,13 +64,23 @@ class Mempool:
 
     def _key(self, obj: dict[str, Any]) -> bytes:
         key = self._key_of.get(id(obj))
-        return canonical_unchecked(obj) if key is None else key
+        if key is not None:
+            return key
+        try:
+            tx = decode_tx(obj, self.genesis.tx_chain)
+        except InvalidTransaction:
+            return canonical_unchecked(obj)
+        return tx.encoded() if obj["sig"] == tx.sig.hex() else canonical_unchecked(obj)
 
     def __len__(self) -> int:
         return len(self.txs)
 
     def _ctx(self, state: State, time_ms: int) -> BlockContext:
-        return BlockContext(state.height + 1, time_ms, state.head_hash, self.validator)
+        ctx = self._last_ctx
+        if ctx is None or ctx.time_ms != time_ms or ctx.prev_hash != state.head_hash:
+            ctx = BlockContext(state.height + 1, time_ms, state.head_hash, self.validator)
+            self._last_ctx = ctx
+        return ctx
 
     def _entry(self, obj: dict[str, Any]) -> tuple[bytes, Tx, bytes | None]:
         key = self._key(obj)
@@ -147,6 +159,32 @@ class Mempool:
         if checked_by is not None:
             self.verified[(tx.message, tx.sig)] = checked_by
         return tx
+
+    def waiting_from(self, sender: str) -> list[Tx]:
+        """``sender``'s waiting transactions, in arrival order."""
+        return [self._entry(obj)[1] for obj in self._by_sender(sender)]
+
+    def for_block(self) -> list[dict[str, Any]]:
+        """The waiting transactions in the order a block takes them: each sender's in arrival
+        (nonce) order, with the sites taking turns — every site's first waiting order, cancel
+        or reading, then every site's second, and so on — so a site with many waiting (bidding
+        for a whole day) does not keep others' out of full blocks until their gates pass. The
+        operator's transactions (registering and funding sites, which sites' transactions may
+        need) keep their place in the first turn; while a withdrawal waits (the operator's
+        deposits may count on it) the order is simply that of arrival."""
+        turn: dict[str, int] = {}
+        keyed = []
+        for k, obj in enumerate(self.txs):
+            tx = self._entry(obj)[1]
+            if tx.type == "withdraw":
+                return list(self.txs)
+            n = 0
+            if tx.type in _TAKING_TURNS:
+                n = turn.get(tx.sender, 0)
+                turn[tx.sender] = n + 1
+            keyed.append((n, k))
+        keyed.sort()
+        return [self.txs[k] for _, k in keyed]
 
     def clear(self) -> None:
         """Forget every waiting transaction."""

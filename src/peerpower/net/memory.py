@@ -35,10 +35,11 @@ BYZANTINE_KINDS = ("silent", "equivocate")
 
 @dataclass(frozen=True, slots=True)
 class _AppMessage:
-    """A message between the validators' applications (e.g. claims), outside consensus."""
+    """Messages between the validators' applications (e.g. claims), outside consensus: what one
+    application had to send at one moment, delivered together (as one frame on TCP)."""
 
     sender: str
-    payload: Any
+    payloads: tuple[Any, ...]
 
 
 def _signer(m: Any) -> str | None:
@@ -136,10 +137,11 @@ class SimNetwork:
                 if self.on_decide is not None:
                     self.on_decide(src, a, self.now)
         if self.outbox is not None and kind != "silent":
-            for payload in self.outbox(src):
+            payloads = tuple(self.outbox(src))
+            if payloads:
                 for dest in self.names:
                     if dest != src:
-                        self._deliver(src, dest, _AppMessage(src, payload))
+                        self._deliver(src, dest, _AppMessage(src, payloads))
 
     def _equivocate(self, src: str, m: Proposal | Vote) -> None:
         key = self.keys[src]
@@ -194,7 +196,8 @@ class SimNetwork:
                 self._act(dest, machine.on_timeout(what.kind, what.height, what.round))
             elif isinstance(what, _AppMessage):
                 if self.on_app is not None:
-                    self.on_app(dest, what.payload)
+                    for payload in what.payloads:
+                        self.on_app(dest, payload)
                 self._act(dest, [])
             else:
                 self.delivered += 1

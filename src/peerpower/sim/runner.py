@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from peerpower.agents.controller import Controller, Delivery, MarketTerms
+from peerpower.agents.policy import Bid, Side
 from peerpower.crypto import KeyPair
 from peerpower.devices.weather import Weather
 from peerpower.ledger.genesis import Genesis, GenesisAccount
@@ -53,6 +54,7 @@ class SimResult:
     baseline: dict[str, list[Delivery]] = field(default_factory=dict)
     contracts: dict[str, tuple[Contract, ...]] = field(default_factory=dict)  # slot → units
     refused: int = 0
+    resyncs: int = 0  # controllers that had to take the chain's view of their account
     deposits: dict[str, int] = field(default_factory=dict)
 
 
@@ -116,7 +118,10 @@ def run(scenario: Scenario, progress: Callable[[int, int], None] | None = None) 
 def _run(scenario: Scenario, progress: Callable[[int, int], None] | None) -> SimResult:
     genesis, keys = build_genesis(scenario)
     names = [v.id for v in genesis.validators]
-    validators = Validators(genesis, {n: keys[n] for n in names}, scenario.seed)
+    # blocks once a minute from a minute before the controllers bid until two minutes past
+    # each slot boundary (gates, clearings, settlement deadlines), none in between
+    busy = ((PLAN_BEFORE_MIN + 1) * 60_000, 2 * 60_000)
+    validators = Validators(genesis, {n: keys[n] for n in names}, scenario.seed, busy)
     weather = Weather(scenario.seed, scenario.start - timedelta(days=1))
     sites = _controllers(scenario, genesis, weather)
     result = SimResult(
@@ -149,6 +154,7 @@ def _run(scenario: Scenario, progress: Callable[[int, int], None] | None) -> Sim
         now = start + timedelta(minutes=30 * k - PLAN_BEFORE_MIN)
         validators.advance(to_ms(now))
         if k < total:
+            _resync(result)
             todo = [item for c in sites.values() for item in c.plan(now)]
             result.refused += validators.submit(sign_encoded(todo))
         # deliver every slot that ended DELIVER_AFTER_MIN ago or more
@@ -163,6 +169,30 @@ def _run(scenario: Scenario, progress: Callable[[int, int], None] | None) -> Sim
         for c in result.baseline_sites.values():
             result.baseline.setdefault(c.spec.id, []).append(c.deliver(slot, 0, 0, sign=False))
     return result
+
+
+def _resync(result: SimResult) -> None:
+    """Give a controller the chain's view of its account when some of its transactions were
+    refused or dropped (its next nonce is not the one the validators expect), as a site's
+    client would on learning of it: the next nonce and the orders that stand."""
+    validators = result.validators
+    behind = {
+        site_id: nonce
+        for site_id, c in result.sites.items()
+        if (nonce := validators.next_nonce(site_id)) != c.nonce
+    }
+    if not behind:
+        return
+    result.resyncs += len(behind)
+    orders = validators.open_orders(set(behind))
+    for site_id, nonce in behind.items():
+        standing: dict[Slot, list[tuple[str, Bid]]] = {}
+        for o in orders[site_id]:
+            slot = Slot.parse(o.slot)
+            side: Side = "buy" if o.side == "buy" else "sell"
+            bid = Bid(slot, side, o.energy_wh, o.price_sen_per_kwh)
+            standing.setdefault(slot, []).append((o.id, bid))
+        result.sites[site_id].resync(nonce, standing)
 
 
 def _deliver(result: SimResult, slot: Slot) -> None:
