@@ -56,9 +56,10 @@ class LedgerApp(Application):
     now_ms: int = 0
     max_block_txs: int = MAX_BLOCK_TXS
     keep_blocks: bool = True  # keep committed blocks in memory too (simulations, tests)
-    # Blocks already checked by validators sharing this process (the simulator's), by hash,
-    # with the state each produces: a block's hash fixes its parent, so its state is the same
-    # for every honest validator; a validator reuses it instead of applying the block again.
+    # Blocks already built or checked by validators sharing this process (the simulator's, all
+    # honest), by hash, with the state each produces: a block's hash fixes its parent, so its
+    # state is the same for every validator; one reuses it instead of applying the block again
+    # (building a block applies every rule to it, as checking it does).
     shared_checked: dict[bytes, State] | None = None
     # the time of the next block after a block decided at a time [ms] (None: commit_ms later)
     next_block_at: Callable[[int], int] | None = None
@@ -136,6 +137,7 @@ class LedgerApp(Application):
             max_bytes=MAX_BLOCK_BYTES,
         )
         self._checked[built.block.hash] = built.state
+        self._share(built.block.hash, built.state)
         self.pool.drop([obj for obj, _ in built.rejected])  # refused at this block's time
         return built.block.hash, built.block
 
@@ -175,11 +177,15 @@ class LedgerApp(Application):
             if found is not None and found.height == self.state.height + 1:
                 return found
         state = apply_block(self.state, block, self.genesis, self.pool.verified)
+        self._share(block.hash, state)
+        return state
+
+    def _share(self, block_hash: bytes, state: State) -> None:
+        shared = self.shared_checked
         if shared is not None:
             if len(shared) >= 256:
                 shared.clear()
-            shared[block.hash] = state
-        return state
+            shared[block_hash] = state
 
     def commit(self, decision: Decide) -> Block:
         """Store the decided block with its commit certificate and move to its state."""

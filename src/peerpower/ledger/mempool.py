@@ -20,6 +20,7 @@ then, or when a block is built without it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -217,13 +218,25 @@ class Mempool:
 
     def committed(self, state: State, included: Sequence[dict[str, Any]], time_ms: int) -> None:
         """A block holding ``included`` made ``state``: they leave, and so does every waiting
-        transaction whose nonce ``state`` has passed."""
-        gone = {self._key(tx) for tx in included}
-        for obj in self.txs:
-            key, tx, _ = self._entry(obj)
-            if tx.nonce is not None:
-                acct = state.account(tx.sender)
-                if acct is not None and tx.nonce <= acct.nonce:
+        transaction whose nonce ``state`` has passed (only the block's senders' nonces moved)."""
+        gone = set()
+        senders = set()
+        for obj in included:
+            key = self._key(obj)
+            gone.add(key)
+            got = self._decoded.get(key)
+            if got is not None:
+                senders.add(got[0].sender)
+            else:
+                with contextlib.suppress(InvalidTransaction):
+                    senders.add(decode_tx(obj, self.genesis.tx_chain).sender)
+        for sender in senders:
+            acct = state.account(sender)
+            if acct is None:
+                continue
+            for obj in self._by_sender(sender):
+                key, tx, _ = self._entry(obj)
+                if tx.nonce is not None and tx.nonce <= acct.nonce:
                     gone.add(key)
         self._forget(gone)
         self._time = max(self._time, time_ms)

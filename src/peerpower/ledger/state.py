@@ -35,6 +35,7 @@ import hashlib
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, ClassVar, Literal, TypeVar
 
 from peerpower.crypto import canonical_unchecked
@@ -238,7 +239,48 @@ RECORD_TYPES: dict[str, type[Record]] = {
 
 
 def leaf_hash(table: str, key: str, record: Record) -> bytes:
-    return hashlib.sha256(canonical_unchecked([table, key, record.to_json()])).digest()
+    """SHA-256 of the canonical JSON of ``[table, key, record]``."""
+    return hashlib.sha256(leaf_bytes(table, key, record)).digest()
+
+
+def leaf_bytes(table: str, key: str, record: Record) -> bytes:
+    """The canonical JSON of ``[table, key, record]`` — written out directly for records of
+    plain fields (integers, strings, booleans, null: most of them), else by the encoder."""
+    fields_ = _PLAIN_FIELDS.get(type(record))
+    if fields_ is None:
+        fields_ = _plain_fields(type(record))
+    if fields_:
+        parts = []
+        for name, quoted in fields_:
+            v = getattr(record, name)
+            t = type(v)
+            if t is int:
+                parts.append(quoted + str(v))
+            elif t is str:
+                parts.append(quoted + _quote(v))
+            elif v is None:
+                parts.append(quoted + "null")
+            elif t is bool:
+                parts.append(quoted + ("true" if v else "false"))
+            else:
+                break
+        else:
+            text = f"[{_quote(table)},{_quote(key)},{{{','.join(parts)}}}]"
+            return text.encode()
+    return canonical_unchecked([table, key, record.to_json()])
+
+
+# record type → its fields in canonical (sorted) order with their quoted names, or () when its
+# JSON is not simply its fields
+_PLAIN_FIELDS: dict[type[Record], tuple[tuple[str, str], ...]] = {}
+
+
+def _plain_fields(cls: type[Record]) -> tuple[tuple[str, str], ...]:
+    plain = cls.to_json is Record.to_json
+    names: tuple[str, ...] = cls.__slots__ if plain else ()
+    found = tuple((n, _quote(n) + ":") for n in sorted(names))
+    _PLAIN_FIELDS[cls] = found
+    return found
 
 
 def bucket_of(key: str) -> int:
