@@ -157,3 +157,35 @@ def test_mempool_trusts_a_signature_only_under_the_key_that_checked_it(chain: Ch
     with pytest.raises(InvalidBlock) as info:
         apply_block(chain.state, block, chain.genesis, pool.verified)
     assert info.value.rule == "signature"
+
+
+def test_a_full_block_lets_the_sites_take_turns(chain: Chain) -> None:
+    pool = Mempool(chain.genesis, "val")
+    a = chain.signer("a")
+    many = [a.order(SLOT, "sell", 100, 1000 + k) for k in range(6)]  # a bids a lot
+    b1 = chain.signer("b").order(SLOT, "buy", 100, 2000)
+    c = chain.signer("c")
+    c1, c2 = c.order(SLOT, "buy", 100, 2000), c.order(SLOT, "buy", 100, 2001)
+    for tx in [*many, b1, c1, c2]:
+        pool.submit(chain.state, tx, T1)
+    # everything fits: arrival order
+    assert pool.for_block(9) == pool.txs == [*many, b1, c1, c2]
+    # a block with room for 4: every site's first, then the seconds — b's and c's bids are
+    # not held back behind a's six
+    turns = pool.for_block(4)
+    assert turns[:4] == [many[0], b1, c1, many[1]]
+    assert turns == [many[0], b1, c1, many[1], c2, *many[2:]]
+    # and the block built from them is valid, with each site's nonces in order
+    built = build_block(chain.state, chain.genesis, "val", None, T1 + 1000, turns, max_txs=4)
+    assert list(built.block.txs) == turns[:4] and not built.rejected
+    apply_block(chain.state, built.block, chain.genesis)
+
+
+def test_a_waiting_withdrawal_keeps_arrival_order(chain: Chain) -> None:
+    pool = Mempool(chain.genesis, "val")
+    a = chain.signer("a")
+    txs = [a.order(SLOT, "sell", 100, 1000), a.withdraw(10**6)]
+    txs.append(chain.signer("b").order(SLOT, "buy", 100, 2000))
+    for tx in txs:
+        pool.submit(chain.state, tx, T1)
+    assert pool.for_block(1) == txs

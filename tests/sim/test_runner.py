@@ -12,6 +12,7 @@ import pytest
 
 from peerpower.cli import main
 from peerpower.ledger.replay import verify_path
+from peerpower.sim.network import Validators
 from peerpower.sim.runner import costs_microyen, run
 from peerpower.sim.scenario import Scenario
 from peerpower.sim.summary import summary, write_outputs
@@ -67,6 +68,52 @@ def test_simulation_is_deterministic() -> None:
     a = summary(run(small()), True)
     b = summary(run(small()), True)
     assert a == b
+
+
+def test_a_site_whose_transactions_were_lost_resyncs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # site-006's third batch of bids never reaches the chain (as if refused): its controller's
+    # nonce runs ahead of the chain's, and from then on all it sends would be refused — unless
+    # it takes the chain's view of its account, as it must
+    batches = {"n": 0}
+    real_submit = Validators.submit
+
+    def lossy(self: Validators, txs: list[dict]) -> int:  # type: ignore[type-arg]
+        if any(tx["body"].get("from") == "site-006" for tx in txs):
+            batches["n"] += 1
+            if batches["n"] == 3:  # its third batch of bids is lost
+                txs = [tx for tx in txs if tx["body"].get("from") != "site-006"]
+                batches["lost_at"] = self.state.meta.time_ms
+        return real_submit(self, txs)
+
+    monkeypatch.setattr(Validators, "submit", lossy)
+    result = run(small())
+    assert batches["n"] > 3
+    assert result.resyncs >= 1
+    assert result.refused == 0  # nothing it sent after the loss was refused (nor any other's)
+    # it went on bidding: orders of its reached the chain after the loss
+    later = [
+        tx
+        for b in result.validators.blocks
+        if b.header.time_ms > batches["lost_at"]
+        for tx in b.txs
+        if tx["body"].get("from") == "site-006" and tx["body"]["type"] == "order"
+    ]
+    assert later
+
+
+def test_the_operator_reinstates_suspended_sites_daily() -> None:
+    result = run(small().with_overrides(days=2))
+    assert result.reinstated, "no site was suspended: the test needs one"
+    day2 = result.validators.blocks[0].header.time_ms + 25 * 3600 * 1000  # genesis is 23:00
+    for site in result.reinstated:
+        # back in: it bid again on the second day, and nothing it sent was refused
+        assert any(
+            tx["body"].get("from") == site and tx["body"]["type"] == "order"
+            for b in result.validators.blocks
+            if b.header.time_ms > day2
+            for tx in b.txs
+        ), site
+    assert result.refused == 0
 
 
 @pytest.mark.slow

@@ -39,6 +39,8 @@ MAX_BLOCK_TXS = 5_000
 MAX_BLOCK_BYTES = 8 << 20
 # Refusals kept for inspection (the latest)
 MAX_REFUSALS_KEPT = 10_000
+# Relayed transactions kept unchecked at most (then they are checked at once)
+MAX_RELAYED_UNCHECKED = 50_000
 
 
 @dataclass
@@ -77,6 +79,8 @@ class LedgerApp(Application):
     _early: list[dict[str, Any]] = field(init=False, default_factory=list)
     # sealed books by (slot, seed): a sealed slot's orders no longer change
     _books: dict[tuple[str, str], Book] = field(init=False, default_factory=dict)
+    # transactions relayed by other validators, not yet checked (see on_app_message)
+    _relayed: list[dict[str, Any]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.pool = Mempool(self.genesis, self.validator)
@@ -107,10 +111,25 @@ class LedgerApp(Application):
         if not isinstance(message, dict):
             return
         if "tx" in message:
-            with contextlib.suppress(InvalidTransaction):
-                self.pool.submit(self.state, message["tx"], self._time())
+            # Checked only when this validator needs it, to propose: most are in a block
+            # someone else proposed first, and leave unchecked (the block was checked).
+            self._relayed.append(message["tx"])
+            if len(self._relayed) > MAX_RELAYED_UNCHECKED:
+                self._admit_relayed()
         elif "claim" in message:
             self.on_claim(message)
+
+    def _admit_relayed(self) -> None:
+        """Take into the mempool the relayed transactions the rules accept now."""
+        relayed, self._relayed = self._relayed, []
+        time_ms = self._time()
+        for obj in relayed:
+            with contextlib.suppress(InvalidTransaction):
+                self.pool.submit(self.state, obj, time_ms)
+
+    def waiting(self) -> int:
+        """Transactions waiting here for a block: in the mempool, or relayed and unchecked."""
+        return len(self.pool) + len(self._relayed)
 
     # -- Application -------------------------------------------------------------------------
     @property
@@ -123,6 +142,7 @@ class LedgerApp(Application):
             raise InvalidBlock(
                 height, "height", f"asked to propose, but the ledger is at {self.state.height}"
             )
+        self._admit_relayed()
         time_ms = max(self.now_ms, self.state.meta.time_ms + 1)
         built = build_block(
             self.state,
@@ -130,7 +150,7 @@ class LedgerApp(Application):
             self.validator,
             self.key,
             time_ms,
-            self.pool.for_block(),
+            self.pool.for_block(self.max_block_txs),
             self.pool.verified,
             decisions=self.decisions() if self._by_claims else None,
             max_txs=self.max_block_txs,
@@ -216,6 +236,13 @@ class LedgerApp(Application):
         self._checked = {}
         self._claim_sealed()
         self.pool.committed(self.state, block.txs, self._time())
+        if self._relayed:
+            included = {obj.get("sig") for obj in block.txs}
+            self._relayed = [
+                obj
+                for obj in self._relayed
+                if not isinstance(obj, dict) or obj.get("sig") not in included
+            ]
         return block
 
     # -- proof of optimal clearing ------------------------------------------------------------

@@ -421,7 +421,7 @@ class ValidatorNode:
             "time_ms": state.meta.time_ms,
             "round": self.machine.round,
             "peers": self.transport.connected(),
-            "mempool": len(self.app.pool),
+            "mempool": self.app.waiting(),
             "committed": self.committed,
             "synced": self.synced,
         }

@@ -165,14 +165,17 @@ class Mempool:
         """``sender``'s waiting transactions, in arrival order."""
         return [self._entry(obj)[1] for obj in self._by_sender(sender)]
 
-    def for_block(self) -> list[dict[str, Any]]:
-        """The waiting transactions in the order a block takes them: each sender's in arrival
-        (nonce) order, with the sites taking turns — every site's first waiting order, cancel
+    def for_block(self, room: int | None = None) -> list[dict[str, Any]]:
+        """The waiting transactions in the order a block with ``room`` for that many takes
+        them: in arrival order if all fit; else each sender's in arrival (nonce) order, with
+        the sites taking turns — every site's first waiting order, cancel
         or reading, then every site's second, and so on — so a site with many waiting (bidding
         for a whole day) does not keep others' out of full blocks until their gates pass. The
         operator's transactions (registering and funding sites, which sites' transactions may
         need) keep their place in the first turn; while a withdrawal waits (the operator's
         deposits may count on it) the order is simply that of arrival."""
+        if room is None or len(self.txs) <= room:
+            return list(self.txs)
         turn: dict[str, int] = {}
         keyed = []
         for k, obj in enumerate(self.txs):

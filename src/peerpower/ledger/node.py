@@ -225,7 +225,7 @@ class SoloNode:
             self.validator,
             self.key,
             time_ms,
-            self.pool.for_block(),
+            self.pool.txs,
             self.pool.verified,
         )
         block = built.block.with_commit((sign_commit(self.key, self.validator, built.block.hash),))

@@ -4,10 +4,15 @@ deliver, meters report — and the same community without a P2P market, for the 
 Every half hour, ten minutes before a slot starts, every controller plans (forecasts, its
 policy, cancels and orders for what changed); the community's transactions are signed in one
 batch and handed to a validator, which relays them. The validators run one block a virtual
-minute: the first block at or past a slot's gate seals it, the validators clear it (for
-``optimal`` by a quorum of claims) before it starts, and settle it after its meter deadline.
-Twenty minutes after a slot ends each site delivers it — its contracts, read from the chain,
-are what its storage tries to meet — and its meter's reading goes on chain.
+minute from a minute before the bids until two minutes past each slot boundary (none in the
+quiet minutes between): the first block at or past a slot's gate seals it, the validators clear
+it (for ``optimal`` by a quorum of claims) before it starts, and settle it after its meter
+deadline. Twenty minutes after a slot ends each site delivers it — its contracts, read from the
+chain, are what its storage tries to meet — and its meter's reading goes on chain.
+
+A controller whose transactions were refused or dropped takes the chain's view of its account
+(next nonce, standing orders) before it bids again. The operator reviews suspensions daily: a
+site suspended for its defaults is reinstated at the start of the next day.
 
 The baseline runs the same physics (same seeds, same weather) with no market: each site's
 storage serves only the house, and the retail provider buys and sells the rest at its buyback
@@ -21,10 +26,13 @@ sold at the buyback). Its baseline cost is the retail bill of the no-market run.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from peerpower.agents.controller import Controller, Delivery, MarketTerms
 from peerpower.agents.policy import Bid, Side
@@ -32,7 +40,7 @@ from peerpower.crypto import KeyPair
 from peerpower.devices.weather import Weather
 from peerpower.ledger.genesis import Genesis, GenesisAccount
 from peerpower.ledger.rules import to_ms
-from peerpower.ledger.state import Account, Contract, Contracts
+from peerpower.ledger.state import Account, Contract, Contracts, State
 from peerpower.ledger.transactions import Signer, share_decoded_transactions, sign_encoded
 from peerpower.sim.network import BLOCK_MS, Validators
 from peerpower.sim.scenario import Scenario
@@ -55,6 +63,7 @@ class SimResult:
     contracts: dict[str, tuple[Contract, ...]] = field(default_factory=dict)  # slot → units
     refused: int = 0
     resyncs: int = 0  # controllers that had to take the chain's view of their account
+    reinstated: dict[str, int] = field(default_factory=dict)  # site → times reinstated
     deposits: dict[str, int] = field(default_factory=dict)
 
 
@@ -111,8 +120,21 @@ def run(scenario: Scenario, progress: Callable[[int, int], None] | None = None) 
     """Simulate ``scenario`` (see the module notes); ``progress(done, total)`` is called after
     each half hour."""
     # the validators are handed the very objects the controllers signed, and never change them
-    with share_decoded_transactions():
+    with share_decoded_transactions(), _few_collections():
         return _run(scenario, progress)
+
+
+@contextlib.contextmanager
+def _few_collections() -> Iterator[None]:
+    """Collect garbage seldom: a simulation holds millions of live objects (states, books,
+    forecasts) and makes few cycles, and Python's default thresholds would scan them all over
+    and over (a sixth of a large run's time)."""
+    before = gc.get_threshold()
+    gc.set_threshold(100_000, 100, 100_000)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def _run(scenario: Scenario, progress: Callable[[int, int], None] | None) -> SimResult:
@@ -154,8 +176,17 @@ def _run(scenario: Scenario, progress: Callable[[int, int], None] | None) -> Sim
         now = start + timedelta(minutes=30 * k - PLAN_BEFORE_MIN)
         validators.advance(to_ms(now))
         if k < total:
+            if k and k % SLOTS_PER_DAY == 0:
+                result.refused += validators.submit(_reinstate(result, op))
             _resync(result)
-            todo = [item for c in sites.values() for item in c.plan(now)]
+            # a suspended site may not bid (its orders would be refused) until reinstated
+            state = validators.state
+            todo = [
+                item
+                for site_id, c in sites.items()
+                if _active(state, site_id)
+                for item in c.plan(now)
+            ]
             result.refused += validators.submit(sign_encoded(todo))
         # deliver every slot that ended DELIVER_AFTER_MIN ago or more
         if k >= 2:
@@ -169,6 +200,23 @@ def _run(scenario: Scenario, progress: Callable[[int, int], None] | None) -> Sim
         for c in result.baseline_sites.values():
             result.baseline.setdefault(c.spec.id, []).append(c.deliver(slot, 0, 0, sign=False))
     return result
+
+
+def _active(state: State, site_id: str) -> bool:
+    acct = state.account(site_id)
+    return acct is not None and acct.status == "active"
+
+
+def _reinstate(result: SimResult, op: Signer) -> list[dict[str, Any]]:
+    """The operator's daily review: every site suspended for its defaults (shortfalls beyond
+    the tolerance) is let back in, its count cleared — its penalties were paid, or are owed
+    and come first out of what it earns next."""
+    out = []
+    for acct in result.validators.state.table("accounts").values():
+        if isinstance(acct, Account) and acct.status == "suspended":
+            out.append(op.reinstate(acct.id))
+            result.reinstated[acct.id] = result.reinstated.get(acct.id, 0) + 1
+    return out
 
 
 def _resync(result: SimResult) -> None:
