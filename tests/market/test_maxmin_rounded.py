@@ -162,3 +162,28 @@ def test_fallback_lp_solvers_give_valid_bounds(
         assert result.objective.primary <= want["primary"]
         if result.bound is not None:
             assert result.bound["primary_upper"] >= float(want["primary"]) * (1 - 1e-6) - 1e-6
+
+
+def test_an_exact_milp_not_proven_within_its_node_limit_gives_way_to_rounding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Small books go to the exact MILP; with a limit of one node, those it cannot prove at the
+    # root are cleared by rounding instead (with the bound beside), never left unanswered.
+    monkeypatch.setattr(pw, "EXACT_NODES", 1)
+    fell_back = exact = 0
+    for case in range(40):
+        rng = random.Random(9100 + case)
+        book = random_book(rng, n_orders=rng.randint(8, 14), n_nodes=3, n_participants=8)
+        result = clear(book, "optimal", "maxmin")
+        check = verify(book, result)
+        assert check.ok, check.problems
+        want = oracle(book, "maxmin")
+        assert result.objective is not None
+        if result.bound is None:
+            exact += 1
+            assert result.objective.primary == want["primary"]
+            assert result.objective.secondary == want["secondary"]
+        else:
+            fell_back += 1
+            assert result.objective.primary <= want["primary"]
+    assert fell_back and exact

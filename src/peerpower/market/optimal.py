@@ -27,6 +27,7 @@ Solvers
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import math
 import operator
@@ -73,12 +74,16 @@ def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
     elif goal == "maxmin" and live.any():
         pairs = pw.build_pairs(book, arr, live)
         offered = pw.offered_wh(pairs, arr, book.lot_wh)
-        if pairs.count > pw.EXACT_PAIRS:
+        exact = None
+        if pairs.count <= pw.EXACT_PAIRS:
+            with contextlib.suppress(_NotProven):
+                exact = _pairwise(book, arr, live, goal, offered, node_limit=pw.EXACT_NODES)
+        if exact is None:
             rounded_units, rounded = pw.clear_maxmin_rounded(book, arr, pairs, self_pairs, offered)
             units = _unit_arrays(rounded_units)
             bound = rounded.to_json()
         else:
-            units = _unit_arrays(_pairwise(book, arr, live, goal, offered))
+            units = _unit_arrays(exact)
     else:
         units = _unit_arrays(_pairwise(book, arr, live, goal))
     sell, buy, lots = units
@@ -431,12 +436,17 @@ def _euler(grid: GridTree) -> tuple[list[int], list[int]]:
     return tin, tout
 
 
+class _NotProven(Exception):
+    """The MILP reached its node limit before proving a stage optimal."""
+
+
 def _pairwise(
     book: Book,
     arr: BookArrays,
     live: npt.NDArray[np.bool_],
     goal: Goal,
     offered: dict[str, int] | None = None,
+    node_limit: int | None = None,
 ) -> list[tuple[int, int, int]]:
     from ortools.linear_solver import pywraplp
 
@@ -449,6 +459,8 @@ def _pairwise(
     if solver is None:  # pragma: no cover - OR-tools is built with SCIP
         raise ClearingError("optimal", "OR-tools has no SCIP solver")
     solver.SuppressOutput()
+    if node_limit is not None:
+        solver.SetSolverSpecificParametersAsString(f"limits/totalnodes = {node_limit}\n")
     ub = np.minimum(arr.lots[si], arr.lots[bj]).tolist()
     x = [solver.IntVar(0, ub[k], "") for k in range(m)]
     rows: dict[int, list[int]] = {}
@@ -485,6 +497,8 @@ def _pairwise(
 
     def run() -> list[int]:
         status = solver.Solve(params)
+        if status != pywraplp.Solver.OPTIMAL and node_limit is not None:
+            raise _NotProven
         if status != pywraplp.Solver.OPTIMAL:
             raise ClearingError("optimal", f"internal: MILP ended with status {status}")
         return [round(v.solution_value()) for v in x]
