@@ -55,30 +55,48 @@ def by_slot(bids: list[Bid], k: int) -> list[tuple[str, int, int]]:
 
 
 @pytest.mark.parametrize(
-    ("soc", "expected"),
+    ("soc", "sells", "buys"),
     [
-        (30, [("buy", 1000, 2500)]),
-        (35, [("buy", 1000, 2500)]),
-        (40, [("buy", 1000, 2000), ("sell", 1000, 3000)]),
-        (50, [("buy", 1000, 1000), ("sell", 1000, 2000)]),
-        (60, [("buy", 1000, 500), ("sell", 1000, 1500)]),
-        (70, [("sell", 1000, 1000)]),
-        (95, [("sell", 1000, 1000)]),
-        (20, [("buy", 1000, 2500)]),
+        (30, [], [("buy", 1000, 2500)]),
+        (35, [], [("buy", 1000, 2500)]),
+        (40, [("sell", 1000, 3000)], [("buy", 1000, 2000)]),
+        (50, [("sell", 1000, 2000)], [("buy", 1000, 1000)]),
+        (60, [("sell", 1000, 1500)], [("buy", 1000, 500)]),
+        (70, [("sell", 1000, 1000)], []),
+        (95, [("sell", 1000, 1000)], []),
+        (20, [], [("buy", 1000, 2500)]),
     ],
 )
 def test_soc_table_bids_the_row_of_the_forecast_soc(
-    soc: int, expected: list[tuple[str, int, int]]
+    soc: int, sells: list[tuple[str, int, int]], buys: list[tuple[str, int, int]]
 ) -> None:
-    # nothing else happens at the site: the SOC stays where it is
+    # a house that will need nothing from its storage: the row's sale (nothing to buy for)
     v = view(load=(0,) * 48, bat=battery(soc * 100.0), n=1)
-    assert by_slot(make_policy("soc-table")(v), 0) == expected
+    assert by_slot(make_policy("soc-table")(v), 0) == sells
+    # a dark day ahead that the storage cannot cover: the row's purchase, and nothing sold
+    # that the house will need (a lot of it kept back from the grid at the tariff)
+    v = view(load=(400,) * 48, bat=battery(soc * 100.0))
+    assert by_slot(make_policy("soc-table")(v), 0) == buys
+
+
+def test_soc_table_sells_only_what_the_house_will_not_need() -> None:
+    # 60 % of 10 kWh stored; the evening ahead draws 400 Wh a slot for 8 slots, then the sun
+    # refills it: a sale may take the battery down to its floor plus those 3.2 kWh, no lower
+    load = (400,) * 8 + (0,) * 40
+    pv = (0,) * 8 + (2000,) * 40
+    v = view(pv=pv, load=load, bat=battery(6000.0))
+    bids = make_policy("soc-table")(v)
+    sold_first = sum(b.energy_wh for b in bids if b.side == "sell" and b.slot.index < 8)
+    bat = battery(6000.0)
+    kept = bat.min_wh + sum(load[:8]) / bat.efficiency
+    assert 0 < sold_first <= (bat.stored_wh - kept) * bat.efficiency
+    assert not [b for b in bids if b.side == "buy" and b.slot.index < 8]
 
 
 def test_soc_table_follows_the_forecast_soc_and_respects_the_floor() -> None:
     # 1.1 kWh stored above a 1 kWh floor: a 1 kWh sale is limited to what is there
     low = StorageView(10_000, 1_150.0, 1_000.0, 10_000.0, 1500.0, 1500.0, 1.0)
-    v = view(load=(0,) * 48, bat=low, n=1)
+    v = view(load=(200,) * 48, bat=low)
     assert by_slot(make_policy("soc-table")(v), 0) == [("buy", 1000, 2500)]
     # PV charges the battery through the day: later slots bid higher SOC rows
     v = view(pv=pv_curve(3000), load=(300,) * 48, bat=battery(3000.0))

@@ -161,7 +161,11 @@ class Controller:
         if s.ev is not None and s.driving is not None:
             self.ev = EV(s.ev, DrivingPattern(s.driving, _seed(s.seed, "driving")))
         self.policy = make_policy(s.policy, **dict(s.policy_options))
-        self._prefix_consistent = prefix_consistent(self.policy)
+        # a site without storage bids each slot from that slot's forecast alone
+        storage = self.battery is not None or self.ev is not None
+        self._prefix_consistent = prefix_consistent(self.policy) or (
+            s.policy == "soc-table" and not storage
+        )
         self.meter = Meter(s.id, self.meter_key, self.terms.chain)
 
     # -- forecasting -------------------------------------------------------------------------

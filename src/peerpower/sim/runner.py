@@ -21,7 +21,11 @@ and tariff.
 Money: a site's P2P cost is what it paid on chain (contract payments and fees, less
 proceeds, plus imbalance penalties) plus the retail provider's bill for what its meter shows
 beyond its contracts (imports beyond what it bought at the tariff, less exports beyond what it
-sold at the buyback). Its baseline cost is the retail bill of the no-market run.
+sold at the buyback). Its baseline cost is the retail bill of the no-market run. For a site
+with a plug-in hybrid both add the fuel its car burned when the battery ran short (the trials'
+"energy cost" of driving is electricity and fuel together). Energy a site's battery and car hold
+at the end beyond what they hold at the end of the baseline (or short of it) is credited (or
+charged) at the tariff: it spares (or costs) imports after the run.
 """
 
 from __future__ import annotations
@@ -291,8 +295,31 @@ def costs_microyen(result: SimResult) -> dict[str, tuple[int, int]]:
             d.import_wh * tariff * 10 - d.export_wh * buyback * 10
             for d in result.baseline.get(site_id, [])
         )
-        out[site_id] = (on_chain + retail, base)
+        fuel = _fuel_microyen(result.sites.get(site_id))
+        base_fuel = _fuel_microyen(result.baseline_sites.get(site_id))
+        # energy the market run leaves stored beyond the baseline's (or short of it) at the end
+        # will spare (or cost) imports later: counted at the tariff
+        left = _stored_wh(result.sites.get(site_id)) - _stored_wh(
+            result.baseline_sites.get(site_id)
+        )
+        kept = round(left * tariff * 10)
+        out[site_id] = (on_chain + retail + fuel - kept, base + base_fuel)
     return out
+
+
+def _stored_wh(c: Controller | None) -> float:
+    """Energy in a site's battery and car now [Wh]."""
+    if c is None:
+        return 0.0
+    battery = 0.0 if c.battery is None else c.battery.stored_wh
+    return battery + (0.0 if c.ev is None else c.ev.stored_wh)
+
+
+def _fuel_microyen(c: Controller | None) -> int:
+    """What a plug-in hybrid's fuel for its trips cost [µ¥] (0 for other sites)."""
+    if c is None or c.ev is None:
+        return 0
+    return round(c.ev.fuel_cost_yen * 1_000_000)
 
 
 def progress_bar(label: str) -> Callable[[int, int], None]:

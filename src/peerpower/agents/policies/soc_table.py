@@ -23,6 +23,13 @@ deficit at ``deficit_yen`` instead, in whole lots — only
 :data:`~peerpower.agents.policy.FORECAST_TRUST` of either, since a lot it cannot deliver or
 take costs the imbalance charge.
 
+A sale also leaves in the storage what the house itself is forecast to draw from it before its
+PV surplus refills it (its evening and night), and a purchase is only of what the storage will
+lack for that: selling stored energy at 10–20 yen/kWh only to import it again at the tariff is
+a loss, and so is buying at 20–25 yen/kWh what pushes the next day's PV out at the buyback. The
+trial's table alone does not say this; peerpower's simulated Misono battery homes paid a third
+more than without the market before these two limits.
+
 Notes
 -----
 Full lots only: amounts are rounded down to the market lot (0.1 kWh).
@@ -57,7 +64,7 @@ MISONO_TABLE: tuple[tuple[int, float | None, float | None, float], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class SocTable:
-    prefix_consistent = True  # a slot's bid depends only on the slots before it
+    prefix_consistent = False  # a slot's bid depends on the house's need in the slots after it
 
     rows: tuple[tuple[int, float | None, float | None, float], ...] = MISONO_TABLE
     surplus_yen: float = 10.0
@@ -95,6 +102,7 @@ class SocTable:
             return _no_storage(view, self.surplus_yen, self.deficit_yen)
         out: list[Bid] = []
         net = net_position(view)
+        need = _house_need(storage, net)
         stored = storage.stored_wh
         for k, slot in enumerate(view.slots):
             if not storage.available(k):
@@ -102,7 +110,9 @@ class SocTable:
                 continue
             _, sell, buy, amount_kwh = self.row(storage.soc_percent(stored))
             amount = amount_kwh * 1000
-            floor = max(storage.min_wh, _reserve(storage, k))
+            # what must stay stored after this slot: the house's own forecast need until the
+            # sun refills it, and the car's next trips
+            floor = max(storage.min_wh + need[k + 1], _reserve(storage, k))
             # the house's own surplus or deficit uses the storage first in this slot
             surplus = max(0, net[k])
             deficit = max(0, -net[k])
@@ -118,11 +128,31 @@ class SocTable:
                     stored -= energy / storage.efficiency
             if buy is not None:
                 room = max(0.0, storage.max_wh - stored) / storage.efficiency - surplus
-                energy = view.lots(min(amount, storage.charge_wh - surplus, room))
+                # only what the house would otherwise import at the tariff before the sun
+                # refills the storage: more would push its own PV out at the buyback
+                short = max(0.0, floor - stored) / storage.efficiency
+                energy = view.lots(min(amount, storage.charge_wh - surplus, room, short))
                 if energy:
                     out.append(Bid(slot, "buy", energy, view.clamp_price(buy * 100)))
             stored = _drift(storage, stored, net[k])
         return out
+
+
+def _house_need(storage: StorageView, net: list[int]) -> list[float]:
+    """``need[k]``: the stored energy [Wh] above the floor that the house's forecast deficits
+    from slot ``k`` on will draw before forecast surpluses refill it (``need[len(net)] = 0``),
+    within the storage's power and size — what a sale must leave in it."""
+    need = [0.0] * (len(net) + 1)
+    room = max(0.0, storage.max_wh - storage.min_wh)
+    for k in range(len(net) - 1, -1, -1):
+        after = need[k + 1]
+        if not storage.available(k):
+            need[k] = after
+        elif net[k] < 0:
+            need[k] = min(room, after + min(-net[k], storage.discharge_wh) / storage.efficiency)
+        else:
+            need[k] = max(0.0, after - min(net[k], storage.charge_wh) * storage.efficiency)
+    return need
 
 
 def _reserve(storage: StorageView, k: int) -> float:
