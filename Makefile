@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench bench-ledger bench-consensus bench-simulate clean
+.PHONY: demo test lint typecheck pytest bench bench-ledger bench-consensus bench-simulate results clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench-consensus: $(STAMP)
 
 bench-simulate: $(STAMP)
 	$(BIN)/peerpower bench simulate
+
+results: $(STAMP)
+	$(BIN)/peerpower results --out docs/results.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build src/*.egg-info

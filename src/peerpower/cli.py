@@ -243,6 +243,25 @@ def _cmd_devnet_up(args: argparse.Namespace) -> int:
     return up(Path(args.dir))
 
 
+def _cmd_results(args: argparse.Namespace) -> int:
+    from peerpower.sim.results import write
+
+    for name in ("misono_days", "higashifuji_days"):
+        value = getattr(args, name)
+        if not 1 <= value <= 366:
+            raise InvalidInput(name.replace("_", "-"), f"must be 1–366 days, got {value}")
+    out = Path(args.out)
+    write(
+        out,
+        misono_days=args.misono_days,
+        higashifuji_days=args.higashifuji_days,
+        validators=args.validators,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from peerpower.sim.runner import progress_bar, run
     from peerpower.sim.scenario import load_scenario
@@ -404,6 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="folder for the outputs")
     p.set_defaults(run=_cmd_simulate)
+
+    p = sub.add_parser("results", help="run the presets and write docs/results.md from them")
+    p.add_argument("--out", default="docs/results.md", help="the document to write")
+    p.add_argument("--misono-days", type=int, default=3)
+    p.add_argument("--higashifuji-days", type=int, default=7)
+    p.add_argument("--validators", type=int, default=None, help="default: the presets' (4)")
+    p.set_defaults(run=_cmd_results)
 
     p = sub.add_parser("node", help="run one validator (consensus on TCP, HTTP RPC)")
     p.add_argument("--home", required=True, help="the node's home folder (devnet init)")
