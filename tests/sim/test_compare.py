@@ -64,3 +64,20 @@ def test_compare_bad_variant(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     )
     assert code == 2
     assert "'auction' is not one of" in capsys.readouterr().err
+
+
+def test_a_call_auction_over_distance_fees_is_explained(tmp_path: Path) -> None:
+    from peerpower.sim.compare import _one_fee
+    from peerpower.sim.scenario import load_scenario, parse_scenario
+
+    assert not _one_fee(load_scenario("misono"))
+    flat = community_toml().replace(
+        "sites_per_transformer = 4",
+        "sites_per_transformer = 4\nfeeder_fee_yen_per_kwh = 0\n"
+        "transformer_fee_yen_per_kwh = 0\nsite_fee_yen_per_kwh = 0",
+    )
+    assert _one_fee(parse_scenario(flat, "flat.toml", tmp_path))
+    rows = compare(community("small", 1), parse_variants("call"), tmp_path)
+    assert not _one_fee(community("small", 1))
+    assert "one fee for every pair" in rows[0]["note"]
+    assert "one fee for every pair" in table(rows)

@@ -106,9 +106,23 @@ def compare(
         result = run(variant, None if progress is None else progress(name))
         data = write_outputs(result, out / name.replace(":", "-"))
         rows.append(row(name, result, data))
+        if mechanism == "call" and not _one_fee(variant):
+            rows[-1]["note"] = (
+                "a slot whose orders pay different grid fees by distance is left void: a "
+                "single-price call auction needs one fee for every pair (give the scenario "
+                "equal fees to run it everywhere)"
+            )
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     return rows
+
+
+def _one_fee(scenario: Scenario) -> bool:
+    """Whether every pair of the scenario's sites pays the same grid fee."""
+    grid = scenario.market_rules().grid
+    nodes = sorted({grid.index[s.node] for s in scenario.sites})
+    fees = {grid.fee(a, b) for a in nodes for b in nodes if a != b}
+    return len(fees) <= 1
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -124,6 +138,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['community_saving_yen']:>10,.2f} {r['lowest_site_saving_yen']:>14,.2f} "
             f"{'–' if price is None else f'{price:.2f}':>10} {'ok' if r['checks'] else 'FAIL':>6}"
         )
+    for r in rows:
+        if "note" in r:
+            lines.append(f"{r['variant']}: {r['note']}")
     lines.append(
         "welfare: what the trades gained against the orders' limit prices, fees deducted; "
         "lowest ¥/kWh: the worst-off participant's market profit per kWh it offered; saving: "
