@@ -275,7 +275,10 @@ ASSUMPTIONS = """## Assumptions, and why the figures differ
   also cut their use and moved it into the day when they saw prices.
 - **EV drivers.** The trial's −25.4 % is "all EV drivers reduced energy cost", shown as the
   energy cost of their households in August 2020; peerpower's figure is likewise the whole
-  bill of a PHEV home plus its fuel. The trial's 43 % renewable share was measured at the
+  bill of a PHEV home plus its fuel. Every simulated higashifuji PHEV home also has PV and a
+  battery, which already cover its car and house on sunny August days (no fuel burned), so the
+  market has little to give it; what it sells comes partly out of its storage, which the
+  comparison charges at the tariff. The trial's 43 % renewable share was measured at the
   chargers; peerpower counts a car's battery driving at its home's renewable share (own PV
   used at home plus PV bought from neighbours, against retail imports) and fuel as not
   renewable.
