@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
@@ -31,6 +31,7 @@ from peerpower.agents.policy import (
     Bid,
     SiteView,
     StorageView,
+    house_need,
     make_policy,
     prefix_consistent,
 )
@@ -139,6 +140,7 @@ class Controller:
     prices: dict[int, int] = field(init=False, default_factory=dict)  # slot index → last price
     signed: Counter[str] = field(init=False, default_factory=Counter)
     _prefix_consistent: bool = field(init=False, default=True)
+    _uses_need: bool = field(init=False, default=False)
     # per day: forecasts (until what they rest on changes) and the truth of the physics
     _forecasts: dict[date, tuple[list[int], list[int]]] = field(init=False, default_factory=dict)
     _actual: dict[date, tuple[list[int], list[int]]] = field(init=False, default_factory=dict)
@@ -161,6 +163,7 @@ class Controller:
         if s.ev is not None and s.driving is not None:
             self.ev = EV(s.ev, DrivingPattern(s.driving, _seed(s.seed, "driving")))
         self.policy = make_policy(s.policy, **dict(s.policy_options))
+        self._uses_need = bool(getattr(self.policy, "uses_house_need", False))
         # a site without storage bids each slot from that slot's forecast alone
         storage = self.battery is not None or self.ev is not None
         self._prefix_consistent = prefix_consistent(self.policy) or (
@@ -207,19 +210,9 @@ class Controller:
 
     def view(self, now: datetime, horizon: int = HORIZON_SLOTS) -> SiteView:
         """What the policy sees: forecasts for the next ``horizon`` open slots."""
-        slots = self.open_slots(now)[:horizon]
-        pv: list[int] = []
-        load: list[int] = []
-        if slots:
-            first, last = slots[0], slots[-1]
-            f_pv, f_load = self._forecast_day(first.day)
-            if last.day == first.day:
-                pv = f_pv[first.index : last.index + 1]
-                load = f_load[first.index : last.index + 1]
-            else:
-                n_pv, n_load = self._forecast_day(last.day)
-                pv = f_pv[first.index :] + n_pv[: last.index + 1]
-                load = f_load[first.index :] + n_load[: last.index + 1]
+        every = self.open_slots(now)
+        slots = every[:horizon]
+        pv, load = self._forecast_slots(slots)
         solar: list[int] = []
         for slot in slots:
             solar.append(self._solar_day(slot.day)[slot.index])
@@ -239,6 +232,11 @@ class Controller:
                 tuple(d.required_wh[s.index] for d, s in zip(days, slots, strict=True)),
                 tuple(d.trip_wh[s.index] for d, s in zip(days, slots, strict=True)),
             )
+        if self._uses_need:
+            if battery is not None:
+                battery = self._with_need(battery, every, len(slots), ev_plugged=False)
+            elif ev is not None:
+                ev = self._with_need(ev, every, len(slots), ev_plugged=True)
         t = self.terms
         return SiteView(
             self.spec.id,
@@ -256,6 +254,33 @@ class Controller:
             self.spec.seed,
             tuple(solar),
         )
+
+    def _forecast_slots(self, slots: tuple[Slot, ...]) -> tuple[list[int], list[int]]:
+        """Forecast PV and load of consecutive ``slots`` [Wh]."""
+        if not slots:
+            return [], []
+        first, last = slots[0], slots[-1]
+        f_pv, f_load = self._forecast_day(first.day)
+        if last.day == first.day:
+            return f_pv[first.index : last.index + 1], f_load[first.index : last.index + 1]
+        n_pv, n_load = self._forecast_day(last.day)
+        return (
+            f_pv[first.index :] + n_pv[: last.index + 1],
+            f_load[first.index :] + n_load[: last.index + 1],
+        )
+
+    def _with_need(
+        self, storage: StorageView, every: tuple[Slot, ...], n: int, ev_plugged: bool
+    ) -> StorageView:
+        """``storage`` with the house's need after each of the first ``n`` open slots,
+        worked out over all of them (``every``)."""
+        pv, load = self._forecast_slots(every)
+        net = [p - c for p, c in zip(pv, load, strict=True)]
+        available: tuple[bool, ...] = ()
+        if ev_plugged:
+            available = tuple(self._ev_day(s.day).plugged[s.index] for s in every)
+        need = house_need(storage, net, available)
+        return replace(storage, need_wh=tuple(need[1 : n + 1]))
 
     # -- bidding -----------------------------------------------------------------------------
     def bid(self, now: datetime, full: bool | None = None) -> list[dict[str, Any]]:

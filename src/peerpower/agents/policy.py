@@ -11,7 +11,7 @@ the forecasts of storage state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -57,6 +57,9 @@ class StorageView:
     plugged: tuple[bool, ...] = ()
     reserve_wh: tuple[float, ...] = ()
     trip_wh: tuple[float, ...] = ()  # energy a trip has taken when the car is back, per slot
+    # stored energy above the floor the house is forecast to draw after each slot before its
+    # PV refills the storage, over the whole horizon (empty: not given)
+    need_wh: tuple[float, ...] = ()
 
     def available(self, k: int) -> bool:
         return not self.plugged or self.plugged[k]
@@ -147,6 +150,28 @@ def prefix_consistent(policy: Policy) -> bool:
     """Whether ``policy``'s bids for the first slots of a view are the same however many slots
     the view holds (so a controller may re-plan near slots with a short view)."""
     return bool(getattr(policy, "prefix_consistent", False))
+
+
+def house_need(
+    storage: StorageView, net: Sequence[int], available: Sequence[bool] = ()
+) -> list[float]:
+    """``need[k]``: the stored energy [Wh] above the floor that the house's forecast deficits
+    from slot ``k`` on (``net`` = PV − load per slot) will draw before forecast surpluses
+    refill it (``need[len(net)] = 0``), within the storage's power and size; slots where the
+    storage is not ``available`` (a car away) neither draw nor refill."""
+    need = [0.0] * (len(net) + 1)
+    room = max(0.0, storage.max_wh - storage.min_wh)
+    eff, charge, discharge = storage.efficiency, storage.charge_wh, storage.discharge_wh
+    for k in range(len(net) - 1, -1, -1):
+        after = need[k + 1]
+        n = net[k]
+        if available and not available[k]:
+            need[k] = after
+        elif n < 0:
+            need[k] = min(room, after + min(-n, discharge) / eff)
+        else:
+            need[k] = max(0.0, after - min(n, charge) * eff)
+    return need
 
 
 def net_position(view: SiteView) -> list[int]:

@@ -45,7 +45,7 @@ from peerpower.agents.policy import (
     Bid,
     Policy,
     SiteView,
-    StorageView,
+    house_need,
     net_position,
     register,
 )
@@ -64,7 +64,10 @@ MISONO_TABLE: tuple[tuple[int, float | None, float | None, float], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class SocTable:
-    prefix_consistent = False  # a slot's bid depends on the house's need in the slots after it
+    # a slot's bid depends only on the slots before it, and on the house's need after it,
+    # which the controller gives over the whole horizon (StorageView.need_wh)
+    prefix_consistent = True
+    uses_house_need = True
 
     rows: tuple[tuple[int, float | None, float | None, float], ...] = MISONO_TABLE
     surplus_yen: float = 10.0
@@ -102,70 +105,65 @@ class SocTable:
             return _no_storage(view, self.surplus_yen, self.deficit_yen)
         out: list[Bid] = []
         net = net_position(view)
-        need = _house_need(storage, net)
+        # need[k + 1]: what the house will draw after slot k (given, or from this view)
+        need = (0.0, *storage.need_wh) if storage.need_wh else house_need(storage, net)
         stored = storage.stored_wh
+        # the loop runs for every storage site at every re-plan: locals, rows priced once
+        eff, cap = storage.efficiency, storage.capacity_wh
+        min_wh, max_wh = storage.min_wh, storage.max_wh
+        charge_wh, discharge_wh = storage.charge_wh, storage.discharge_wh
+        plugged, reserve = storage.plugged, storage.reserve_wh
+        lot = view.lot_wh
+        rows = [
+            (
+                soc - 1e-9,  # the row applies from its SOC (rounding aside)
+                None if sell is None else view.clamp_price(sell * 100),
+                None if buy is None else view.clamp_price(buy * 100),
+                amount_kwh * 1000,
+            )
+            for soc, sell, buy, amount_kwh in self.rows
+        ]
+        first = rows[0]
         for k, slot in enumerate(view.slots):
-            if not storage.available(k):
+            if plugged and not plugged[k]:
                 out.extend(_no_storage_slot(view, k, self.surplus_yen, self.deficit_yen))
                 continue
-            _, sell, buy, amount_kwh = self.row(storage.soc_percent(stored))
-            amount = amount_kwh * 1000
+            soc = 100.0 * stored / cap
+            row = first
+            for r in rows:
+                if soc >= r[0]:
+                    row = r
+            _, sell, buy, amount = row
             # what must stay stored after this slot: the house's own forecast need until the
             # sun refills it, and the car's next trips
-            floor = max(storage.min_wh + need[k + 1], _reserve(storage, k))
+            floor = min_wh + need[k + 1]
+            if reserve and reserve[k] > floor:
+                floor = reserve[k]
             # the house's own surplus or deficit uses the storage first in this slot
-            surplus = max(0, net[k])
-            deficit = max(0, -net[k])
+            n = net[k]
+            surplus = n if n > 0 else 0
+            deficit = -n if n < 0 else 0
             if sell is not None:
-                can = min(
-                    storage.discharge_wh - deficit,
-                    max(0.0, stored - floor) * storage.efficiency - deficit,
-                )
-                energy = view.lots(min(amount, can))
+                can = min(discharge_wh - deficit, max(0.0, stored - floor) * eff - deficit)
+                energy = max(0, int(min(amount, can) // lot)) * lot
                 if energy:
-                    out.append(Bid(slot, "sell", energy, view.clamp_price(sell * 100)))
+                    out.append(Bid(slot, "sell", energy, sell))
                     # the sale may fill: later slots must not sell the same energy again
-                    stored -= energy / storage.efficiency
+                    stored -= energy / eff
             if buy is not None:
-                room = max(0.0, storage.max_wh - stored) / storage.efficiency - surplus
+                room = max(0.0, max_wh - stored) / eff - surplus
                 # only what the house would otherwise import at the tariff before the sun
                 # refills the storage: more would push its own PV out at the buyback
-                short = max(0.0, floor - stored) / storage.efficiency
-                energy = view.lots(min(amount, storage.charge_wh - surplus, room, short))
+                short = max(0.0, floor - stored) / eff
+                energy = max(0, int(min(amount, charge_wh - surplus, room, short) // lot)) * lot
                 if energy:
-                    out.append(Bid(slot, "buy", energy, view.clamp_price(buy * 100)))
-            stored = _drift(storage, stored, net[k])
+                    out.append(Bid(slot, "buy", energy, buy))
+            # no trading: surplus charges, deficit discharges
+            if n >= 0:
+                stored = min(max_wh, stored + min(float(n), charge_wh) * eff)
+            else:
+                stored = max(min_wh, stored - min(float(-n), discharge_wh) / eff)
         return out
-
-
-def _house_need(storage: StorageView, net: list[int]) -> list[float]:
-    """``need[k]``: the stored energy [Wh] above the floor that the house's forecast deficits
-    from slot ``k`` on will draw before forecast surpluses refill it (``need[len(net)] = 0``),
-    within the storage's power and size — what a sale must leave in it."""
-    need = [0.0] * (len(net) + 1)
-    room = max(0.0, storage.max_wh - storage.min_wh)
-    for k in range(len(net) - 1, -1, -1):
-        after = need[k + 1]
-        if not storage.available(k):
-            need[k] = after
-        elif net[k] < 0:
-            need[k] = min(room, after + min(-net[k], storage.discharge_wh) / storage.efficiency)
-        else:
-            need[k] = max(0.0, after - min(net[k], storage.charge_wh) * storage.efficiency)
-    return need
-
-
-def _reserve(storage: StorageView, k: int) -> float:
-    return storage.reserve_wh[k] if storage.reserve_wh else 0.0
-
-
-def _drift(storage: StorageView, stored: float, net_wh: int) -> float:
-    """Stored energy after a slot with no trading: surplus charges, deficit discharges."""
-    if net_wh >= 0:
-        take = min(float(net_wh), storage.charge_wh)
-        return min(storage.max_wh, stored + take * storage.efficiency)
-    give = min(float(-net_wh), storage.discharge_wh)
-    return max(storage.min_wh, stored - give / storage.efficiency)
 
 
 def _house_bid(slot: Slot, net_wh: int, lot_wh: int, sell: int, buy: int) -> Bid | None:
