@@ -1,0 +1,187 @@
+"""The HTTP API in front of a node (FastAPI; its OpenAPI schema at ``/openapi.json``).
+
+Every write is a transaction signed on the client: the server checks it against the rules and
+passes it to the chain unchanged, so it can neither alter it nor sign for anyone. Errors are
+``application/problem+json`` (RFC 9457) naming the field and value, with the ledger's rule for a
+refused transaction. Request bodies over :data:`MAX_BODY_BYTES` get 413; a signer sending more
+than :data:`RATE_PER_SECOND` transactions a second (bursts of :data:`RATE_BURST`) gets 429.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from peerpower.api.exchange import Exchange
+from peerpower.errors import InvalidInput, InvalidTransaction
+
+MAX_BODY_BYTES = 1 << 20
+RATE_PER_SECOND = 200.0
+RATE_BURST = 400.0
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+class RateLimiter:
+    """A token bucket per signer (account or site)."""
+
+    def __init__(self, rate: float = RATE_PER_SECOND, burst: float = RATE_BURST) -> None:
+        self.rate, self.burst = rate, burst
+        self.buckets: dict[str, tuple[float, float]] = {}
+        self.lock = threading.Lock()
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        t = time.monotonic() if now is None else now
+        with self.lock:
+            tokens, last = self.buckets.get(key, (self.burst, t))
+            tokens = min(self.burst, tokens + (t - last) * self.rate)
+            if tokens < 1:
+                self.buckets[key] = (tokens, t)
+                return False
+            self.buckets[key] = (tokens - 1, t)
+            if len(self.buckets) > 100_000:
+                self.buckets.clear()
+            return True
+
+
+def _signer(obj: Any) -> str | None:
+    body = obj.get("body") if isinstance(obj, dict) else None
+    if not isinstance(body, dict):
+        return None
+    who = body.get("from", body.get("site"))
+    return who if isinstance(who, str) else None
+
+
+def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAPI:
+    app = FastAPI(
+        title="peerpower",
+        summary="A peer-to-peer electricity exchange: signed orders in, clearings out.",
+        version="0.1",
+    )
+    rate = limiter or RateLimiter()
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return problem(400, "bad request", f"content-length is {length!r}")
+            if int(length) > MAX_BODY_BYTES:
+                return problem(
+                    413,
+                    "request too large",
+                    f"the body is {int(length)} bytes, the limit is {MAX_BODY_BYTES}",
+                    field="body",
+                )
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = ".".join(str(x) for x in first.get("loc", ()))
+        return problem(
+            422,
+            "invalid request",
+            f"{loc}: {first.get('msg', 'invalid')}",
+            field=loc,
+            value=repr(first.get("input"))[:200],
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, "error", str(exc.detail))
+
+    @app.exception_handler(InvalidInput)
+    async def bad_input(request: Request, exc: InvalidInput) -> JSONResponse:
+        return problem(422, "invalid input", exc.message, field=exc.field)
+
+    @app.post("/tx", status_code=202, summary="Submit a transaction signed on the client")
+    async def submit_tx(request: Request) -> JSONResponse:
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            return problem(413, "request too large", f"the body is {len(raw)} bytes", field="body")
+        try:
+            obj = _json(raw)
+        except ValueError as err:
+            return problem(400, "bad request", f"the body is not JSON: {err}", field="body")
+        who = _signer(obj)
+        if who is not None and not rate.allow(who):
+            return problem(
+                429,
+                "too many requests",
+                f"{who!r} sent more than {RATE_PER_SECOND:g} transactions a second",
+                field="body.from",
+                value=who,
+            )
+        try:
+            tx = exchange.submit(obj)
+        except InvalidTransaction as err:
+            return problem(
+                422,
+                "transaction refused",
+                err.message,
+                rule=err.rule,
+                field=_field_of(err),
+            )
+        return JSONResponse(
+            {"accepted": True, "type": tx.type, "sender": tx.sender, "nonce": tx.nonce},
+            status_code=202,
+        )
+
+    @app.get("/status", summary="The chain's height, time, mempool and state root")
+    def status() -> dict[str, Any]:
+        return exchange.status()
+
+    @app.get("/blocks/{height}", summary="A committed block")
+    def block(height: int) -> Any:
+        if not 1 <= height <= 2**62:
+            return problem(
+                422, "invalid input", f"height must be ≥ 1, got {height}", field="height"
+            )
+        got = exchange.block(height)
+        if got is None:
+            return problem(404, "not found", f"no block {height} here", field="height")
+        return got
+
+    @app.get("/accounts/{account_id}", summary="Balance, margin, orders, contracts, defaults")
+    def account(account_id: str) -> Any:
+        got = exchange.account(account_id)
+        if got is None:
+            return problem(
+                404, "not found", f"no account {account_id!r}", field="account_id", value=account_id
+            )
+        return got
+
+    @app.get("/slots/{slot}/ladder", summary="SELL | PRICE | BUY of a slot's open orders")
+    def slot_ladder(slot: str, depth: int | None = None) -> Any:
+        if depth is not None and not 1 <= depth <= 1000:
+            return problem(
+                422, "invalid input", f"depth must be 1–1000, got {depth}", field="depth"
+            )
+        return exchange.ladder(slot, depth)
+
+    return app
+
+
+def _field_of(err: InvalidTransaction) -> str:
+    """The field a refusal names: a format error's message starts with it."""
+    head, sep, _ = err.message.partition(": ")
+    if err.rule == "format" and sep and " " not in head:
+        return head
+    return "tx"
+
+
+def _json(raw: bytes) -> Any:
+    import json
+
+    return json.loads(raw)

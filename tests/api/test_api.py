@@ -1,0 +1,147 @@
+"""The HTTP API over a real server on 127.0.0.1: signed transactions in, problem+json out."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import httpx
+import pytest
+import uvicorn
+
+from peerpower.api.app import MAX_BODY_BYTES, RateLimiter, create_app
+from peerpower.api.exchange import Exchange
+from tests.ledger.chain_helpers import DEPOSIT, SLOT, T0, Chain, new_chain
+
+NOW = T0 + 60_000
+
+
+class Server:
+    """uvicorn on a free port of 127.0.0.1, in a thread; stopped by :meth:`stop`."""
+
+    def __init__(self, app: object) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")  # type: ignore[arg-type]
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the API server did not start"
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def chain() -> Chain:
+    return new_chain()
+
+
+@pytest.fixture
+def api(chain: Chain) -> Iterator[tuple[Exchange, httpx.Client]]:
+    exchange = Exchange(chain.node, lambda: NOW)
+    server = Server(create_app(exchange, RateLimiter(rate=1000, burst=5)))
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            yield exchange, client
+    finally:
+        server.stop()
+
+
+def is_problem(r: httpx.Response, status: int) -> dict:  # type: ignore[type-arg]
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    return body  # type: ignore[no-any-return]
+
+
+def test_a_signed_order_goes_in_and_the_account_shows_it(
+    chain: Chain, api: tuple[Exchange, httpx.Client]
+) -> None:
+    exchange, client = api
+    order = chain.signer("a").order(SLOT, "sell", 1000, 1500)
+    r = client.post("/tx", json=order)
+    assert r.status_code == 202 and r.json() == {
+        "accepted": True,
+        "type": "order",
+        "sender": "a",
+        "nonce": 1,
+    }
+    assert client.get("/status").json()["mempool"] == 1
+    header = exchange.produce()
+    block = client.get(f"/blocks/{header['height']}").json()
+    assert block["txs"] == [order]  # passed on unchanged
+    acct = client.get("/accounts/a").json()
+    assert acct["nonce"] == 1 and [o["id"] for o in acct["orders"]] == ["a#1"]
+    assert acct["margin_microyen"] > 0
+    assert acct["balance_microyen"] + acct["margin_microyen"] == DEPOSIT
+    # the slot's "#" is sent encoded (else it would start the URL's fragment)
+    ladder = client.get(f"/slots/{quote(SLOT, safe='')}/ladder").json()
+    assert ladder["slot"] == SLOT and ladder["orders"] == 1
+    assert ladder["rows"] == [
+        {"label": "", "price_sen_per_kwh": 1500, "sell_wh": 1000, "buy_wh": 0}
+    ]
+
+
+def test_replayed_and_foreign_signed_transactions_are_refused_by_rule(
+    chain: Chain, api: tuple[Exchange, httpx.Client]
+) -> None:
+    exchange, client = api
+    order = chain.signer("a").order(SLOT, "sell", 1000, 1500)
+    assert client.post("/tx", json=order).status_code == 202
+    exchange.produce()
+    root = client.get("/status").json()["state_root"]
+    replay = is_problem(client.post("/tx", json=order), 422)
+    assert replay["rule"] == "nonce"
+    forged = chain.signer("a", key="b").order(SLOT, "sell", 1000, 1500)  # b's key, a's name
+    refused = is_problem(client.post("/tx", json=forged), 422)
+    assert refused["rule"] == "signature"
+    assert client.get("/status").json()["state_root"] == root  # nothing changed
+
+
+def test_bad_input_names_the_field(chain: Chain, api: tuple[Exchange, httpx.Client]) -> None:
+    _, client = api
+    r = client.post("/tx", content=b"{not json", headers={"content-type": "application/json"})
+    assert is_problem(r, 400)["field"] == "body"
+    order = chain.signer("a").order(SLOT, "sell", 1000, 1500)
+    order["body"]["price_sen_per_kwh"] = "15"
+    bad = is_problem(client.post("/tx", json=order), 422)
+    assert bad["rule"] == "format" and bad["field"] == "tx.body.price_sen_per_kwh"
+    assert is_problem(client.get("/slots/tomorrow/ladder"), 422)["field"] == "slot"
+    assert is_problem(client.get("/accounts/nobody"), 404)["field"] == "account_id"
+    assert is_problem(client.get("/blocks/999"), 404)["field"] == "height"
+    assert is_problem(client.get("/blocks/x"), 422)["field"] == "path.height"
+    big = b"[" + b"0," * (MAX_BODY_BYTES // 2) + b"0]"
+    assert is_problem(client.post("/tx", content=big), 413)["field"] == "body"
+    assert client.get("/openapi.json").json()["info"]["title"] == "peerpower"
+
+
+def test_a_signer_over_its_rate_gets_429(chain: Chain) -> None:
+    exchange = Exchange(chain.node, lambda: NOW)
+    server = Server(create_app(exchange, RateLimiter(rate=0.001, burst=3)))
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            signer = chain.signer("a")
+            codes = [
+                client.post("/tx", json=signer.order(SLOT, "sell", 100, 1500)).status_code
+                for _ in range(5)
+            ]
+            assert codes == [202, 202, 202, 429, 429]
+            # another signer is not held back
+            other = chain.signer("b").order(SLOT, "buy", 100, 2000)
+            assert client.post("/tx", json=other).status_code == 202
+            body = json.loads(client.post("/tx", json=signer.order(SLOT, "sell", 100, 1500)).text)
+            assert body["status"] == 429 and body["value"] == "a"
+    finally:
+        server.stop()
