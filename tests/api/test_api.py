@@ -145,3 +145,30 @@ def test_a_signer_over_its_rate_gets_429(chain: Chain) -> None:
             assert body["status"] == 429 and body["value"] == "a"
     finally:
         server.stop()
+
+
+def test_the_python_client_signs_locally_and_reports_refusals(
+    chain: Chain, api: tuple[Exchange, httpx.Client]
+) -> None:
+    from peerpower.client import ApiError, Client
+    from tests.ledger.chain_helpers import KEYS
+
+    exchange, http = api
+    with Client(str(http.base_url), chain.genesis.tx_chain) as client:
+        me = client.participant("a", KEYS["a"])
+        oid = me.order(SLOT, "sell", 1000, 1500)
+        assert oid == "a#1"
+        exchange.produce()
+        assert [o["id"] for o in client.account("a")["orders"]] == ["a#1"]
+        assert client.ladder(SLOT)["orders"] == 1
+        # a refusal names its rule and field; the nonce stays free for the next order
+        with pytest.raises(ApiError) as info:
+            me.order(SLOT, "sell", 150, 1500)  # not a whole number of 100 Wh lots
+        assert info.value.status == 422 and info.value.rule == "lot"
+        assert me.order(SLOT, "sell", 200, 1600) == "a#2"
+        me.cancel("a#1")
+        exchange.produce()
+        assert [o["id"] for o in client.account("a")["orders"]] == ["a#2"]
+        with pytest.raises(ApiError) as missing:
+            client.account("nobody")
+        assert missing.value.status == 404 and missing.value.field == "account_id"
