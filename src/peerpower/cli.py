@@ -243,6 +243,78 @@ def _cmd_devnet_up(args: argparse.Namespace) -> int:
     return up(Path(args.dir))
 
 
+def _api_client(url: str) -> Any:
+    """A client of the API at ``url`` (its chain read from ``/status``)."""
+    import httpx
+
+    from peerpower.client import Client
+
+    try:
+        status = httpx.get(f"{url.rstrip('/')}/status", timeout=10).json()
+    except (httpx.HTTPError, ValueError) as err:
+        raise InvalidInput("api", f"cannot reach the API at {url!r}: {err}") from None
+    return Client(url, str(status.get("tx_chain", "")))
+
+
+def _api_call(run: Any) -> int:
+    from peerpower.client import ApiError
+
+    try:
+        out = run()
+    except ApiError as err:
+        body = {"error": err.detail, "status": err.status, "rule": err.rule, "field": err.field}
+        sys.stderr.write(json.dumps(body, ensure_ascii=False) + "\n")
+        return EXIT_FAILED
+    if out is not None:
+        sys.stdout.write(out if isinstance(out, str) else json.dumps(out, indent=1) + "\n")
+    return EXIT_OK
+
+
+def _cmd_book(args: argparse.Namespace) -> int:
+    from peerpower.demo import table
+    from peerpower.units import Wh, kwh_str, price_str
+
+    with _api_client(args.api) as client:
+
+        def show() -> str:
+            got = client.ladder(args.slot, args.depth)
+            rows = [
+                [
+                    kwh_str(Wh(r["sell_wh"])) if r["sell_wh"] else "",
+                    r["label"]
+                    if r["price_sen_per_kwh"] is None
+                    else price_str(r["price_sen_per_kwh"]),
+                    kwh_str(Wh(r["buy_wh"])) if r["buy_wh"] else "",
+                ]
+                for r in got["rows"]
+            ]
+            head = f"{got['slot']} ({got['status']}, {got['orders']} orders)\n"
+            return head + table(["SELL kWh", "PRICE ¥/kWh", "BUY kWh"], rows, "rcl") + "\n"
+
+        return _api_call(show)
+
+
+def _cmd_account(args: argparse.Namespace) -> int:
+    with _api_client(args.api) as client:
+        return _api_call(lambda: client.account(args.account_id))
+
+
+def _cmd_order(args: argparse.Namespace) -> int:
+    from peerpower.crypto import read_key_file
+
+    key = read_key_file(Path(args.key))
+    with _api_client(args.api) as client:
+
+        def send() -> dict[str, Any]:
+            me = client.participant(args.account, key)
+            if args.order_cmd == "submit":
+                return {"order": me.order(args.slot, args.side, args.energy_wh, args.price)}
+            me.cancel(args.order)
+            return {"cancelled": args.order}
+
+        return _api_call(send)
+
+
 def _cmd_results(args: argparse.Namespace) -> int:
     from peerpower.sim.results import write
 
@@ -423,6 +495,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="folder for the outputs")
     p.set_defaults(run=_cmd_simulate)
+
+    api_default = "http://127.0.0.1:8000"
+    p = sub.add_parser("book", help="the SELL | PRICE | BUY ladder of a slot, from the API")
+    p.add_argument("slot", help="e.g. 2026-08-18#24")
+    p.add_argument("--api", default=api_default)
+    p.add_argument("--depth", type=int, default=None, help="price levels per side")
+    p.set_defaults(run=_cmd_book)
+
+    p = sub.add_parser("account", help="an account from the API: balance, margin, orders")
+    p.add_argument("account_id")
+    p.add_argument("--api", default=api_default)
+    p.set_defaults(run=_cmd_account)
+
+    order = sub.add_parser("order", help="submit or cancel an order signed with your key")
+    osub = order.add_subparsers(dest="order_cmd", required=True)
+    for name in ("submit", "cancel"):
+        o = osub.add_parser(name)
+        o.add_argument("--api", default=api_default)
+        o.add_argument("--key", required=True, help="your key file (peerpower keys new)")
+        o.add_argument("--account", required=True, help="your account id")
+        if name == "submit":
+            o.add_argument("--slot", required=True)
+            o.add_argument("--side", required=True, choices=("buy", "sell"))
+            o.add_argument("--energy-wh", type=int, required=True)
+            o.add_argument("--price", type=int, required=True, help="sen/kWh")
+        else:
+            o.add_argument("--order", required=True, help="the order id, e.g. home-1#7")
+        o.set_defaults(run=_cmd_order)
 
     p = sub.add_parser("results", help="run the presets and write docs/results.md from them")
     p.add_argument("--out", default="docs/results.md", help="the document to write")

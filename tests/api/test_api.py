@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -172,3 +173,38 @@ def test_the_python_client_signs_locally_and_reports_refusals(
         with pytest.raises(ApiError) as missing:
             client.account("nobody")
         assert missing.value.status == 404 and missing.value.field == "account_id"
+
+
+def test_order_book_and_account_commands(
+    chain: Chain,
+    api: tuple[Exchange, httpx.Client],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from peerpower.cli import main
+    from peerpower.crypto import write_key_file
+    from tests.ledger.chain_helpers import KEYS
+
+    exchange, http = api
+    url = str(http.base_url)
+    key = tmp_path / "a.key"
+    write_key_file(key, KEYS["a"])
+    common = ["--api", url, "--key", str(key), "--account", "a"]
+    sell = ["--slot", SLOT, "--side", "sell", "--price", "1500"]
+    assert main(["order", "submit", *common, *sell, "--energy-wh", "1000"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"order": "a#1"}
+    exchange.produce()
+    assert main(["book", SLOT, "--api", url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{SLOT} (open, 1 orders)") and "SELL kWh" in out
+    assert main(["account", "a", "--api", url]) == 0
+    assert json.loads(capsys.readouterr().out)["nonce"] == 1
+    # refused by a rule: exit 1, the rule and field on stderr
+    assert main(["order", "submit", *common, *sell, "--energy-wh", "150"]) == 1
+    err = json.loads(capsys.readouterr().err)
+    assert err["rule"] == "lot" and err["status"] == 422
+    assert main(["order", "cancel", *common, "--order", "a#1"]) == 0
+    capsys.readouterr()
+    # no API there: bad input naming the flag
+    assert main(["account", "a", "--api", "http://127.0.0.1:9"]) == 2
+    assert json.loads(capsys.readouterr().err)["field"] == "api"

@@ -53,6 +53,7 @@ class Exchange:
             meta = self.node.state.meta
             return {
                 "chain": self.node.genesis.chain_id,
+                "tx_chain": self.node.genesis.tx_chain,  # what transactions must carry
                 "height": meta.height,
                 "time_ms": meta.time_ms,
                 "mempool": len(self.node.pool),
