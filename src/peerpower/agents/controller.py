@@ -164,11 +164,7 @@ class Controller:
             self.ev = EV(s.ev, DrivingPattern(s.driving, _seed(s.seed, "driving")))
         self.policy = make_policy(s.policy, **dict(s.policy_options))
         self._uses_need = bool(getattr(self.policy, "uses_house_need", False))
-        # a site without storage bids each slot from that slot's forecast alone
-        storage = self.battery is not None or self.ev is not None
-        self._prefix_consistent = prefix_consistent(self.policy) or (
-            s.policy == "soc-table" and not storage
-        )
+        self._prefix_consistent = prefix_consistent(self.policy)
         self.meter = Meter(s.id, self.meter_key, self.terms.chain)
 
     # -- forecasting -------------------------------------------------------------------------
@@ -212,7 +208,9 @@ class Controller:
         """What the policy sees: forecasts for the next ``horizon`` open slots."""
         every = self.open_slots(now)
         slots = every[:horizon]
-        pv, load = self._forecast_slots(slots)
+        # the house's need looks past a short view: forecast every open slot then
+        pv_all, load_all = self._forecast_slots(every if self._uses_need else slots)
+        pv, load = pv_all[: len(slots)], load_all[: len(slots)]
         solar: list[int] = []
         for slot in slots:
             solar.append(self._solar_day(slot.day)[slot.index])
@@ -233,10 +231,11 @@ class Controller:
                 tuple(d.trip_wh[s.index] for d, s in zip(days, slots, strict=True)),
             )
         if self._uses_need:
+            net = [p - c for p, c in zip(pv_all, load_all, strict=True)]
             if battery is not None:
-                battery = self._with_need(battery, every, len(slots), ev_plugged=False)
+                battery = self._with_need(battery, every, net, len(slots), ev_plugged=False)
             elif ev is not None:
-                ev = self._with_need(ev, every, len(slots), ev_plugged=True)
+                ev = self._with_need(ev, every, net, len(slots), ev_plugged=True)
         t = self.terms
         return SiteView(
             self.spec.id,
@@ -270,12 +269,15 @@ class Controller:
         )
 
     def _with_need(
-        self, storage: StorageView, every: tuple[Slot, ...], n: int, ev_plugged: bool
+        self,
+        storage: StorageView,
+        every: tuple[Slot, ...],
+        net: list[int],
+        n: int,
+        ev_plugged: bool,
     ) -> StorageView:
         """``storage`` with the house's need after each of the first ``n`` open slots,
-        worked out over all of them (``every``)."""
-        pv, load = self._forecast_slots(every)
-        net = [p - c for p, c in zip(pv, load, strict=True)]
+        worked out over all of them (``every``, forecast ``net`` = PV − load)."""
         available: tuple[bool, ...] = ()
         if ev_plugged:
             available = tuple(self._ev_day(s.day).plugged[s.index] for s in every)

@@ -9,6 +9,7 @@ than :data:`RATE_PER_SECOND` transactions a second (bursts of :data:`RATE_BURST`
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -111,7 +112,7 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
         if len(raw) > MAX_BODY_BYTES:
             return problem(413, "request too large", f"the body is {len(raw)} bytes", field="body")
         try:
-            obj = _json(raw)
+            obj = json.loads(raw)
         except ValueError as err:
             return problem(400, "bad request", f"the body is not JSON: {err}", field="body")
         who = _signer(obj)
@@ -179,9 +180,3 @@ def _field_of(err: InvalidTransaction) -> str:
     if err.rule == "format" and sep and " " not in head:
         return head
     return "tx"
-
-
-def _json(raw: bytes) -> Any:
-    import json
-
-    return json.loads(raw)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from peerpower.errors import InvalidInput
+from peerpower.ledger.transactions import order_id
 from peerpower.sim.runner import SimResult, costs_microyen, run
 from peerpower.sim.scenario import Scenario
 from peerpower.sim.summary import write_outputs, yen
@@ -50,7 +51,7 @@ def market_profits(result: SimResult) -> tuple[int, dict[str, Fraction]]:
             body = tx["body"]
             kind = body["type"]
             if kind == "order":
-                oid = f"{body['from']}#{body['nonce']}"
+                oid = order_id(body["from"], body["nonce"])
                 orders[oid] = (body["from"], body["price_sen_per_kwh"], body["energy_wh"])
             elif kind == "cancel":
                 orders.pop(body["order"], None)

@@ -92,13 +92,6 @@ class SocTable:
             if not 0 <= price <= 100:
                 raise InvalidInput(name, f"must be 0–100 yen/kWh, got {price}")
 
-    def row(self, soc_percent: float) -> tuple[int, float | None, float | None, float]:
-        chosen = self.rows[0]
-        for r in self.rows:
-            if soc_percent + 1e-9 >= r[0]:
-                chosen = r
-        return chosen
-
     def __call__(self, view: SiteView) -> list[Bid]:
         storage = view.battery if view.battery is not None else view.ev
         if storage is None:
