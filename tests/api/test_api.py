@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import threading
@@ -16,6 +17,7 @@ import uvicorn
 
 from peerpower.api.app import MAX_BODY_BYTES, RateLimiter, create_app
 from peerpower.api.exchange import Exchange
+from peerpower.crypto import canonical
 from tests.ledger.chain_helpers import DEPOSIT, SLOT, T0, Chain, new_chain
 
 NOW = T0 + 60_000
@@ -73,16 +75,28 @@ def test_a_signed_order_goes_in_and_the_account_shows_it(
     exchange, client = api
     order = chain.signer("a").order(SLOT, "sell", 1000, 1500)
     r = client.post("/tx", json=order)
+    tx_id = hashlib.sha256(canonical(order["body"])).hexdigest()  # the signed bytes' hash
     assert r.status_code == 202 and r.json() == {
         "accepted": True,
+        "id": tx_id,
         "type": "order",
         "sender": "a",
         "nonce": 1,
     }
     assert client.get("/status").json()["mempool"] == 1
+    assert client.get(f"/transactions/{tx_id}").json()["status"] == "pending"
     header = exchange.produce()
     block = client.get(f"/blocks/{header['height']}").json()
     assert block["txs"] == [order]  # passed on unchanged
+    found = client.get(f"/transactions/{tx_id}").json()
+    assert found == {
+        "id": tx_id,
+        "status": "committed",
+        "height": header["height"],
+        "index": 0,
+        "tx": order,
+    }
+    assert client.get("/blocks", params={"limit": 1}).json()[0]["height"] == header["height"]
     acct = client.get("/accounts/a").json()
     assert acct["nonce"] == 1 and [o["id"] for o in acct["orders"]] == ["a#1"]
     assert acct["margin_microyen"] > 0

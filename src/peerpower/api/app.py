@@ -9,23 +9,25 @@ than :data:`RATE_PER_SECOND` transactions a second (bursts of :data:`RATE_BURST`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from peerpower.api.exchange import Exchange
+from peerpower.api.exchange import Exchange, day_of
 from peerpower.errors import InvalidInput, InvalidTransaction
 
 MAX_BODY_BYTES = 1 << 20
 RATE_PER_SECOND = 200.0
 RATE_BURST = 400.0
 PROBLEM = "application/problem+json"
+STREAM_POLL_S = 0.2
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -135,7 +137,13 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
                 field=_field_of(err),
             )
         return JSONResponse(
-            {"accepted": True, "type": tx.type, "sender": tx.sender, "nonce": tx.nonce},
+            {
+                "accepted": True,
+                "id": tx.id,
+                "type": tx.type,
+                "sender": tx.sender,
+                "nonce": tx.nonce,
+            },
             status_code=202,
         )
 
@@ -143,15 +151,54 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
     def status() -> dict[str, Any]:
         return exchange.status()
 
-    @app.get("/blocks/{height}", summary="A committed block")
+    @app.get("/market", summary="The market's rules and parameters (from the genesis)")
+    def market() -> dict[str, Any]:
+        return exchange.market()
+
+    @app.get("/slots", summary="Slots on the chain (open, sealed, cleared) and cleared slots kept")
+    def slots() -> list[dict[str, Any]]:
+        return exchange.slots()
+
+    @app.get("/blocks", summary="The latest blocks' headers, newest first")
+    def blocks(limit: int = 20) -> Any:
+        if not 1 <= limit <= 1000:
+            return problem(
+                422,
+                "invalid input",
+                f"limit must be 1–1000, got {limit}",
+                field="limit",
+                value=limit,
+            )
+        return exchange.recent_blocks(limit)
+
+    @app.get("/blocks/{height}", summary="A committed block with its transactions")
     def block(height: int) -> Any:
         if not 1 <= height <= 2**62:
             return problem(
-                422, "invalid input", f"height must be ≥ 1, got {height}", field="height"
+                422,
+                "invalid input",
+                f"height must be ≥ 1, got {height}",
+                field="height",
+                value=height,
             )
         got = exchange.block(height)
         if got is None:
-            return problem(404, "not found", f"no block {height} here", field="height")
+            return problem(
+                404, "not found", f"no block {height} here", field="height", value=height
+            )
+        return got
+
+    @app.get("/transactions/{tx_id}", summary="A transaction by id: committed or pending")
+    def transaction(tx_id: str) -> Any:
+        got = exchange.transaction(tx_id)
+        if got is None:
+            return problem(
+                404,
+                "not found",
+                f"no transaction {tx_id[:80]!r} here",
+                field="tx_id",
+                value=tx_id[:80],
+            )
         return got
 
     @app.get("/accounts/{account_id}", summary="Balance, margin, orders, contracts, defaults")
@@ -167,9 +214,47 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
     def slot_ladder(slot: str, depth: int | None = None) -> Any:
         if depth is not None and not 1 <= depth <= 1000:
             return problem(
-                422, "invalid input", f"depth must be 1–1000, got {depth}", field="depth"
+                422,
+                "invalid input",
+                f"depth must be 1–1000, got {depth}",
+                field="depth",
+                value=depth,
             )
         return exchange.ladder(slot, depth)
+
+    @app.get("/slots/{slot}/clearing", summary="A cleared slot's balanced units and prices")
+    def slot_clearing(slot: str) -> Any:
+        got = exchange.clearing(slot)
+        if got is None:
+            return problem(
+                404,
+                "not found",
+                f"slot {slot!r} is not cleared (or no longer kept)",
+                field="slot",
+                value=slot,
+            )
+        return got
+
+    @app.get("/prices", summary="Price history: each cleared slot of a day (default: today)")
+    def prices(day: str | None = None) -> dict[str, Any]:
+        return exchange.prices(None if day is None else day_of(day))
+
+    @app.websocket("/stream")
+    async def stream(socket: WebSocket, since: int | None = None) -> None:
+        """Events as JSON messages: ``block``, ``trade`` (a slot's balanced units) and
+        ``book`` (a slot's ladder after a block changed it). ``since`` replays the events kept
+        after that number; by default the stream starts with the newest."""
+        await socket.accept()
+        seq = exchange.event_seq if since is None else since
+        await socket.send_json({"type": "hello", **exchange.status()})
+        try:
+            while True:
+                for event in await asyncio.to_thread(exchange.events_since, seq):
+                    await socket.send_json(event)
+                    seq = event["seq"]
+                await asyncio.sleep(STREAM_POLL_S)
+        except (WebSocketDisconnect, RuntimeError):
+            return
 
     return app
 
