@@ -315,6 +315,51 @@ def _cmd_order(args: argparse.Namespace) -> int:
         return _api_call(send)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import socket
+
+    import uvicorn
+
+    from peerpower.api.app import create_app
+    from peerpower.api.devnet import GUEST, DevnetOptions, LiveDevnet
+    from peerpower.timeslots import Slot
+
+    if not 1 <= args.port <= 65535:
+        raise InvalidInput("port", f"must be 1–65535, got {args.port}")
+    opts = DevnetOptions(validators=args.devnet, speed=args.speed, seed=args.seed)
+    opts.check()
+    with socket.socket() as probe:  # say so now rather than after the set-up
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as err:
+            raise InvalidInput("port", f"cannot listen on {args.host}:{args.port}: {err}") from None
+    devnet = LiveDevnet(opts)
+    url = f"http://{args.host}:{args.port}"
+    slot = Slot(devnet.scenario.start, 24)
+    per_slot = 1800 / opts.speed
+    sys.stdout.write(
+        f"peerpower devnet: {opts.validators} validators, {len(devnet.scenario.sites)} simulated "
+        f"sites trading from {devnet.scenario.start}, time ×{opts.speed:g} "
+        f"(a half-hour slot every {per_slot:.3g} s)\n"
+        f"  dashboard  {url}/\n"
+        f"  API        {url}/docs  (schema {url}/openapi.json, events ws://{args.host}:"
+        f"{args.port}/stream)\n"
+        f"  you        account {GUEST!r} with 20,000 yen of margin; key {devnet.guest_key_file}\n"
+        f"  try        peerpower book '{slot}' --api {url}\n"
+        f"             peerpower order submit --api {url} --key {devnet.guest_key_file} "
+        f"--account {GUEST} --slot '{slot}' --side buy --energy-wh 500 --price 2400\n"
+        f"Ctrl-C stops it.\n"
+    )
+    sys.stdout.flush()
+    app = create_app(devnet.exchange)
+    devnet.start()
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        devnet.stop()
+    return EXIT_OK
+
+
 def _cmd_results(args: argparse.Namespace) -> int:
     from peerpower.sim.results import write
 
@@ -523,6 +568,20 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             o.add_argument("--order", required=True, help="the order id, e.g. home-1#7")
         o.set_defaults(run=_cmd_order)
+
+    p = sub.add_parser(
+        "serve", help="a live market: validators, simulated sites, the API and the dashboard"
+    )
+    p.add_argument(
+        "--devnet", type=int, required=True, metavar="N", help="validators to run (4–10)"
+    )
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument(
+        "--speed", type=float, default=120.0, help="virtual seconds a real second (1–100000)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="the simulated sites' seed")
+    p.set_defaults(run=_cmd_serve)
 
     p = sub.add_parser("results", help="run the presets and write docs/results.md from them")
     p.add_argument("--out", default="docs/results.md", help="the document to write")

@@ -20,7 +20,7 @@ import httpx
 
 from peerpower.crypto import KeyPair
 from peerpower.errors import PeerpowerError
-from peerpower.ledger.transactions import Signer
+from peerpower.ledger.transactions import Signer, meter_reading
 
 
 class ApiError(PeerpowerError):
@@ -83,6 +83,44 @@ class Client:
             self.http.get(f"/slots/{quote(slot, safe='')}/ladder", params=params)
         )
 
+    def market(self) -> dict[str, Any]:
+        """The market's rules and parameters."""
+        return self._ok(self.http.get("/market"))  # type: ignore[no-any-return]
+
+    def slots(self) -> list[dict[str, Any]]:
+        """The slots on the chain and the cleared slots kept, in time order."""
+        return self._ok(self.http.get("/slots"))  # type: ignore[no-any-return]
+
+    def clearing(self, slot: str) -> dict[str, Any]:
+        """A cleared slot's balanced units and prices."""
+        return self._ok(  # type: ignore[no-any-return]
+            self.http.get(f"/slots/{quote(slot, safe='')}/clearing")
+        )
+
+    def prices(self, day: str | None = None) -> dict[str, Any]:
+        """Each cleared slot of ``day`` (YYYY-MM-DD; default: the chain's day)."""
+        params = {} if day is None else {"day": day}
+        return self._ok(self.http.get("/prices", params=params))  # type: ignore[no-any-return]
+
+    def blocks(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest blocks' headers, newest first."""
+        return self._ok(  # type: ignore[no-any-return]
+            self.http.get("/blocks", params={"limit": limit})
+        )
+
+    def transaction(self, tx_id: str) -> dict[str, Any]:
+        """A transaction by id: ``status`` committed (with height) or pending."""
+        return self._ok(  # type: ignore[no-any-return]
+            self.http.get(f"/transactions/{quote(tx_id, safe='')}")
+        )
+
+    def meter(
+        self, site: str, meter_key: KeyPair, slot: str, import_wh: int, export_wh: int
+    ) -> str:
+        """Send a site's meter reading of ``slot``, signed with its meter's key; its id."""
+        tx = meter_reading(self.chain, meter_key, site, slot, import_wh, export_wh)
+        return str(self.submit(tx)["id"])
+
     def participant(self, account_id: str, key: KeyPair) -> Participant:
         """A participant signing with ``key``, its next nonce read from the chain."""
         nonce = int(self.account(account_id)["nonce"]) + 1
@@ -96,20 +134,39 @@ class Participant:
     client: Client
     signer: Signer
 
-    def order(self, slot: str, side: str, energy_wh: int, price_sen_per_kwh: int) -> str:
-        """Place an order; returns its id (``account#nonce``)."""
-        tx = self.signer.order(slot, side, energy_wh, price_sen_per_kwh)
+    def _send(self, tx: dict[str, Any]) -> dict[str, Any]:
         try:
-            got = self.client.submit(tx)
+            return self.client.submit(tx)
         except ApiError:
             self.signer.next_nonce -= 1  # refused: the nonce is still free
             raise
+
+    def order(self, slot: str, side: str, energy_wh: int, price_sen_per_kwh: int) -> str:
+        """Place an order; returns its id (``account#nonce``)."""
+        got = self._send(self.signer.order(slot, side, energy_wh, price_sen_per_kwh))
         return f"{got['sender']}#{got['nonce']}"
 
-    def cancel(self, order_id: str) -> None:
-        tx = self.signer.cancel(order_id)
-        try:
-            self.client.submit(tx)
-        except ApiError:
-            self.signer.next_nonce -= 1
-            raise
+    def cancel(self, order_id: str) -> str:
+        """Cancel an open order; returns the transaction's id."""
+        return str(self._send(self.signer.cancel(order_id))["id"])
+
+    def withdraw(self, amount_microyen: int) -> str:
+        """Take money out of the exchange (what margin does not hold); the transaction's id."""
+        return str(self._send(self.signer.withdraw(amount_microyen))["id"])
+
+    # the operator's transactions (its account and key)
+    def register(
+        self, account: str, key_hex: str, meter_key_hex: str, node: str, site_type: str
+    ) -> str:
+        """Register a participant with its public keys and grid node (operator only)."""
+        return str(
+            self._send(self.signer.register(account, key_hex, meter_key_hex, node, site_type))["id"]
+        )
+
+    def deposit(self, account: str, amount_microyen: int) -> str:
+        """Credit a participant's deposit (operator only)."""
+        return str(self._send(self.signer.deposit(account, amount_microyen))["id"])
+
+    def reinstate(self, account: str) -> str:
+        """Let a suspended participant trade again (operator only)."""
+        return str(self._send(self.signer.reinstate(account))["id"])

@@ -138,6 +138,16 @@ class Validators:
         return refused
 
     @property
+    def front(self) -> SoloNode | LedgerApp:
+        """The validator clients reach (it relays what they submit to the others)."""
+        return self._solo if self._solo is not None else self._apps[self.names[0]]
+
+    @property
+    def now_ms(self) -> int:
+        """Virtual time [ms]: how far the validators have run."""
+        return self._now
+
+    @property
     def _pool(self) -> Mempool:
         """The mempool of the validator clients reach."""
         return self._solo.pool if self._solo is not None else self._apps[self.names[0]].pool

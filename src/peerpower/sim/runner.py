@@ -142,46 +142,71 @@ def _few_collections() -> Iterator[None]:
 
 
 def _run(scenario: Scenario, progress: Callable[[int, int], None] | None) -> SimResult:
-    genesis, keys = build_genesis(scenario)
-    names = [v.id for v in genesis.validators]
-    # blocks once a minute from a minute before the controllers bid until two minutes past
-    # each slot boundary (gates, clearings, settlement deadlines), none in between
-    busy = ((PLAN_BEFORE_MIN + 1) * 60_000, 2 * 60_000)
-    validators = Validators(genesis, {n: keys[n] for n in names}, scenario.seed, busy)
-    weather = Weather(scenario.seed, scenario.start - timedelta(days=1))
-    sites = _controllers(scenario, genesis, weather)
-    result = SimResult(
-        scenario,
-        genesis,
-        validators,
-        sites,
-        _controllers(scenario, genesis, Weather(scenario.seed, scenario.start - timedelta(days=1))),
-    )
-    op = Signer(genesis.tx_chain, "operator", keys["operator"])
-    admit = []
-    for spec in scenario.sites:
-        c = sites[spec.id]
-        admit.append(
-            op.register(
-                spec.id, c.key.public_hex, c.meter_key.public_hex, spec.node, spec.site_type
-            )
-        )
-        admit.append(op.deposit(spec.id, DEPOSIT_MICROYEN))
-        result.deposits[spec.id] = DEPOSIT_MICROYEN
-    validators.advance(genesis.time_ms + BLOCK_MS)
-    result.refused += validators.submit(admit)
-    start = datetime(scenario.start.year, scenario.start.month, scenario.start.day, tzinfo=JST)
-    total = scenario.days * SLOTS_PER_DAY
-    slots = [
-        Slot(scenario.start + timedelta(days=k // SLOTS_PER_DAY), k % SLOTS_PER_DAY)
-        for k in range(total)
-    ]
+    community = Community(scenario)
+    total = community.total
     for k in range(total + 2):
-        now = start + timedelta(minutes=30 * k - PLAN_BEFORE_MIN)
+        community.half_hour(k)
+        if progress is not None:
+            progress(min(k + 1, total), total)
+    return community.finish()
+
+
+class Community:
+    """A scenario's run, half hour by half hour: :func:`run` drives it to the end, ``peerpower
+    serve --devnet`` live; ``validators`` makes the validators (genesis, keys, seed, busy)."""
+
+    def __init__(
+        self, scenario: Scenario, validators: Callable[..., Validators] = Validators
+    ) -> None:
+        genesis, keys = build_genesis(scenario)
+        self.keys = keys
+        names = [v.id for v in genesis.validators]
+        # blocks once a minute from a minute before the controllers bid until two minutes
+        # past each slot boundary (gates, clearings, settlement deadlines), none in between
+        busy = ((PLAN_BEFORE_MIN + 1) * 60_000, 2 * 60_000)
+        chain = validators(genesis, {n: keys[n] for n in names}, scenario.seed, busy)
+        weather = Weather(scenario.seed, scenario.start - timedelta(days=1))
+        self.sites = sites = _controllers(scenario, genesis, weather)
+        baseline_weather = Weather(scenario.seed, scenario.start - timedelta(days=1))
+        self.result = result = SimResult(
+            scenario,
+            genesis,
+            chain,
+            sites,
+            _controllers(scenario, genesis, baseline_weather),
+        )
+        self.op = op = Signer(genesis.tx_chain, "operator", keys["operator"])
+        admit = []
+        for spec in scenario.sites:
+            c = sites[spec.id]
+            admit.append(
+                op.register(
+                    spec.id, c.key.public_hex, c.meter_key.public_hex, spec.node, spec.site_type
+                )
+            )
+            admit.append(op.deposit(spec.id, DEPOSIT_MICROYEN))
+            result.deposits[spec.id] = DEPOSIT_MICROYEN
+        chain.advance(genesis.time_ms + BLOCK_MS)
+        result.refused += chain.submit(admit)
+        self.start = datetime(
+            scenario.start.year, scenario.start.month, scenario.start.day, tzinfo=JST
+        )
+        self.total = total = scenario.days * SLOTS_PER_DAY
+        self.slots = [
+            Slot(scenario.start + timedelta(days=k // SLOTS_PER_DAY), k % SLOTS_PER_DAY)
+            for k in range(total)
+        ]
+
+    def half_hour(self, k: int) -> None:
+        """Run to ten minutes before slot ``k`` starts; the controllers bid; slot ``k − 2``
+        is delivered."""
+        result, sites = self.result, self.sites
+        validators = result.validators
+        now = self.start + timedelta(minutes=30 * k - PLAN_BEFORE_MIN)
         validators.advance(to_ms(now))
-        if k < total:
+        if k < self.total:
             if k and k % SLOTS_PER_DAY == 0:
-                result.refused += validators.submit(_reinstate(result, op))
+                result.refused += validators.submit(_reinstate(result, self.op))
             _resync(result)
             # a suspended site may not bid (its orders would be refused) until reinstated
             state = validators.state
@@ -193,17 +218,22 @@ def _run(scenario: Scenario, progress: Callable[[int, int], None] | None) -> Sim
             ]
             result.refused += validators.submit(sign_encoded(todo))
         # deliver every slot that ended DELIVER_AFTER_MIN ago or more
-        if k >= 2:
-            _deliver(result, slots[k - 2])
-        if progress is not None:
-            progress(min(k + 1, total), total)
-    # run on until every slot is settled (its meter deadline is an hour after it ends)
-    end = start + timedelta(days=scenario.days, minutes=genesis.params.meter_deadline_minutes + 10)
-    validators.advance(to_ms(end))
-    for slot in slots:
-        for c in result.baseline_sites.values():
-            result.baseline.setdefault(c.spec.id, []).append(c.deliver(slot, 0, 0, sign=False))
-    return result
+        if 2 <= k < self.total + 2:
+            _deliver(result, self.slots[k - 2])
+
+    def finish(self) -> SimResult:
+        """Run on until every slot is settled (its meter deadline is an hour after it ends)
+        and run the baseline."""
+        result = self.result
+        scenario, genesis = result.scenario, result.genesis
+        end = self.start + timedelta(
+            days=scenario.days, minutes=genesis.params.meter_deadline_minutes + 10
+        )
+        result.validators.advance(to_ms(end))
+        for slot in self.slots:
+            for c in result.baseline_sites.values():
+                result.baseline.setdefault(c.spec.id, []).append(c.deliver(slot, 0, 0, sign=False))
+        return result
 
 
 def _active(state: State, site_id: str) -> bool:
