@@ -28,6 +28,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/peerpower
 
 pytest: $(STAMP)
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+		echo "browser test: Chromium found, the dashboard is tested in headless Chromium"; \
+	else \
+		echo "browser test: NOT RUN - Chromium is not installed here"; \
+		echo "  (apt-get install chromium chromium-driver; .ci/run installs them)"; \
+	fi
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

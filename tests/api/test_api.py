@@ -14,11 +14,22 @@ from urllib.parse import quote
 import httpx
 import pytest
 import uvicorn
+from websockets.sync.client import connect
 
 from peerpower.api.app import MAX_BODY_BYTES, RateLimiter, create_app
 from peerpower.api.exchange import Exchange
 from peerpower.crypto import canonical
-from tests.ledger.chain_helpers import DEPOSIT, SLOT, T0, Chain, new_chain
+from tests.ledger.chain_helpers import (
+    DEADLINE,
+    DEPOSIT,
+    END,
+    GATE,
+    SLOT,
+    T0,
+    Chain,
+    new_chain,
+    reading,
+)
 
 NOW = T0 + 60_000
 
@@ -222,3 +233,80 @@ def test_order_book_and_account_commands(
     # no API there: bad input naming the flag
     assert main(["account", "a", "--api", "http://127.0.0.1:9"]) == 2
     assert json.loads(capsys.readouterr().err)["field"] == "api"
+
+
+def test_a_slot_cleared_and_settled_reads_back(chain: Chain) -> None:
+    """Orders in, the gate, the clearing (800 Wh a → b at the midpoint 2000 sen/kWh), meter
+    readings, settlement: each step as the reads and the stream show it."""
+    now = [T0 + 2000]
+    exchange = Exchange(chain.node, lambda: now[0])
+    server = Server(create_app(exchange))
+    slot = quote(SLOT, safe="")
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            for tx in (
+                chain.signer("a").order(SLOT, "sell", 1000, 1500),
+                chain.signer("b").order(SLOT, "buy", 800, 2500),
+            ):
+                assert client.post("/tx", json=tx).status_code == 202
+            exchange.produce()
+            assert is_problem(client.get(f"/slots/{slot}/clearing"), 404)["field"] == "slot"
+            assert [s["status"] for s in client.get("/slots").json()] == ["open"]
+            for now[0] in (GATE, GATE + 1000):  # the gate seals the slot; the next block clears
+                exchange.produce()
+            clearing = client.get(f"/slots/{slot}/clearing").json()
+            assert clearing["balanced_units"] == [
+                {
+                    "seller": "a",
+                    "buyer": "b",
+                    "sell_order": "a#1",
+                    "buy_order": "b#1",
+                    "energy_wh": 800,
+                    "price_sen_per_kwh": 2000,
+                    "fee_sen_per_kwh": 0,
+                }
+            ]
+            assert clearing["volume_wh"] == 800 and clearing["mean_price_sen_per_kwh"] == 2000
+            points = client.get("/prices", params={"day": "2026-08-18"}).json()["points"]
+            assert [(p["slot"], p["mean_price_sen_per_kwh"]) for p in points] == [(SLOT, 2000)]
+            assert client.get("/prices", params={"day": "2026-08-19"}).json()["points"] == []
+            assert is_problem(client.get("/prices", params={"day": "18/08"}), 422)["field"] == "day"
+            assert client.get(f"/slots/{slot}/ladder").json()["rows"] == []  # orders matched
+            assert client.get("/accounts/a").json()["contracts"][0]["energy_wh"] == 800
+            now[0] = END + 1000
+            for tx in (reading("a", SLOT, 0, 800), reading("b", SLOT, 800, 0)):
+                assert client.post("/tx", json=tx).status_code == 202
+            exchange.produce()
+            now[0] = DEADLINE + 1000
+            exchange.produce()  # settles
+            assert [s["status"] for s in client.get("/slots").json()] == ["settled"]
+            # 800 Wh at 2000 sen/kWh = 0.8 kWh × 20 yen = 16 yen = 16,000,000 µ¥
+            a = client.get("/accounts/a").json()
+            assert a["settlements"] == [
+                {
+                    "slot": SLOT,
+                    "sold_wh": 800,
+                    "bought_wh": 0,
+                    "received_microyen": 16_000_000,
+                    "paid_microyen": 0,
+                    "defaulted": False,
+                }
+            ]
+            assert a["balance_microyen"] == DEPOSIT + 16_000_000 and a["margin_microyen"] == 0
+            b = client.get("/accounts/b").json()["settlements"][0]
+            assert (b["bought_wh"], b["paid_microyen"]) == (800, 16_000_000)
+            with connect(f"ws://127.0.0.1:{server.port}/stream?since=0") as ws:
+                assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+                events = [json.loads(ws.recv(timeout=10)) for _ in range(exchange.event_seq)]
+            kinds = [e["type"] for e in events]
+            assert kinds.count("block") == 5 and kinds.count("trade") == 1
+            books = [e for e in events if e["type"] == "book"]
+            assert [
+                (r["price_sen_per_kwh"], r["sell_wh"], r["buy_wh"]) for r in books[0]["rows"]
+            ] == [
+                (2500, 0, 800),
+                (1500, 1000, 0),
+            ]  # the book after block 2
+            assert (books[-1]["status"], books[-1]["rows"]) == ("cleared", [])  # off the book
+    finally:
+        server.stop()
