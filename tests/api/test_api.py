@@ -310,3 +310,36 @@ def test_a_slot_cleared_and_settled_reads_back(chain: Chain) -> None:
             assert (books[-1]["status"], books[-1]["rows"]) == ("cleared", [])  # off the book
     finally:
         server.stop()
+
+
+def test_the_operator_registers_and_funds_a_participant_who_withdraws(
+    chain: Chain, api: tuple[Exchange, httpx.Client]
+) -> None:
+    """Every write is a transaction signed on the client: the operator's register and deposit,
+    the participant's withdrawal and its meter's reading."""
+    from peerpower.client import ApiError, Client
+    from tests.ledger.chain_helpers import KEYS
+
+    exchange, http = api
+    with Client(str(http.base_url), chain.genesis.tx_chain) as client:
+        op = client.participant("op", KEYS["op"])
+        op.register("x", KEYS["x"].public_hex, KEYS["xm"].public_hex, "root", "consumer")
+        op.deposit("x", 5_000_000)
+        exchange.produce()
+        x = client.participant("x", KEYS["x"])
+        assert client.account("x")["balance_microyen"] == 5_000_000
+        with pytest.raises(ApiError) as too_much:
+            x.withdraw(5_000_001)
+        assert too_much.value.rule and too_much.value.status == 422
+        tx_id = x.withdraw(2_000_000)
+        exchange.produce()
+        assert client.account("x")["balance_microyen"] == 3_000_000
+        assert client.transaction(tx_id)["status"] == "committed"
+        with pytest.raises(ApiError) as not_operator:
+            x.deposit("x", 1)  # only the operator credits deposits
+        assert not_operator.value.status == 422 and not_operator.value.rule
+        # a meter reading is signed by the site's meter key, not its account key
+        with pytest.raises(ApiError) as wrong_key:
+            client.meter("x", KEYS["x"], SLOT, 0, 0)
+        assert wrong_key.value.rule == "signature"
+        assert client.market()["market"]["lot_wh"] == 100
