@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from peerpower.api.dashboard import mount_dashboard
 from peerpower.api.exchange import Exchange, day_of
 from peerpower.errors import InvalidInput, InvalidTransaction
 
@@ -256,6 +257,7 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
         except (WebSocketDisconnect, RuntimeError):
             return
 
+    mount_dashboard(app)
     return app
 
 
