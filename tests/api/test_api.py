@@ -343,3 +343,20 @@ def test_the_operator_registers_and_funds_a_participant_who_withdraws(
             client.meter("x", KEYS["x"], SLOT, 0, 0)
         assert wrong_key.value.rule == "signature"
         assert client.market()["market"]["lot_wh"] == 100
+
+
+def test_a_slot_never_cleared_settles_void_and_says_so(chain: Chain) -> None:
+    now = [T0 + 2000]
+    exchange = Exchange(chain.node, lambda: now[0])
+    exchange.submit(chain.signer("a").order(SLOT, "sell", 1000, 1500))
+    exchange.submit(chain.signer("b").order(SLOT, "buy", 800, 2500))
+    # blocks at the gate and then only after the slot started: too late to clear it
+    for now[0] in (T0 + 2000, GATE, END, DEADLINE + 1000):
+        exchange.produce()
+    assert exchange.slots() == [{"slot": SLOT, "status": "void", "orders": 0, "volume_wh": 0}]
+    assert exchange.ladder(SLOT)["status"] == "void"
+    assert exchange.clearing(SLOT) is None
+    books = [e for e in exchange.events_since(0) if e["type"] == "book"]
+    assert books[-1]["status"] == "void"
+    assert exchange.ladder("2026-08-17#10")["status"] == "closed"  # its gate passed, no orders
+    assert exchange.ladder("2026-08-20#10")["status"] == "open"

@@ -19,14 +19,14 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from peerpower.consensus.ledger_app import LedgerApp
 from peerpower.errors import InvalidInput, InvalidTransaction
 from peerpower.ledger.blocks import Block
 from peerpower.ledger.node import SoloNode
-from peerpower.ledger.rules import from_ms
+from peerpower.ledger.rules import from_ms, to_ms
 from peerpower.ledger.state import Account, Contract, Contracts, OrderRec, Settled, SlotRec, State
 from peerpower.ledger.transactions import Tx, decode_tx
 from peerpower.market.depth import ladder
@@ -192,10 +192,13 @@ class Exchange:
             for slot, c in self.cleared.items():
                 out[slot] = {
                     "slot": slot,
-                    "status": "settled" if state.get("settled", slot) else "cleared",
+                    "status": self._status(state, slot),
                     "orders": 0,
                     "volume_wh": c["volume_wh"],
                 }
+            for slot, settled in state.table("settled").items():
+                if isinstance(settled, Settled) and settled.void:
+                    out[slot] = {"slot": slot, "status": "void", "orders": 0, "volume_wh": 0}
             for slot, rec in state.table("slots").items():
                 if not isinstance(rec, SlotRec):
                     continue
@@ -348,14 +351,7 @@ class Exchange:
                     rec.seq,
                 )
             )
-        slot_rec = state.get("slots", slot)
-        status: str
-        if isinstance(slot_rec, SlotRec):
-            status = slot_rec.status
-        elif slot in self.cleared:
-            status = "settled" if state.get("settled", slot) else "cleared"
-        else:
-            status = "open"
+        status = self._status(state, slot)
         rows = [
             {
                 "label": r.label,
@@ -366,6 +362,20 @@ class Exchange:
             for r in ladder(orders, depth)
         ]
         return {"slot": slot, "status": status, "orders": len(orders), "rows": rows}
+
+    def _status(self, state: State, slot: str) -> str:
+        """``open`` | ``sealed`` | ``cleared`` (on the chain), ``settled`` or ``void`` (never
+        cleared, margins released), or ``closed``: past its gate with no orders."""
+        rec = state.get("slots", slot)
+        if isinstance(rec, SlotRec):
+            return rec.status
+        settled = state.get("settled", slot)
+        if isinstance(settled, Settled):
+            return "void" if settled.void else "settled"
+        if slot in self.cleared:
+            return "cleared"
+        gate = Slot.parse(slot).start - timedelta(minutes=self.genesis.market.gate_minutes)
+        return "closed" if state.meta.time_ms >= to_ms(gate) else "open"
 
     def clearing(self, slot: str) -> dict[str, Any] | None:
         """The balanced units a slot's clearing made, with their prices."""
