@@ -59,12 +59,22 @@ class PacedValidators(Validators):
         self.lock: threading.RLock = threading.RLock()
         self.speed = 120.0
         self.stop = threading.Event()
+        self.running = threading.Event()  # cleared: paused (the chain holds still)
+        self.running.set()
+        self.held = threading.Event()  # set while paused and holding still
         self._anchor: tuple[float, int] | None = None  # (wall s, virtual ms) in step
 
     def start_clock(self) -> None:
         self._anchor = (time.monotonic(), self._now)
 
     def _wait_for(self, virtual_ms: int) -> None:
+        if not self.running.is_set():
+            self.held.set()
+            while not self.running.wait(0.05):
+                if self.stop.is_set():
+                    raise Stopped
+            self.held.clear()
+            self._anchor = (time.monotonic(), self._now)  # pick up the pace from here
         if self._anchor is None:
             return
         wall0, virt0 = self._anchor
@@ -179,6 +189,16 @@ class LiveDevnet:
         except BaseException as err:  # shown on /status; the API goes on serving the chain
             self.error = err
             log.exception("the devnet stopped")
+
+    def pause(self) -> None:
+        """Hold the chain still after the virtual minute under way (the API goes on serving
+        it and taking transactions); returns once it holds still."""
+        self.chain.running.clear()
+        while self._thread.is_alive() and not self.chain.held.wait(0.05):
+            pass
+
+    def resume(self) -> None:
+        self.chain.running.set()
 
     def stop(self) -> None:
         self.chain.stop.set()
