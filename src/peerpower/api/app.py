@@ -3,8 +3,9 @@
 Every write is a transaction signed on the client: the server checks it against the rules and
 passes it to the chain unchanged, so it can neither alter it nor sign for anyone. Errors are
 ``application/problem+json`` (RFC 9457) naming the field and value, with the ledger's rule for a
-refused transaction. Request bodies over :data:`MAX_BODY_BYTES` get 413; a signer sending more
-than :data:`RATE_PER_SECOND` transactions a second (bursts of :data:`RATE_BURST`) gets 429.
+refused transaction. Request bodies over :data:`MAX_BODY_BYTES` get 413, and JSON nested deeper
+than :data:`MAX_JSON_DEPTH` gets 400; a signer sending more than :data:`RATE_PER_SECOND`
+transactions a second (bursts of :data:`RATE_BURST`) gets 429.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -25,15 +27,47 @@ from peerpower.api.exchange import Exchange, day_of
 from peerpower.errors import InvalidInput, InvalidTransaction
 
 MAX_BODY_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32  # a transaction nests 6 deep at most (decide: claims[k].objective.primary)
 RATE_PER_SECOND = 200.0
 RATE_BURST = 400.0
 PROBLEM = "application/problem+json"
 STREAM_POLL_S = 0.2
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+class ProblemResponse(JSONResponse):
+    """problem+json written in ASCII, so a detail or value quoting the input always encodes
+    (a lone surrogate from a JSON escape such as ``"\\ud800"`` included)."""
+
+    media_type = PROBLEM
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON ``value`` nests arrays and objects more than ``limit`` deep (encoding it
+    would recurse that deep)."""
+    if not isinstance(value, dict | list):
+        return False
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        inner = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((v, depth + 1) for v in inner if isinstance(v, dict | list))
+    return False
 
 
 class RateLimiter:
@@ -103,7 +137,7 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, "error", str(exc.detail))
+        return problem(exc.status_code, "error", str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(InvalidInput)
     async def bad_input(request: Request, exc: InvalidInput) -> JSONResponse:
@@ -116,14 +150,24 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
             return problem(413, "request too large", f"the body is {len(raw)} bytes", field="body")
         try:
             obj = json.loads(raw)
+            deep = too_deep(obj)
         except ValueError as err:
             return problem(400, "bad request", f"the body is not JSON: {err}", field="body")
+        except RecursionError:  # deeper than the decoder's own recursion limit
+            deep = True
+        if deep:
+            return problem(
+                400,
+                "bad request",
+                f"the body's JSON nests arrays and objects more than {MAX_JSON_DEPTH} deep",
+                field="body",
+            )
         who = _signer(obj)
         if who is not None and not rate.allow(who):
             return problem(
                 429,
                 "too many requests",
-                f"{who!r} sent more than {RATE_PER_SECOND:g} transactions a second",
+                f"{who!r} sent more than {rate.rate:g} transactions a second",
                 field="body.from",
                 value=who,
             )

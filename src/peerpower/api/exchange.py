@@ -28,7 +28,7 @@ from peerpower.ledger.blocks import Block
 from peerpower.ledger.node import SoloNode
 from peerpower.ledger.rules import from_ms, to_ms
 from peerpower.ledger.state import Account, Contract, Contracts, OrderRec, Settled, SlotRec, State
-from peerpower.ledger.transactions import Tx, decode_tx
+from peerpower.ledger.transactions import Tx, decode_tx, parse_slot
 from peerpower.market.depth import ladder
 from peerpower.market.orders import Order, Side
 from peerpower.timeslots import JST, Slot
@@ -410,8 +410,9 @@ PRICE_KEYS = (
 
 
 def check_slot(slot: str) -> None:
+    """``slot`` is a slot written as the chain writes it (``2026-08-18#01``, not ``…#1``)."""
     try:
-        Slot.parse(slot)
+        parse_slot(slot)
     except InvalidInput as err:
         raise InvalidInput("slot", err.message) from None
 
