@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench bench-ledger bench-consensus bench-simulate results clean
+.PHONY: demo test lint typecheck pytest bench bench-ledger bench-consensus bench-simulate bench-api results clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench-consensus: $(STAMP)
 
 bench-simulate: $(STAMP)
 	$(BIN)/peerpower bench simulate
+
+bench-api: $(STAMP)
+	$(BIN)/peerpower bench api
 
 results: $(STAMP)
 	$(BIN)/peerpower results --out docs/results.md

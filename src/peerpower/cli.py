@@ -155,6 +155,13 @@ def _cmd_bench_simulate(args: argparse.Namespace) -> int:
     return code
 
 
+def _cmd_bench_api(args: argparse.Namespace) -> int:
+    from peerpower.bench_api import check_flags, run
+
+    check_flags(args.orders, args.connections, args.accounts)
+    return run(args.orders, args.connections, args.accounts, out=sys.stdout, json_out=args.out)
+
+
 def _cmd_keys_new(args: argparse.Namespace) -> int:
     from peerpower.crypto import KeyPair, write_key_file
 
@@ -488,6 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sites", type=int, default=1000)
     b.add_argument("--seed", type=int, default=1)
     b.set_defaults(run=_cmd_bench_agents)
+    b = bench.add_parser("api", help="signed orders a second through the HTTP API")
+    b.add_argument("--orders", type=int, default=20_000, help="signed orders to POST")
+    b.add_argument("--connections", type=int, default=32, help="concurrent keep-alive clients")
+    b.add_argument("--accounts", type=int, default=300, help="participants placing the orders")
+    b.add_argument("--out", default=None, help="also write the figures as JSON here")
+    b.set_defaults(run=_cmd_bench_api)
 
     p = sub.add_parser("keys", help="Ed25519 keys")
     keys = p.add_subparsers(dest="keys", required=True, parser_class=_JsonErrorParser)

@@ -14,13 +14,14 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from peerpower.api.dashboard import mount_dashboard
 from peerpower.api.exchange import Exchange, day_of
@@ -92,6 +93,61 @@ class RateLimiter:
             return True
 
 
+class Front:
+    """The app's outermost own layer, plain ASGI: refuses an HTTP request whose Content-Length
+    is not a number (400) or is over :data:`MAX_BODY_BYTES` (413) before its body is read, and
+    answers ``POST /tx`` itself with ``submit`` (the body → the response), as the ``/tx`` route
+    would, without FastAPI's routing, dependency and exception layers.
+
+    Not ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` runs each request in a
+    task group with memory streams, which cost more than the rest of the HTTP stack together
+    (a third of the requests a second); and the layers skipped for ``/tx`` cost a quarter of
+    the server's time an order (``peerpower bench api``: 300 instead of 420 µs of CPU). The
+    ``/tx`` route stays, for the OpenAPI schema and for an app mounted under a root path."""
+
+    def __init__(self, app: ASGIApp, submit: Callable[[bytes], JSONResponse]) -> None:
+        self.app = app
+        self.submit = submit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                refusal = _length_refusal(value.decode("latin-1"))
+                if refusal is not None:
+                    await refusal(scope, receive, send)
+                    return
+                break
+        if scope["path"] != "/tx" or scope["method"] != "POST" or scope.get("root_path"):
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # nobody to answer
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        response = self.submit(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        await response(scope, receive, send)
+
+
+def _length_refusal(length: str) -> JSONResponse | None:
+    if not length.isdigit():
+        return problem(400, "bad request", f"content-length is {length!r}")
+    if int(length) > MAX_BODY_BYTES:
+        return problem(
+            413,
+            "request too large",
+            f"the body is {int(length)} bytes, the limit is {MAX_BODY_BYTES}",
+            field="body",
+        )
+    return None
+
+
 def _signer(obj: Any) -> str | None:
     body = obj.get("body") if isinstance(obj, dict) else None
     if not isinstance(body, dict):
@@ -107,21 +163,6 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
         version="0.1",
     )
     rate = limiter or RateLimiter()
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return problem(400, "bad request", f"content-length is {length!r}")
-            if int(length) > MAX_BODY_BYTES:
-                return problem(
-                    413,
-                    "request too large",
-                    f"the body is {int(length)} bytes, the limit is {MAX_BODY_BYTES}",
-                    field="body",
-                )
-        return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -143,9 +184,8 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
     async def bad_input(request: Request, exc: InvalidInput) -> JSONResponse:
         return problem(422, "invalid input", exc.message, field=exc.field)
 
-    @app.post("/tx", status_code=202, summary="Submit a transaction signed on the client")
-    async def submit_tx(request: Request) -> JSONResponse:
-        raw = await request.body()
+    def answer_tx(raw: bytes) -> JSONResponse:
+        """The answer to ``POST /tx`` with body ``raw``."""
         if len(raw) > MAX_BODY_BYTES:
             return problem(413, "request too large", f"the body is {len(raw)} bytes", field="body")
         try:
@@ -181,6 +221,8 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
                 rule=err.rule,
                 field=_field_of(err),
             )
+        except InvalidInput as err:  # as the handler below answers it on the route
+            return problem(422, "invalid input", err.message, field=err.field)
         return JSONResponse(
             {
                 "accepted": True,
@@ -191,6 +233,12 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
             },
             status_code=202,
         )
+
+    app.add_middleware(Front, submit=answer_tx)
+
+    @app.post("/tx", status_code=202, summary="Submit a transaction signed on the client")
+    async def submit_tx(request: Request) -> JSONResponse:
+        return answer_tx(await request.body())
 
     @app.get("/status", summary="The chain's height, time, mempool and state root")
     def status() -> dict[str, Any]:
