@@ -20,9 +20,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from peerpower.api.app import create_app
 from peerpower.api.devnet import DevnetOptions, LiveDevnet
-from tests.api.test_api import Server
+from tests.api.live import serving, until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -56,30 +55,9 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def live() -> Iterator[tuple[LiveDevnet, str]]:
-    devnet = LiveDevnet(DevnetOptions(speed=1200.0, seed=5))  # a slot every 1.5 s
-    server = Server(create_app(devnet.exchange))
-    devnet.start()
-    try:
-        yield devnet, server.url
-    finally:
-        devnet.stop()
-        server.stop()
-
-
-def until(check: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as err:  # the page is re-rendering: an element went stale
-            last = err
-        else:
-            if last:
-                return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+def live(tmp_path: Path) -> Iterator[tuple[LiveDevnet, str]]:
+    with serving(DevnetOptions(speed=1200.0, seed=5), tmp_path) as running:  # a slot per 1.5 s
+        yield running
 
 
 def wh(text: str) -> int:
@@ -175,7 +153,12 @@ def test_the_dashboard_shows_the_live_market(
         chart = browser.find_element(By.ID, "prices")
         prices = http.get("/prices", params={"day": chart.get_attribute("data-day")}).json()
         traded = [p for p in prices["points"] if p["mean_price_sen_per_kwh"] is not None]
-        assert len(chart.find_elements(By.CSS_SELECTOR, "circle.point")) == len(traded) > 0
+        points = chart.find_elements(By.CSS_SELECTOR, "circle.point")
+        assert sorted(p.get_attribute("data-slot") for p in points) == sorted(
+            p["slot"] for p in traded
+        )
+        if chart.get_attribute("data-day") == slot[:10]:  # else the chain is a day further
+            assert slot in [p.get_attribute("data-slot") for p in points]
 
         # recent blocks, newest first
         blocks = browser.find_elements(By.CSS_SELECTOR, "#blocks tr.block")

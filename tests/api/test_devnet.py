@@ -15,7 +15,6 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from peerpower.api.app import create_app
 from peerpower.api.devnet import GUEST, DevnetOptions, LiveDevnet
 from peerpower.cli import main
 from peerpower.client import ApiError, Client
@@ -24,31 +23,15 @@ from peerpower.crypto import canonical
 from peerpower.errors import InvalidInput
 from peerpower.ledger.rules import from_ms
 from peerpower.timeslots import Slot, slot_of
-from tests.api.test_api import Server
+from tests.api.live import serving, until
 
 FAST = 20_000.0  # virtual seconds a second: a slot in 0.09 s (or as fast as the machine runs)
 
 
-def wait_for(check: Any, what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveDevnet, str]]:
-    devnet = LiveDevnet(DevnetOptions(speed=FAST, seed=3), tmp_path_factory.mktemp("keys"))
-    server = Server(create_app(devnet.exchange))
-    devnet.start()
-    try:
-        yield devnet, server.url
-    finally:
-        devnet.stop()
-        server.stop()
+    with serving(DevnetOptions(speed=FAST, seed=3), tmp_path_factory.mktemp("keys")) as running:
+        yield running
 
 
 def test_the_devnet_trades_through_consensus(live: tuple[LiveDevnet, str]) -> None:
@@ -58,7 +41,7 @@ def test_the_devnet_trades_through_consensus(live: tuple[LiveDevnet, str]) -> No
         def traded() -> list[dict[str, Any]]:
             return [s for s in http.get("/slots").json() if s["volume_wh"] > 0]
 
-        slot = wait_for(traded, "a slot cleared with trades")[0]["slot"]
+        slot = until(traded, "a slot cleared with trades", 120)[0]["slot"]
         status = http.get("/status").json()
         assert status["validators"] == ["val0", "val1", "val2", "val3"]
         assert devnet.error is None
@@ -96,7 +79,7 @@ def test_a_guest_order_goes_through_the_api_to_the_chain(live: tuple[LiveDevnet,
         def committed() -> bool:
             return client.transaction(tx_id)["status"] == "committed"
 
-        wait_for(committed, "the guest's order in a block", 30)
+        until(committed, "the guest's order in a block", 30)
         found = client.transaction(tx_id)
         assert found["tx"]["body"]["from"] == GUEST and found["tx"]["body"]["slot"] == slot
         with pytest.raises(ApiError) as refused:
