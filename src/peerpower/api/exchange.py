@@ -247,14 +247,9 @@ class Exchange:
                     "index": index,
                     "tx": raw,
                 }
-            node = self.node
-            for raw in node.pool.txs:
-                try:
-                    tx = decode_tx(raw, self.genesis.tx_chain)
-                except InvalidTransaction:  # pragma: no cover - the mempool holds valid txs
-                    continue
-                if tx.id == tx_id:
-                    return {"id": tx_id, "status": "pending", "tx": raw}
+            raw = self.node.pool.find(tx_id)
+            if raw is not None:
+                return {"id": tx_id, "status": "pending", "tx": raw}
             return None
 
     def account(self, account_id: str) -> dict[str, Any] | None:

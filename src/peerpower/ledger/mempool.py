@@ -76,6 +76,13 @@ class Mempool:
     def __len__(self) -> int:
         return len(self.txs)
 
+    def find(self, tx_id: str) -> dict[str, Any] | None:
+        """The waiting transaction whose id (:attr:`Tx.id`) is ``tx_id``, if any."""
+        for obj in self.txs:
+            if self._entry(obj)[1].id == tx_id:
+                return obj
+        return None
+
     def _ctx(self, state: State, time_ms: int) -> BlockContext:
         ctx = self._last_ctx
         if ctx is None or ctx.time_ms != time_ms or ctx.prev_hash != state.head_hash:
