@@ -360,3 +360,75 @@ def test_a_slot_never_cleared_settles_void_and_says_so(chain: Chain) -> None:
     assert books[-1]["status"] == "void"
     assert exchange.ladder("2026-08-17#10")["status"] == "closed"  # its gate passed, no orders
     assert exchange.ladder("2026-08-20#10")["status"] == "open"
+
+
+def test_junk_naming_a_signer_does_not_use_up_its_rate(chain: Chain) -> None:
+    """The rate is spent by accepted transactions only: a body's ``from`` is a claim until
+    its signature is checked."""
+    exchange = Exchange(chain.node, lambda: NOW)
+    server = Server(create_app(exchange, RateLimiter(rate=0.001, burst=3)))
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            forged = chain.signer("a", key="b").order(SLOT, "sell", 100, 1500)
+            for _ in range(10):
+                assert is_problem(client.post("/tx", json=forged), 422)["rule"] == "signature"
+            signer = chain.signer("a")
+            codes = [
+                client.post("/tx", json=signer.order(SLOT, "sell", 100, 1500)).status_code
+                for _ in range(4)
+            ]
+            assert codes == [202, 202, 202, 429]
+    finally:
+        server.stop()
+
+
+def test_a_chunked_body_over_the_limit_is_refused_as_it_comes(
+    api: tuple[Exchange, httpx.Client],
+) -> None:
+    _, client = api
+    sent = [0]
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(64):  # 4 MiB in 64 KiB chunks, no Content-Length
+            sent[0] += 1
+            yield b" " * 65536
+
+    got = is_problem(client.post("/tx", content=chunks()), 413)
+    assert got["field"] == "body" and "limit" in got["detail"]
+    assert client.get("/status").json()["mempool"] == 0
+
+
+def test_the_stream_says_when_events_were_missed_and_stops_with_its_client(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [T0 + 2000]
+    exchange = Exchange(chain.node, lambda: now[0])
+    calls = [0]
+    real = exchange.events_since
+
+    def counted(seq: int) -> list[dict]:  # type: ignore[type-arg]
+        calls[0] += 1
+        return real(seq)
+
+    monkeypatch.setattr(exchange, "events_since", counted)
+    server = Server(create_app(exchange))
+    try:
+        exchange.produce()
+        ws_url = f"ws://127.0.0.1:{server.port}/stream"
+        with connect(f"{ws_url}?since=1000") as ws:  # from before a restart, say
+            hello = json.loads(ws.recv(timeout=10))
+            assert hello["type"] == "hello" and hello["error"] is None
+            gap = json.loads(ws.recv(timeout=10))
+            assert gap == {"type": "gap", "since": 1000, "next": hello["events"] + 1}
+            now[0] += 60_000
+            exchange.produce()
+            assert json.loads(ws.recv(timeout=10))["type"] == "block"
+        for _ in range(5):
+            with connect(ws_url) as ws:
+                ws.recv(timeout=10)
+        time.sleep(0.5)
+        before = calls[0]
+        time.sleep(1.0)
+        assert calls[0] == before  # no stream polls for a client that left
+    finally:
+        server.stop()

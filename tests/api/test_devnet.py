@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +23,7 @@ from peerpower.consensus.ledger_app import LedgerApp
 from peerpower.crypto import canonical
 from peerpower.errors import InvalidInput
 from peerpower.ledger.rules import from_ms
+from peerpower.ledger.state import Settled
 from peerpower.timeslots import Slot, slot_of
 from tests.api.live import serving, until
 
@@ -125,3 +127,32 @@ def test_the_devnet_is_fronted_by_a_consensus_validator(live: tuple[LiveDevnet, 
     devnet, _ = live
     assert isinstance(devnet.exchange.node, LedgerApp)
     assert devnet.exchange.node is devnet.chain.front
+
+
+def test_every_clearing_is_kept_though_nobody_asks(tmp_path: Path) -> None:
+    """The ledger drops a slot's contracts once it settles; the exchange indexes each block as
+    it commits, so clearings, prices and settlements are there even if no client polled."""
+    devnet = LiveDevnet(DevnetOptions(speed=FAST, seed=4), tmp_path)
+    devnet.start()
+    try:
+        time.sleep(8)  # no API calls meanwhile
+        devnet.pause()
+        exchange = devnet.exchange
+        with exchange.lock:
+            settled = {
+                slot: rec.volume_wh
+                for slot, rec in exchange.node.state.table("settled").items()
+                if isinstance(rec, Settled) and rec.volume_wh > 0
+            }
+            cleared = dict(exchange.cleared)
+        assert len(settled) >= 3, "too few slots traded and settled to tell"
+        for slot, volume in settled.items():
+            assert cleared[slot]["volume_wh"] == volume, slot
+            block = exchange.block(cleared[slot]["height"])
+            assert block is not None
+            assert any(
+                tx["body"]["type"] in ("clear", "decide") and tx["body"]["slot"] == slot
+                for tx in block["txs"]
+            ), f"block {cleared[slot]['height']} did not clear {slot}"
+    finally:
+        devnet.stop()

@@ -14,7 +14,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -72,25 +72,42 @@ def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
 
 
 class RateLimiter:
-    """A token bucket per signer (account or site)."""
+    """A token bucket per signer (account or site): ``rate`` tokens a second, at most
+    ``burst``. A transaction needs a token to be looked at (:meth:`ready`) and spends it only
+    once accepted (:meth:`spend`): the name a body claims is not proof, so junk naming someone
+    else cannot use up their rate."""
+
+    MAX_KEYS = 100_000
 
     def __init__(self, rate: float = RATE_PER_SECOND, burst: float = RATE_BURST) -> None:
         self.rate, self.burst = rate, burst
-        self.buckets: dict[str, tuple[float, float]] = {}
+        self.buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, when)
         self.lock = threading.Lock()
 
-    def allow(self, key: str, now: float | None = None) -> bool:
+    def _tokens(self, key: str, t: float) -> float:
+        tokens, last = self.buckets.get(key, (self.burst, t))
+        return min(self.burst, tokens + (t - last) * self.rate)
+
+    def ready(self, key: str, now: float | None = None) -> bool:
+        """Whether ``key`` has a token now."""
         t = time.monotonic() if now is None else now
         with self.lock:
-            tokens, last = self.buckets.get(key, (self.burst, t))
-            tokens = min(self.burst, tokens + (t - last) * self.rate)
-            if tokens < 1:
-                self.buckets[key] = (tokens, t)
-                return False
-            self.buckets[key] = (tokens - 1, t)
-            if len(self.buckets) > 100_000:
-                self.buckets.clear()
-            return True
+            return self._tokens(key, t) >= 1
+
+    def spend(self, key: str, now: float | None = None) -> None:
+        t = time.monotonic() if now is None else now
+        with self.lock:
+            self.buckets[key] = (self._tokens(key, t) - 1, t)
+            if len(self.buckets) > self.MAX_KEYS:  # forget the buckets that are full again
+                for k in [k for k in self.buckets if self._tokens(k, t) >= self.burst]:
+                    del self.buckets[k]
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        """Spend a token of ``key`` if it has one."""
+        if not self.ready(key, now):
+            return False
+        self.spend(key, now)
+        return True
 
 
 class Front:
@@ -105,7 +122,7 @@ class Front:
     the server's time an order (``peerpower bench api``: 300 instead of 420 µs of CPU). The
     ``/tx`` route stays, for the OpenAPI schema and for an app mounted under a root path."""
 
-    def __init__(self, app: ASGIApp, submit: Callable[[bytes], JSONResponse]) -> None:
+    def __init__(self, app: ASGIApp, submit: Callable[[bytes], Awaitable[JSONResponse]]) -> None:
         self.app = app
         self.submit = submit
 
@@ -124,27 +141,38 @@ class Front:
             await self.app(scope, receive, send)
             return
         chunks = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return  # nobody to answer
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:  # a chunked body says its size only as it comes
+                await too_large(size)(scope, receive, send)
+                return
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        response = self.submit(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        response = await self.submit(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         await response(scope, receive, send)
+
+
+def too_large(size: int, more: bool = True) -> JSONResponse:
+    at_least = "more than " if more else ""
+    return problem(
+        413,
+        "request too large",
+        f"the body is {at_least}{size} bytes, the limit is {MAX_BODY_BYTES}",
+        field="body",
+    )
 
 
 def _length_refusal(length: str) -> JSONResponse | None:
     if not length.isdigit():
         return problem(400, "bad request", f"content-length is {length!r}")
     if int(length) > MAX_BODY_BYTES:
-        return problem(
-            413,
-            "request too large",
-            f"the body is {int(length)} bytes, the limit is {MAX_BODY_BYTES}",
-            field="body",
-        )
+        return too_large(int(length), more=False)
     return None
 
 
@@ -203,7 +231,7 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
                 field="body",
             )
         who = _signer(obj)
-        if who is not None and not rate.allow(who):
+        if who is not None and not rate.ready(who):
             return problem(
                 429,
                 "too many requests",
@@ -223,6 +251,7 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
             )
         except InvalidInput as err:  # as the handler below answers it on the route
             return problem(422, "invalid input", err.message, field=err.field)
+        rate.spend(tx.sender)
         return JSONResponse(
             {
                 "accepted": True,
@@ -234,11 +263,28 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
             status_code=202,
         )
 
-    app.add_middleware(Front, submit=answer_tx)
+    async def answer(raw: bytes) -> JSONResponse:
+        """:func:`answer_tx` on the event loop when the chain is free (the common case, and
+        the fastest), else in a worker thread, so the loop never waits for the lock."""
+        if exchange.lock.acquire(blocking=False):
+            try:
+                return answer_tx(raw)
+            finally:
+                exchange.lock.release()
+        return await asyncio.to_thread(answer_tx, raw)
+
+    app.add_middleware(Front, submit=answer)
 
     @app.post("/tx", status_code=202, summary="Submit a transaction signed on the client")
     async def submit_tx(request: Request) -> JSONResponse:
-        return answer_tx(await request.body())
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return too_large(size)
+            chunks.append(chunk)
+        return await answer(b"".join(chunks))
 
     @app.get("/status", summary="The chain's height, time, mempool and state root")
     def status() -> dict[str, Any]:
@@ -334,20 +380,36 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
 
     @app.websocket("/stream")
     async def stream(socket: WebSocket, since: int | None = None) -> None:
-        """Events as JSON messages: ``block``, ``trade`` (a slot's balanced units) and
-        ``book`` (a slot's ladder after a block changed it). ``since`` replays the events kept
-        after that number; by default the stream starts with the newest."""
+        """Events as JSON messages, numbered (``seq``): ``block``, ``trade`` (a slot's
+        balanced units) and ``book`` (a slot's ladder after a block changed it). ``since``
+        replays the events kept after that number; by default the stream starts with the
+        newest. A ``gap`` message says events were missed (no longer kept, or ``since`` is
+        from before a restart): read the state again."""
         await socket.accept()
-        seq = exchange.event_seq if since is None else since
-        await socket.send_json({"type": "hello", **exchange.status()})
+        hello = await asyncio.to_thread(exchange.status)
+        await socket.send_json({"type": "hello", **hello})
+        newest = int(hello["events"])
+        seq = newest if since is None or since > newest else since
+        if since is not None and since > newest:
+            await socket.send_json({"type": "gap", "since": since, "next": newest + 1})
+        spoke = asyncio.ensure_future(socket.receive())
         try:
             while True:
-                for event in await asyncio.to_thread(exchange.events_since, seq):
+                events = await asyncio.to_thread(exchange.events_since, seq)
+                if events and events[0]["seq"] > seq + 1:
+                    await socket.send_json({"type": "gap", "since": seq, "next": events[0]["seq"]})
+                for event in events:
                     await socket.send_json(event)
                     seq = event["seq"]
-                await asyncio.sleep(STREAM_POLL_S)
+                done, _ = await asyncio.wait({spoke}, timeout=STREAM_POLL_S)
+                if done:  # the client closed the stream (anything else it sends is ignored)
+                    if spoke.result()["type"] == "websocket.disconnect":
+                        return
+                    spoke = asyncio.ensure_future(socket.receive())
         except (WebSocketDisconnect, RuntimeError):
             return
+        finally:
+            spoke.cancel()
 
     mount_dashboard(app)
     return app

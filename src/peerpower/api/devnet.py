@@ -22,7 +22,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -63,17 +63,18 @@ class PacedValidators(Validators):
         self.running.set()
         self.held = threading.Event()  # set while paused and holding still
         self._anchor: tuple[float, int] | None = None  # (wall s, virtual ms) in step
+        self.on_step: Callable[[], None] | None = None  # after each virtual minute, locked
 
     def start_clock(self) -> None:
         self._anchor = (time.monotonic(), self._now)
 
     def _wait_for(self, virtual_ms: int) -> None:
         if not self.running.is_set():
-            self.held.set()
-            while not self.running.wait(0.05):
+            while not self.running.is_set():
+                self.held.set()
+                self.running.wait(0.05)
                 if self.stop.is_set():
                     raise Stopped
-            self.held.clear()
             self._anchor = (time.monotonic(), self._now)  # pick up the pace from here
         if self._anchor is None:
             return
@@ -93,6 +94,8 @@ class PacedValidators(Validators):
             self._wait_for(step)
             with self.lock:
                 super().advance(step)
+                if self.on_step is not None:
+                    self.on_step()
 
     def submit(self, txs: Sequence[dict[str, Any]]) -> int:
         with self.lock:
@@ -149,6 +152,7 @@ class LiveDevnet:
         assert isinstance(front, LedgerApp)
         self.exchange = Exchange(front, lambda: chain.now_ms)
         chain.lock = self.exchange.lock  # one lock for the validators and the API
+        chain.on_step = self.exchange.follow  # index every block as it commits
         self.guest_key = KeyPair.generate()
         folder = Path(tempfile.mkdtemp(prefix="peerpower-devnet-")) if key_dir is None else key_dir
         self.guest_key_file = folder / "guest.key"
@@ -188,12 +192,14 @@ class LiveDevnet:
             return
         except BaseException as err:  # shown on /status; the API goes on serving the chain
             self.error = err
+            self.exchange.fault = f"the devnet stopped: {type(err).__name__}: {err}"
             log.exception("the devnet stopped")
 
     def pause(self) -> None:
         """Hold the chain still after the virtual minute under way (the API goes on serving
         it and taking transactions); returns once it holds still."""
         self.chain.running.clear()
+        self.chain.held.clear()  # set again by the driver once it holds still
         while self._thread.is_alive() and not self.chain.held.wait(0.05):
             pass
 

@@ -54,7 +54,9 @@ class Exchange:
         self.events: deque[dict[str, Any]] = deque(maxlen=KEEP_EVENTS)
         self.event_seq = 0
         self._books: dict[str, tuple[frozenset[str], str]] = {}
+        self._cleared_at: dict[str, int] = {}  # slot → the block that cleared it
         self._height = 0
+        self.fault: str | None = None  # what stopped the node's driver, if anything
         self._sync()
 
     # -- writes --------------------------------------------------------------------------------
@@ -79,6 +81,12 @@ class Exchange:
             return block.to_json()["header"]  # type: ignore[no-any-return]
 
     # -- following the chain -------------------------------------------------------------------
+    def follow(self) -> None:
+        """Index what was committed since the last call: whatever drives the node calls it
+        after each block (a slot's contracts are on the chain only until it settles)."""
+        with self.lock:
+            self._sync()
+
     def _sync(self) -> None:
         """Index what was committed since the last call and record its events."""
         node = self.node
@@ -110,6 +118,8 @@ class Exchange:
                 continue
             self.tx_heights[tx.id] = (block.height, i)
             ids.append(tx.id)
+            if tx.type in ("clear", "decide"):
+                self._cleared_at[str(tx.body.get("slot"))] = block.height
         obj["tx_ids"] = ids
         while len(self.blocks) > KEEP_BLOCKS:
             _, old = self.blocks.popitem(last=False)
@@ -129,7 +139,8 @@ class Exchange:
         for slot, rec in state.table("contracts").items():
             if slot in self.cleared or not isinstance(rec, Contracts):
                 continue
-            summary = clearing_summary(slot, rec.units, self._height, rec.digest)
+            height = self._cleared_at.pop(slot, self._height)
+            summary = clearing_summary(slot, rec.units, height, rec.digest)
             self.cleared[slot] = summary
             while len(self.cleared) > KEEP_CLEARINGS:
                 self.cleared.popitem(last=False)
@@ -175,6 +186,7 @@ class Exchange:
                 "mempool": waiting,
                 "state_root": node.state.root.hex(),
                 "events": self.event_seq,
+                "error": self.fault,
             }
 
     def market(self) -> dict[str, Any]:
@@ -182,14 +194,21 @@ class Exchange:
         g = self.genesis.to_json()
         return {"chain": self.genesis.chain_id, "market": g["market"], "params": g["params"]}
 
-    def slots(self) -> list[dict[str, Any]]:
+    def slots(self, days: int = 2) -> list[dict[str, Any]]:
         """Every slot the chain holds (open, sealed, or cleared and not yet settled), and the
-        cleared slots kept here, in time order."""
+        settled and void slots of the last ``days`` days, in time order."""
         with self.lock:
             self._sync()
             state = self.node.state
+            since = from_ms(state.meta.time_ms) - timedelta(days=days)
+
+            def recent(slot: str) -> bool:
+                return Slot.parse(slot).start >= since
+
             out: dict[str, dict[str, Any]] = {}
             for slot, c in self.cleared.items():
+                if not recent(slot):
+                    continue
                 out[slot] = {
                     "slot": slot,
                     "status": self._status(state, slot),
@@ -197,7 +216,7 @@ class Exchange:
                     "volume_wh": c["volume_wh"],
                 }
             for slot, settled in state.table("settled").items():
-                if isinstance(settled, Settled) and settled.void:
+                if isinstance(settled, Settled) and settled.void and recent(slot):
                     out[slot] = {"slot": slot, "status": "void", "orders": 0, "volume_wh": 0}
             for slot, rec in state.table("slots").items():
                 if not isinstance(rec, SlotRec):

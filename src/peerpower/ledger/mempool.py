@@ -55,6 +55,7 @@ class Mempool:
         self._key_of: dict[int, bytes] = {}  # id(obj) → canonical bytes, for waiting objs
         self._index: dict[str, list[dict[str, Any]]] | None = None  # sender → its waiting txs
         self._last_ctx: BlockContext | None = None
+        self._ids: dict[bytes, str] = {}  # canonical bytes → transaction id, for find
 
     def _by_sender(self, sender: str) -> list[dict[str, Any]]:
         if self._index is None:
@@ -77,11 +78,20 @@ class Mempool:
         return len(self.txs)
 
     def find(self, tx_id: str) -> dict[str, Any] | None:
-        """The waiting transaction whose id (:attr:`Tx.id`) is ``tx_id``, if any."""
+        """The waiting transaction whose id (:attr:`Tx.id`) is ``tx_id``, if any (ids are
+        kept between calls: a lookup hashes only what arrived since the last)."""
+        ids = self._ids
+        if len(ids) > 2 * len(self.txs) + 1000:  # most are gone: keep those still waiting
+            ids.clear()
+        found = None
         for obj in self.txs:
-            if self._entry(obj)[1].id == tx_id:
-                return obj
-        return None
+            key, tx, _ = self._entry(obj)
+            got = ids.get(key)
+            if got is None:
+                got = ids[key] = tx.id
+            if got == tx_id and found is None:
+                found = obj
+        return found
 
     def _ctx(self, state: State, time_ms: int) -> BlockContext:
         ctx = self._last_ctx

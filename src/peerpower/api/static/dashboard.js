@@ -913,6 +913,9 @@
         applyStatus(ev);
         refreshAll(); // whatever happened while the stream was away
         break;
+      case "gap": // events the server no longer keeps: read everything again
+        refreshAll();
+        break;
       case "block":
         setHeight(ev.height, ev.time_ms);
         addBlocks([ev]);
