@@ -56,6 +56,16 @@ def problem(
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
+def out_of_range(field: str, value: int, allowed: str) -> JSONResponse:
+    """422 for a number outside what ``field`` allows (e.g. ``"1–1000"``)."""
+    detail = f"{field} must be {allowed}, got {value}"
+    return problem(422, "invalid input", detail, field=field, value=value)
+
+
+def not_found(field: str, value: Any, detail: str) -> JSONResponse:
+    return problem(404, "not found", detail, field=field, value=value)
+
+
 def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether JSON ``value`` nests arrays and objects more than ``limit`` deep (encoding it
     would recurse that deep)."""
@@ -301,77 +311,43 @@ def create_app(exchange: Exchange, limiter: RateLimiter | None = None) -> FastAP
     @app.get("/blocks", summary="The latest blocks' headers, newest first")
     def blocks(limit: int = 20) -> Any:
         if not 1 <= limit <= 1000:
-            return problem(
-                422,
-                "invalid input",
-                f"limit must be 1–1000, got {limit}",
-                field="limit",
-                value=limit,
-            )
+            return out_of_range("limit", limit, "1–1000")
         return exchange.recent_blocks(limit)
 
     @app.get("/blocks/{height}", summary="A committed block with its transactions")
     def block(height: int) -> Any:
         if not 1 <= height <= 2**62:
-            return problem(
-                422,
-                "invalid input",
-                f"height must be ≥ 1, got {height}",
-                field="height",
-                value=height,
-            )
+            return out_of_range("height", height, "≥ 1")
         got = exchange.block(height)
         if got is None:
-            return problem(
-                404, "not found", f"no block {height} here", field="height", value=height
-            )
+            return not_found("height", height, f"no block {height} here")
         return got
 
     @app.get("/transactions/{tx_id}", summary="A transaction by id: committed or pending")
     def transaction(tx_id: str) -> Any:
         got = exchange.transaction(tx_id)
         if got is None:
-            return problem(
-                404,
-                "not found",
-                f"no transaction {tx_id[:80]!r} here",
-                field="tx_id",
-                value=tx_id[:80],
-            )
+            return not_found("tx_id", tx_id[:80], f"no transaction {tx_id[:80]!r} here")
         return got
 
     @app.get("/accounts/{account_id}", summary="Balance, margin, orders, contracts, defaults")
     def account(account_id: str) -> Any:
         got = exchange.account(account_id)
         if got is None:
-            return problem(
-                404, "not found", f"no account {account_id!r}", field="account_id", value=account_id
-            )
+            return not_found("account_id", account_id, f"no account {account_id!r}")
         return got
 
     @app.get("/slots/{slot}/ladder", summary="SELL | PRICE | BUY of a slot's open orders")
     def slot_ladder(slot: str, depth: int | None = None) -> Any:
         if depth is not None and not 1 <= depth <= 1000:
-            return problem(
-                422,
-                "invalid input",
-                f"depth must be 1–1000, got {depth}",
-                field="depth",
-                value=depth,
-            )
+            return out_of_range("depth", depth, "1–1000")
         return exchange.ladder(slot, depth)
 
     @app.get("/slots/{slot}/clearing", summary="A cleared slot's balanced units and prices")
     def slot_clearing(slot: str) -> Any:
         got = exchange.clearing(slot)
         if got is None:
-            return problem(
-                404,
-                "not found",
-                f"slot {slot!r} is not cleared (or no longer kept)",
-                field="slot",
-                value=slot,
-            )
+            return not_found("slot", slot, f"slot {slot!r} is not cleared (or no longer kept)")
         return got
 
     @app.get("/prices", summary="Price history: each cleared slot of a day (default: today)")

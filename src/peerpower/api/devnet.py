@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from peerpower.ledger.genesis import Genesis
 from peerpower.ledger.state import OrderRec
 from peerpower.sim.network import BLOCK_MS, Validators
 from peerpower.sim.runner import DEPOSIT_MICROYEN, Community
-from peerpower.sim.scenario import Scenario, load_scenario
+from peerpower.sim.scenario import Scenario, load_preset
 
 log = logging.getLogger("peerpower.devnet")
 
@@ -130,10 +129,7 @@ class DevnetOptions:
 
 
 def devnet_scenario(opts: DevnetOptions) -> Scenario:
-    path = resources.files("peerpower.sim").joinpath("presets/devnet.toml")
-    with resources.as_file(path) as p:
-        scenario = load_scenario(str(p))
-    return scenario.with_overrides(validators=opts.validators, seed=opts.seed)
+    return load_preset("devnet").with_overrides(validators=opts.validators, seed=opts.seed)
 
 
 class LiveDevnet:

@@ -23,14 +23,13 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from peerpower.consensus.ledger_app import LedgerApp
-from peerpower.errors import InvalidInput, InvalidTransaction
+from peerpower.errors import InvalidInput
 from peerpower.ledger.blocks import Block
 from peerpower.ledger.node import SoloNode
-from peerpower.ledger.rules import from_ms, to_ms
+from peerpower.ledger.rules import as_order, from_ms, slot_orders, to_ms
 from peerpower.ledger.state import Account, Contract, Contracts, OrderRec, Settled, SlotRec, State
-from peerpower.ledger.transactions import Tx, decode_tx, parse_slot
+from peerpower.ledger.transactions import Tx, parse_slot, tx_id_of
 from peerpower.market.depth import ladder
-from peerpower.market.orders import Order, Side
 from peerpower.timeslots import JST, Slot
 from peerpower.units import money_microyen
 
@@ -112,14 +111,10 @@ class Exchange:
         self.blocks[block.height] = obj
         ids = []
         for i, raw in enumerate(block.txs):
-            try:
-                tx = decode_tx(raw, self.genesis.tx_chain)
-            except InvalidTransaction:  # pragma: no cover - a committed block's txs decode
-                continue
-            self.tx_heights[tx.id] = (block.height, i)
-            ids.append(tx.id)
-            if tx.type in ("clear", "decide"):
-                self._cleared_at[str(tx.body.get("slot"))] = block.height
+            ids.append(tid := tx_id_of(raw))
+            self.tx_heights[tid] = (block.height, i)
+            if raw["body"]["type"] in ("clear", "decide"):
+                self._cleared_at[str(raw["body"]["slot"])] = block.height
         obj["tx_ids"] = ids
         while len(self.blocks) > KEEP_BLOCKS:
             _, old = self.blocks.popitem(last=False)
@@ -349,22 +344,7 @@ class Exchange:
             return self._ladder(self.node.state, slot, depth)
 
     def _ladder(self, state: State, slot: str, depth: int | None) -> dict[str, Any]:
-        orders = []
-        for key in state.order_ids(slot):
-            rec = state.get("orders", key)
-            assert isinstance(rec, OrderRec)
-            side = Side.SELL if rec.side == "sell" else Side.BUY
-            orders.append(
-                Order(
-                    rec.id,
-                    rec.account,
-                    side,
-                    rec.energy_wh,
-                    rec.price_sen_per_kwh,
-                    rec.node,
-                    rec.seq,
-                )
-            )
+        orders = [as_order(rec) for rec in slot_orders(state, slot)]
         status = self._status(state, slot)
         rows = [
             {

@@ -416,19 +416,14 @@ def slot_book(draft: Draft | State, genesis: Genesis, slot: str, seed: bytes) ->
     return _book(slot_orders(draft, slot), genesis, seed)
 
 
+def as_order(rec: OrderRec) -> Order:
+    """An open order on the chain as the market sees it."""
+    side = Side.SELL if rec.side == "sell" else Side.BUY
+    return Order(rec.id, rec.account, side, rec.energy_wh, rec.price_sen_per_kwh, rec.node, rec.seq)
+
+
 def _book(records: list[OrderRec], genesis: Genesis, seed: bytes) -> Book:
-    orders = tuple(
-        Order(
-            o.id,
-            o.account,
-            Side.SELL if o.side == "sell" else Side.BUY,
-            o.energy_wh,
-            o.price_sen_per_kwh,
-            o.node,
-            o.seq,
-        )
-        for o in records
-    )
+    orders = tuple(as_order(o) for o in records)
     return Book(orders, genesis.market.grid, genesis.market.lot_wh, seed)
 
 

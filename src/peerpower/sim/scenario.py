@@ -283,6 +283,15 @@ class Scenario:
         )
 
 
+def load_preset(name: str) -> Scenario:
+    """A scenario shipped under ``peerpower/sim/presets/`` (:data:`PRESETS`, and ``devnet``
+    for ``peerpower serve --devnet``)."""
+    preset = resources.files("peerpower.sim").joinpath("presets", f"{name}.toml")
+    return parse_scenario(
+        preset.read_text(encoding="utf-8"), f"preset {name}", Path(__file__).parent / "presets"
+    )
+
+
 def load_scenario(name_or_path: str) -> Scenario:
     """A preset by name (:data:`PRESETS`) or a scenario TOML file by path.
 
@@ -292,12 +301,7 @@ def load_scenario(name_or_path: str) -> Scenario:
         The name is neither, the file cannot be read, or the scenario is invalid.
     """
     if name_or_path in PRESETS:
-        preset = resources.files("peerpower.sim").joinpath("presets", f"{name_or_path}.toml")
-        return parse_scenario(
-            preset.read_text(encoding="utf-8"),
-            f"preset {name_or_path}",
-            Path(__file__).parent / "presets",
-        )
+        return load_preset(name_or_path)
     path = Path(name_or_path)
     if not path.is_file():
         raise InvalidInput(
