@@ -48,14 +48,37 @@ def random_book(
     return Book.build(orders, grid, 100, seed)
 
 
+def stp_kept(book: Book) -> set[int]:
+    """Self-trade prevention written plainly: orders in (seq, position) order; one whose price
+    meets (bid ≥ ask) an earlier kept order of its participant on the other side is left out."""
+    kept: list[int] = []
+    for k in sorted(range(len(book.orders)), key=lambda k: (book.orders[k].seq, k)):
+        o = book.orders[k]
+        crosses = False
+        for e in kept:
+            other = book.orders[e]
+            if other.participant != o.participant or other.side is o.side:
+                continue
+            ask, bid = (
+                (o.price_sen_per_kwh, other.price_sen_per_kwh)
+                if o.side is Side.SELL
+                else (other.price_sen_per_kwh, o.price_sen_per_kwh)
+            )
+            crosses = crosses or bid >= ask
+        if not crosses:
+            kept.append(k)
+    return set(kept)
+
+
 def _pairs(book: Book) -> list[tuple[int, int, int]]:
     grid = book.grid
     out = []
+    kept = stp_kept(book)
     for i, s in enumerate(book.orders):
-        if s.side is not Side.SELL:
+        if s.side is not Side.SELL or i not in kept:
             continue
         for j, b in enumerate(book.orders):
-            if b.side is not Side.BUY or b.participant == s.participant:
+            if b.side is not Side.BUY or b.participant == s.participant or j not in kept:
                 continue
             fee = grid.fee(grid.index[s.node], grid.index[b.node])
             if b.price_sen_per_kwh - fee >= s.price_sen_per_kwh:
@@ -74,8 +97,8 @@ def _subtree(grid: GridTree, c: int, v: int) -> bool:
 def oracle(book: Book, goal: str) -> dict[str, Any]:
     """Lexicographic optimum (primary, secondary) by a plain pairwise MILP through scipy.
 
-    Independent of peerpower.market.optimal: its own pair enumeration, capacity rows built from
-    explicit subtree tests, scipy's HiGHS rather than OR-tools.
+    Independent of peerpower.market.optimal: its own self-trade prevention and pair enumeration,
+    capacity rows built from explicit subtree tests, scipy's HiGHS rather than OR-tools.
     """
     pairs = _pairs(book)
     lot = book.lot_wh

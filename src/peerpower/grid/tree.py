@@ -219,12 +219,18 @@ class GridTree:
 
     def fees_between(self, us: IntArray, vs: IntArray) -> IntArray:
         """Vectorised :meth:`fee` over arrays of node indexes (same shape)."""
+        dist = np.asarray(self.dist_sen_per_kwh, dtype=np.int64)
+        a = np.asarray(us, dtype=np.int64)
+        b = np.asarray(vs, dtype=np.int64)
+        result: IntArray = dist[a] + dist[b] - 2 * dist[self.lcas(a, b)]
+        return result
+
+    def lcas(self, us: IntArray, vs: IntArray) -> IntArray:
+        """Vectorised :meth:`lca` over arrays of node indexes (same shape)."""
         parent = np.asarray(self.parent, dtype=np.int64)
         depth = np.asarray(self.depth, dtype=np.int64)
-        dist = np.asarray(self.dist_sen_per_kwh, dtype=np.int64)
         a = np.array(us, dtype=np.int64, copy=True)
         b = np.array(vs, dtype=np.int64, copy=True)
-        total = dist[a] + dist[b]
         while True:
             deeper_a = depth[a] > depth[b]
             deeper_b = depth[b] > depth[a]
@@ -238,8 +244,15 @@ class GridTree:
                 break
             a = np.where(differ, parent[a], a)
             b = np.where(differ, parent[b], b)
-        result: IntArray = total - 2 * dist[a]
-        return result
+        return a
+
+    def subtree_sums(self, values: IntArray) -> IntArray:
+        """Σ of ``values`` (one per node) over each node's subtree."""
+        out = np.array(values, dtype=np.int64, copy=True)
+        parent = self.parent
+        for v in reversed(self.order[1:]):
+            out[parent[v]] += out[v]
+        return out
 
 
 def _check_acyclic(ids: Sequence[str], parent: Sequence[int], path: str) -> None:

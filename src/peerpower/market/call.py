@@ -1,46 +1,35 @@
-"""Single-price call auction at the gate (Itayose), for a market with one flat fee.
+"""Uniform-price call auction at the gate (Itayose), split by grid node on a grid.
 
-Every (sell, buy) pair of different participants must have the same fee ``f``. With
-``S(p)`` = energy of asks ≤ p and ``D(p)`` = energy of bids with ``bid − f ≥ p``, the matched
-volume is ``V = max_p min(S(p), D(p))`` over integer prices, and the price is
-``floor((lo + hi) / 2)`` over the interval ``[lo, hi]`` of prices reaching ``V``.
+Orders that cross an earlier order of their own participant are left out first (self-trade
+prevention, :mod:`.stp`).
+
+On one grid node (the textbook case): with ``S(p)`` = energy of asks ≤ p and ``D(p)`` = energy
+of bids ≥ p, the matched volume is ``V = max_p min(S(p), D(p))`` over integer prices, and the
+price is ``floor((lo + hi) / 2)`` over the interval ``[lo, hi]`` of prices reaching ``V``.
+
+On a grid (market splitting, as JEPX splits its areas when an interconnector is congested):
+one price per node, the competitive equilibrium of the book under the grid's fees and
+capacities (:mod:`.pricing`) — the welfare-maximising fills, orders of equal merit taken in
+time priority ``(seq, −score)``, priced at the rule's point of the equilibrium prices. A sale
+is paid its node's price and a purchase pays its node's; the path fee and any congestion rent
+go to the grid operator. With no fees and no binding capacity every node has the same price.
 
 Sellers are ranked by (ask, seq, −score) and buyers by (−bid, seq, −score); units are formed by
-walking both lists until ``V`` is reached. The seller receives the price; the buyer pays price + f.
-A participant never trades with itself: where the walk would pair a participant with itself the
-unit is re-paired with another one, and energy that only the same participant could take is
-left unfilled (so the volume can fall short of ``V`` in that corner case).
+walking both lists until ``V`` is reached. A participant never meets itself in the walk: its
+filled sell and filled buy would cross (``ask ≤ price ≤ bid``), which self-trade prevention
+has ruled out.
 """
 
 from __future__ import annotations
 
 import bisect
 
-from peerpower.errors import ClearingError
-from peerpower.market.orders import Book, Side
-from peerpower.market.result import ClearingResult, Trade, totals_of
+import numpy as np
+import numpy.typing as npt
 
-
-def uniform_fee(book: Book) -> int:
-    """The fee shared by every pair of different participants, or :class:`ClearingError`."""
-    grid = book.grid
-    if grid.size == 1:
-        return 0
-    sell_nodes = {grid.index[o.node] for o in book.orders if o.side is Side.SELL}
-    buy_nodes = {grid.index[o.node] for o in book.orders if o.side is Side.BUY}
-    fees: dict[int, tuple[int, int]] = {}
-    for s in sell_nodes:
-        for b in buy_nodes:
-            fees.setdefault(grid.fee(s, b), (s, b))
-            if len(fees) > 1:
-                (f1, (s1, b1)), (f2, (s2, b2)) = sorted(fees.items())[:2]
-                raise ClearingError(
-                    "mechanism",
-                    "call auction needs one fee for every pair, but "
-                    f"{grid.ids[s1]}→{grid.ids[b1]} costs {f1} and {grid.ids[s2]}→{grid.ids[b2]} "
-                    f"costs {f2} sen/kWh; use --mechanism optimal or cda",
-                )
-    return next(iter(fees), 0)
+from peerpower.market.orders import Book, BookArrays, Side, book_arrays
+from peerpower.market.result import ClearingResult, Trade, totals_from_columns, totals_of
+from peerpower.market.stp import prevent_self_trade
 
 
 def call_volume(book: Book, fee: int) -> tuple[int, int, int]:
@@ -75,12 +64,22 @@ def call_volume(book: Book, fee: int) -> tuple[int, int, int]:
 
 
 def clear_call(book: Book) -> ClearingResult:
-    """Clear ``book`` as a single-price call auction; see the module notes."""
-    fee = uniform_fee(book)
+    """Clear ``book`` as a call auction; see the module notes."""
+    book, excluded = prevent_self_trade(book)
+    if book.grid.size > 1:
+        return _split(book, excluded)
+    fee = 0
     volume, lo, hi = call_volume(book, fee)
     limit = {o.id: o.price_sen_per_kwh for o in book.orders}
     if volume == 0:
-        return ClearingResult("call", (), totals_of((), limit), clearing_price_sen_per_kwh=None)
+        return ClearingResult(
+            "call",
+            (),
+            totals_of((), limit),
+            clearing_price_sen_per_kwh=None,
+            pricing="nodal",
+            excluded=excluded,
+        )
     price = (lo + hi) // 2
     scores = book.scores()
     ranked = sorted(range(len(book.orders)), key=lambda k: (book.orders[k].seq, -scores[k]))
@@ -95,7 +94,7 @@ def clear_call(book: Book) -> ClearingResult:
     )
     sell_fill = _take(book, sells, volume)
     buy_fill = _take(book, buys, volume)
-    pairs = _pair(book, sell_fill, buy_fill)
+    pairs = _pair(sell_fill, buy_fill)
     trades = tuple(
         Trade(
             book.orders[s].id,
@@ -105,11 +104,66 @@ def clear_call(book: Book) -> ClearingResult:
             e,
             price,
             fee,
+            price + fee,
         )
         for s, b, e in pairs
     )
     return ClearingResult(
-        "call", trades, totals_of(trades, limit), clearing_price_sen_per_kwh=price
+        "call",
+        trades,
+        totals_of(trades, limit),
+        clearing_price_sen_per_kwh=price,
+        pricing="nodal",
+        node_prices={book.grid.ids[0]: price},
+        excluded=excluded,
+    )
+
+
+def time_priority(arr: BookArrays) -> npt.NDArray[np.uint64]:
+    """A rank per order for the flow's tie-break, highest first by ``(seq, −score, index)``,
+    spread over 64 bits so that the flow keeps the order in its top bits."""
+    n = len(arr.lots)
+    score_desc = np.iinfo(np.uint64).max - arr.score_u64
+    by_rank = np.lexsort((np.arange(n), score_desc, arr.seq))
+    rank = np.empty(n, dtype=np.uint64)
+    rank[by_rank] = np.arange(n, 0, -1, dtype=np.uint64)
+    step = np.uint64((2**64 - 1) // (n + 1))
+    out: npt.NDArray[np.uint64] = rank * step
+    return out
+
+
+def _split(book: Book, excluded: tuple[tuple[str, str], ...]) -> ClearingResult:
+    """Market splitting on a grid (see the module notes)."""
+    from peerpower.market.optimal import _nodal, _trades, _welfare_flow
+    from peerpower.market.pairing import tree_units
+
+    arr = book_arrays(book)
+    everyone = np.ones(len(arr.lots), dtype=bool)
+    filled, _ = _welfare_flow(book, arr, everyone, time_priority(arr))
+    units = tree_units(book.grid, arr.is_sell, arr.node, filled)
+    sell, buy, lots = units
+    pi = _nodal(book, arr, units)
+    fee = book.grid.fees_between(arr.node[sell], arr.node[buy])
+    price, buyer_price = pi[arr.node[sell]], pi[arr.node[buy]]
+    energy = lots * book.lot_wh
+    trades = _trades(book, arr, sell, buy, energy, price, fee, buyer_price)
+    totals = totals_from_columns(
+        energy.tolist(),
+        arr.price[sell].tolist(),
+        arr.price[buy].tolist(),
+        fee.tolist(),
+        (buyer_price - price - fee).tolist(),
+    )
+    prices = dict(zip(book.grid.ids, pi.tolist(), strict=True))
+    uniform = set(prices.values())
+    return ClearingResult(
+        "call",
+        trades,
+        totals,
+        clearing_price_sen_per_kwh=uniform.pop() if len(uniform) == 1 and trades else None,
+        pricing="nodal",
+        node_prices=prices,
+        excluded=excluded,
     )
 
 
@@ -125,46 +179,17 @@ def _take(book: Book, ranked: list[int], volume: int) -> list[list[int]]:
     return fills
 
 
-def _pair(book: Book, sells: list[list[int]], buys: list[list[int]]) -> list[tuple[int, int, int]]:
-    """Walk both ranked fill lists into units, never pairing a participant with itself."""
-    who = [o.participant for o in book.orders]
-    units: list[list[int]] = []
-    first = 0  # sells before this index are used up
+def _pair(sells: list[list[int]], buys: list[list[int]]) -> list[tuple[int, int, int]]:
+    """Walk both ranked fill lists into units."""
+    units: dict[tuple[int, int], int] = {}
+    k = 0
     for b, need in buys:
-        k = first
-        while need and k < len(sells):
-            cand = sells[k]
-            k += 1
-            if cand[1] == 0 or who[cand[0]] == who[b]:
-                continue
-            take = min(cand[1], need)
-            units.append([cand[0], b, take])
-            cand[1] -= take
+        while need:
+            s, left = sells[k]
+            take = min(left, need)
+            units[(s, b)] = units.get((s, b), 0) + take
+            sells[k][1] -= take
             need -= take
-        while first < len(sells) and sells[first][1] == 0:
-            first += 1
-        # Only the buyer's own sells are left: re-pair with earlier units whose two sides are
-        # other participants, (s2 → b2) + (own → b) becoming (s2 → b) + (own → b2).
-        for pos in range(first, len(sells)):
-            cand = sells[pos]
-            if not need:
-                break
-            if cand[1] == 0 or who[cand[0]] != who[b]:
-                continue
-            for unit in list(units):
-                s2, b2, e2 = unit
-                if e2 == 0 or who[s2] == who[b] or who[b2] == who[b]:
-                    continue
-                move = min(e2, need, cand[1])
-                unit[2] -= move
-                units.append([s2, b, move])
-                units.append([cand[0], b2, move])
-                cand[1] -= move
-                need -= move
-                if not need or not cand[1]:
-                    break
-    merged: dict[tuple[int, int], int] = {}
-    for s, b, e in units:
-        if e:
-            merged[(s, b)] = merged.get((s, b), 0) + e
-    return [(s, b, e) for (s, b), e in merged.items()]
+            if sells[k][1] == 0:
+                k += 1
+    return [(s, b, e) for (s, b), e in units.items()]

@@ -174,7 +174,8 @@ def clear_cda(book: Book) -> ClearingResult:
                 entry = ((dv - limit) << bits) | k
                 for heap in own_buy_heaps[v]:
                     heappush(heap, entry)
-    return ClearingResult("cda", *_trades(book, arr.participants, done, book_index, part, price))
+    trades, totals = _trades(book, arr.participants, done, book_index, part, price)
+    return ClearingResult("cda", trades, totals, pricing="resting")
 
 
 def _arrival(

@@ -5,16 +5,19 @@ from __future__ import annotations
 from peerpower.errors import ClearingError
 from peerpower.market.call import clear_call
 from peerpower.market.cda import clear_cda
-from peerpower.market.optimal import clear_optimal
+from peerpower.market.optimal import check_pricing, clear_optimal
 from peerpower.market.orders import Book
 from peerpower.market.result import GOALS, MECHANISMS, ClearingResult, Goal, gc_paused
 
 
-def clear(book: Book, mechanism: str, goal: str | None = None) -> ClearingResult:
+def clear(
+    book: Book, mechanism: str, goal: str | None = None, pricing: str | None = None
+) -> ClearingResult:
     """Clear ``book`` with ``mechanism`` (``cda``, ``call`` or ``optimal``).
 
     ``goal`` (``volume``, ``welfare`` or ``maxmin``; default ``welfare``) applies to ``optimal``
-    only.
+    only. ``pricing`` (default: the mechanism's, see :func:`.result.pricings_for`) must be one
+    the mechanism and goal define; otherwise :class:`ClearingError` names ``pricing``.
     """
     if mechanism not in MECHANISMS:
         raise ClearingError(
@@ -26,6 +29,7 @@ def clear(book: Book, mechanism: str, goal: str | None = None) -> ClearingResult
     for known in GOALS:
         if goal == known:
             chosen = known
+    rule = check_pricing(mechanism, chosen if mechanism == "optimal" else None, pricing)
     # A clearing allocates many small objects (heap entries, units, trades) and no reference
     # cycles, so the cyclic collector would only walk the book again and again.
     with gc_paused():
@@ -33,4 +37,4 @@ def clear(book: Book, mechanism: str, goal: str | None = None) -> ClearingResult
             return clear_cda(book)
         if mechanism == "call":
             return clear_call(book)
-        return clear_optimal(book, chosen)
+        return clear_optimal(book, chosen, rule)

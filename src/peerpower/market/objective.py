@@ -55,7 +55,8 @@ def maxmin_participants(book: Book) -> dict[str, int]:
 
 
 def profits_microyen(book: Book, trades: Iterable[Trade]) -> dict[str, int]:
-    """What each participant gains from its trades at their prices [µ¥]."""
+    """What each participant gains from its trades at their prices [µ¥]: a seller its price
+    above its ask, a buyer its bid above what it pays (fee and rent included)."""
     orders = book.orders
     by_id = book.by_id
     profit: dict[str, int] = {}
@@ -63,7 +64,7 @@ def profits_microyen(book: Book, trades: Iterable[Trade]) -> dict[str, int]:
         ask = orders[by_id[t.sell_order]].price_sen_per_kwh
         bid = orders[by_id[t.buy_order]].price_sen_per_kwh
         gain_s = (t.price_sen_per_kwh - ask) * t.energy_wh * 10
-        gain_b = (bid - t.fee_sen_per_kwh - t.price_sen_per_kwh) * t.energy_wh * 10
+        gain_b = (bid - t.buyer_price_sen_per_kwh) * t.energy_wh * 10
         profit[t.seller] = profit.get(t.seller, 0) + gain_s
         profit[t.buyer] = profit.get(t.buyer, 0) + gain_b
     return profit

@@ -2,8 +2,14 @@
 
 Choose energies ``x_ij`` (whole lots) on compatible pairs to best meet the market's goal —
 ``volume`` (then welfare), ``welfare`` (then volume) or ``maxmin`` (then welfare) — and break
-remaining ties by the seeded score Σ r_k · filled_k. Each traded pair is a balanced unit priced
-at the midpoint ``ask + floor(spread / 2)``.
+remaining ties by the seeded score Σ r_k · filled_k. Orders that cross an earlier order of their
+own participant are left out first (self-trade prevention, :mod:`.stp`), so no participant is on
+both sides of a compatible pair.
+
+Pricing (:mod:`.pricing`): under ``nodal`` (the default for ``welfare``) every sale is paid its
+node's price and every purchase pays its node's, the competitive equilibrium of the book; under
+``midpoint`` each balanced unit is priced at ``ask + floor(spread / 2)``. The welfare optimum's
+fills are paired canonically (:mod:`.pairing`).
 
 Solvers
 -------
@@ -18,8 +24,8 @@ Solvers
   up-chains (adding fees), crosses to the down-chain at the lowest common ancestor, descends
   (adding fees) and may only move up in price; so every path is a compatible pair. A minimum cut
   gives price thresholds per node, the certificate.
-* ``maxmin`` (and any book a network cannot express exactly — a participant able to trade with
-  itself, or ``volume`` with edge capacities) is a mixed-integer program over compatible pairs,
+* ``maxmin`` (and ``volume`` with edge capacities, which a network cannot express exactly) is a
+  mixed-integer program over compatible pairs,
   solved in lexicographic stages by SCIP through OR-tools (the HiGHS inside OR-tools cannot be
   made quiet or exact through that interface, and highspy cannot share a process with OR-tools).
 """
@@ -43,33 +49,47 @@ from peerpower.market import flow as fl
 from peerpower.market import pairwise as pw
 from peerpower.market.objective import evaluate, maxmin_participants, objective_of
 from peerpower.market.orders import Book, BookArrays, book_arrays
+from peerpower.market.pairing import tree_units
+from peerpower.market.pricing import edge_flows, nodal_prices
 from peerpower.market.result import (
+    GOALS,
     ClearingResult,
     Goal,
+    Pricing,
     Trade,
+    pricings_for,
     totals_from_columns,
     trades_from_columns,
 )
+from peerpower.market.stp import prevent_self_trade
 
 I64 = npt.NDArray[np.int64]
 
 
-def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
-    """Clear ``book`` optimally for ``goal``; see the module notes."""
-    if goal not in ("volume", "welfare", "maxmin"):
+def clear_optimal(
+    book: Book, goal: Goal = "welfare", pricing: Pricing | None = None
+) -> ClearingResult:
+    """Clear ``book`` optimally for ``goal`` and price it by ``pricing`` (default ``nodal`` for
+    ``welfare``, ``midpoint`` otherwise); see the module notes. Orders that cross an earlier
+    order of their participant are left out first (:mod:`peerpower.market.stp`)."""
+    if goal not in GOALS:
         raise ClearingError("goal", f"unknown goal {goal!r}; use volume, welfare or maxmin")
+    rule = check_pricing("optimal", goal, pricing)
+    book, excluded = prevent_self_trade(book)
     arr = book_arrays(book)
     live = _tradable(arr)
     certificate: dict[str, Any] | None = None
     bound: dict[str, Any] | None = None
     offered: dict[str, int] | None = None  # maxmin: computed once from the pairs
-    self_pairs = _self_compatible(book, arr, live)
     # The networks take every order, tradable or not, so that their certificates bound the
     # whole book.
     everyone = np.ones(len(arr.lots), dtype=bool) if live.any() else live
-    if goal == "welfare" and not self_pairs:
-        units, certificate = _welfare_flow(book, arr, everyone)
-    elif goal == "volume" and not self_pairs and not book.grid.has_capacities:
+    if goal == "welfare":
+        filled, certificate = _welfare_flow(book, arr, everyone, arr.score_u64)
+        if rule == "nodal":
+            certificate = None  # the node prices are the certificate
+        units = tree_units(book.grid, arr.is_sell, arr.node, filled)
+    elif goal == "volume" and not book.grid.has_capacities:
         units, certificate = _volume_flow(book, arr, everyone)
     elif goal == "maxmin" and live.any():
         pairs = pw.build_pairs(book, arr, live)
@@ -79,7 +99,7 @@ def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
             with contextlib.suppress(_NotProven):
                 exact = _pairwise(book, arr, live, goal, offered, node_limit=pw.EXACT_NODES)
         if exact is None:
-            rounded_units, rounded = pw.clear_maxmin_rounded(book, arr, pairs, self_pairs, offered)
+            rounded_units, rounded = pw.clear_maxmin_rounded(book, arr, pairs, offered)
             units = _unit_arrays(rounded_units)
             bound = rounded.to_json()
         else:
@@ -90,10 +110,18 @@ def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
     fee = book.grid.fees_between(arr.node[sell], arr.node[buy])
     ask, bid = arr.price[sell], arr.price[buy]
     energy = lots * book.lot_wh
-    price = ask + (bid - fee - ask) // 2  # midpoint_price, on arrays
-    trades = _trades(book, arr, sell, buy, energy, price, fee)
+    node_prices: dict[str, int] | None = None
+    if rule == "nodal":
+        pi = _nodal(book, arr, units)
+        price, buyer_price = pi[arr.node[sell]], pi[arr.node[buy]]
+        node_prices = dict(zip(book.grid.ids, pi.tolist(), strict=True))
+    else:
+        price = ask + (bid - fee - ask) // 2  # midpoint_price, on arrays
+        buyer_price = price + fee
+    trades = _trades(book, arr, sell, buy, energy, price, fee, buyer_price)
     e = energy.tolist()
-    totals = totals_from_columns(e, ask.tolist(), bid.tolist(), fee.tolist())
+    rent = (buyer_price - price - fee).tolist()
+    totals = totals_from_columns(e, ask.tolist(), bid.tolist(), fee.tolist(), rent)
     if goal == "maxmin":
         objective = evaluate(book, trades, goal, offered=offered, scores=list(arr.score))
     else:
@@ -111,7 +139,36 @@ def clear_optimal(book: Book, goal: Goal = "welfare") -> ClearingResult:
         objective=objective,
         certificate=certificate,
         bound=bound,
+        pricing=rule,
+        node_prices=node_prices,
+        excluded=excluded,
     )
+
+
+def check_pricing(mechanism: str, goal: str | None, pricing: str | None) -> Pricing:
+    """The pricing rule to use: ``pricing``, or the mechanism's default; raises
+    :class:`ClearingError` naming ``pricing`` if the mechanism (and goal) does not define it."""
+    allowed = pricings_for(mechanism, goal)
+    if pricing is None:
+        return allowed[0]
+    for known in allowed:
+        if pricing == known:
+            return known
+    what = f"{mechanism}/{goal}" if goal else mechanism
+    raise ClearingError(
+        "pricing",
+        f"{pricing!r} is not a pricing rule {what} defines; use {' or '.join(allowed)}",
+    )
+
+
+def _nodal(book: Book, arr: BookArrays, units: fl.Units) -> I64:
+    """The rule's node prices of a welfare-optimal clearing (:mod:`.pricing`)."""
+    sell, buy, lots = units
+    flows = edge_flows(book.grid, len(arr.lots), arr.node, sell, buy, lots)
+    pi = nodal_prices(book.grid, flows, arr.is_sell, arr.lots, arr.price, arr.node, book.lot_wh)
+    if pi is None:
+        raise ClearingError("optimal", "internal: the welfare clearing has no equilibrium prices")
+    return pi
 
 
 # -- shared helpers ----------------------------------------------------------------------------
@@ -128,42 +185,26 @@ def _tradable(arr: BookArrays) -> npt.NDArray[np.bool_]:
 
 
 def certifiable(book: Book, goal: str) -> bool:
-    """Whether :func:`clear_optimal` proves its clearing of ``book`` optimal with a certificate:
-    for ``welfare`` and ``volume``, unless a participant's own sell and buy are compatible (or,
-    for ``volume``, the grid has capacities), where the exact MILP is used instead. A book with
-    no sell or no buy that could trade needs no proof: nothing but the empty clearing is valid.
-    """
+    """Whether :func:`clear_optimal` proves its clearing of ``book`` optimal: ``welfare`` always
+    (node prices under ``nodal``, a certificate under ``midpoint``) and ``volume`` without edge
+    capacities (which the exact MILP clears), once self-trade prevention has left out crossing
+    orders. A book with no sell or no buy that could trade needs no proof: nothing but the
+    empty clearing is valid."""
     if goal not in ("welfare", "volume") or (goal == "volume" and book.grid.has_capacities):
         return False
-    arr = book_arrays(book)
-    live = _tradable(arr)
-    if not live.any():
-        return False
-    return not _self_compatible(book, arr, live)
-
-
-def _self_compatible(book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]) -> bool:
-    """Whether some participant has a sell and a buy that are price-compatible with each other."""
-    idx = np.flatnonzero(live)
-    if not len(idx):
-        return False
-    both = np.intersect1d(
-        arr.participant[idx[arr.is_sell[idx]]], arr.participant[idx[~arr.is_sell[idx]]]
-    )
-    grid = book.grid
-    for p in both.tolist():
-        mine = idx[arr.participant[idx] == p]
-        sells = mine[arr.is_sell[mine]].tolist()
-        buys = mine[~arr.is_sell[mine]].tolist()
-        for s in sells:
-            for b in buys:
-                if arr.price[b] - grid.fee(int(arr.node[s]), int(arr.node[b])) >= arr.price[s]:
-                    return True
-    return False
+    reduced, _ = prevent_self_trade(book)
+    return bool(_tradable(book_arrays(reduced)).any())
 
 
 def _trades(
-    book: Book, arr: BookArrays, sell: I64, buy: I64, energy: I64, price: I64, fee: I64
+    book: Book,
+    arr: BookArrays,
+    sell: I64,
+    buy: I64,
+    energy: I64,
+    price: I64,
+    fee: I64,
+    buyer_price: I64,
 ) -> tuple[Trade, ...]:
     ids = book.ids
     names = arr.participants
@@ -175,6 +216,7 @@ def _trades(
         energy.tolist(),
         price.tolist(),
         fee.tolist(),
+        buyer_price.tolist(),
     )
 
 
@@ -192,15 +234,18 @@ def _children(grid: GridTree) -> list[list[int]]:
 
 # -- welfare: min-cost flow on the tree ---------------------------------------------------------
 def _welfare_flow(
-    book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]
-) -> tuple[fl.Units, dict[str, Any] | None]:
+    book: Book, arr: BookArrays, live: npt.NDArray[np.bool_], priority: npt.NDArray[np.uint64]
+) -> tuple[I64, dict[str, Any] | None]:
+    """Lots filled per order by the welfare optimum over the ``live`` orders (then volume, then
+    the highest Σ priority × filled), and the node-price certificate of ``midpoint``."""
     grid = book.grid
     n = grid.size
     s_node, t_node = n, n + 1
     idx_s = np.flatnonzero(live & arr.is_sell)
     idx_b = np.flatnonzero(live & ~arr.is_sell)
+    filled = np.zeros(len(arr.lots), dtype=np.int64)
     if not len(idx_s) or not len(idx_b):
-        return _unit_arrays([]), None
+        return filled, None
     total = int(arr.lots[idx_s].sum())
     big = total + 2
     child = np.array([v for v in range(n) if grid.parent[v] >= 0], dtype=np.int64)
@@ -227,15 +272,22 @@ def _welfare_flow(
     )
     volume = np.zeros(len(tail), dtype=np.int64)
     volume[2 * ne : 2 * ne + ns] = -1
-    score = fl.score_costs(net, arr.score_u64, book.lot_wh)
+    score = fl.score_costs(net, priority, book.lot_wh)
     flow = fl.lexicographic(net, [welfare, volume, score])
     # Opposite flows on one edge cancel at no cost (fees are then zero): keep the net only.
     up, down = flow[:ne].copy(), flow[ne : 2 * ne].copy()
     both = np.minimum(up, down)
     flow[:ne] = up - both
     flow[ne : 2 * ne] = down - both
-    units = fl.decompose(net, flow)
-    return units, _welfare_certificate(book, net, flow, welfare, child)
+    filled[idx_s] = flow[2 * ne : 2 * ne + ns]
+    filled[idx_b] = flow[2 * ne + ns : 2 * ne + ns + nb]
+    return filled, _welfare_certificate(book, net, flow, welfare, child)
+
+
+def welfare_units(book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]) -> fl.Units:
+    """Units of the welfare optimum over the ``live`` orders, canonically paired."""
+    filled, _ = _welfare_flow(book, arr, live, arr.score_u64)
+    return tree_units(book.grid, arr.is_sell, arr.node, filled)
 
 
 def _welfare_certificate(

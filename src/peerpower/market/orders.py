@@ -227,6 +227,33 @@ class Book:
             seen.add(order.id)
         return cls(tuple(orders), grid, lot_wh, seed)
 
+    def subset(self, keep: npt.NDArray[np.bool_]) -> Book:
+        """The same book with only the orders where ``keep`` is true (same grid, lot, seed)."""
+        columns = self._columns
+        if columns is None:
+            return Book(
+                tuple(o for o, k in zip(self.orders, keep.tolist(), strict=True) if k),
+                self.grid,
+                self.lot_wh,
+                self.seed,
+            )
+        idx = np.flatnonzero(keep).tolist()
+
+        def pick(values: list[Any]) -> list[Any]:
+            return [values[k] for k in idx]
+
+        sub = _Columns(
+            pick(columns.ids),
+            pick(columns.participants),
+            pick(columns.is_sell),
+            pick(columns.energy_wh),
+            pick(columns.price_sen_per_kwh),
+            pick(columns.nodes),
+            pick(columns.node_index),
+            pick(columns.seq),
+        )
+        return Book._from_columns(sub, self.grid, self.lot_wh, self.seed)
+
     def score_array(self) -> npt.NDArray[np.uint64]:
         """``r_k`` for every order, in book order (read-only; computed once)."""
         scores: npt.NDArray[np.uint64] | None = self._scores

@@ -599,11 +599,11 @@ class _State:
 
 
 def clear_maxmin_rounded(
-    book: Book, arr: BookArrays, pairs: Pairs, self_pairs: bool, offered_by_name: dict[str, int]
+    book: Book, arr: BookArrays, pairs: Pairs, offered_by_name: dict[str, int]
 ) -> tuple[list[tuple[int, int, int]], Bound]:
     """Units ``(sell index, buy index, lots)`` for ``maxmin`` and the bounds beside them;
     ``offered_by_name`` is :func:`offered_wh` of the pairs."""
-    from peerpower.market.optimal import _welfare_flow
+    from peerpower.market.optimal import welfare_units
 
     p = pairs
     lot = book.lot_wh
@@ -635,15 +635,14 @@ def clear_maxmin_rounded(
     col = np.full(len(arr.lots), -1, dtype=np.int64)
     col[p.buys] = np.arange(len(p.buys))
     best_w = np.zeros(p.ok.shape, dtype=np.int64)
-    if not self_pairs:
-        (w_s, w_b, w_n), _ = _welfare_flow(book, arr, every)
-        np.add.at(best_w, (row[w_s], col[w_b]), w_n)
+    w_s, w_b, w_n = welfare_units(book, arr, every)
+    np.add.at(best_w, (row[w_s], col[w_b]), w_n)
     if _State(p, best_w, n_part).ratio(offered) >= t:
         candidates.insert(0, best_w)  # the welfare optimum already keeps everyone at t
     best_x: I64 | None = None
     best_welfare = -1
     for x in candidates:
-        if not self_pairs and not capacities:  # complete with a welfare flow over what is left
+        if not capacities:  # complete with a welfare flow over what is left
             left = arr.lots.copy()
             left[p.sells] = p.lots_s - x.sum(axis=1)
             left[p.buys] = p.lots_b - x.sum(axis=0)
@@ -651,7 +650,7 @@ def clear_maxmin_rounded(
             mask[p.sells] = mask[p.buys] = True
             mask &= left > 0
             if mask.any():
-                (e_s, e_b, e_n), _ = _welfare_flow(book, replace(arr, lots=left), mask)
+                e_s, e_b, e_n = welfare_units(book, replace(arr, lots=left), mask)
                 np.add.at(x, (row[e_s], col[e_b]), e_n)
         if _State(p, x, n_part).ratio(offered) < t:
             continue  # the lean fill can fall short: someone stuck below t gained only later
@@ -659,14 +658,7 @@ def clear_maxmin_rounded(
         if value > best_welfare:
             best_x, best_welfare = x, value
     assert best_x is not None
-    if self_pairs:  # no welfare flow (it could pair a participant with itself): each lot of
-        # a sell (or of a buy) earns at most its best spread
-        best = np.where(p.ok, p.spread, 0)
-        w_max = min(
-            int((p.lots_s * best.max(axis=1)).sum()), int((p.lots_b * best.max(axis=0)).sum())
-        )
-    else:
-        w_max = int((p.spread * best_w).sum())
+    w_max = int((p.spread * best_w).sum())
     units = [(int(p.sells[i]), int(p.buys[j]), int(best_x[i, j])) for i, j in np.argwhere(best_x)]
     units.sort()
     scale = 10 * lot  # sen/kWh · lot → µ¥

@@ -19,16 +19,35 @@ from peerpower.errors import InvalidInput
 
 Mechanism = Literal["cda", "call", "optimal"]
 Goal = Literal["volume", "welfare", "maxmin"]
+#: How trades are priced: ``nodal`` — one price per grid node, the competitive equilibrium of
+#: the sealed book (``call``; ``optimal`` with ``welfare``); ``midpoint`` — each balanced unit
+#: at ``ask + floor(spread / 2)`` (``optimal``); ``resting`` — at the resting order's limit
+#: (``cda``).
+Pricing = Literal["nodal", "midpoint", "resting"]
 MECHANISMS: tuple[Mechanism, ...] = ("cda", "call", "optimal")
 GOALS: tuple[Goal, ...] = ("volume", "welfare", "maxmin")
+PRICINGS: tuple[Pricing, ...] = ("nodal", "midpoint", "resting")
+
+
+def pricings_for(mechanism: str, goal: str | None) -> tuple[Pricing, ...]:
+    """The pricing rules ``mechanism`` (and ``goal``) supports, the default first."""
+    if mechanism == "cda":
+        return ("resting",)
+    if mechanism == "call":
+        return ("nodal",)
+    if goal in (None, "welfare"):
+        return ("nodal", "midpoint")
+    return ("midpoint",)
 
 
 @dataclass(frozen=True, slots=True)
 class Trade:
     """A balanced unit: a seller and a buyer with the same energy.
 
-    ``price_sen_per_kwh`` is what the seller receives; the buyer pays price + fee, the fee going
-    to the grid operator.
+    ``price_sen_per_kwh`` is what the seller receives, ``buyer_price_sen_per_kwh`` what the
+    buyer pays; the difference goes to the grid operator: the path's fee ``fee_sen_per_kwh``
+    and, under nodal pricing, the congestion rent ``buyer_price − price − fee`` (≥ 0; 0 under
+    ``midpoint`` and ``resting``).
     """
 
     sell_order: str
@@ -38,6 +57,12 @@ class Trade:
     energy_wh: int
     price_sen_per_kwh: int
     fee_sen_per_kwh: int
+    buyer_price_sen_per_kwh: int
+
+    @property
+    def rent_sen_per_kwh(self) -> int:
+        """Congestion rent [sen/kWh]: what the buyer pays beyond the seller's price and fee."""
+        return self.buyer_price_sen_per_kwh - self.price_sen_per_kwh - self.fee_sen_per_kwh
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,14 +73,20 @@ class Trade:
             "energy_wh": self.energy_wh,
             "price_sen_per_kwh": self.price_sen_per_kwh,
             "fee_sen_per_kwh": self.fee_sen_per_kwh,
+            "buyer_price_sen_per_kwh": self.buyer_price_sen_per_kwh,
         }
 
 
 @dataclass(frozen=True, slots=True)
 class Totals:
+    """Volume [Wh], welfare [µ¥] (Σ (bid − fee − ask) × energy: the gain of all participants
+    at their limits, rent included, whatever the prices), fees [µ¥] and congestion rent [µ¥]
+    (Σ (buyer price − price − fee) × energy, paid to the grid operator with the fees)."""
+
     volume_wh: int
     welfare_microyen: int
     fees_microyen: int
+    rent_microyen: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +160,19 @@ class ClearingResult:
     objective
         Objective values of an optimal clearing.
     certificate
-        For ``optimal`` ``volume``/``welfare``: dual values proving optimality, checked by
-        :func:`peerpower.market.verify.verify` in time linear in the book.
+        For ``optimal`` ``volume`` and ``welfare`` under ``midpoint``: dual values proving
+        optimality, checked by :func:`peerpower.market.verify.verify` in time linear in the
+        book. (Under ``nodal`` the node prices are the certificate.)
     bound
         For ``maxmin`` on books too large for the exact MILP: the LP upper bounds of the
         objective beside the rounded clearing, and whether they prove it optimal.
+    pricing
+        How the trades are priced (:data:`Pricing`).
+    node_prices
+        Under ``nodal``: the price of every grid node [sen/kWh], in ``grid.ids`` order.
+    excluded
+        Orders left out by self-trade prevention: each crosses an earlier order of the same
+        participant on the other side (see :mod:`peerpower.market.stp`), ``(order, earlier)``.
     """
 
     mechanism: Mechanism
@@ -144,6 +183,9 @@ class ClearingResult:
     objective: Objective | None = None
     certificate: dict[str, Any] | None = None
     bound: dict[str, Any] | None = None
+    pricing: Pricing = "midpoint"
+    node_prices: dict[str, int] | None = None
+    excluded: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return self._fields([t.to_json() for t in self.trades])
@@ -164,14 +206,20 @@ class ClearingResult:
         out: dict[str, Any] = {"mechanism": self.mechanism}
         if self.goal is not None:
             out["goal"] = self.goal
+        out["pricing"] = self.pricing
         out["trades"] = trades
         out["totals"] = {
             "volume_wh": self.totals.volume_wh,
             "welfare_microyen": self.totals.welfare_microyen,
             "fees_microyen": self.totals.fees_microyen,
+            "rent_microyen": self.totals.rent_microyen,
         }
         if self.mechanism == "call":
             out["clearing_price_sen_per_kwh"] = self.clearing_price_sen_per_kwh
+        if self.node_prices is not None:
+            out["node_prices_sen_per_kwh"] = self.node_prices
+        if self.excluded:
+            out["excluded"] = [{"order": o, "crosses": e} for o, e in self.excluded]
         if self.objective is not None:
             out["objective"] = self.objective.to_json()
         if self.certificate is not None:
@@ -190,11 +238,11 @@ class ClearingResult:
 
 _TRADE_FIELDS = (
     '{"sell_order":%s,"buy_order":%s,"seller":%s,"buyer":%s,'
-    '"energy_wh":%d,"price_sen_per_kwh":%d,"fee_sen_per_kwh":%d}'
+    '"energy_wh":%d,"price_sen_per_kwh":%d,"fee_sen_per_kwh":%d,"buyer_price_sen_per_kwh":%d}'
 )
 _TRADE_PLAIN = (
     '{"sell_order":"%s","buy_order":"%s","seller":"%s","buyer":"%s",'
-    '"energy_wh":%d,"price_sen_per_kwh":%d,"fee_sen_per_kwh":%d}'
+    '"energy_wh":%d,"price_sen_per_kwh":%d,"fee_sen_per_kwh":%d,"buyer_price_sen_per_kwh":%d}'
 )
 # A character json.dumps (ensure_ascii) writes as an escape: not printable ASCII, or " or \.
 _NEEDS_ESCAPE = re.compile(r"[^ !#-\[\]-~]")
@@ -218,6 +266,7 @@ def _trades_text(trades: tuple[Trade, ...]) -> str:
                 t.energy_wh,
                 t.price_sen_per_kwh,
                 t.fee_sen_per_kwh,
+                t.buyer_price_sen_per_kwh,
             )
             for t in trades
         ]
@@ -234,6 +283,7 @@ def _trades_text(trades: tuple[Trade, ...]) -> str:
                 t.energy_wh,
                 t.price_sen_per_kwh,
                 t.fee_sen_per_kwh,
+                t.buyer_price_sen_per_kwh,
             )
             for t in trades
         ]
@@ -254,12 +304,14 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _trade_maker() -> Callable[[str, str, str, str, int, int, int], Trade]:
+def _trade_maker() -> Callable[[str, str, str, str, int, int, int, int], Trade]:
     """A function building a :class:`Trade` like ``Trade(...)``, twice as fast: it fills the
     slots directly, where the generated ``__init__`` of a frozen dataclass goes through
     ``object.__setattr__`` once per field. (Trade has no ``__post_init__`` to skip.)"""
     new = object.__new__
-    s0, s1, s2, s3, s4, s5, s6 = (vars(Trade)[f.name].__set__ for f in dataclasses.fields(Trade))
+    s0, s1, s2, s3, s4, s5, s6, s7 = (
+        vars(Trade)[f.name].__set__ for f in dataclasses.fields(Trade)
+    )
 
     def make(
         sell_order: str,
@@ -269,6 +321,7 @@ def _trade_maker() -> Callable[[str, str, str, str, int, int, int], Trade]:
         energy_wh: int,
         price_sen_per_kwh: int,
         fee_sen_per_kwh: int,
+        buyer_price_sen_per_kwh: int,
     ) -> Trade:
         trade: Trade = new(Trade)
         s0(trade, sell_order)
@@ -278,6 +331,7 @@ def _trade_maker() -> Callable[[str, str, str, str, int, int, int], Trade]:
         s4(trade, energy_wh)
         s5(trade, price_sen_per_kwh)
         s6(trade, fee_sen_per_kwh)
+        s7(trade, buyer_price_sen_per_kwh)
         return trade
 
     return make
@@ -294,29 +348,39 @@ def trades_from_columns(
     energy_wh: list[int],
     price_sen_per_kwh: list[int],
     fee_sen_per_kwh: list[int],
+    buyer_price_sen_per_kwh: list[int] | None = None,
 ) -> tuple[Trade, ...]:
-    """Trades from their columns (all the same length), built in one pass."""
+    """Trades from their columns (all the same length), built in one pass. Without buyer
+    prices the buyer pays price + fee."""
+    if buyer_price_sen_per_kwh is None:
+        buyer_price_sen_per_kwh = list(map(operator.add, price_sen_per_kwh, fee_sen_per_kwh))
     columns = (sell_order, buy_order, seller, buyer, energy_wh, price_sen_per_kwh)
     with gc_paused():
-        return tuple(map(_make_trade, *columns, fee_sen_per_kwh))
+        return tuple(map(_make_trade, *columns, fee_sen_per_kwh, buyer_price_sen_per_kwh))
 
 
 def totals_from_columns(
-    energy: list[int], ask: list[int], bid: list[int], fee: list[int]
+    energy: list[int],
+    ask: list[int],
+    bid: list[int],
+    fee: list[int],
+    rent: list[int] | None = None,
 ) -> Totals:
     """:func:`totals_of` from the trades' columns: energy [Wh], the seller's and the buyer's
-    limit and the fee [sen/kWh]."""
+    limit, the fee and the rent [sen/kWh]."""
     mul = operator.mul
     welfare = sum(map(mul, map(operator.sub, map(operator.sub, bid, fee), ask), energy))
-    return Totals(sum(energy), welfare * 10, sum(map(mul, fee, energy)) * 10)
+    rents = 0 if rent is None else sum(map(mul, rent, energy))
+    return Totals(sum(energy), welfare * 10, sum(map(mul, fee, energy)) * 10, rents * 10)
 
 
 def totals_of(trades: tuple[Trade, ...], limit: dict[str, int]) -> Totals:
     """Totals of ``trades``; ``limit`` maps order id → limit price [sen/kWh]."""
-    volume = welfare = fees = 0
+    volume = welfare = fees = rents = 0
     for t in trades:
         e = t.energy_wh
         volume += e
         welfare += (limit[t.buy_order] - t.fee_sen_per_kwh - limit[t.sell_order]) * e
         fees += t.fee_sen_per_kwh * e
-    return Totals(volume, welfare * 10, fees * 10)
+        rents += t.rent_sen_per_kwh * e
+    return Totals(volume, welfare * 10, fees * 10, rents * 10)

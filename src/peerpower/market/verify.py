@@ -1,11 +1,14 @@
-"""Check a clearing result without trusting its author (DESIGN.md §3).
+"""Check a clearing result without trusting its author (DESIGN.md §3, issue 15).
 
 Anyone can run :func:`verify` on a book and a result: it checks every unit (orders exist and
 are on the right side, whole lots, no self-trade, the fee of the real grid path, compatibility,
 prices within both limits), every order's fill, every edge capacity, the totals, and for each
-mechanism its own rule: a call auction's uniform price and a continuous auction's exact replay;
-an optimal clearing's midpoint prices and objective values, and — when it carries one — its
-optimality certificate, checked in time linear in the book.
+mechanism its own rule: a call auction's and a continuous auction's exact replay; an optimal
+clearing's pricing — nodal prices that are the book's competitive equilibrium and the rule's
+point of it, or midpoint prices — its canonical pairing, its objective values and — when it
+carries one — its optimality certificate, checked in time linear in the book. For ``call`` and
+``optimal``, an order that crosses an earlier order of its own participant may not trade
+(self-trade prevention, rule ``self-cross``).
 """
 
 from __future__ import annotations
@@ -13,18 +16,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from peerpower.errors import InvalidInput, InvalidResult
 from peerpower.market.objective import evaluate, midpoint_price
-from peerpower.market.orders import Book, Side
+from peerpower.market.orders import Book, Side, book_arrays
+from peerpower.market.pairing import tree_units
+from peerpower.market.pricing import edge_flows, equilibrium_problems, price_bounds
 from peerpower.market.result import (
     GOALS,
     MECHANISMS,
+    PRICINGS,
     ClearingResult,
     Objective,
     Totals,
     Trade,
+    pricings_for,
     totals_of,
 )
+from peerpower.market.stp import prevent_self_trade
 
 MAX_PROBLEMS = 20
 
@@ -70,6 +80,24 @@ def verify(book: Book, result: ClearingResult) -> Verification:
     if result.mechanism not in MECHANISMS:
         out.fail("mechanism", f"unknown mechanism {result.mechanism!r}")
         return out
+    allowed = pricings_for(result.mechanism, result.goal)
+    if result.pricing not in allowed:
+        out.fail(
+            "pricing",
+            f"{result.mechanism}/{result.goal} prices by {' or '.join(allowed)}, "
+            f"not {result.pricing!r}",
+        )
+        return out
+    if result.mechanism != "cda":
+        book = _without_self_crossing(book, result, out)
+        if out.problems:
+            return out
+    nodal = result.pricing == "nodal" and (
+        result.mechanism == "optimal" or result.node_prices is not None or result.trades
+    )
+    node_price = _node_prices(book, result, out) if nodal else None
+    if out.problems:
+        return out
     grid = book.grid
     orders = book.orders
     lot = book.lot_wh
@@ -102,20 +130,40 @@ def verify(book: Book, result: ClearingResult) -> Verification:
         if t.fee_sen_per_kwh != fee:
             out.fail("fee", f"{where}: fee {t.fee_sen_per_kwh} sen/kWh, the grid path costs {fee}")
         ask, bid = so.price_sen_per_kwh, bo.price_sen_per_kwh
+        price, paid = t.price_sen_per_kwh, t.buyer_price_sen_per_kwh
         if bid - fee < ask:
             out.fail(
                 "compatible",
                 f"{where}: bid {bid} − fee {fee} is below ask {ask} sen/kWh",
             )
-        elif not ask <= t.price_sen_per_kwh <= bid - fee:
+        elif node_price is not None:
+            at_s, at_b = node_price[u], node_price[v]
+            if price != at_s or paid != at_b:
+                out.fail(
+                    "pricing",
+                    f"{where}: prices {price}/{paid} sen/kWh, the nodes "
+                    f"{so.node!r}/{bo.node!r} are priced {at_s}/{at_b}",
+                )
+            elif not (ask <= price and paid <= bid and paid - price >= fee):
+                out.fail(
+                    "price",
+                    f"{where}: seller's price {price} below ask {ask}, buyer's {paid} above bid "
+                    f"{bid}, or their difference below the fee {fee} sen/kWh",
+                )
+        elif paid != price + fee:
             out.fail(
                 "price",
-                f"{where}: price {t.price_sen_per_kwh} is outside [{ask}, {bid - fee}] sen/kWh",
+                f"{where}: the buyer pays {paid}, not the price {price} + fee {fee} sen/kWh",
             )
-        if result.mechanism == "optimal" and t.price_sen_per_kwh != midpoint_price(ask, bid, fee):
+        elif not ask <= price <= bid - fee:
+            out.fail(
+                "price",
+                f"{where}: price {price} is outside [{ask}, {bid - fee}] sen/kWh",
+            )
+        elif result.pricing == "midpoint" and price != midpoint_price(ask, bid, fee):
             out.fail(
                 "midpoint",
-                f"{where}: price {t.price_sen_per_kwh} is not the midpoint "
+                f"{where}: price {price} is not the midpoint "
                 f"{midpoint_price(ask, bid, fee)} sen/kWh",
             )
         filled[s] += t.energy_wh
@@ -143,10 +191,129 @@ def verify(book: Book, result: ClearingResult) -> Verification:
     if totals != result.totals:
         out.fail("totals", f"totals are {_show(result.totals)}, recomputed {_show(totals)}")
     if result.mechanism == "optimal":
+        if result.goal == "welfare":
+            _verify_pairing(book, result, out)
+        if nodal:  # (a call auction's prices are checked by replaying it)
+            _verify_equilibrium(book, result, out)
         _verify_optimal(book, result, out)
     else:
         _verify_replay(book, result, out)
     return out
+
+
+def _without_self_crossing(book: Book, result: ClearingResult, out: Verification) -> Book:
+    """The book after self-trade prevention; no trade may use an order it leaves out, and the
+    result must list exactly those (rule ``self-cross``)."""
+    reduced, excluded = prevent_self_trade(book)
+    if not excluded and not result.excluded:
+        return book
+    if tuple(result.excluded) != excluded:
+        out.fail(
+            "self-cross",
+            f"the result leaves out {list(result.excluded)[:5]!r}, self-trade prevention leaves "
+            f"out {list(excluded)[:5]!r} (order, the earlier order it crosses)",
+        )
+    gone = dict(excluded)
+    for k, t in enumerate(result.trades):
+        for oid in (t.sell_order, t.buy_order):
+            if oid in gone:
+                out.fail(
+                    "self-cross",
+                    f"trades[{k}]: order {oid!r} crosses its participant's earlier order "
+                    f"{gone[oid]!r} and may not trade",
+                )
+    return reduced
+
+
+def _node_prices(book: Book, result: ClearingResult, out: Verification) -> list[int] | None:
+    """The result's node prices in grid order, or ``None`` after naming what is wrong."""
+    raw = result.node_prices
+    grid = book.grid
+    if raw is None:
+        out.fail("pricing", "a nodal result must carry node_prices_sen_per_kwh")
+        return None
+    unknown = sorted(set(raw) - set(grid.ids))
+    if unknown:
+        out.fail("pricing", f"node_prices_sen_per_kwh: unknown node {unknown[0]!r}")
+        return None
+    values: list[int] = []
+    for name in grid.ids:
+        value = raw.get(name)
+        if type(value) is not int:
+            out.fail(
+                "pricing", f"node_prices_sen_per_kwh.{name}: must be an integer, got {value!r}"
+            )
+            return None
+        values.append(value)
+    return values
+
+
+def _units_of(book: Book, result: ClearingResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    by_id = book.by_id
+    sell = np.array([by_id[t.sell_order] for t in result.trades], dtype=np.int64)
+    buy = np.array([by_id[t.buy_order] for t in result.trades], dtype=np.int64)
+    lots = np.array([t.energy_wh // book.lot_wh for t in result.trades], dtype=np.int64)
+    return sell, buy, lots
+
+
+def _verify_pairing(book: Book, result: ClearingResult, out: Verification) -> None:
+    """The units must be the canonical pairing of the result's fills (:mod:`.pairing`)."""
+    arr = book_arrays(book)
+    sell, buy, lots = _units_of(book, result)
+    filled = np.zeros(len(arr.lots), dtype=np.int64)
+    np.add.at(filled, sell, lots)
+    np.add.at(filled, buy, lots)
+    want_s, want_b, want_n = tree_units(book.grid, arr.is_sell, arr.node, filled)
+    given = sorted(zip(sell.tolist(), buy.tolist(), lots.tolist(), strict=True))
+    want = list(zip(want_s.tolist(), want_b.tolist(), want_n.tolist(), strict=True))
+    if given != want:
+        first = next(
+            (k for k, (a, b) in enumerate(zip(given, want, strict=False)) if a != b),
+            min(len(given), len(want)),
+        )
+        ids = book.ids
+        shown = (
+            f"({ids[given[first][0]]!r} → {ids[given[first][1]]!r})"
+            if first < len(given)
+            else "none"
+        )
+        out.fail(
+            "pairing",
+            f"the units are not the canonical pairing of their fills: unit {first} by (sell, "
+            f"buy) is {shown}; {len(given)} units given, {len(want)} by the rule",
+        )
+
+
+def _verify_equilibrium(book: Book, result: ClearingResult, out: Verification) -> None:
+    """Nodal prices must be a competitive equilibrium of the clearing — which proves it
+    welfare-optimal — and the rule's point of the equilibrium prices (:mod:`.pricing`)."""
+    arr = book_arrays(book)
+    grid = book.grid
+    sell, buy, lots = _units_of(book, result)
+    flows = edge_flows(grid, len(arr.lots), arr.node, sell, buy, lots)
+    assert result.node_prices is not None
+    given = np.array([result.node_prices[name] for name in grid.ids], dtype=np.int64)
+    problems = equilibrium_problems(
+        grid, flows, arr.is_sell, arr.lots, arr.price, arr.node, book.ids, book.lot_wh, given
+    )
+    if problems:
+        for text in problems:
+            out.fail("pricing", f"not a competitive equilibrium: {text}")
+        out.proven_optimal = False
+        return
+    bounds = price_bounds(grid, flows, arr.is_sell, arr.lots, arr.price, arr.node, book.lot_wh)
+    assert bounds is not None  # the given prices satisfy the constraints
+    lo, hi = bounds
+    rule = (lo + hi) // 2
+    wrong = np.flatnonzero(rule != given)
+    if len(wrong):
+        v = int(wrong[0])
+        out.fail(
+            "pricing",
+            f"node {grid.ids[v]!r} is priced {int(given[v])}; the equilibrium prices there are "
+            f"{int(lo[v])}–{int(hi[v])} sen/kWh and the rule takes {int(rule[v])}",
+        )
+    out.proven_optimal = True
 
 
 def _show(t: Totals) -> str:
@@ -167,6 +334,11 @@ def _verify_replay(book: Book, result: ClearingResult, out: Verification) -> Non
             "clearing-price",
             f"clearing price {result.clearing_price_sen_per_kwh}, the rules give "
             f"{again.clearing_price_sen_per_kwh} sen/kWh",
+        )
+    if result.node_prices != again.node_prices:
+        out.fail(
+            "pricing",
+            f"node prices {result.node_prices}, the rules give {again.node_prices} sen/kWh",
         )
     if result.trades != again.trades:
         first = next(
@@ -309,33 +481,64 @@ def _volume_bound(book: Book, cert: dict[str, Any]) -> int:
     return cover
 
 
+_RESULT_KEYS = frozenset(
+    {
+        "mechanism",
+        "goal",
+        "pricing",
+        "trades",
+        "totals",
+        "clearing_price_sen_per_kwh",
+        "node_prices_sen_per_kwh",
+        "excluded",
+        "objective",
+        "certificate",
+        "bound",
+    }
+)
+_TRADE_KEYS = (
+    ("sell_order", str),
+    ("buy_order", str),
+    ("seller", str),
+    ("buyer", str),
+    ("energy_wh", int),
+    ("price_sen_per_kwh", int),
+    ("fee_sen_per_kwh", int),
+    ("buyer_price_sen_per_kwh", int),
+)
+_TOTALS_KEYS = ("volume_wh", "welfare_microyen", "fees_microyen", "rent_microyen")
+
+
 def result_from_json(obj: Any) -> ClearingResult:
-    """Read a clearing result as printed by ``peerpower clear``."""
+    """Read a clearing result as printed by ``peerpower clear``; strictly: unknown keys, a
+    missing field or a value of the wrong type is an :class:`InvalidInput` naming the field."""
     if not isinstance(obj, dict):
         raise InvalidInput("$", "the result must be a JSON object")
+    unknown = sorted(set(obj) - _RESULT_KEYS)
+    if unknown:
+        raise InvalidInput(unknown[0], "is not a field of a clearing result")
     mechanism = obj.get("mechanism")
     if mechanism not in MECHANISMS:
         raise InvalidInput("mechanism", f"unknown mechanism {mechanism!r}")
     goal = obj.get("goal")
     if goal is not None and goal not in GOALS:
         raise InvalidInput("goal", f"unknown goal {goal!r}")
+    pricing = obj.get("pricing")
+    if pricing not in PRICINGS:
+        raise InvalidInput("pricing", f"must be one of {', '.join(PRICINGS)}, got {pricing!r}")
     raw = obj.get("trades")
     if not isinstance(raw, list):
         raise InvalidInput("trades", "must be a list")
     trades: list[Trade] = []
+    names = {name for name, _ in _TRADE_KEYS}
     for k, t in enumerate(raw):
         if not isinstance(t, dict):
             raise InvalidInput(f"trades[{k}]", "must be an object")
+        extra = sorted(set(t) - names)
+        if extra:
+            raise InvalidInput(f"trades[{k}].{extra[0]}", "is not a field of a trade")
         values: list[Any] = []
-        for name, kind in (
-            ("sell_order", str),
-            ("buy_order", str),
-            ("seller", str),
-            ("buyer", str),
-            ("energy_wh", int),
-            ("price_sen_per_kwh", int),
-            ("fee_sen_per_kwh", int),
-        ):
+        for name, kind in _TRADE_KEYS:
             value = t.get(name)
             if type(value) is not kind:
                 raise InvalidInput(f"trades[{k}].{name}", f"must be {kind.__name__}, got {value!r}")
@@ -344,8 +547,11 @@ def result_from_json(obj: Any) -> ClearingResult:
     totals_raw = obj.get("totals")
     if not isinstance(totals_raw, dict):
         raise InvalidInput("totals", "must be an object")
+    extra = sorted(set(totals_raw) - set(_TOTALS_KEYS))
+    if extra:
+        raise InvalidInput(f"totals.{extra[0]}", "is not a field of the totals")
     tv: list[int] = []
-    for name in ("volume_wh", "welfare_microyen", "fees_microyen"):
+    for name in _TOTALS_KEYS:
         value = totals_raw.get(name)
         if type(value) is not int:
             raise InvalidInput(f"totals.{name}", f"must be an integer, got {value!r}")
@@ -353,6 +559,28 @@ def result_from_json(obj: Any) -> ClearingResult:
     price = obj.get("clearing_price_sen_per_kwh")
     if price is not None and type(price) is not int:
         raise InvalidInput("clearing_price_sen_per_kwh", f"must be an integer, got {price!r}")
+    node_prices = obj.get("node_prices_sen_per_kwh")
+    if node_prices is not None:
+        if not isinstance(node_prices, dict):
+            raise InvalidInput("node_prices_sen_per_kwh", "must map grid nodes to prices")
+        for name, value in node_prices.items():
+            if type(value) is not int:
+                raise InvalidInput(
+                    f"node_prices_sen_per_kwh.{name}", f"must be an integer, got {value!r}"
+                )
+    excluded_raw = obj.get("excluded", [])
+    if not isinstance(excluded_raw, list):
+        raise InvalidInput("excluded", "must be a list")
+    excluded: list[tuple[str, str]] = []
+    for k, item in enumerate(excluded_raw):
+        if (
+            not isinstance(item, dict)
+            or set(item) != {"order", "crosses"}
+            or type(item["order"]) is not str
+            or type(item["crosses"]) is not str
+        ):
+            raise InvalidInput(f"excluded[{k}]", 'must be {"order": id, "crosses": id}')
+        excluded.append((item["order"], item["crosses"]))
     objective = Objective.from_json(obj["objective"]) if "objective" in obj else None
     cert = obj.get("certificate")
     if cert is not None and not isinstance(cert, dict):
@@ -369,4 +597,7 @@ def result_from_json(obj: Any) -> ClearingResult:
         objective=objective,
         certificate=cert,
         bound=bound,
+        pricing=pricing,
+        node_prices=node_prices,
+        excluded=tuple(excluded),
     )
