@@ -34,10 +34,17 @@ def test_parsed_book_clears_like_the_built_one(seed: int) -> None:
     assert parsed._columns is not None or not built.orders
     assert parsed == built and hash(parsed) == hash(built)
     assert parsed.by_id == built.by_id and parsed.scores() == built.scores()
-    for mechanism, goal in (("cda", None), ("optimal", "welfare"), ("optimal", "volume")):
+    # (self-trade prevention reads the columns of a parsed book, the orders of a built one)
+    for mechanism, goal, pricing in (
+        ("cda", None, None),
+        ("call", None, None),
+        ("optimal", "welfare", None),
+        ("optimal", "welfare", "midpoint"),
+        ("optimal", "volume", None),
+    ):
         fresh = parse_book(built.to_json())
-        assert _plain_text(clear(fresh, mechanism, goal)) == _plain_text(
-            clear(built, mechanism, goal)
+        assert _plain_text(clear(fresh, mechanism, goal, pricing)) == _plain_text(
+            clear(built, mechanism, goal, pricing)
         )
     a, b = book_arrays(parsed), book_arrays(built)
     for name in ("is_sell", "lots", "price", "node", "seq", "participant"):
@@ -69,6 +76,19 @@ def test_huge_numbers_take_the_order_by_order_path() -> None:
     assert parsed._columns is None
     assert parsed.orders[0].energy_wh == 10**30 and parsed.orders[1].seq == -(10**25)
     assert clear(parsed, "call").totals.volume_wh == 100
+    # self-trade prevention orders them by seq in Python integers too: A's later buy crosses
+    book["orders"].append(
+        {
+            "id": "a",
+            "participant": "A",
+            "side": "buy",
+            "energy_wh": 100,
+            "price_sen_per_kwh": 9,
+            "seq": 10**25,
+        }
+    )
+    result = clear(parse_book(book), "call")
+    assert result.excluded == (("a", "s"),) and result.totals.volume_wh == 100
 
 
 def test_book_is_immutable() -> None:
@@ -109,8 +129,9 @@ def test_result_text_is_json_dumps(names: tuple[str, str, str, str]) -> None:
             ],
         }
     )
-    for mechanism in ("cda", "call", "optimal"):
-        result = clear(book, mechanism)
+    runs = (("cda", None), ("call", None), ("optimal", None), ("optimal", "midpoint"))
+    for mechanism, pricing in runs:
+        result = clear(book, mechanism, None, pricing)
         assert result.trades
         assert result.to_json_text() == _plain_text(result)
 

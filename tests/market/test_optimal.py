@@ -6,50 +6,67 @@ import random
 
 import pytest
 
-from helpers import oracle, random_book
+from helpers import oracle, random_book, stp_kept
 from peerpower.market import clear, verify
 from peerpower.market.orders import Book, Order, Side
 
 
-@pytest.mark.parametrize("goal", ["volume", "welfare", "maxmin"])
+@pytest.mark.parametrize(
+    "run", ["volume", "welfare", "welfare:midpoint", "maxmin"], ids=lambda r: r.replace(":", "-")
+)
 @pytest.mark.parametrize("case", range(40))
-def test_optimal_matches_oracle(goal: str, case: int) -> None:
+def test_optimal_matches_oracle(run: str, case: int) -> None:
+    goal, _, pricing = run.partition(":")
     rng = random.Random(1000 * case + len(goal))
     book = random_book(rng, n_orders=rng.randint(2, 12), n_nodes=rng.randint(1, 5))
-    result = clear(book, "optimal", goal)
+    result = clear(book, "optimal", goal, pricing or None)
     check = verify(book, result)
     assert check.ok, check.problems
     want = oracle(book, goal)
     assert result.objective is not None
     assert result.objective.primary == want["primary"]
     assert result.objective.secondary == want["secondary"]
-    if result.certificate is not None:
+    # self-trade prevention leaves out exactly what the oracle's own prevention leaves out
+    kept = stp_kept(book)
+    assert {o for o, _ in result.excluded} == {
+        o.id for k, o in enumerate(book.orders) if k not in kept
+    }
+    if goal == "welfare":
+        # nodal: the node prices are the proof; midpoint: the dual certificate is (none is
+        # needed when no sell could meet any buy: only the empty clearing is valid)
+        nodal = result.pricing == "nodal"
+        assert (result.node_prices is not None) == nodal
+        if nodal or _could_trade(book):
+            assert check.proven_optimal is True
+            assert (result.certificate is None) == nodal
+    elif result.certificate is not None:
         assert check.proven_optimal is True
 
 
 @pytest.mark.parametrize("case", range(30))
-def test_certificate_proves_optimal_without_capacities(case: int) -> None:
+def test_every_book_is_proven_optimal_without_capacities(case: int) -> None:
+    # Self-trade prevention leaves no participant on both sides of a compatible pair, so no
+    # book (self-crossing participants included) falls off the certified network paths.
     rng = random.Random(77 + case)
     book = random_book(rng, n_orders=12, n_nodes=5, n_participants=12, capacities=False)
-    for goal in ("volume", "welfare"):
-        result = clear(book, "optimal", goal)
+    assert _could_trade(book)
+    for goal, pricing in (("volume", None), ("welfare", "midpoint"), ("welfare", None)):
+        result = clear(book, "optimal", goal, pricing)
         check = verify(book, result)
         assert check.ok, check.problems
-        own_pairs = _self_compatible(book)
-        if not own_pairs:
+        assert check.proven_optimal is True
+        if result.pricing == "nodal":
+            assert result.certificate is None and result.node_prices is not None
+        else:
             assert result.certificate is not None
-            assert check.proven_optimal is True
 
 
-def _self_compatible(book: Book) -> bool:
-    grid = book.grid
-    for s in book.orders:
-        for b in book.orders:
-            if s.side is Side.SELL and b.side is Side.BUY and s.participant == b.participant:
-                fee = grid.fee(grid.index[s.node], grid.index[b.node])
-                if b.price_sen_per_kwh - fee >= s.price_sen_per_kwh:
-                    return True
-    return False
+def _could_trade(book: Book) -> bool:
+    """Whether some order self-trade prevention keeps could meet another's price at all."""
+    kept = [o for k, o in enumerate(book.orders) if k in stp_kept(book)]
+    asks = [o.price_sen_per_kwh for o in kept if o.side is Side.SELL]
+    bids = [o.price_sen_per_kwh for o in kept if o.side is Side.BUY]
+    return bool(asks and bids) and min(asks) <= max(bids)
 
 
 def test_optimal_tie_break_prefers_higher_seeded_score() -> None:

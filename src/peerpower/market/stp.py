@@ -16,32 +16,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from peerpower.market.orders import Book, book_arrays
+from peerpower.market.orders import Book, Side, book_arrays
 
 
 def self_crossing(book: Book) -> list[tuple[int, int]]:
     """Orders left out by self-trade prevention: ``(order, earlier order it crosses)`` as book
     indexes, in arrival order. Linear in the book after one sort."""
-    arr = book_arrays(book)
-    n = len(arr.lots)
-    if not n:
-        return []
-    sellers = np.zeros(len(arr.participants), dtype=bool)
-    buyers = np.zeros(len(arr.participants), dtype=bool)
-    sellers[arr.participant[arr.is_sell]] = True
-    buyers[arr.participant[~arr.is_sell]] = True
-    both = sellers & buyers
-    if not both.any():
-        return []
-    mine = np.flatnonzero(both[arr.participant])
-    mine = mine[np.lexsort((mine, arr.seq[mine]))]
-    part = arr.participant[mine].tolist()
-    is_sell = arr.is_sell[mine].tolist()
-    price = arr.price[mine].tolist()
+    mine, part, is_sell, price = _two_sided(book)
     low_ask: dict[int, tuple[int, int]] = {}  # participant → (lowest kept ask, its order)
     high_bid: dict[int, tuple[int, int]] = {}  # participant → (highest kept bid, its order)
     out: list[tuple[int, int]] = []
-    for k, p, sell, x in zip(mine.tolist(), part, is_sell, price, strict=True):
+    for k, p, sell, x in zip(mine, part, is_sell, price, strict=True):
         if sell:
             best = high_bid.get(p)
             if best is not None and best[0] >= x:
@@ -55,6 +40,45 @@ def self_crossing(book: Book) -> list[tuple[int, int]]:
             elif p not in high_bid or x > high_bid[p][0]:
                 high_bid[p] = (x, k)
     return out
+
+
+def _two_sided(book: Book) -> tuple[list[int], list[int], list[bool], list[int]]:
+    """The orders of participants with both a buy and a sell, in arrival order ``(seq,
+    position)``: their indexes, participant numbers, sides (sell) and prices."""
+    if book._columns is None:
+        # Orders built one by one may carry numbers beyond int64 (a seq, an energy), which
+        # the column view cannot hold: the same selection over the orders themselves.
+        orders = book.orders
+        sides: dict[str, set[bool]] = {}
+        for o in orders:
+            sides.setdefault(o.participant, set()).add(o.side is Side.SELL)
+        number = {name: p for p, name in enumerate(sides)}
+        picked = [k for k, o in enumerate(orders) if len(sides[o.participant]) == 2]
+        picked.sort(key=lambda k: (orders[k].seq, k))
+        return (
+            picked,
+            [number[orders[k].participant] for k in picked],
+            [orders[k].side is Side.SELL for k in picked],
+            [orders[k].price_sen_per_kwh for k in picked],
+        )
+    arr = book_arrays(book)
+    if not len(arr.lots):
+        return [], [], [], []
+    sellers = np.zeros(len(arr.participants), dtype=bool)
+    buyers = np.zeros(len(arr.participants), dtype=bool)
+    sellers[arr.participant[arr.is_sell]] = True
+    buyers[arr.participant[~arr.is_sell]] = True
+    both = sellers & buyers
+    if not both.any():
+        return [], [], [], []
+    mine = np.flatnonzero(both[arr.participant])
+    mine = mine[np.lexsort((mine, arr.seq[mine]))]
+    return (
+        mine.tolist(),
+        arr.participant[mine].tolist(),
+        arr.is_sell[mine].tolist(),
+        arr.price[mine].tolist(),
+    )
 
 
 def prevent_self_trade(book: Book) -> tuple[Book, tuple[tuple[str, str], ...]]:
