@@ -11,7 +11,7 @@ import pytest
 from helpers import random_book
 from peerpower.bench import make_book
 from peerpower.errors import InvalidOrder
-from peerpower.market import clear, flow, parse_book
+from peerpower.market import clear, flow, parse_book, stp
 from peerpower.market.orders import Book, book_arrays, tie_score, tie_scores
 from peerpower.market.result import ClearingResult
 
@@ -89,6 +89,19 @@ def test_huge_numbers_take_the_order_by_order_path() -> None:
     )
     result = clear(parse_book(book), "call")
     assert result.excluded == (("a", "s"),) and result.totals.volume_wh == 100
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_self_crossing_over_orders_matches_the_columns(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Books with numbers beyond int64 take self-trade prevention over the order objects.
+    rng = random.Random(seed)
+    book = random_book(rng, n_orders=rng.randint(0, 40), n_nodes=3, n_participants=5)
+    fast = stp.self_crossing(book)
+    monkeypatch.setattr(stp, "_fits_int64", lambda book: False)
+    assert stp.self_crossing(book) == fast
+    assert stp.self_crossing(parse_book(book.to_json())) == fast
 
 
 def test_book_is_immutable() -> None:

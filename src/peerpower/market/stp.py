@@ -18,6 +18,8 @@ import numpy as np
 
 from peerpower.market.orders import Book, Side, book_arrays
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
 
 def self_crossing(book: Book) -> list[tuple[int, int]]:
     """Orders left out by self-trade prevention: ``(order, earlier order it crosses)`` as book
@@ -45,7 +47,7 @@ def self_crossing(book: Book) -> list[tuple[int, int]]:
 def _two_sided(book: Book) -> tuple[list[int], list[int], list[bool], list[int]]:
     """The orders of participants with both a buy and a sell, in arrival order ``(seq,
     position)``: their indexes, participant numbers, sides (sell) and prices."""
-    if book._columns is None:
+    if not _fits_int64(book):
         # Orders built one by one may carry numbers beyond int64 (a seq, an energy), which
         # the column view cannot hold: the same selection over the orders themselves.
         orders = book.orders
@@ -79,6 +81,16 @@ def _two_sided(book: Book) -> tuple[list[int], list[int], list[bool], list[int]]
         arr.is_sell[mine].tolist(),
         arr.price[mine].tolist(),
     )
+
+
+def _fits_int64(book: Book) -> bool:
+    """Whether :func:`book_arrays` can hold ``book``: a parsed book's columns always can (larger
+    numbers send :func:`parse_book` order by order); a built book's orders are checked."""
+    if book._columns is not None or not book.orders:
+        return True
+    seq = [o.seq for o in book.orders]
+    energy = [o.energy_wh for o in book.orders]
+    return min(min(seq), min(energy)) >= _INT64_MIN and max(max(seq), max(energy)) <= _INT64_MAX
 
 
 def prevent_self_trade(book: Book) -> tuple[Book, tuple[tuple[str, str], ...]]:
