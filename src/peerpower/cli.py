@@ -74,9 +74,15 @@ def _cmd_clear(args: argparse.Namespace) -> int:
     # The decoded book, the columns and the trades form no reference cycles: collecting while
     # they are built would only walk them again and again.
     with gc_paused():
-        book = parse_book(_read_json(args.book, "book"))
+        raw = _read_json(args.book, "book")
+        book = parse_book(raw)
+        pricing = args.pricing
+        if pricing is None and isinstance(raw, dict) and "pricing" in raw:
+            pricing = raw["pricing"]
+            if not isinstance(pricing, str):
+                raise InvalidInput("pricing", f"must be a pricing rule's name, got {pricing!r}")
         with _stdout_to_stderr():
-            result = clear(book, args.mechanism, args.goal)
+            result = clear(book, args.mechanism, args.goal, pricing)
         sys.stdout.write(result.to_json_text() + "\n")
     return EXIT_OK
 
@@ -442,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("book", help="book file, or - for standard input")
     p.add_argument("--mechanism", required=True, help="cda, call or optimal")
     p.add_argument("--goal", default=None, help="volume, welfare (default) or maxmin")
+    p.add_argument(
+        "--pricing",
+        default=None,
+        help="nodal (default for call and optimal welfare) or midpoint (optimal; the default "
+        "for volume and maxmin); overrides the book's \"pricing\"",
+    )
     p.set_defaults(run=_cmd_clear)
 
     p = sub.add_parser("verify", help="check a clearing result against its book")
@@ -468,7 +480,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--only",
         default="",
-        help="comma-separated runs to keep, e.g. cda,optimal:welfare (default: all)",
+        help="comma-separated runs to keep by name, e.g. cda,optimal:welfare:nodal (default: all)",
+    )
+    b.add_argument(
+        "--both-share",
+        type=float,
+        default=0.2,
+        help="share of sites (homes with a battery) that both buy and sell",
+    )
+    b.add_argument(
+        "--capacity-wh",
+        type=int,
+        default=30_000,
+        help="capacity of every transformer edge in the +cap runs [Wh]",
+    )
+    b.add_argument(
+        "--no-self-cross",
+        dest="self_cross",
+        action="store_false",
+        help="skip the 2,000-order book with and without a self-crossing participant",
     )
     b.add_argument("--out", default=None, help="also write the figures as JSON here")
     b.set_defaults(run=_cmd_bench)

@@ -17,12 +17,13 @@ from peerpower.market.orders import Book
 from peerpower.market.result import ClearingResult
 from peerpower.units import MicroYen, Wh, kwh_str, price_str, yen_str
 
-RUNS: tuple[tuple[str, str | None], ...] = (
-    ("cda", None),
-    ("call", None),
-    ("optimal", "volume"),
-    ("optimal", "welfare"),
-    ("optimal", "maxmin"),
+RUNS: tuple[tuple[str, str | None, str | None], ...] = (
+    ("cda", None, None),
+    ("call", None, None),
+    ("optimal", "volume", None),
+    ("optimal", "welfare", None),
+    ("optimal", "welfare", "midpoint"),
+    ("optimal", "maxmin", None),
 )
 
 
@@ -67,10 +68,15 @@ def result_table(book: Book, result: ClearingResult) -> str:
             kwh_str(Wh(t.energy_wh)),
             price_str(t.price_sen_per_kwh),
             price_str(t.fee_sen_per_kwh),
+            price_str(t.buyer_price_sen_per_kwh),
         ]
         for t in result.trades
     ]
-    return table(["seller", "buyer", "kWh", "price ¥/kWh", "fee ¥/kWh"], rows, "llrrr")
+    return table(
+        ["seller", "buyer", "kWh", "seller gets ¥/kWh", "fee ¥/kWh", "buyer pays ¥/kWh"],
+        rows,
+        "llrrrr",
+    )
 
 
 def totals_line(book: Book, result: ClearingResult) -> str:
@@ -79,8 +85,17 @@ def totals_line(book: Book, result: ClearingResult) -> str:
         f"  totals: {kwh_str(Wh(t.volume_wh))} kWh traded, welfare "
         f"¥{yen_str(MicroYen(t.welfare_microyen))}, fees ¥{yen_str(MicroYen(t.fees_microyen))}"
     )
+    if t.rent_microyen:
+        text += f", congestion rent ¥{yen_str(MicroYen(t.rent_microyen))}"
     if result.clearing_price_sen_per_kwh is not None:
         text += f", clearing price {price_str(result.clearing_price_sen_per_kwh)} ¥/kWh"
+    elif result.node_prices and result.trades:
+        prices = sorted(set(result.node_prices.values()))
+        text += (
+            f", node prices {price_str(prices[0])}–{price_str(prices[-1])} ¥/kWh"
+            if len(prices) > 1
+            else f", price {price_str(prices[0])} ¥/kWh at every node"
+        )
     check = verify(book, result)
     if check.ok:
         text += "; verified" + (" optimal" if check.proven_optimal else "")
@@ -105,12 +120,13 @@ def run_demo(examples: Path, depth: int = 10) -> str:
             out.append(f"  {about}")
         out.append("")
         out.append(ladder_table(book, depth))
-        for mechanism, goal in RUNS:
+        for mechanism, goal, pricing in RUNS:
             name = mechanism + (f" --goal {goal}" if goal else "")
+            name += f" --pricing {pricing}" if pricing else ""
             out.append("")
             out.append(f"[{name}]")
             try:
-                result = clear(book, mechanism, goal)
+                result = clear(book, mechanism, goal, pricing)
             except ClearingError as err:
                 out.append(f"  cannot clear: {err.message}")
                 continue

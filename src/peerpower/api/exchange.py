@@ -54,6 +54,8 @@ class Exchange:
         self.event_seq = 0
         self._books: dict[str, tuple[frozenset[str], str]] = {}
         self._cleared_at: dict[str, int] = {}  # slot → the block that cleared it
+        # slot → the clearing's pricing rule and node prices (nodal pricing)
+        self._priced_at: dict[str, tuple[str, dict[str, int] | None]] = {}
         self._height = 0
         self.fault: str | None = None  # what stopped the node's driver, if anything
         self._sync()
@@ -114,7 +116,13 @@ class Exchange:
             ids.append(tid := tx_id_of(raw))
             self.tx_heights[tid] = (block.height, i)
             if raw["body"]["type"] in ("clear", "decide"):
-                self._cleared_at[str(raw["body"]["slot"])] = block.height
+                slot = str(raw["body"]["slot"])
+                self._cleared_at[slot] = block.height
+                result = raw["body"]["result"]
+                self._priced_at[slot] = (
+                    str(result.get("pricing")),
+                    result.get("node_prices_sen_per_kwh"),
+                )
         obj["tx_ids"] = ids
         while len(self.blocks) > KEEP_BLOCKS:
             _, old = self.blocks.popitem(last=False)
@@ -135,7 +143,10 @@ class Exchange:
             if slot in self.cleared or not isinstance(rec, Contracts):
                 continue
             height = self._cleared_at.pop(slot, self._height)
-            summary = clearing_summary(slot, rec.units, height, rec.digest)
+            pricing, node_prices = self._priced_at.pop(
+                slot, (self.genesis.market.pricing, None)
+            )
+            summary = clearing_summary(slot, rec.units, height, rec.digest, pricing, node_prices)
             self.cleared[slot] = summary
             while len(self.cleared) > KEEP_CLEARINGS:
                 self.cleared.popitem(last=False)
@@ -323,9 +334,7 @@ class Exchange:
                 received += money_microyen(u["price_sen_per_kwh"], u["energy_wh"])
             if u["buyer"] == account_id:
                 bought += u["energy_wh"]
-                paid += money_microyen(
-                    u["price_sen_per_kwh"] + u["fee_sen_per_kwh"], u["energy_wh"]
-                )
+                paid += money_microyen(u["buyer_price_sen_per_kwh"], u["energy_wh"])
         if not sold and not bought:
             return None
         return {
@@ -396,6 +405,7 @@ class Exchange:
 PRICE_KEYS = (
     "slot",
     "volume_wh",
+    "mean_buyer_price_sen_per_kwh",
     "mean_price_sen_per_kwh",
     "min_price_sen_per_kwh",
     "max_price_sen_per_kwh",
@@ -412,21 +422,34 @@ def check_slot(slot: str) -> None:
 
 
 def clearing_summary(
-    slot: str, units: tuple[Contract, ...], height: int, digest: str
+    slot: str,
+    units: tuple[Contract, ...],
+    height: int,
+    digest: str,
+    pricing: str,
+    node_prices: dict[str, int] | None,
 ) -> dict[str, Any]:
-    """A cleared slot: its balanced units and their prices (mean weighted by energy)."""
+    """A cleared slot: how it was priced, the node prices (nodal pricing), its balanced units
+    and their prices — what sellers get (mean weighted by energy, lowest, highest) and what
+    buyers pay, fees and congestion rent included."""
     volume = sum(u.energy_wh for u in units)
     prices = [u.price_sen_per_kwh for u in units]
     mean = sum(u.price_sen_per_kwh * u.energy_wh for u in units) // volume if volume else None
+    paid = (
+        sum(u.buyer_price_sen_per_kwh * u.energy_wh for u in units) // volume if volume else None
+    )
     return {
         "slot": slot,
         "height": height,
         "digest": digest,
+        "pricing": pricing,
+        "node_prices_sen_per_kwh": node_prices,
         "units": len(units),
         "volume_wh": volume,
         "mean_price_sen_per_kwh": mean,
         "min_price_sen_per_kwh": min(prices) if prices else None,
         "max_price_sen_per_kwh": max(prices) if prices else None,
+        "mean_buyer_price_sen_per_kwh": paid,
         "balanced_units": [
             {
                 "seller": u.seller,
@@ -436,6 +459,10 @@ def clearing_summary(
                 "energy_wh": u.energy_wh,
                 "price_sen_per_kwh": u.price_sen_per_kwh,
                 "fee_sen_per_kwh": u.fee_sen_per_kwh,
+                "buyer_price_sen_per_kwh": u.buyer_price_sen_per_kwh,
+                "rent_sen_per_kwh": (
+                    u.buyer_price_sen_per_kwh - u.price_sen_per_kwh - u.fee_sen_per_kwh
+                ),
             }
             for u in units
         ],

@@ -85,9 +85,10 @@ def clear_optimal(
     # whole book.
     everyone = np.ones(len(arr.lots), dtype=bool) if live.any() else live
     if goal == "welfare":
-        filled, certificate = _welfare_flow(book, arr, everyone, arr.score_u64)
-        if rule == "nodal":
-            certificate = None  # the node prices are the certificate
+        # Under nodal pricing the node prices are the certificate.
+        filled, certificate = _welfare_flow(
+            book, arr, everyone, arr.score_u64, certify=rule == "midpoint"
+        )
         units = tree_units(book.grid, arr.is_sell, arr.node, filled)
     elif goal == "volume" and not book.grid.has_capacities:
         units, certificate = _volume_flow(book, arr, everyone)
@@ -234,10 +235,15 @@ def _children(grid: GridTree) -> list[list[int]]:
 
 # -- welfare: min-cost flow on the tree ---------------------------------------------------------
 def _welfare_flow(
-    book: Book, arr: BookArrays, live: npt.NDArray[np.bool_], priority: npt.NDArray[np.uint64]
+    book: Book,
+    arr: BookArrays,
+    live: npt.NDArray[np.bool_],
+    priority: npt.NDArray[np.uint64],
+    certify: bool = False,
 ) -> tuple[I64, dict[str, Any] | None]:
     """Lots filled per order by the welfare optimum over the ``live`` orders (then volume, then
-    the highest Σ priority × filled), and the node-price certificate of ``midpoint``."""
+    the highest Σ priority × filled), and, if ``certify``, the node-price certificate that
+    ``midpoint`` results carry."""
     grid = book.grid
     n = grid.size
     s_node, t_node = n, n + 1
@@ -281,6 +287,8 @@ def _welfare_flow(
     flow[ne : 2 * ne] = down - both
     filled[idx_s] = flow[2 * ne : 2 * ne + ns]
     filled[idx_b] = flow[2 * ne + ns : 2 * ne + ns + nb]
+    if not certify:
+        return filled, None
     return filled, _welfare_certificate(book, net, flow, welfare, child)
 
 

@@ -1,7 +1,8 @@
-"""``peerpower simulate --compare``: one scenario under several mechanisms and goals.
+"""``peerpower simulate --compare``: one scenario under several mechanisms, goals and pricings.
 
 Each variant runs the same community (same seeds, weather and policies) with only the market's
-mechanism and goal changed, writes its outputs to ``OUT/<variant>/`` and adds a row: traded
+mechanism, goal and pricing rule changed (``optimal:welfare`` is nodal, its default;
+``optimal:welfare:midpoint`` the same clearing priced pair by pair), writes its outputs to ``OUT/<variant>/`` and adds a row: traded
 energy, the market's welfare (what the trades gained against the orders' limit prices), the
 worst-off participant's market profit per kWh offered (what ``maxmin`` raises), the
 community's saving against the no-P2P baseline (penalties included), the lowest site's saving,
@@ -23,17 +24,27 @@ from peerpower.sim.runner import SimResult, costs_microyen, run
 from peerpower.sim.scenario import Scenario
 from peerpower.sim.summary import write_outputs, yen
 
-VARIANTS = ("cda", "call", "optimal:volume", "optimal:welfare", "optimal:maxmin")
+VARIANTS = (
+    "cda",
+    "call",
+    "optimal:volume",
+    "optimal:welfare",
+    "optimal:welfare:midpoint",
+    "optimal:maxmin",
+)
+
+Variant = tuple[str, str | None, str | None]  # mechanism, goal, pricing (None: the default)
 
 
-def parse_variants(text: str) -> list[tuple[str, str | None]]:
-    out: list[tuple[str, str | None]] = []
+def parse_variants(text: str) -> list[Variant]:
+    out: list[Variant] = []
     for part in text.split(","):
         name = part.strip()
         if name not in VARIANTS:
             raise InvalidInput("compare", f"{name!r} is not one of {', '.join(VARIANTS)}")
-        mechanism, _, goal = name.partition(":")
-        out.append((mechanism, goal or None))
+        mechanism, goal, pricing = ([*name.split(":"), None, None])[:3]
+        assert mechanism is not None
+        out.append((mechanism, goal, pricing))
     if not out:
         raise InvalidInput("compare", "name at least one variant")
     return out
@@ -65,12 +76,12 @@ def market_profits(result: SimResult) -> tuple[int, dict[str, Fraction]]:
     for res in cleared:
         welfare += res["totals"]["welfare_microyen"]
         for t in res["trades"]:
-            e, price, fee = t["energy_wh"], t["price_sen_per_kwh"], t["fee_sen_per_kwh"]
+            e, price, paid = t["energy_wh"], t["price_sen_per_kwh"], t["buyer_price_sen_per_kwh"]
             ask = orders[t["sell_order"]][1]
             bid = orders[t["buy_order"]][1]
             # sen/kWh × Wh = 10 µ¥
             profit[t["seller"]] = profit.get(t["seller"], 0) + (price - ask) * e * 10
-            profit[t["buyer"]] = profit.get(t["buyer"], 0) + (bid - price - fee) * e * 10
+            profit[t["buyer"]] = profit.get(t["buyer"], 0) + (bid - paid) * e * 10
     per_wh = {a: Fraction(profit.get(a, 0), e) for a, e in offered.items() if e > 0}
     return welfare, per_wh
 
@@ -96,52 +107,36 @@ def row(name: str, result: SimResult, data: dict[str, Any]) -> dict[str, Any]:
 
 def compare(
     scenario: Scenario,
-    variants: list[tuple[str, str | None]],
+    variants: list[Variant],
     out: Path,
     progress: Callable[[str], Callable[[int, int], None]] | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
-    for mechanism, goal in variants:
-        name = mechanism if goal is None else f"{mechanism}:{goal}"
-        variant = scenario.with_overrides(mechanism=mechanism, goal=goal)
+    for mechanism, goal, pricing in variants:
+        name = ":".join(x for x in (mechanism, goal, pricing) if x is not None)
+        variant = scenario.with_overrides(mechanism=mechanism, goal=goal, pricing=pricing)
         result = run(variant, None if progress is None else progress(name))
         data = write_outputs(result, out / name.replace(":", "-"))
         rows.append(row(name, result, data))
-        if mechanism == "call" and not _one_fee(variant):
-            rows[-1]["note"] = (
-                "a slot whose orders pay different grid fees by distance is left void: a "
-                "single-price call auction needs one fee for every pair (give the scenario "
-                "equal fees to run it everywhere)"
-            )
+        rows[-1]["pricing"] = variant.pricing
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     return rows
 
 
-def _one_fee(scenario: Scenario) -> bool:
-    """Whether every pair of the scenario's sites pays the same grid fee."""
-    grid = scenario.market_rules().grid
-    nodes = sorted({grid.index[s.node] for s in scenario.sites})
-    fees = {grid.fee(a, b) for a in nodes for b in nodes if a != b}
-    return len(fees) <= 1
-
-
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        f"{'variant':<16} {'traded kWh':>10} {'welfare ¥':>10} {'lowest ¥/kWh':>12} "
+        f"{'variant':<24} {'traded kWh':>10} {'welfare ¥':>10} {'lowest ¥/kWh':>12} "
         f"{'saving ¥':>10} {'lowest site ¥':>14} {'mean ¥/kWh':>10} {'checks':>6}"
     ]
     for r in rows:
         price = r["mean_price_yen_per_kwh"]
         lines.append(
-            f"{r['variant']:<16} {r['traded_kwh']:>10,.1f} {r['welfare_yen']:>10,.2f} "
+            f"{r['variant']:<24} {r['traded_kwh']:>10,.1f} {r['welfare_yen']:>10,.2f} "
             f"{r['lowest_profit_yen_per_kwh_offered']:>12,.3f} "
             f"{r['community_saving_yen']:>10,.2f} {r['lowest_site_saving_yen']:>14,.2f} "
             f"{'–' if price is None else f'{price:.2f}':>10} {'ok' if r['checks'] else 'FAIL':>6}"
         )
-    for r in rows:
-        if "note" in r:
-            lines.append(f"{r['variant']}: {r['note']}")
     lines.append(
         "welfare: what the trades gained against the orders' limit prices, fees deducted; "
         "lowest ¥/kWh: the worst-off participant's market profit per kWh it offered; saving: "

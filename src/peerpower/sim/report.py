@@ -344,6 +344,15 @@ def _kwh(wh: float) -> str:
     return f"{wh / 1000:,.3f}"
 
 
+_PRICING_TEXT = {
+    "nodal": "nodal — one price per grid node, the competitive equilibrium of the sealed book; "
+    "a seller gets its node's price, a buyer pays its node's (fee and congestion rent included)",
+    "midpoint": "midpoint — each balanced unit at its ask plus half its spread; the buyer adds "
+    "the fee",
+    "resting": "continuous — each trade at the resting order's limit; the buyer adds the fee",
+}
+
+
 def _yen_per_kwh(sen: int) -> str:
     return f"{sen / 100:,.2f}"
 
@@ -521,11 +530,13 @@ def write_report(
         )
         m = data["market"]
         price = m.get("mean_price_yen_per_kwh")
+        paid = m.get("mean_buyer_price_yen_per_kwh")
         body.append(
             _no_data(
                 f"Traded in all: {m['traded_kwh']:,} kWh"
-                + ("" if price is None else f" at a mean price of {price:.2f} yen/kWh")
-                + "."
+                + ("" if price is None else f" at a mean price of {price:.2f} yen/kWh to sellers")
+                + ("" if paid is None else f", {paid:.2f} yen/kWh from buyers (fees and rent)")
+                + f". Pricing: {_PRICING_TEXT.get(str(data.get('pricing')), 'n/a')}."
             )
         )
     else:
@@ -695,8 +706,9 @@ def write_report(
                     ("seller", False),
                     ("buyer", False),
                     ("energy [kWh]", True),
-                    ("price [yen/kWh]", True),
+                    ("seller gets [yen/kWh]", True),
                     ("fee [yen/kWh]", True),
+                    ("buyer pays [yen/kWh]", True),
                 ],
                 [
                     [
@@ -705,6 +717,7 @@ def write_report(
                         (_kwh(u.energy_wh), "n"),
                         (_yen_per_kwh(u.price_sen_per_kwh), "n"),
                         (_yen_per_kwh(u.fee_sen_per_kwh), "n"),
+                        (_yen_per_kwh(u.buyer_price_sen_per_kwh), "n"),
                     ]
                     for u in units
                 ],

@@ -20,6 +20,7 @@ as integer sen, energy in kWh is held as integer Wh (both rounded half up).
     [market]                      # all optional
     mechanism = "optimal"         # cda | call | optimal
     goal = "welfare"              # volume | welfare | maxmin; optimal only (default welfare)
+    pricing = "nodal"             # nodal (call; optimal welfare: the default) | midpoint (optimal)
     gate_minutes = 5              # 1–1439
     lot_wh = 100                  # 1–100000
     price_min_yen_per_kwh = 0.0   # the order price band (default 0–100 yen/kWh)
@@ -100,7 +101,7 @@ from peerpower.ledger.genesis import (
     MarketRules,
     check_account_id,
 )
-from peerpower.market.result import GOALS, MECHANISMS, Goal, Mechanism
+from peerpower.market.result import GOALS, MECHANISMS, Goal, Mechanism, Pricing, pricings_for
 from peerpower.timeslots import JST, SLOTS_PER_DAY
 from peerpower.units import PRICE_MAX_SEN_PER_KWH
 
@@ -130,6 +131,7 @@ _LOCATION_KEYS: Final = ("latitude_deg", "longitude_deg", "altitude_m")
 _MARKET_KEYS: Final = (
     "mechanism",
     "goal",
+    "pricing",
     "gate_minutes",
     "lot_wh",
     "price_min_yen_per_kwh",
@@ -208,6 +210,7 @@ class Scenario:
     validators: int
     mechanism: Mechanism
     goal: Goal | None
+    pricing: Pricing
     gate_minutes: int
     lot_wh: int
     price_min_sen_per_kwh: int
@@ -228,6 +231,7 @@ class Scenario:
         return MarketRules(
             mechanism=self.mechanism,
             goal=self.goal,
+            pricing=self.pricing,
             gate_minutes=self.gate_minutes,
             lot_wh=self.lot_wh,
             price_min_sen_per_kwh=self.price_min_sen_per_kwh,
@@ -243,12 +247,13 @@ class Scenario:
         mechanism: Any = None,
         goal: Any = None,
         validators: Any = None,
+        pricing: Any = None,
     ) -> Scenario:
         """This scenario with command-line overrides, each checked as in a file.
 
         A new ``seed`` re-seeds every site; a new ``mechanism`` without a ``goal`` keeps the
-        goal if it still applies, else takes the mechanism's default. More ``days`` must still
-        be covered by every site's meter data.
+        goal if it still applies, else takes the mechanism's default; likewise the pricing.
+        More ``days`` must still be covered by every site's meter data.
         """
         r = _Reader("override", Path("."))
         new_days = self.days if days is None else r.int_in(days, "days", 1, MAX_DAYS)
@@ -262,6 +267,12 @@ class Scenario:
             new_goal = None
         else:
             new_goal = self.goal if self.goal is not None else "welfare"
+        if pricing is not None:
+            new_pricing = r.pricing(pricing, new_mechanism, new_goal, "pricing")
+        elif self.pricing in pricings_for(new_mechanism, new_goal):
+            new_pricing = self.pricing
+        else:
+            new_pricing = pricings_for(new_mechanism, new_goal)[0]
         sites = self.sites
         if new_seed != self.seed:
             sites = tuple(
@@ -279,6 +290,7 @@ class Scenario:
             validators=new_validators,
             mechanism=new_mechanism,
             goal=new_goal,
+            pricing=new_pricing,
             sites=sites,
         )
 
@@ -353,6 +365,7 @@ def parse_scenario(text: str, source: str, base_dir: Path) -> Scenario:
     mechanism = r.mechanism(market.get("mechanism", "optimal"), "market.mechanism")
     goal_default = "welfare" if mechanism == "optimal" else None
     goal = r.goal(market.get("goal", goal_default), mechanism, "market.goal")
+    pricing = r.pricing(market.get("pricing"), mechanism, goal, "market.pricing")
     gate = r.int_in(market.get("gate_minutes", 5), "market.gate_minutes", 1, 24 * 60 - 1)
     lot = r.int_in(market.get("lot_wh", 100), "market.lot_wh", 1, MAX_LOT_WH)
     price_min = r.yen(market.get("price_min_yen_per_kwh", 0), "market.price_min_yen_per_kwh")
@@ -427,6 +440,7 @@ def parse_scenario(text: str, source: str, base_dir: Path) -> Scenario:
         validators=validators,
         mechanism=mechanism,
         goal=goal,
+        pricing=pricing,
         gate_minutes=gate,
         lot_wh=lot,
         price_min_sen_per_kwh=price_min,
@@ -606,6 +620,17 @@ class _Reader:
         if value not in GOALS:
             self.fail(field, f"{value!r} is not one of {', '.join(GOALS)}")
         return GOALS[GOALS.index(value)]
+
+    def pricing(self, value: Any, mechanism: str, goal: str | None, field: str) -> Pricing:
+        """A pricing rule the mechanism and goal define; ``None`` gives their default."""
+        allowed = pricings_for(mechanism, goal)
+        if value is None:
+            return allowed[0]
+        if value not in allowed:
+            what = f"{mechanism}/{goal}" if goal else mechanism
+            self.fail(field, f"{value!r} is not a pricing rule {what} defines; use "
+                      f"{' or '.join(allowed)}")
+        return allowed[allowed.index(value)]
 
 
 def _round_half_up(value: float, scale: int) -> int:

@@ -52,11 +52,13 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
         }
     traded_wh = 0
     money = 0
+    paid = 0
     slots = []
     for slot, units in result.contracts.items():
         volume = sum(u.energy_wh for u in units)
         traded_wh += volume
         money += sum(u.energy_wh * u.price_sen_per_kwh for u in units)
+        paid += sum(u.energy_wh * u.buyer_price_sen_per_kwh for u in units)
         prices = [u.price_sen_per_kwh for u in units]
         slots.append(
             {
@@ -66,6 +68,11 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
                 "price_max_sen_per_kwh": max(prices) if prices else None,
                 "price_mean_sen_per_kwh": (
                     round(sum(u.energy_wh * u.price_sen_per_kwh for u in units) / volume)
+                    if volume
+                    else None
+                ),
+                "buyer_price_mean_sen_per_kwh": (
+                    round(sum(u.energy_wh * u.buyer_price_sen_per_kwh for u in units) / volume)
                     if volume
                     else None
                 ),
@@ -87,6 +94,7 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
         "seed": s.seed,
         "mechanism": s.mechanism,
         "goal": s.goal,
+        "pricing": s.pricing,
         "validators": s.validators,
         "by_type": types,
         "market": {
@@ -94,6 +102,9 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
             "pv_surplus_kwh": round(surplus_wh / 1000, 1),
             "surplus_absorbed_percent": absorbed,
             "mean_price_yen_per_kwh": (round(money / traded_wh / 100, 2) if traded_wh else None),
+            "mean_buyer_price_yen_per_kwh": (
+                round(paid / traded_wh / 100, 2) if traded_wh else None
+            ),
         },
         "slots": slots,
         "refused_transactions": result.refused,
@@ -122,11 +133,29 @@ def write_outputs(result: SimResult, out: Path) -> dict[str, Any]:
         verified = False
     with (out / "trades.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["slot", "seller", "buyer", "energy_wh", "price_sen_per_kwh", "fee_sen_per_kwh"])
+        w.writerow(
+            [
+                "slot",
+                "seller",
+                "buyer",
+                "energy_wh",
+                "price_sen_per_kwh",
+                "fee_sen_per_kwh",
+                "buyer_price_sen_per_kwh",
+            ]
+        )
         for slot, units in result.contracts.items():
             for u in units:
                 w.writerow(
-                    [slot, u.seller, u.buyer, u.energy_wh, u.price_sen_per_kwh, u.fee_sen_per_kwh]
+                    [
+                        slot,
+                        u.seller,
+                        u.buyer,
+                        u.energy_wh,
+                        u.price_sen_per_kwh,
+                        u.fee_sen_per_kwh,
+                        u.buyer_price_sen_per_kwh,
+                    ]
                 )
     data = summary(result, verified)
     (out / "summary.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")

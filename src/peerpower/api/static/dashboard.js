@@ -372,11 +372,12 @@
           el("td", { class: "energy num" }, kwh(u.energy_wh)),
           el("td", { class: "price num" }, yenPerKwh(u.price_sen_per_kwh)),
           el("td", { class: "fee num" }, yenPerKwh(u.fee_sen_per_kwh)),
+          el("td", { class: "buyer-price num" }, yenPerKwh(u.buyer_price_sen_per_kwh)),
         ),
       );
     }
     if (!units.length) {
-      body.append(el("tr", { class: "none" }, el("td", { colspan: 7 }, "no balanced units")));
+      body.append(el("tr", { class: "none" }, el("td", { colspan: 8 }, "no balanced units")));
     }
     table.tBodies[0].replaceWith(body);
     $("units-slot").textContent = `${c.slot} · ${slotTime(c.slot)}`;
@@ -384,10 +385,25 @@
       c.min_price_sen_per_kwh === null
         ? ""
         : ` (¥${yenPerKwh(c.min_price_sen_per_kwh)}–${yenPerKwh(c.max_price_sen_per_kwh)})`;
+    const paid =
+      c.mean_buyer_price_sen_per_kwh === null || c.mean_buyer_price_sen_per_kwh === undefined
+        ? ""
+        : `, buyers pay ¥${yenPerKwh(c.mean_buyer_price_sen_per_kwh)}/kWh`;
+    const nodes = c.node_prices_sen_per_kwh ? Object.keys(c.node_prices_sen_per_kwh).length : 0;
     $("units-summary").textContent =
-      `${c.units} unit${c.units === 1 ? "" : "s"} · ${kwh(c.volume_wh)} kWh · mean ` +
-      `¥${yenPerKwh(c.mean_price_sen_per_kwh)}/kWh${range} · block ${c.height}`;
+      `${c.units} unit${c.units === 1 ? "" : "s"} · ${kwh(c.volume_wh)} kWh · sellers get ` +
+      `¥${yenPerKwh(c.mean_price_sen_per_kwh)}/kWh${range}${paid} · ` +
+      `${pricingText(c.pricing, nodes)} · block ${c.height}`;
     document.body.dataset.cleared = c.slot;
+  }
+
+  function pricingText(pricing, nodes) {
+    if (pricing === "nodal") {
+      return `nodal pricing (one price per grid node${nodes ? `, ${nodes} nodes` : ""})`;
+    }
+    if (pricing === "midpoint") return "midpoint pricing (each unit at its spread's midpoint)";
+    if (pricing === "resting") return "continuous (each trade at the resting order's price)";
+    return "pricing " + String(pricing);
   }
 
   function accountLink(id) {
@@ -785,7 +801,7 @@
     );
     fill(
       "account-contracts",
-      6,
+      7,
       "no contracts",
       (a.contracts || []).map((c) => {
         const selling = c.seller === a.id;
@@ -798,6 +814,7 @@
           el("td", { class: "num" }, kwh(c.energy_wh)),
           el("td", { class: "num" }, yenPerKwh(c.price_sen_per_kwh)),
           el("td", { class: "num" }, yenPerKwh(c.fee_sen_per_kwh)),
+          el("td", { class: "num" }, yenPerKwh(c.buyer_price_sen_per_kwh)),
         );
       }),
     );
