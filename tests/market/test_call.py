@@ -167,9 +167,9 @@ def test_call_leaves_out_a_self_crossing_order() -> None:
 
 def test_call_never_pairs_a_participant_with_itself() -> None:
     # A sells above what it bids (no cross): both orders stay, and at one uniform price A
-    # cannot be filled on both sides (ask 2000 ≤ price ≤ bid 1000 is impossible). S(p) is 200
-    # from 900 and 400 from 2000, D(p) 400 up to 1000 and 200 up to 2500: V = 200 on
-    # [900, 2500], price 1700.
+    # cannot be filled on both sides (ask 2000 ≤ price ≤ bid 1000 is impossible). B's 900
+    # meets C's 2500; the curves meet between A's unfilled bid 1000 (the price may not fall
+    # below it) and A's unfilled ask 2000 (nor rise above it): [1000, 2000], price 1500.
     orders = [
         Order("s1", "A", Side.SELL, 200, 2000, "root", 0),
         Order("s2", "B", Side.SELL, 200, 900, "root", 1),
@@ -181,5 +181,5 @@ def test_call_never_pairs_a_participant_with_itself() -> None:
     assert result.excluded == ()
     assert all(t.seller != t.buyer for t in result.trades)
     assert [(t.sell_order, t.buy_order, t.energy_wh) for t in result.trades] == [("s2", "b2", 200)]
-    assert result.clearing_price_sen_per_kwh == 1700
+    assert result.clearing_price_sen_per_kwh == 1500
     assert verify(book, result).ok

@@ -52,43 +52,35 @@ def test_parsed_book_clears_like_the_built_one(seed: int) -> None:
     assert a.participants == b.participants and a.score == b.score
 
 
-def test_huge_numbers_take_the_order_by_order_path() -> None:
-    book = {
-        "orders": [
-            {
-                "id": "s",
-                "participant": "A",
-                "side": "sell",
-                "energy_wh": 10**30,
-                "price_sen_per_kwh": 5,
-            },
-            {
-                "id": "b",
-                "participant": "B",
-                "side": "buy",
-                "energy_wh": 100,
-                "price_sen_per_kwh": 9,
-                "seq": -(10**25),
-            },
-        ]
-    }
-    parsed = parse_book(book)
-    assert parsed._columns is None
-    assert parsed.orders[0].energy_wh == 10**30 and parsed.orders[1].seq == -(10**25)
-    assert clear(parsed, "call").totals.volume_wh == 100
-    # self-trade prevention orders them by seq in Python integers too: A's later buy crosses
-    book["orders"].append(
-        {
-            "id": "a",
-            "participant": "A",
-            "side": "buy",
-            "energy_wh": 100,
-            "price_sen_per_kwh": 9,
-            "seq": 10**25,
+def test_invalid_huge_numbers_are_refused_naming_the_field() -> None:
+    # A clearing sums lots × prices over the book in 64-bit integers: a book is bounded to
+    # MAX_BOOK_WH in all, and seq to ±MAX_SEQ, each refusal naming the field and value.
+    from peerpower.errors import InvalidInput
+    from peerpower.market.orders import MAX_BOOK_WH, MAX_SEQ
+
+    def order(oid: str, energy: int, seq: int) -> dict[str, object]:
+        return {
+            "id": oid,
+            "participant": oid.upper(),
+            "side": "sell",
+            "energy_wh": energy,
+            "price_sen_per_kwh": 5,
+            "seq": seq,
         }
-    )
-    result = clear(parse_book(book), "call")
-    assert result.excluded == (("a", "s"),) and result.totals.volume_wh == 100
+
+    with pytest.raises(InvalidInput) as err:
+        parse_book({"orders": [order("s", 10**30, 0)]})
+    assert err.value.field == "orders[0].energy_wh" and str(10**30) in err.value.message
+    with pytest.raises(InvalidInput) as err:
+        parse_book({"orders": [order("s", 100, 0), order("t", 100, -(10**25))]})
+    assert err.value.field == "orders[1].seq"
+    half = MAX_BOOK_WH // 2 + 100
+    with pytest.raises(InvalidInput) as err:
+        parse_book({"orders": [order("s", half, 0), order("t", half, 1)]})
+    assert err.value.field == "orders"
+    # at the bounds, still a book
+    book = parse_book({"orders": [order("s", MAX_BOOK_WH, MAX_SEQ - 1)]})
+    assert book._columns is not None and book.orders[0].energy_wh == MAX_BOOK_WH
 
 
 @pytest.mark.parametrize("seed", range(12))

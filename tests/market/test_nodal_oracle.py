@@ -514,12 +514,12 @@ def test_money_invariant_under_repairing(
     if same:
         assert ver.ok, ver.problems
     else:
-        # Refused for its pairing, or earlier for a unit's negative rent ("price"); a pairing
+        # Refused for its pairing, or earlier for a unit's negative rent ("pricing"); a pairing
         # with counterflow also pays fees twice (lower welfare: "objective") and its gross flows
         # break the equilibrium conditions ("pricing").
         rules = {rule for rule, _ in ver.problems}
-        assert rules & {"pairing", "price"}, ver.problems
-        assert rules <= {"pairing", "price", "pricing", "objective"}, ver.problems
+        assert rules & {"pairing", "pricing"}, ver.problems
+        assert rules <= {"pairing", "pricing", "objective"}, ver.problems
 
 
 def test_money_repairing_single_node_swap() -> None:

@@ -214,7 +214,7 @@ def _priced_at(book, result: ClearingResult, prices: dict[str, int]) -> Clearing
 
 
 @pytest.mark.parametrize(
-    ("node", "rule"), [("shop", "pricing"), ("substation", "pricing"), ("home-1", "price")]
+    ("node", "rule"), [("shop", "pricing"), ("substation", "pricing"), ("home-1", "pricing")]
 )
 def test_invalid_pricing_node_price_off_by_one(feeders, node: str, rule: str) -> None:
     # Worked by hand in test_pricing.py: energy crosses every edge on the way from home-1 to
@@ -222,7 +222,8 @@ def test_invalid_pricing_node_price_off_by_one(feeders, node: str, rule: str) ->
     # neighbour's by the fee. One sen more at one node is refused — with the trades left at
     # the old prices (the trade is not priced at its node) or repriced to match (the prices
     # are no equilibrium; at home-1 the trade to h4 then earns its seller 1101 while h4 pays
-    # 1200, less than the fee 100 apart, which the trade's own price check names first).
+    # 1200, less than the fee 100 apart, which the trade's own price check names first — as
+    # a pricing failure too).
     book, result = feeders
     assert result.node_prices is not None
     prices = dict(result.node_prices)
@@ -315,8 +316,8 @@ def test_invalid_pricing_outside_the_equilibrium() -> None:
     assert [r for r, _ in check.problems] == ["pricing"]
     assert "'u'" in check.problems[0][1]
     assert check.proven_optimal is False
-    # above the buyer's bid: the trade's own price check refuses it
-    assert _rules(book, _priced_at(book, result, {"root": 2001})) == ["price"]
+    # above the buyer's bid: the trade's own check refuses it, as a pricing failure
+    assert _rules(book, _priced_at(book, result, {"root": 2001})) == ["pricing"]
 
 
 # -- pairing -------------------------------------------------------------------------------------

@@ -21,6 +21,12 @@ from peerpower.units import DEFAULT_LOT_WH, PRICE_MAX_SEN_PER_KWH, PRICE_MIN_SEN
 
 ZERO_SEED = bytes(32)
 MAX_LOT_WH = 1_000_000
+#: Most energy one book may hold [Wh], all orders together (1 TWh: Japan's whole demand in a
+#: half-hour is about 50 GWh). It keeps every sum a clearing forms — lots × prices over the
+#: book — inside 64-bit integers.
+MAX_BOOK_WH = 10**12
+#: ``seq`` must lie strictly within ± this (inside 64-bit integers).
+MAX_SEQ = 2**62
 
 
 class Side(Enum):
@@ -225,6 +231,7 @@ class Book:
             if order.id in seen:
                 raise InvalidOrder(f"orders[{k}].id", f"duplicate order id {order.id!r}")
             seen.add(order.id)
+        _check_total(orders)
         return cls(tuple(orders), grid, lot_wh, seed)
 
     def subset(self, keep: npt.NDArray[np.bool_]) -> Book:
@@ -302,6 +309,12 @@ def check_order(order: Order, lot_wh: int, grid: GridTree, where: str = "order")
             f"{where}.energy_wh",
             f"{e} Wh is not a whole positive number of {lot_wh} Wh lots",
         )
+    if e > MAX_BOOK_WH:
+        raise InvalidOrder(
+            f"{where}.energy_wh", f"{e} Wh is more than a book may hold ({MAX_BOOK_WH} Wh)"
+        )
+    if not -MAX_SEQ < order.seq < MAX_SEQ:
+        raise InvalidOrder(f"{where}.seq", f"{order.seq} is outside ±{MAX_SEQ}")
     p = order.price_sen_per_kwh
     if not PRICE_MIN_SEN_PER_KWH <= p <= PRICE_MAX_SEN_PER_KWH:
         raise InvalidOrder(
@@ -353,9 +366,6 @@ def parse_book(obj: Any) -> Book:
     return Book(tuple(orders), grid, lot_wh, seed)
 
 
-_INT64_SAFE = 2**62
-
-
 def _fast_columns(
     raw: list[Any], lot_wh: int, grid: GridTree, default_node: str
 ) -> _Columns | None:
@@ -399,11 +409,11 @@ def _fast_columns(
         return None
     if not (
         min(energy) > 0
-        and max(energy) < _INT64_SAFE
+        and sum(energy) <= MAX_BOOK_WH
         and min(price) >= PRICE_MIN_SEN_PER_KWH
         and max(price) <= PRICE_MAX_SEN_PER_KWH
-        and min(seq) > -_INT64_SAFE
-        and max(seq) < _INT64_SAFE
+        and min(seq) > -MAX_SEQ
+        and max(seq) < MAX_SEQ
     ):
         return None
     if np.any(np.array(energy, dtype=np.int64) % lot_wh):
@@ -460,6 +470,11 @@ def _checked_orders(
                 f"orders[{k}].energy_wh",
                 f"{_short(energy)} is not a whole positive number of {lot_wh} Wh lots",
             )
+        if energy > MAX_BOOK_WH:
+            raise InvalidOrder(
+                f"orders[{k}].energy_wh",
+                f"{energy} Wh is more than a book may hold ({MAX_BOOK_WH} Wh)",
+            )
         if type(price) is not int or not PRICE_MIN_SEN_PER_KWH <= price <= PRICE_MAX_SEN_PER_KWH:
             raise InvalidOrder(
                 f"orders[{k}].price_sen_per_kwh",
@@ -473,10 +488,21 @@ def _checked_orders(
                     f"unknown grid node {_short(node)}: the book has no grid; add one or omit node",
                 )
             raise InvalidOrder(f"orders[{k}].node", f"unknown grid node {_short(node)}")
-        if type(seq) is not int:
-            raise InvalidOrder(f"orders[{k}].seq", f"must be an integer, got {_short(seq)}")
+        if type(seq) is not int or not -MAX_SEQ < seq < MAX_SEQ:
+            raise InvalidOrder(
+                f"orders[{k}].seq", f"must be an integer within ±{MAX_SEQ}, got {_short(seq)}"
+            )
         orders.append(Order(oid, participant, side, energy, price, node, seq))
+    _check_total(orders)
     return orders
+
+
+def _check_total(orders: Sequence[Order]) -> None:
+    total = sum(o.energy_wh for o in orders)
+    if total > MAX_BOOK_WH:
+        raise InvalidInput(
+            "orders", f"the orders hold {total} Wh in all, more than a book may ({MAX_BOOK_WH} Wh)"
+        )
 
 
 def _short(value: Any) -> str:

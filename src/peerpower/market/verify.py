@@ -146,7 +146,7 @@ def verify(book: Book, result: ClearingResult) -> Verification:
                 )
             elif not (ask <= price and paid <= bid and paid - price >= fee):
                 out.fail(
-                    "price",
+                    "pricing",
                     f"{where}: seller's price {price} below ask {ask}, buyer's {paid} above bid "
                     f"{bid}, or their difference below the fee {fee} sen/kWh",
                 )
@@ -185,6 +185,8 @@ def verify(book: Book, result: ClearingResult) -> Verification:
                 f"edge {grid.ids[e]!r}→parent: net {up_flow[e]} Wh exceeds ±{cap} Wh",
             )
     if out.problems:
+        if nodal and any(rule == "pricing" for rule, _ in out.problems):
+            out.proven_optimal = False  # the prices are no equilibrium: no proof
         return out
     limit = {o.id: o.price_sen_per_kwh for o in orders}
     totals = totals_of(result.trades, limit)
