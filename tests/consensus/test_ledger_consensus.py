@@ -17,6 +17,7 @@ from peerpower.ledger.replay import replay
 from peerpower.ledger.rules import to_ms
 from peerpower.ledger.store import block_line
 from peerpower.ledger.transactions import Signer, meter_reading
+from peerpower.market.verify import result_from_json
 from peerpower.net.memory import SimNetwork
 from peerpower.timeslots import JST
 
@@ -25,8 +26,9 @@ T0 = to_ms(datetime(2026, 8, 18, 11, 40, tzinfo=JST))
 END = to_ms(datetime(2026, 8, 18, 12, 30, tzinfo=JST))
 DEADLINE = END + 60 * 60_000
 VALIDATORS = ("v0", "v1", "v2", "v3")
-KEYS = {n: KeyPair.derive(f"lc/{n}") for n in (*VALIDATORS, "op", "grid", "retail", "a", "b")}
-METERS = {n: KeyPair.derive(f"lc/{n}/meter") for n in ("a", "b")}
+SITES = ("a", "b", "c", "d")
+KEYS = {n: KeyPair.derive(f"lc/{n}") for n in (*VALIDATORS, "op", "grid", "retail", *SITES)}
+METERS = {n: KeyPair.derive(f"lc/{n}/meter") for n in SITES}
 
 
 def genesis() -> Genesis:
@@ -124,10 +126,11 @@ def test_ledger_under_consensus(seed: int, byzantine: dict[str, str], drop: floa
     for block in app.blocks:
         assert len(block.commit) >= quorum(len(VALIDATORS))
         check_commit(block, g)
-    # the slot was cleared by consensus, delivered and settled: a was paid 800 Wh at 2000
+    # the slot was cleared by consensus, delivered and settled: a was paid 800 Wh at the node
+    # price 1500 (its own ask: a's sell of 1000 Wh is left partly unfilled)
     settled = app.state.get("settled", SLOT)
     assert settled is not None and settled.volume_wh == 800  # type: ignore[attr-defined]
-    assert app.state.account("a").balance_microyen == 10**9 + 2000 * 800 * 10  # type: ignore[union-attr]
+    assert app.state.account("a").balance_microyen == 10**9 + 1500 * 800 * 10  # type: ignore[union-attr]
     assert app.state.money_microyen() == g.supply_microyen
     # the chain replays from genesis with its certificates
     state, summary = replay(g, [block_line(b) for b in app.blocks])
@@ -160,3 +163,57 @@ def test_ledger_under_consensus_with_no_pause_between_blocks() -> None:
     assert net.run(lambda: min(a.height for a in apps.values()) >= 30, limit_ms=120_000)
     assert len({tuple(b.hash for b in a.blocks[:30]) for a in apps.values()}) == 1
     assert all(a.refused == [] for a in apps.values())
+
+
+def test_ledger_under_consensus_a_repairing_validator_never_records_its_pairing() -> None:
+    """v2 re-pairs every clearing it makes — the same fills, so the same objective and score —
+    choosing the pairing whose digest wins the last tie-break (before pairings were canonical
+    it chose who was paid what). Honest validators refuse its claims and the block it proposes
+    recording its pairing (rule ``pairing``); the recorded clearing is the canonical one, and
+    every site is paid or pays its node's price."""
+    c = Cluster(6, {"v2": "repair"}, 0.0)
+    g = c.genesis
+    op = Signer(g.tx_chain, "op", KEYS["op"])
+    for site in SITES:
+        c.submit(op.register(site, KEYS[site].public_hex, METERS[site].public_hex, "root", "pv"))
+        c.submit(op.deposit(site, 10**9))
+    c.net.start()
+    c.run_until(T0 + 2 * 60_000)
+    # two sells and two buys on one node, all filled: equilibrium prices 1200–2000, rule 1600
+    orders = (("a", "sell", 1000), ("c", "sell", 1200), ("b", "buy", 2500), ("d", "buy", 2000))
+    for site, side, price in orders:
+        c.submit(Signer(g.tx_chain, site, KEYS[site]).order(SLOT, side, 500, price))
+    c.run_until(END + 60_000)
+    for site in SITES:
+        sold = site in ("a", "c")
+        c.submit(
+            meter_reading(g.tx_chain, METERS[site], site, SLOT, 0 if sold else 500, 500 * sold)
+        )
+    c.run_until(DEADLINE + 3 * 60_000)
+
+    byzantine = c.apps["v2"]
+    assert isinstance(byzantine, ByzantineLedgerApp)
+    ((honest_digest, forged_digest),) = byzantine.repaired.values()
+    assert forged_digest < honest_digest  # its claim outranked every honest one
+    app = c.apps[c.honest[0]]
+    decides = [tx["body"] for b in app.blocks for tx in b.txs if tx["body"]["type"] == "decide"]
+    assert len(decides) == 1
+    recorded = result_from_json(decides[0]["result"])
+    assert recorded.digest() == honest_digest
+    assert recorded.node_prices == {"root": 1600}
+    assert decides[0]["from"] != "v2"
+    for v in c.honest:
+        refused = [why for who, why in c.apps[v].refused_claims if who == "v2"]
+        assert refused and all(why == "clearing: pairing" for why in refused), refused
+        # v2 proposed at the height of the decision (in this run): its block was refused
+        (block_refused,) = c.apps[v].refused
+        assert "(decide from 'v2')" in block_refused[1]
+        assert "pairing: the units are not the canonical pairing" in block_refused[1]
+    balances = {s: app.state.account(s).balance_microyen for s in SITES}  # type: ignore[union-attr]
+    assert balances == {
+        "a": 10**9 + 1600 * 500 * 10,
+        "c": 10**9 + 1600 * 500 * 10,
+        "b": 10**9 - 1600 * 500 * 10,
+        "d": 10**9 - 1600 * 500 * 10,
+    }
+    assert app.state.money_microyen() == g.supply_microyen

@@ -25,12 +25,13 @@ from peerpower.ledger.rules import BlockContext, apply_block, apply_tx, begin_bl
 from peerpower.ledger.state import Account, Contracts, Draft, OrderRec, State
 from peerpower.ledger.store import Store
 from peerpower.ledger.transactions import Signer, decode_tx, meter_reading
+from peerpower.market.result import Goal
 from peerpower.timeslots import JST
 
 CHAIN_ID = "test"
 NAMES = ("op", "grid", "retail", "val", "a", "b", "c", "am", "bm", "cm", "x", "xm")
 KEYS = {name: KeyPair.derive(name) for name in NAMES}
-METER = {"a": "am", "b": "bm", "c": "cm"}
+METER = {"a": "am", "b": "bm", "c": "cm", "x": "xm"}
 OP_SUPPLY = 10**12  # µ¥, all the money there is: the operator's founding balance
 DEPOSIT = 10**9  # µ¥ each participant gets in block 1
 
@@ -65,7 +66,11 @@ def make_genesis(
     params: Params | None = None,
     grid: dict[str, Any] | None = None,
     validators: tuple[str, ...] = ("val",),
+    goal: Goal = "welfare",
+    pricing: str | None = None,
 ) -> Genesis:
+    """A genesis of an ``optimal`` market with ``goal`` and ``pricing`` (default: the goal's
+    default, ``nodal`` for welfare) on ``grid`` (default: one node, ``root``)."""
     accounts = [
         GenesisAccount("op", "operator", KEYS["op"].public_hex, OP_SUPPLY),
         GenesisAccount("grid", "grid", KEYS["grid"].public_hex),
@@ -74,7 +79,8 @@ def make_genesis(
     for v in validators:
         key = KEYS[v] if v in KEYS else KeyPair.derive(v)
         accounts.append(GenesisAccount(v, "validator", key.public_hex))
-    market = MarketRules() if grid is None else MarketRules(grid=GridTree.from_json(grid))
+    tree = None if grid is None else GridTree.from_json(grid)
+    market = MarketRules(goal=goal, grid=tree, pricing=pricing)
     genesis = Genesis(CHAIN_ID, T0, tuple(accounts), market, params or Params())
     _CURRENT[0] = genesis.tx_chain
     return genesis
@@ -163,11 +169,13 @@ def new_chain(
     deposits: dict[str, int] | None = None,
     validators: tuple[str, ...] = ("val",),
     store: Store | None = None,
+    goal: Goal = "welfare",
+    pricing: str | None = None,
 ) -> Chain:
-    """Genesis, then block 1 at T0 + 1 s registering the participants (at ``nodes``, default a,
-    b, c at ``root``) and depositing ``deposits`` (default DEPOSIT each); blocks are kept in
-    ``store`` if one is given."""
-    genesis = make_genesis(params, grid, validators)
+    """Genesis (see :func:`make_genesis`), then block 1 at T0 + 1 s registering the participants
+    (at ``nodes``, default a, b, c at ``root``) and depositing ``deposits`` (default DEPOSIT
+    each); blocks are kept in ``store`` if one is given."""
+    genesis = make_genesis(params, grid, validators, goal, pricing)
     chain = Chain(genesis, SoloNode(genesis, validators[0], KEYS[validators[0]], store))
     nodes = nodes if nodes is not None else {"a": "root", "b": "root", "c": "root"}
     deposits = deposits if deposits is not None else dict.fromkeys(nodes, DEPOSIT)
@@ -183,14 +191,26 @@ def new_chain(
 
 def check_locks(state: State) -> None:
     """Each account's locked margin is the margin of its open orders plus the locks of its
-    contracts; no balance, lock or debt is negative."""
+    contracts; no balance, lock or debt is negative; every contract's buyer pays at least the
+    seller's price and the fee (the rest is rent); and no account's open orders in a slot cross
+    (its highest bid is below its lowest ask: self-trade prevention)."""
     expected: dict[str, int] = defaultdict(int)
+    bids: dict[tuple[str, str], int] = {}
+    asks: dict[tuple[str, str], int] = {}
     for rec in state.table("orders").values():
         assert isinstance(rec, OrderRec)
         expected[rec.account] += rec.margin_microyen
+        group = (rec.slot, rec.account)
+        if rec.side == "buy":
+            bids[group] = max(bids.get(group, -1), rec.price_sen_per_kwh)
+        else:
+            asks[group] = min(asks.get(group, 10**9), rec.price_sen_per_kwh)
+    for group, bid in bids.items():
+        assert bid < asks.get(group, 10**9), group
     for rec in state.table("contracts").values():
         assert isinstance(rec, Contracts)
         for c in rec.units:
+            assert c.buyer_price_sen_per_kwh >= c.price_sen_per_kwh + c.fee_sen_per_kwh, c
             expected[c.seller] += c.seller_lock_microyen
             expected[c.buyer] += c.buyer_lock_microyen
     for rec in state.table("accounts").values():

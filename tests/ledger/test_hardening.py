@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from peerpower.errors import InvalidBlock, InvalidInput, InvalidTransaction
+from peerpower.errors import ClearingError, InvalidBlock, InvalidInput, InvalidTransaction
 from peerpower.grid.tree import GridTree
+from peerpower.ledger import node as node_module
 from peerpower.ledger.blocks import Block, Header
 from peerpower.ledger.example import write_example
 from peerpower.ledger.genesis import MAX_TIME_MS, Genesis, MarketRules, Params
@@ -18,6 +19,8 @@ from peerpower.ledger.replay import verify_path
 from peerpower.ledger.rules import check_header
 from peerpower.ledger.state import Settled
 from peerpower.ledger.transactions import decode_tx
+from peerpower.market.orders import Book
+from peerpower.market.result import ClearingResult, Totals, Trade
 from tests.ledger.chain_helpers import (
     DEADLINE,
     DEPOSIT,
@@ -43,9 +46,14 @@ def chain() -> Chain:
     return new_chain()
 
 
-def test_duties_leave_out_a_clearing_that_fails_verify() -> None:
-    # a call auction ignores line capacities: its clearing would push 300 Wh through an edge of
-    # capacity 0, which verify refuses; the proposer leaves it out instead of stalling the chain
+@pytest.mark.parametrize("flaw", ["fails-verify", "cannot-clear"])
+def test_duties_leave_out_a_clearing_that_fails_verify(
+    monkeypatch: pytest.MonkeyPatch, flaw: str
+) -> None:
+    # A proposer whose solver's clearing verify refuses — here one pushing 300 Wh through an
+    # edge of capacity 0, as the call auction did before it split the market at full lines —
+    # or which cannot clear the book at all leaves the slot out instead of stalling the chain;
+    # the slot settles void.
     grid = GridTree.from_json(
         {
             "nodes": [
@@ -55,8 +63,28 @@ def test_duties_leave_out_a_clearing_that_fails_verify() -> None:
             ]
         }
     )
+    real = node_module.clear
+
+    def flawed(
+        book: Book, mechanism: str, goal: str | None = None, pricing: str | None = None
+    ) -> ClearingResult:
+        honest = real(book, mechanism, goal, pricing)
+        assert honest.trades == ()  # the call auction splits the market at the full line
+        if flaw == "cannot-clear":
+            raise ClearingError("mechanism", "this solver cannot clear the book")
+        unit = Trade("a#1", "b#1", "a", "b", 300, 1500, 0, 1500)
+        welfare = (2000 - 1000) * 300 * 10
+        return dataclasses.replace(
+            honest,
+            trades=(unit,),
+            totals=Totals(300, welfare, 0, 0),
+            clearing_price_sen_per_kwh=1500,
+        )
+
+    monkeypatch.setattr(node_module, "clear", flawed)
     base = make_genesis()
     genesis = dataclasses.replace(base, market=MarketRules("call", None, grid=grid))
+    assert genesis.market.pricing == "nodal"  # the call auction's one rule
     chain = Chain(genesis, SoloNode(genesis, "val", KEYS["val"]))
     op = chain.signer("op")
     chain.produce(
@@ -75,7 +103,7 @@ def test_duties_leave_out_a_clearing_that_fails_verify() -> None:
     block = chain.produce(GATE + 1000)  # the seed is known: a clearing would come here
     assert block.txs == ()
     chain.produce(DEADLINE + 1000)  # settled void: every margin back
-    assert chain.state.get("settled", SLOT) == Settled(SLOT, 0, 0, 0, 0, 0, 0, (), True)
+    assert chain.state.get("settled", SLOT) == Settled(SLOT, 0, 0, 0, 0, 0, 0, 0, (), True)
     assert chain.acct("a").locked_microyen == chain.acct("b").locked_microyen == 0
 
 
@@ -139,17 +167,17 @@ def test_released_margin_repays_a_debt_first() -> None:
         chain.signer("b").order(SLOT, "buy", 800, 2500),
     )
     chain.produce(GATE)
-    chain.produce(GATE + 1000)  # 800 Wh a#1 → b#1 at 2000
+    chain.produce(GATE + 1000)  # 800 Wh a#1 → b#1 at the node price 1500 (a#1's ask)
     chain.produce(START + 1000, chain.signer("a").order(SLOT2, "sell", 100, 1500))  # a#2
     chain.produce(END + 1000, reading("a", SLOT, 0, 0), reading("b", SLOT, 800, 0))
     chain.produce(DEADLINE + 1000)
     # penalty 3000 × 800 × 10 = 24 000 000 against margin 2 400 000 + released 600 000 +
-    # proceeds 16 000 000: 5 000 000 unpaid; a#2's margin stays locked
+    # proceeds 12 000 000: 9 000 000 unpaid; a#2's margin stays locked
     a = chain.acct("a")
     assert (a.balance_microyen, a.locked_microyen, a.unpaid_microyen) == (
         0,
         slot2_margin,
-        5_000_000,
+        9_000_000,
     )
     retail = chain.acct("retail").balance_microyen
     chain.produce(DEADLINE + 2000, chain.signer("a").cancel("a#2"))
@@ -157,7 +185,7 @@ def test_released_margin_repays_a_debt_first() -> None:
     assert (a.balance_microyen, a.locked_microyen, a.unpaid_microyen) == (
         0,
         0,
-        5_000_000 - slot2_margin,
+        9_000_000 - slot2_margin,
     )
     assert chain.acct("retail").balance_microyen == retail + slot2_margin
 

@@ -51,11 +51,22 @@ records = st.one_of(
         text,
         text,
         st.lists(
-            st.builds(Contract, text, text, text, ints, ints, ints, ints, ints), max_size=3
+            st.builds(Contract, text, text, text, text, ints, ints, ints, ints, ints, ints),
+            max_size=3,
         ).map(tuple),
     ),
     st.builds(
-        Settled, text, ints, ints, ints, ints, ints, ints, st.lists(text).map(tuple), st.booleans()
+        Settled,
+        text,
+        ints,
+        ints,
+        ints,
+        ints,
+        ints,
+        ints,
+        ints,
+        st.lists(text).map(tuple),
+        st.booleans(),
     ),
 )
 

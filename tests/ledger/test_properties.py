@@ -6,6 +6,9 @@ deposits and withdrawals beyond the funds, meter readings early, late, duplicate
 the wrong key — with time advancing across gates, clearings, meter deadlines and settlements,
 the blocks made by ``SoloNode.produce``.
 
+The market prices by ``nodal`` (the default of ``optimal``/``welfare``) on a grid whose one line
+carries a fee and a capacity, so units pay congestion rent when the line is full.
+
 Each block is mirrored by a shadow draft built exactly as the proposer builds it (begin, the
 proposer's duties, then the transactions), so every transaction is judged on the state it will
 really meet. After every step:
@@ -13,8 +16,12 @@ really meet. After every step:
 * money (balance + locked over all accounts) is the genesis supply;
 * no balance, lock or debt is negative;
 * each account's lock is the margin of its open orders plus the locks of its contracts;
+* no account's open orders in a slot cross, and the state's indexes of open orders (by slot, by
+  slot and account) are its table's;
+* the grid operator holds exactly the fees and rent of the settled slots;
 * a rejected transaction leaves the root unchanged, and one built to be invalid is rejected
-  under the rule it breaks;
+  under the rule it breaks (an order meeting its account's open order on the other side:
+  ``self-cross``);
 * the block the node makes holds exactly the duties and the accepted transactions, and its
   state is the shadow's.
 
@@ -41,7 +48,6 @@ from peerpower.ledger.state import Account, Contracts, Draft, OrderRec, Settled,
 from peerpower.ledger.store import block_line
 from peerpower.ledger.transactions import Signer, decode_tx
 from tests.ledger.chain_helpers import (
-    FEE_GRID,
     KEYS,
     OP_SUPPLY,
     Chain,
@@ -53,6 +59,13 @@ from tests.ledger.chain_helpers import (
 
 PARTICIPANTS = ("a", "b", "c")
 NODES = {"a": "far", "b": "root", "c": "far"}
+# the line far → root: a fee, and room for 500 Wh a slot (full: the prices split, rent is paid)
+GRID = {
+    "nodes": [
+        {"id": "root", "parent": None},
+        {"id": "far", "parent": "root", "fee_sen_per_kwh": 100, "capacity_wh": 500},
+    ]
+}
 # gates 23:55, 00:25, 00:55; ends 00:30, 01:00, 01:30; meter deadlines 01:30, 02:00, 02:30 JST
 SLOTS = ("2026-08-18#00", "2026-08-18#01", "2026-08-18#02")
 FIRST_BLOCK = jst(2026, 8, 17, 23, 35)
@@ -74,13 +87,21 @@ def check_state(state: State) -> None:
         slot = slots.get(rec.slot)
         assert isinstance(slot, SlotRec) and slot.status in ("open", "sealed"), rec
         by_slot.setdefault(rec.slot, set()).add(key)
-    # the state's index of open orders by slot is the table's
+    # the state's indexes of open orders by slot, and by slot and account, are the table's
     for name in by_slot.keys() | slots.keys():
         assert state.order_ids(name) == by_slot.get(name, set()), name
+        for who in PARTICIPANTS:
+            mine = {k for k in by_slot.get(name, set()) if k.startswith(who + "#")}
+            assert state.own_order_ids(name, who) == mine, (name, who)
     for key, rec in state.table("contracts").items():
         assert isinstance(rec, Contracts)
         slot = slots.get(key)
         assert isinstance(slot, SlotRec) and slot.status == "cleared", key
+    # the grid operator is paid the fees and the congestion rent, and nothing else
+    settled = [r for r in state.table("settled").values() if isinstance(r, Settled)]
+    grid = state.account("grid")
+    assert grid is not None
+    assert grid.balance_microyen == sum(r.fees_microyen + r.rent_microyen for r in settled)
 
 
 @dataclass
@@ -194,8 +215,25 @@ class Run:
             or energy > g.max_order_wh
         )
         oid = f"{who}#{tx['body']['nonce']}"
-        if self.submit(tx, BAD_ORDER_RULES if bad else None):
+        expect = BAD_ORDER_RULES if bad else None
+        if not bad and self.crosses(who, SLOTS[slot], side, price):
+            expect = ORDER_ONLY_RULES | {"self-cross"}
+        if self.submit(tx, expect):
             self.orders.append(oid)
+
+    def crosses(self, who: str, slot: str, side: str, price: int) -> bool:
+        """Whether an order would meet an open order of ``who`` on the other side of ``slot``
+        (bid ≥ ask), from the shadow's table of orders."""
+        for _, rec in self.shadow.items("orders"):
+            assert isinstance(rec, OrderRec)
+            if rec.account != who or rec.slot != slot or rec.side == side:
+                continue
+            bid, ask = (
+                (price, rec.price_sen_per_kwh) if side == "buy" else (rec.price_sen_per_kwh, price)
+            )
+            if bid >= ask:
+                return True
+        return False
 
     def do_pair(self, sites: list[str], slot: int, energy: int, ask: int, spread: int) -> None:
         self.do_order(sites[0], slot, "sell", energy, ask)
@@ -260,12 +298,20 @@ class Run:
             "energy_wh": energy,
             "price_sen_per_kwh": 1000,
             "fee_sen_per_kwh": 100,
+            "buyer_price_sen_per_kwh": 1100,
         }
         result = {
             "mechanism": "optimal",
             "goal": "welfare",
+            "pricing": "nodal",
             "trades": [trade],
-            "totals": {"volume_wh": energy, "welfare_microyen": 0, "fees_microyen": 0},
+            "totals": {
+                "volume_wh": energy,
+                "welfare_microyen": 0,
+                "fees_microyen": 0,
+                "rent_microyen": 0,
+            },
+            "node_prices_sen_per_kwh": {"root": 1100, "far": 1000},
         }
         self.submit(
             self.signer("val").clear(SLOTS[slot], result), {"slot-state", "clear-late", "clearing"}
@@ -344,7 +390,7 @@ def test_contract_conserves_money_and_rejects_cleanly(
     delivery: dict[str, tuple[int, int]],
     jump: bool,
 ) -> None:
-    chain = new_chain(params, FEE_GRID, NODES, deposits)
+    chain = new_chain(params, GRID, NODES, deposits)
     run = Run(chain)
     for action in steps:
         run.step(action)
@@ -352,14 +398,15 @@ def test_contract_conserves_money_and_rejects_cleanly(
         # no block after this one until every meter deadline has passed: slots sealed but not
         # cleared (and slots whose gate has not come) settle void then
         run.produce(AFTER_ALL)
-    # run out the clock: the meters report (each reading is taken or refused by the rules, too
-    # early, too late or already given), every slot settles in the first block past its
-    # meter deadline
+    # run out the clock a block every 2 minutes (so a slot whose gate comes now is sealed,
+    # then cleared before it starts): the meters report (each reading is taken or refused by
+    # the rules, too early, too late or already given), every slot settles in the first block
+    # past its meter deadline
     while run.time_ms <= AFTER_ALL:
         for site, (imp, exp) in delivery.items():
             for k in range(len(SLOTS)):
                 run.do_meter(site, k, imp, exp, own_key=True)
-        run.produce(run.time_ms + 15 * 60_000)
+        run.produce(run.time_ms + 2 * 60_000)
     run.produce(run.time_ms + 1000)
     state = chain.state
     assert not state.table("slots")
@@ -372,6 +419,7 @@ def test_contract_conserves_money_and_rejects_cleanly(
     settled = [r for r in state.table("settled").values() if isinstance(r, Settled)]
     event(f"units settled: {min(3, sum(r.volume_wh > 0 for r in settled))}")
     event(f"penalties: {any(r.penalties_microyen for r in settled)}")
+    event(f"rent: {any(r.rent_microyen for r in settled)}")
     event(f"unpaid: {any(r.unpaid_microyen for r in settled)}")
     event(f"void with orders: {any(r.void for r in settled) and run.voided}")
     event(f"suspended: {any(a.status == 'suspended' for a in accounts)}")

@@ -29,8 +29,8 @@ NODES = {"a": "far", "b": "root", "c": "root"}
 
 
 def lifecycle(chain: Chain) -> None:
-    """Orders, clearing, readings, settlement: 800 Wh at 1950 sen/kWh + 100 fee; a exports
-    500 Wh of them (300 Wh short)."""
+    """Orders, clearing, readings, settlement: 800 Wh at far's node price 1500 sen/kWh (a#1's
+    ask), root's 1600 = 1500 + the 100 fee for b; a exports 500 Wh of them (300 Wh short)."""
     chain.produce(
         T0 + 2000,
         chain.signer("a").order(SLOT, "sell", 1000, 1500),
@@ -72,8 +72,8 @@ def test_export_verifies_by_replay(stored: tuple[Path, Chain], tmp_path: Path) -
     with Store(path) as store:
         assert export(store, out) == 6
     summary = verify_path(out)
-    # paid 1950 × 800 × 10, fee 100 × 800 × 10, penalty 3000 × 300 × 10
-    assert summary.settled_microyen == 15_600_000 + 800_000 + 9_000_000
+    # paid 1500 × 800 × 10, fee 100 × 800 × 10, no rent, penalty 3000 × 300 × 10
+    assert summary.settled_microyen == 12_000_000 + 800_000 + 9_000_000
     assert summary.state_root == chain.state.root.hex()
     assert (summary.blocks, summary.transactions) == (6, 1 + 5 + 2 + 1 + 2 + 1)
     assert verify_path(path) == summary

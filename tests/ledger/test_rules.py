@@ -75,8 +75,21 @@ def sealed(ordered: Chain) -> Chain:
 
 
 @pytest.fixture
+def sealed_midpoint() -> Chain:
+    """``sealed`` on a welfare market that prices by ``midpoint`` (genesis.market.pricing)."""
+    chain = new_chain(pricing="midpoint")
+    chain.produce(
+        T1,
+        chain.signer("a").order(SLOT, "sell", 1000, 1500),
+        chain.signer("b").order(SLOT, "buy", 800, 2500),
+    )
+    chain.produce(GATE)
+    return chain
+
+
+@pytest.fixture
 def cleared(sealed: Chain) -> Chain:
-    """Block 4 clears SLOT: a#1 → b#1, 800 Wh at the midpoint 2000 sen/kWh."""
+    """Block 4 clears SLOT: a#1 → b#1, 800 Wh at the node price 1500 sen/kWh."""
     block = sealed.produce(GATE + 1000)
     assert [tx["body"]["type"] for tx in block.txs] == ["clear"]
     return sealed
@@ -87,16 +100,25 @@ def r_k(seed: bytes, order_id: str) -> int:
     return int.from_bytes(hashlib.sha256(seed + order_id.encode()).digest()[:8], "big")
 
 
-def honest_result(seed: bytes = bytes(32)) -> dict[str, Any]:
+def honest_result(seed: bytes = bytes(32), pricing: str = "nodal") -> dict[str, Any]:
     """The clearing of the ``ordered`` book written out by hand: one unit a#1 → b#1 of 800 Wh
-    (all of the buy) at the midpoint 1500 + (2500 − 0 − 1500) // 2 = 2000 sen/kWh; welfare
-    (2500 − 1500) × 800 × 10 = 8 000 000 µ¥. Its objective (welfare, volume, seeded score for
-    the slot's ``seed``) and the certificate: one node price of 1500 sen/kWh bounds the welfare
-    by (2500 − 1500) × 800 × 10, what the unit achieves."""
+    (all of the buy); welfare (2500 − 1500) × 800 × 10 = 8 000 000 µ¥, and its objective
+    (welfare, volume, seeded score for the slot's ``seed``).
+
+    ``nodal`` (the default market's rule): a#1 is left partly unfilled, so the one node's
+    price is its ask, 1500 sen/kWh (filled sells ask at most the price, unfilled ones at
+    least), which b#1's bid of 2500 covers: both sides trade at 1500, no rent. The price is the
+    proof of optimality.
+
+    ``midpoint``: 1500 + (2500 − 0 − 1500) // 2 = 2000 sen/kWh, and the certificate: one node
+    price of 1500 sen/kWh bounds the welfare by (2500 − 1500) × 800 × 10, what the unit
+    achieves."""
     score = (r_k(seed, "a#1") + r_k(seed, "b#1")) * 800
-    return {
+    price = 1500 if pricing == "nodal" else 2000
+    result: dict[str, Any] = {
         "mechanism": "optimal",
         "goal": "welfare",
+        "pricing": pricing,
         "trades": [
             {
                 "sell_order": "a#1",
@@ -104,18 +126,28 @@ def honest_result(seed: bytes = bytes(32)) -> dict[str, Any]:
                 "seller": "a",
                 "buyer": "b",
                 "energy_wh": 800,
-                "price_sen_per_kwh": 2000,
+                "price_sen_per_kwh": price,
                 "fee_sen_per_kwh": 0,
+                "buyer_price_sen_per_kwh": price,
             }
         ],
-        "totals": {"volume_wh": 800, "welfare_microyen": 8_000_000, "fees_microyen": 0},
+        "totals": {
+            "volume_wh": 800,
+            "welfare_microyen": 8_000_000,
+            "fees_microyen": 0,
+            "rent_microyen": 0,
+        },
         "objective": {"primary": 8_000_000, "secondary": 800, "score": str(score)},
-        "certificate": {
+    }
+    if pricing == "nodal":
+        result["node_prices_sen_per_kwh"] = {"root": 1500}
+    else:
+        result["certificate"] = {
             "kind": "welfare-node-prices",
             "price_sen_per_kwh": {"root": 1500},
             "rent_sen_per_kwh": {},
-        },
-    }
+        }
+    return result
 
 
 # -- format, chain ------------------------------------------------------------------------------
@@ -443,7 +475,9 @@ def test_invalid_margin(chain: Chain) -> None:
     # a buy of 10 000 Wh at 7000 locks (7000 + 3000) × 10 000 × 10 = 10^9 µ¥: all of a's deposit
     a = chain.signer("a")
     valid = a.order(SLOT, "buy", 10_000, 7000)
-    bad = a.order(SLOT, "sell", 100, 1500)  # 3000 × 100 × 10 = 3 000 000 µ¥ more
+    # above its own bid, so it does not cross it (rule self-cross); a sell's margin does not
+    # depend on its price
+    bad = a.order(SLOT, "sell", 100, 7500)  # 3000 × 100 × 10 = 3 000 000 µ¥ more
     assert_rejected(
         chain,
         T1,
@@ -454,6 +488,76 @@ def test_invalid_margin(chain: Chain) -> None:
     )
     big = chain.signer("b").order(SLOT, "buy", 10_100, 7000)  # 1 010 000 000 µ¥
     assert_rejected(chain, T1, big, "margin", "locks 1010000000 µ¥", "'b' has 1000000000 µ¥ free")
+
+
+# a has an open sell a#1 at 1500 and b an open buy b#1 at 2500 (the ``ordered`` book)
+SELF_CROSSING = {
+    "buy": ("a", "buy", 1600, 1499),  # a's bid meets its own ask; 1 sen/kWh less does not
+    "buy-equal": ("a", "buy", 1500, 1499),  # bid = ask crosses (bid ≥ ask)
+    "sell": ("b", "sell", 2400, 2501),  # b's ask meets its own bid
+    "sell-equal": ("b", "sell", 2500, 2501),
+}
+
+
+@pytest.mark.parametrize("case", SELF_CROSSING)
+def test_invalid_self_cross(ordered: Chain, case: str) -> None:
+    """Self-trade prevention: an order may not meet its account's open order on the other side
+    of the slot. The message names both orders and both prices; the state is left as it was
+    (assert_rejected); one sen/kWh short of crossing is accepted, and so is the same order from
+    another account or for another slot."""
+    who, side, price, ok = SELF_CROSSING[case]
+    mine, other, theirs, their_price = (
+        ("bid", "sell 'a#1'", "ask", 1500) if side == "buy" else ("ask", "buy 'b#1'", "bid", 2500)
+    )
+    bad = ordered.signer(who).order(SLOT, side, 100, price)
+    err = assert_rejected(
+        ordered,
+        T1 + 1000,
+        bad,
+        "self-cross",
+        f"order '{who}#2' ({side}, {mine} {price} sen/kWh) would cross '{who}''s own open "
+        f"{other} ({theirs} {their_price} sen/kWh) in slot 2026-08-18#00",
+        f"cancel '{who}#1' first",
+    )
+    assert err.message.startswith(f"order '{who}#2'")
+    accepts(ordered, T1 + 1000, ordered.signer(who).order(SLOT, side, 100, ok))
+    accepts(ordered, T1 + 1000, ordered.signer("c").order(SLOT, side, 100, price))
+    accepts(ordered, START, ordered.signer(who).order(SLOT2, side, 100, price))
+
+
+def test_invalid_self_cross_in_the_same_block(chain: Chain) -> None:
+    # the open order it crosses is only in the block so far (the draft), not in the state
+    a = chain.signer("a")
+    valid = a.order(SLOT, "sell", 1000, 1500)
+    bad = a.order(SLOT, "buy", 100, 1700)
+    assert_rejected(
+        chain, T1, bad, "self-cross", "'a#2' (buy, bid 1700", "sell 'a#1' (ask 1500", valid=valid
+    )
+
+
+def test_invalid_self_cross_names_the_order_crossed_furthest(ordered: Chain) -> None:
+    # a sells at 1500 (a#1) and 1200 (a#2); a buy at 1600 crosses both: a#2 is named
+    a = ordered.signer("a")
+    ordered.produce(T1 + 1000, a.order(SLOT, "sell", 100, 1200))
+    bad = ordered.signer("a").order(SLOT, "buy", 100, 1600)
+    assert_rejected(ordered, T1 + 2000, bad, "self-cross", "own open sell 'a#2' (ask 1200")
+
+
+def test_self_cross_cancelled_or_cleared_order_no_longer_counts(ordered: Chain) -> None:
+    a = ordered.signer("a")
+    crossing = ordered.signer("a", skip=1).order(SLOT, "buy", 100, 1600)  # a#3, after a cancel
+    accepts(ordered, T1 + 1000, a.cancel("a#1"), crossing)
+    ordered.produce(T1 + 1000, ordered.signer("a").cancel("a#1"))
+    ordered.produce(T1 + 2000, ordered.signer("a").order(SLOT, "buy", 100, 1600))
+    assert ordered.state.get("orders", "a#3") is not None
+    # the same in the state index: a's open orders in the slot are a#3 alone
+    assert ordered.state.own_order_ids(SLOT, "a") == {"a#3"}
+    assert ordered.state.own_order_ids(SLOT, "b") == {"b#1"}
+    # cleared (the orders become contracts or are released): nothing open is left to cross
+    ordered.produce(GATE)
+    ordered.produce(GATE + 1000)
+    assert ordered.state.get("slots", SLOT).status == "cleared"  # type: ignore[union-attr]
+    assert ordered.state.own_order_ids(SLOT, "a") == ordered.state.order_ids(SLOT) == set()
 
 
 def test_invalid_unknown_order(ordered: Chain) -> None:
@@ -479,7 +583,8 @@ def test_invalid_owner(ordered: Chain) -> None:
 
 
 def defaulted_chain(params: Params, deposit_a: int) -> Chain:
-    """a sells 1000 Wh at 1500, b buys 800 Wh at 2500; 800 Wh clear at 2000; a exports nothing,
+    """a sells 1000 Wh at 1500, b buys 800 Wh at 2500; 800 Wh clear at the node price 1500 (a's
+    ask: a is left partly unfilled); a exports nothing,
     b imports 800 Wh; SLOT settles in the block after its meter deadline."""
     chain = new_chain(params, deposits={"a": deposit_a, "b": DEPOSIT, "c": DEPOSIT})
     chain.produce(
@@ -508,18 +613,19 @@ def test_invalid_unsettled_default() -> None:
     # sell margin 10 % of 3000: 300 sen/kWh; a deposits exactly the 3 000 000 µ¥ its order locks
     chain = defaulted_chain(Params(sell_margin_percent=10), 300 * 1000 * 10)
     # penalty 3000 × 800 × 10 = 24 000 000; margin kept 300 × 800 × 10 = 2 400 000; balance
-    # = released 600 000 + proceeds 2000 × 800 × 10 = 16 000 000; unpaid = 24.0 − 2.4 − 16.6 M
-    assert chain.acct("a").unpaid_microyen == 5_000_000
+    # = released 600 000 + proceeds 1500 × 800 × 10 = 12 000 000; unpaid = 24.0 − 2.4 − 12.6 M
+    # (at the midpoint price of 2000 the proceeds were 16 000 000 and 5 000 000 went unpaid)
+    assert chain.acct("a").unpaid_microyen == 9_000_000
     assert chain.acct("a").status == "active"
     bad = chain.signer("a").order(SLOT2, "sell", 100, 1500)
     t = DEADLINE + 2000
     assert_rejected(
-        chain, t, bad, "unsettled-default", "'a' owes 5000000 µ¥ from a default; a deposit pays it"
+        chain, t, bad, "unsettled-default", "'a' owes 9000000 µ¥ from a default; a deposit pays it"
     )
     # a deposit of the debt plus the new order's margin (300 × 100 × 10) makes it acceptable
-    accepts(chain, t, chain.signer("op").deposit("a", 5_000_000 + 300_000), bad)
+    accepts(chain, t, chain.signer("op").deposit("a", 9_000_000 + 300_000), bad)
     # one µ¥ short of the debt: still refused
-    short = chain.signer("op").deposit("a", 4_999_999)
+    short = chain.signer("op").deposit("a", 8_999_999)
     draft = chain.state.draft()
     ctx = chain.ctx(t)
     apply_tx(draft, decode_tx(short, chain.genesis.tx_chain), chain.genesis, ctx)
@@ -560,6 +666,39 @@ def test_clear_honest_result_accepted(sealed: Chain) -> None:
     accepts(sealed, GATE + 1000, sealed.signer("val").clear(SLOT, honest_result(seed)))
 
 
+def test_clear_honest_midpoint_result_accepted(sealed_midpoint: Chain) -> None:
+    chain = sealed_midpoint
+    result = honest_result(chain.state.head_hash, "midpoint")
+    accepts(chain, GATE + 1000, chain.signer("val").clear(SLOT, result))
+
+
+@pytest.mark.parametrize(
+    ("market", "given"), [("nodal", "midpoint"), ("midpoint", "nodal")], ids=["nodal", "midpoint"]
+)
+def test_invalid_pricing_mismatch_clear(market: str, given: str) -> None:
+    """A result priced by another rule than the genesis market's is refused before it is
+    verified, whatever its merits: each rule's result is honest for its own rule."""
+    chain = new_chain(pricing=market)
+    assert chain.genesis.market.pricing == market
+    chain.produce(
+        T1,
+        chain.signer("a").order(SLOT, "sell", 1000, 1500),
+        chain.signer("b").order(SLOT, "buy", 800, 2500),
+    )
+    chain.produce(GATE)
+    seed = chain.state.head_hash
+    bad = chain.signer("val").clear(SLOT, honest_result(seed, given))
+    assert_rejected(
+        chain,
+        GATE + 1000,
+        bad,
+        "pricing",
+        f"the result is priced {given!r}",
+        f"the market (genesis.market.pricing) prices {market!r}",
+    )
+    accepts(chain, GATE + 1000, chain.signer("val").clear(SLOT, honest_result(seed, market)))
+
+
 def test_invalid_optimality_without_objective(sealed: Chain) -> None:
     result = honest_result(sealed.state.head_hash)
     del result["objective"]
@@ -567,22 +706,49 @@ def test_invalid_optimality_without_objective(sealed: Chain) -> None:
     assert_rejected(sealed, GATE + 1000, bad, "optimality", "must state its objective")
 
 
-def test_invalid_optimality_empty_clearing_without_certificate(sealed: Chain) -> None:
-    # valid (no trade breaks a rule) and honest about its objective, but not optimal: the book
-    # admits a welfare certificate, and none proves 0 µ¥ optimal
-    empty = {
+def _empty(pricing: str) -> dict[str, Any]:
+    return {
         "mechanism": "optimal",
         "goal": "welfare",
+        "pricing": pricing,
         "trades": [],
-        "totals": {"volume_wh": 0, "welfare_microyen": 0, "fees_microyen": 0},
+        "totals": {"volume_wh": 0, "welfare_microyen": 0, "fees_microyen": 0, "rent_microyen": 0},
         "objective": {"primary": 0, "secondary": 0, "score": "0"},
     }
-    bad = sealed.signer("val").clear(SLOT, empty)
-    assert_rejected(sealed, GATE + 1000, bad, "optimality", "no certificate proving its welfare")
+
+
+def test_invalid_optimality_empty_clearing_without_certificate(sealed_midpoint: Chain) -> None:
+    # valid (no trade breaks a rule) and honest about its objective, but not optimal: the book
+    # admits a welfare certificate, and none proves 0 µ¥ optimal
+    chain = sealed_midpoint
+    empty = _empty("midpoint")
+    bad = chain.signer("val").clear(SLOT, empty)
+    assert_rejected(chain, GATE + 1000, bad, "optimality", "no certificate proving its welfare")
     # the same result with the honest certificate: the dual bound exposes it
-    empty["certificate"] = honest_result()["certificate"]
+    empty["certificate"] = honest_result(pricing="midpoint")["certificate"]
+    bad = chain.signer("val").clear(SLOT, empty)
+    assert_rejected(chain, GATE + 1000, bad, "clearing", "certificate")
+
+
+@pytest.mark.parametrize("price", [1500, 2000, 2500])
+def test_invalid_clearing_empty_nodal_clearing(sealed: Chain, price: int) -> None:
+    # Under nodal pricing the node prices are the proof: no price makes trading nothing an
+    # equilibrium here (a#1 left unfilled needs a price ≤ its ask 1500, b#1 one ≥ its bid 2500)
+    empty = _empty("nodal")
+    empty["node_prices_sen_per_kwh"] = {"root": price}
     bad = sealed.signer("val").clear(SLOT, empty)
-    assert_rejected(sealed, GATE + 1000, bad, "clearing", "certificate")
+    # (the message names the first of the broken conditions: at 2000 both are)
+    needle = (
+        "buy 'b#1' is left unfilled at bid 2500 above"
+        if price == 1500
+        else "sell 'a#1' is left unfilled at ask 1500 below"
+    )
+    assert_rejected(
+        sealed, GATE + 1000, bad, "clearing", "pricing: not a competitive equilibrium", needle
+    )
+    del empty["node_prices_sen_per_kwh"]
+    bad = sealed.signer("val").clear(SLOT, empty)
+    assert_rejected(sealed, GATE + 1000, bad, "clearing", "pricing: a nodal result must carry")
 
 
 def test_invalid_mechanism(sealed: Chain) -> None:
@@ -601,7 +767,12 @@ def test_invalid_mechanism(sealed: Chain) -> None:
 def test_invalid_clearing_inflated_trade(sealed: Chain) -> None:
     result = honest_result()
     result["trades"][0]["energy_wh"] = 900  # b#1 bids for 800 Wh
-    result["totals"] = {"volume_wh": 900, "welfare_microyen": 9_000_000, "fees_microyen": 0}
+    result["totals"] = {
+        "volume_wh": 900,
+        "welfare_microyen": 9_000_000,
+        "fees_microyen": 0,
+        "rent_microyen": 0,
+    }
     bad = sealed.signer("val").clear(SLOT, result)
     assert_rejected(
         sealed, GATE + 1000, bad, "clearing", "slot 2026-08-18#00", "'b#1' filled 900 Wh of its 800"
@@ -642,11 +813,48 @@ def test_invalid_clearing_forged_volume(sealed: Chain) -> None:
     )
 
 
-def test_invalid_clearing_price_not_midpoint(sealed: Chain) -> None:
+def test_invalid_clearing_price_not_midpoint(sealed_midpoint: Chain) -> None:
+    chain = sealed_midpoint
+    result = honest_result(pricing="midpoint")
+    result["trades"][0].update(price_sen_per_kwh=2400, buyer_price_sen_per_kwh=2400)  # favours a
+    bad = chain.signer("val").clear(SLOT, result)
+    assert_rejected(chain, GATE + 1000, bad, "clearing", "price 2400 is not the midpoint 2000")
+
+
+def test_invalid_clearing_price_not_node_price(sealed: Chain) -> None:
+    # the unit priced above the node's price, within both limits: a would gain what b loses
     result = honest_result()
-    result["trades"][0]["price_sen_per_kwh"] = 2400  # within limits, but favours a
+    result["trades"][0].update(price_sen_per_kwh=2000, buyer_price_sen_per_kwh=2000)
     bad = sealed.signer("val").clear(SLOT, result)
-    assert_rejected(sealed, GATE + 1000, bad, "clearing", "price 2400 is not the midpoint 2000")
+    assert_rejected(
+        sealed,
+        GATE + 1000,
+        bad,
+        "clearing",
+        "pricing: trades[0]: prices 2000/2000 sen/kWh, the nodes 'root'/'root' are priced "
+        "1500/1500",
+    )
+    # ... and the node priced there too: a#1, left partly unfilled, asks less than that price,
+    # so it is no equilibrium (a would have sold more at 2000)
+    result["node_prices_sen_per_kwh"] = {"root": 2000}
+    bad = sealed.signer("val").clear(SLOT, result)
+    assert_rejected(
+        sealed,
+        GATE + 1000,
+        bad,
+        "clearing",
+        "pricing: not a competitive equilibrium: sell 'a#1' is left unfilled at ask 1500 below",
+    )
+
+
+def test_invalid_clearing_buyer_price_not_node_price(sealed: Chain) -> None:
+    # the seller paid the node price but the buyer charged more: the difference is no rent
+    # (nothing is congested on one node)
+    result = honest_result()
+    result["trades"][0]["buyer_price_sen_per_kwh"] = 1600
+    result["totals"]["rent_microyen"] = 100 * 800 * 10
+    bad = sealed.signer("val").clear(SLOT, result)
+    assert_rejected(sealed, GATE + 1000, bad, "clearing", "prices 1500/1600 sen/kWh")
 
 
 def test_invalid_clearing_seller_not_owner(sealed: Chain) -> None:
@@ -750,6 +958,6 @@ def test_invalid_clear_late(sealed: Chain) -> None:
 
 def test_invalid_unsettled_default_withdraw() -> None:
     chain = defaulted_chain(Params(sell_margin_percent=10), 300 * 1000 * 10)
-    assert chain.acct("a").unpaid_microyen == 5_000_000
+    assert chain.acct("a").unpaid_microyen == 9_000_000  # see test_invalid_unsettled_default
     bad = chain.signer("a").withdraw(1)
-    assert_rejected(chain, DEADLINE + 2000, bad, "unsettled-default", "'a' owes 5000000 µ¥")
+    assert_rejected(chain, DEADLINE + 2000, bad, "unsettled-default", "'a' owes 9000000 µ¥")

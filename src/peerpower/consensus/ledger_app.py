@@ -22,13 +22,14 @@ from peerpower.ledger.claims import Claim, claim_from_json, make_claim
 from peerpower.ledger.genesis import Genesis
 from peerpower.ledger.mempool import Mempool
 from peerpower.ledger.node import build_block, starting_state
-from peerpower.ledger.rules import apply_block, slot_book
+from peerpower.ledger.rules import apply_block, market_mismatch, slot_book
 from peerpower.ledger.state import SlotRec, State
 from peerpower.ledger.store import Store
 from peerpower.ledger.transactions import Tx
 from peerpower.market.clear import clear
 from peerpower.market.optimal import certifiable
 from peerpower.market.orders import Book
+from peerpower.market.result import ClearingResult
 from peerpower.market.verify import result_from_json, verify
 
 # A proposal whose time is this far ahead of the validator's clock is refused [ms].
@@ -272,7 +273,7 @@ class LedgerApp(Application):
                 book = self._sealed_book(slot, seed)
                 if not book.orders:
                     continue
-                result = clear(book, "optimal", self.genesis.market.goal)
+                result = self.clearing(book)
                 recorded = result.to_json()
                 recorded.pop("bound", None)  # a float estimate, not part of the clearing
                 pool[self.validator] = (
@@ -285,6 +286,11 @@ class LedgerApp(Application):
         early, self._early = self._early, []
         for message in early:
             self.on_claim(message)
+
+    def clearing(self, book: Book) -> ClearingResult:
+        """This validator's clearing of a sealed book, by the market's rules."""
+        market = self.genesis.market
+        return clear(book, "optimal", market.goal, market.pricing)
 
     def _sealed_book(self, slot: str, seed: str) -> Book:
         """The book of ``slot``, sealed with ``seed`` in the committed state."""
@@ -317,6 +323,10 @@ class LedgerApp(Application):
             return
         pool = self.claims.setdefault(claim.slot, {})
         if claim.validator in pool:
+            return
+        mismatch = market_mismatch(self.genesis.market, result)
+        if mismatch is not None:
+            self.refused_claims.append((claim.validator, f"{mismatch[0]}: {mismatch[1]}"))
             return
         book = self._sealed_book(claim.slot, claim.seed)
         checked = verify(book, result)

@@ -22,6 +22,12 @@ gate_minutes                    5         orders close this long before the slot
 lot_wh                          100       0.1 kWh lots
 price_min/max_sen_per_kwh       0/10000   the price band, 0–100 yen/kWh
 max_order_wh                    100000    100 kWh per order
+mechanism, goal                 optimal,  how each slot is cleared
+                                welfare
+pricing                         (rule's)  how trades are priced: the mechanism's default —
+                                          ``nodal`` for optimal/welfare and call, ``midpoint``
+                                          for volume and maxmin, ``resting`` for cda; welfare
+                                          may choose ``midpoint``
 ==============================  ========  ==========================================================
 
 With both margin percentages at 100 a shortfall is always covered by the margin locked for it.
@@ -34,9 +40,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from peerpower.crypto import KEY_HEX_LENGTH, canonical, parse_hex, sha256
-from peerpower.errors import InvalidInput
+from peerpower.errors import ClearingError, InvalidInput
 from peerpower.grid.tree import GridTree
-from peerpower.market.result import GOALS, MECHANISMS, Goal, Mechanism
+from peerpower.market.optimal import check_pricing
+from peerpower.market.result import GOALS, MECHANISMS, Goal, Mechanism, Pricing
 from peerpower.units import PRICE_MAX_SEN_PER_KWH
 
 AccountKind = Literal["operator", "grid", "retail", "validator", "participant"]
@@ -98,18 +105,55 @@ _PARAM_LIMITS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class MarketRules:
-    """How every slot of this chain is cleared and which orders it accepts."""
+    """How every slot of this chain is cleared and which orders it accepts.
 
-    mechanism: Mechanism = "optimal"
-    goal: Goal | None = "welfare"
-    gate_minutes: int = 5
-    lot_wh: int = 100
-    price_min_sen_per_kwh: int = 0
-    price_max_sen_per_kwh: int = 10_000
-    max_order_wh: int = 100_000
-    grid: GridTree = field(default_factory=GridTree.single)
+    ``pricing`` is how the clearing prices its trades (:data:`peerpower.market.result.Pricing`);
+    left out it is the mechanism's (and goal's) default — ``nodal`` for ``optimal``/``welfare``
+    and ``call``, ``midpoint`` for ``volume`` and ``maxmin``, ``resting`` for ``cda``. A rule the
+    mechanism does not define is an :class:`InvalidInput` naming ``genesis.market.pricing``.
+    """
+
+    mechanism: Mechanism
+    goal: Goal | None
+    gate_minutes: int
+    lot_wh: int
+    price_min_sen_per_kwh: int
+    price_max_sen_per_kwh: int
+    max_order_wh: int
+    grid: GridTree
+    pricing: Pricing
+
+    def __init__(
+        self,
+        mechanism: Mechanism = "optimal",
+        goal: Goal | None = "welfare",
+        gate_minutes: int = 5,
+        lot_wh: int = 100,
+        price_min_sen_per_kwh: int = 0,
+        price_max_sen_per_kwh: int = 10_000,
+        max_order_wh: int = 100_000,
+        grid: GridTree | None = None,
+        pricing: str | None = None,
+    ) -> None:
+        try:
+            rule = check_pricing(mechanism, goal if mechanism == "optimal" else None, pricing)
+        except ClearingError as err:
+            raise InvalidInput("genesis.market.pricing", err.message) from None
+        values = (
+            ("mechanism", mechanism),
+            ("goal", goal),
+            ("gate_minutes", gate_minutes),
+            ("lot_wh", lot_wh),
+            ("price_min_sen_per_kwh", price_min_sen_per_kwh),
+            ("price_max_sen_per_kwh", price_max_sen_per_kwh),
+            ("max_order_wh", max_order_wh),
+            ("grid", GridTree.single() if grid is None else grid),
+            ("pricing", rule),
+        )
+        for name, value in values:
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +220,7 @@ class Genesis:
             "market": {
                 "mechanism": m.mechanism,
                 "goal": m.goal,
+                "pricing": m.pricing,
                 "gate_minutes": m.gate_minutes,
                 "lot_wh": m.lot_wh,
                 "price_min_sen_per_kwh": m.price_min_sen_per_kwh,
@@ -275,9 +320,13 @@ def _market(obj: Any) -> MarketRules:
         PRICE_MAX_SEN_PER_KWH,
     )
     lot = _int(obj.get("lot_wh", d.lot_wh), where + "lot_wh", 1, 1_000_000)
+    pricing = obj.get("pricing")
+    if pricing is not None and type(pricing) is not str:
+        raise InvalidInput(where + "pricing", f"must be a pricing rule's name, got {pricing!r}")
     return MarketRules(
         mechanism=mechanism,
         goal=goal,
+        pricing=pricing,
         # At least a minute, so blocks can seal and clear a slot before it starts; less than a
         # day, so the order window is not empty.
         gate_minutes=_int(

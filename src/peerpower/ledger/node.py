@@ -57,9 +57,9 @@ def duties(
     """The clearing and settlement transactions the proposer owes at this block.
 
     Slots to clear: sealed, seed known, not cleared, with orders (cleared by the market's own
-    mechanism and goal). Slots to settle: past their meter deadline. With ``decisions`` (slot →
-    best result and a quorum of claims, on a chain of several validators) a slot is recorded by
-    a ``decide`` transaction when it has one, and waits otherwise.
+    mechanism, goal and pricing). Slots to settle: past their meter deadline. With
+    ``decisions`` (slot → best result and a quorum of claims, on a chain of several validators)
+    a slot is recorded by a ``decide`` transaction when it has one, and waits otherwise.
     """
     out: list[dict[str, Any]] = []
     market = genesis.market
@@ -82,7 +82,7 @@ def duties(
             book = slot_book(draft, genesis, key, bytes.fromhex(rec.seed))
             if book.orders:
                 try:
-                    result = clear(book, market.mechanism, market.goal)
+                    result = clear(book, market.mechanism, market.goal, market.pricing)
                 except ClearingError:
                     continue  # e.g. a call auction over unequal fees: settled void later
                 if not verify(book, result).ok:

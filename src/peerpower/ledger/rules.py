@@ -25,6 +25,9 @@ order-window        order: the slot opens for orders 24 h before it starts
 gate                order, cancel: the slot's gate has not passed (block time < gate)
 price-band, lot,    order: price within the market's band; energy a whole number of lots, at
 order-size          most max_order_wh
+self-cross          order: it does not meet an open order of the same account on the other side
+                    of the same slot (a bid at or above its own ask, an ask at or below its own
+                    bid): self-trade prevention, as exchanges do; the message names both orders
 margin              order: free balance covers the margin the order locks
 funds               deposit: the operator's balance covers it; withdraw: the free balance does
 unknown-order,      cancel: the order is open and the sender's
@@ -33,7 +36,11 @@ not-suspended       reinstate: the participant is suspended
 slot-state          clear: the slot is sealed, has its seed, is not cleared; settle: it exists
 clear-late          clear: the slot has not begun delivery (block time < slot start)
 mechanism           clear: the result's mechanism and goal are the market's
-clearing            clear: the result passes ``market.verify`` against the sealed book
+pricing             clear: the result's pricing rule is the market's (``genesis.market.pricing``)
+clearing            clear: the result passes ``market.verify`` against the sealed book; the
+                    message names the rule of verify it breaks (e.g. ``pricing``: node prices
+                    not the book's equilibrium, ``pairing``: units not the canonical pairing
+                    of their fills, ``self-cross``: an order self-trade prevention leaves out)
 claims              decide (an optimal market with more than one validator must use it, not
                     clear): a quorum of distinct validators' claims for the slot and its seed,
                     each validly signed, none beating the recorded result (ledger/claims.py)
@@ -51,11 +58,15 @@ settle-early        settle: not before the slot's meter deadline
 Money
 -----
 Placing an order locks its margin: a buy locks ``bid × energy`` (it pays at most its bid,
-fee included) plus ``buy_margin_percent`` of the imbalance charge on its energy; a sell locks
-``sell_margin_percent`` of the imbalance charge. Clearing turns balanced units into contracts
-and releases the margin of what was not filled (and, for a buy, the part of its bid above the
-contract price + fee). Settling a cleared slot: each buyer pays each seller the contract price
-and the grid operator the fee; each site's contracts in the slot net out (sold − bought), and a
+fee and rent included) plus ``buy_margin_percent`` of the imbalance charge on its energy; a sell
+locks ``sell_margin_percent`` of the imbalance charge. Clearing turns balanced units into
+contracts and releases the margin of what was not filled (and, for a buy, the part of its bid
+above the contract's buyer price). A contract carries the seller's price and the buyer's price:
+under ``nodal`` pricing each is its node's price, and the buyer's exceeds the seller's by the
+path's fee plus the congestion rent; otherwise the buyer's price is the seller's plus the fee.
+Settling a cleared slot: each buyer pays ``buyer price × energy``; each seller receives
+``price × energy``; the grid operator receives the rest, fee and rent (recorded apart in
+:class:`Settled`); each site's contracts in the slot net out (sold − bought), and a
 net seller whose meter shows less net export than that, or a net buyer less net import, pays
 ``imbalance_price × shortfall`` to the retail provider, first
 from their locked margin, then from their balance; what is still missing is recorded as unpaid
@@ -80,7 +91,7 @@ from peerpower.crypto import canonical, merkle_root, verify_many, verify_signatu
 from peerpower.errors import InvalidBlock, InvalidInput, InvalidTransaction, PeerpowerError
 from peerpower.ledger.blocks import Block, quorum, tx_root
 from peerpower.ledger.claims import claim_from_json, rank
-from peerpower.ledger.genesis import MAX_TIME_MS, Genesis
+from peerpower.ledger.genesis import MAX_TIME_MS, Genesis, MarketRules
 from peerpower.ledger.state import (
     Account,
     Contract,
@@ -338,6 +349,9 @@ def _order(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
         )
     if energy > market.max_order_wh:
         raise _reject("order-size", f"energy_wh {energy} exceeds {market.max_order_wh} Wh")
+    assert tx.nonce is not None
+    oid = order_id(acct.id, tx.nonce)
+    _check_self_cross(draft, acct.id, slot, oid, b["side"], price)
     margin = order_margin(genesis, b["side"], energy, price)
     if margin > acct.balance_microyen:
         raise _reject(
@@ -345,9 +359,7 @@ def _order(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
             f"the order locks {margin} µ¥ of margin, "
             f"{acct.id!r} has {acct.balance_microyen} µ¥ free",
         )
-    assert tx.nonce is not None
     meta = draft.meta
-    oid = order_id(acct.id, tx.nonce)
     assert acct.node is not None
     draft.put(
         OrderRec(oid, acct.id, slot, b["side"], energy, price, acct.node, meta.next_seq, margin),
@@ -364,6 +376,41 @@ def _order(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
     )
     if draft.get("slots", slot) is None:
         draft.put(SlotRec(slot), slot)
+
+
+def _check_self_cross(
+    draft: Draft, account: str, slot: str, oid: str, side: str, price: int
+) -> None:
+    """Self-trade prevention (rule ``self-cross``): a new order may not meet an open order of
+    the same account on the other side of the same slot — a buy whose bid is at or above one of
+    its own asks, a sell whose ask is at or below one of its own bids. The open order named is
+    the one crossed furthest (the lowest ask or highest bid; the earliest among equals). Reads
+    only the account's own open orders in the slot."""
+    crossed: OrderRec | None = None
+    for key in draft.own_order_ids(slot, account):
+        rec = draft.get("orders", key)
+        assert isinstance(rec, OrderRec)
+        if rec.side == side:
+            continue
+        other = rec.price_sen_per_kwh
+        if (other <= price) if side == "buy" else (other >= price):
+            better = crossed is None or (
+                (other, rec.seq) < (crossed.price_sen_per_kwh, crossed.seq)
+                if side == "buy"
+                else (-other, rec.seq) < (-crossed.price_sen_per_kwh, crossed.seq)
+            )
+            if better:
+                crossed = rec
+    if crossed is not None:
+        mine, theirs = ("bid", "ask") if side == "buy" else ("ask", "bid")
+        relation = "at or above" if side == "buy" else "at or below"
+        raise _reject(
+            "self-cross",
+            f"order {oid!r} ({side}, {mine} {price} sen/kWh) would cross {account!r}'s own open "
+            f"{crossed.side} {crossed.id!r} ({theirs} {crossed.price_sen_per_kwh} sen/kWh) in "
+            f"slot {slot}: a {mine} {relation} one's own {theirs} could trade with itself; "
+            f"cancel {crossed.id!r} first or change the price",
+        )
 
 
 def _cancel(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockContext) -> None:
@@ -427,6 +474,24 @@ def _book(records: list[OrderRec], genesis: Genesis, seed: bytes) -> Book:
     return Book(orders, genesis.market.grid, genesis.market.lot_wh, seed)
 
 
+def market_mismatch(market: MarketRules, result: ClearingResult) -> tuple[str, str] | None:
+    """``(rule, message)`` if ``result`` was not cleared by the market's rules: its mechanism
+    and goal (rule ``mechanism``) or its pricing (rule ``pricing``); ``None`` if it was."""
+    if result.mechanism != market.mechanism or result.goal != market.goal:
+        return (
+            "mechanism",
+            f"the result is {result.mechanism}/{result.goal}, the market clears by "
+            f"{market.mechanism}/{market.goal}",
+        )
+    if result.pricing != market.pricing:
+        return (
+            "pricing",
+            f"the result is priced {result.pricing!r}, the market (genesis.market.pricing) "
+            f"prices {market.pricing!r}",
+        )
+    return None
+
+
 def _clear(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockContext) -> None:
     slot = tx.body["slot"]
     rec = draft.get("slots", slot)
@@ -460,12 +525,9 @@ def _clear(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
         )
     if tx.type == "decide" and market.mechanism != "optimal":
         raise _reject("claims", f"decide is for optimal markets; this one is {market.mechanism}")
-    if result.mechanism != market.mechanism or result.goal != market.goal:
-        raise _reject(
-            "mechanism",
-            f"the result is {result.mechanism}/{result.goal}, the market clears by "
-            f"{market.mechanism}/{market.goal}",
-        )
+    mismatch = market_mismatch(market, result)
+    if mismatch is not None:
+        raise _reject(*mismatch)
     try:
         canonical(tx.body)
     except InvalidInput as err:
@@ -500,7 +562,8 @@ def _clear(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
     for t in result.trades:
         e = t.energy_wh
         seller_lock = money_microyen(p.sell_rate(), e)  # type: ignore[arg-type]
-        buyer_lock = money_microyen(p.buy_rate(t.price_sen_per_kwh + t.fee_sen_per_kwh), e)  # type: ignore[arg-type]
+        # verify proved buyer price ≤ bid: the lock kept is within the order's margin
+        buyer_lock = money_microyen(p.buy_rate(t.buyer_price_sen_per_kwh), e)  # type: ignore[arg-type]
         units.append(
             Contract(
                 t.sell_order,
@@ -510,6 +573,7 @@ def _clear(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
                 e,
                 t.price_sen_per_kwh,
                 t.fee_sen_per_kwh,
+                t.buyer_price_sen_per_kwh,
                 seller_lock,
                 buyer_lock,
             )
@@ -634,7 +698,12 @@ def _settle(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCon
     draft.delete("slots", slot)
     draft.put(summary, slot)
     meta = draft.meta
-    moved = summary.paid_microyen + summary.fees_microyen + summary.penalties_microyen
+    moved = (
+        summary.paid_microyen
+        + summary.fees_microyen
+        + summary.rent_microyen
+        + summary.penalties_microyen
+    )
     draft.put(evolve(meta, settled_microyen=meta.settled_microyen + moved), "chain")
 
 
@@ -647,7 +716,7 @@ def _settle_void(draft: Draft, genesis: Genesis, slot: str) -> Settled:
         owner = draft.account(account_id)
         assert owner is not None
         _release(draft, genesis, owner, release[account_id])
-    return Settled(slot, 0, 0, 0, 0, 0, 0, (), True)
+    return Settled(slot, 0, 0, 0, 0, 0, 0, 0, (), True)
 
 
 def _settle_contracts(
@@ -661,19 +730,23 @@ def _settle_contracts(
     lock: dict[str, int] = defaultdict(int)
     pays: dict[str, int] = defaultdict(int)
     gets: dict[str, int] = defaultdict(int)
-    fees = paid = volume = 0
+    fees = rents = paid = volume = 0
     for c in rec.units:
-        price = money_microyen(c.price_sen_per_kwh, c.energy_wh)  # type: ignore[arg-type]
-        fee = money_microyen(c.fee_sen_per_kwh, c.energy_wh)  # type: ignore[arg-type]
-        sold[c.seller] += c.energy_wh
-        bought[c.buyer] += c.energy_wh
+        e = c.energy_wh
+        price = money_microyen(c.price_sen_per_kwh, e)  # type: ignore[arg-type]
+        fee = money_microyen(c.fee_sen_per_kwh, e)  # type: ignore[arg-type]
+        # buyer price × E = (price + fee + rent) × E exactly: money is sen/kWh × Wh × 10
+        rent = money_microyen(c.rent_sen_per_kwh, e)  # type: ignore[arg-type]
+        sold[c.seller] += e
+        bought[c.buyer] += e
         lock[c.seller] += c.seller_lock_microyen
         lock[c.buyer] += c.buyer_lock_microyen
-        pays[c.buyer] += price + fee
+        pays[c.buyer] += money_microyen(c.buyer_price_sen_per_kwh, e)  # type: ignore[arg-type]
         gets[c.seller] += price
         paid += price
         fees += fee
-        volume += c.energy_wh
+        rents += rent
+        volume += e
     penalties = unpaid = shortfall_total = repaid_total = 0
     defaulters: list[str] = []
     for pid in sorted(lock):
@@ -690,7 +763,7 @@ def _settle_contracts(
         if net_sold == 0:
             short = 0
         penalty = money_microyen(p.imbalance_price_sen_per_kwh, short)  # type: ignore[arg-type]
-        # Payments first (always covered: a buy locked its full price + fee), then the penalty
+        # Payments first (always covered: a buy locked its full buyer price), then the penalty
         # from what is left of the margin, then from the balance.
         left = lock[pid] - pays[pid]
         balance = acct.balance_microyen + gets[pid]
@@ -722,10 +795,19 @@ def _settle_contracts(
         repaid_total += repaid
         unpaid += missing
         shortfall_total += short
-    _credit(draft, genesis.grid_operator, fees)
+    _credit(draft, genesis.grid_operator, fees + rents)
     _credit(draft, genesis.retail, penalties + repaid_total)
     return Settled(
-        slot, volume, paid, fees, penalties, unpaid, shortfall_total, tuple(defaulters), False
+        slot,
+        volume,
+        paid,
+        fees,
+        rents,
+        penalties,
+        unpaid,
+        shortfall_total,
+        tuple(defaulters),
+        False,
     )
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, ClassVar, Literal, TypeVar
@@ -133,7 +133,12 @@ class SlotRec(Record):
 
 @dataclass(frozen=True, slots=True)
 class Contract:
-    """A balanced unit that became a contract; the locks are the margin [µ¥] held against it."""
+    """A balanced unit that became a contract; the locks are the margin [µ¥] held against it.
+
+    ``price_sen_per_kwh`` is what the seller receives, ``buyer_price_sen_per_kwh`` what the buyer
+    pays; the difference goes to the grid operator: the path's fee ``fee_sen_per_kwh`` and,
+    under nodal pricing, the congestion rent (:attr:`rent_sen_per_kwh`).
+    """
 
     sell_order: str
     buy_order: str
@@ -142,8 +147,14 @@ class Contract:
     energy_wh: int
     price_sen_per_kwh: int
     fee_sen_per_kwh: int
+    buyer_price_sen_per_kwh: int
     seller_lock_microyen: int
     buyer_lock_microyen: int
+
+    @property
+    def rent_sen_per_kwh(self) -> int:
+        """Congestion rent [sen/kWh]: what the buyer pays beyond the seller's price and fee."""
+        return self.buyer_price_sen_per_kwh - self.price_sen_per_kwh - self.fee_sen_per_kwh
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -185,10 +196,12 @@ class Reading(Record):
 class Settled(Record):
     """What settling a slot moved [µ¥] and who defaulted.
 
-    ``paid_microyen``: buyers to sellers; ``fees_microyen``: buyers to the grid operator;
+    ``paid_microyen``: buyers to sellers (the sellers' price); ``fees_microyen``: buyers to the
+    grid operator, the paths' fees; ``rent_microyen``: buyers to the grid operator, the
+    congestion rent of nodal pricing (what buyers pay beyond price and fee);
     ``penalties_microyen``: defaulters to the retail provider; ``unpaid_microyen``: penalties
     that neither margin nor balance could cover; ``void``: the slot was never cleared and its
-    orders' margin was released.
+    orders' margin was released. Buyers paid ``paid + fees + rent`` in all.
     """
 
     table: ClassVar[str] = "settled"
@@ -196,6 +209,7 @@ class Settled(Record):
     volume_wh: int
     paid_microyen: int
     fees_microyen: int
+    rent_microyen: int
     penalties_microyen: int
     unpaid_microyen: int
     shortfall_wh: int
@@ -309,6 +323,7 @@ class State:
 
     __slots__ = (
         "_buckets",
+        "_by_owner",
         "_by_slot",
         "_tables",
         "bucket_hashes",
@@ -326,6 +341,7 @@ class State:
     head_hash: bytes
     changes: dict[str, frozenset[str]]
     _by_slot: dict[str, frozenset[str]]  # slot → ids of its open orders
+    _by_owner: dict[tuple[str, str], frozenset[str]]  # (slot, account) → ids of its open orders
 
     def __init__(
         self,
@@ -336,14 +352,19 @@ class State:
         head_hash: bytes,
         changes: dict[str, frozenset[str]],
         by_slot: dict[str, frozenset[str]] | None = None,
+        by_owner: dict[tuple[str, str], frozenset[str]] | None = None,
     ) -> None:
-        if by_slot is None:
+        if by_slot is None or by_owner is None:
             found: dict[str, set[str]] = {}
+            owned: dict[tuple[str, str], set[str]] = {}
             for key, rec in tables["orders"].items():
                 assert isinstance(rec, OrderRec)
                 found.setdefault(rec.slot, set()).add(key)
+                owned.setdefault((rec.slot, rec.account), set()).add(key)
             by_slot = {slot: frozenset(keys) for slot, keys in found.items()}
+            by_owner = {group: frozenset(keys) for group, keys in owned.items()}
         self._by_slot = by_slot
+        self._by_owner = by_owner
         self._tables = tables
         self._buckets = buckets
         self.bucket_hashes = bucket_hashes
@@ -401,11 +422,16 @@ class State:
             head_hash,
             self.changes,
             self._by_slot,
+            self._by_owner,
         )
 
     def order_ids(self, slot: str) -> frozenset[str]:
         """The ids of ``slot``'s open orders."""
         return self._by_slot.get(slot, frozenset())
+
+    def own_order_ids(self, slot: str, account: str) -> frozenset[str]:
+        """The ids of ``account``'s open orders in ``slot``."""
+        return self._by_owner.get((slot, account), frozenset())
 
     def draft(self) -> Draft:
         return Draft(self)
@@ -426,40 +452,55 @@ class State:
         return total
 
 
+G = TypeVar("G", str, tuple[str, str])
+
+
+def _slot_of(rec: OrderRec) -> str:
+    return rec.slot
+
+
+def _owner_of(rec: OrderRec) -> tuple[str, str]:
+    return (rec.slot, rec.account)
+
+
 def _reindex(
-    by_slot: dict[str, frozenset[str]],
+    index: dict[G, frozenset[str]],
+    group: Callable[[OrderRec], G],
     old: dict[str, Record],
     new: dict[str, Record],
     keys: set[str],
-) -> dict[str, frozenset[str]]:
-    """``by_slot`` after the orders ``keys`` changed from table ``old`` to table ``new``."""
-    gone: dict[str, set[str]] = {}
-    came: dict[str, set[str]] = {}
+) -> dict[G, frozenset[str]]:
+    """``index`` (``group`` of an open order → the ids of the open orders in it) after the
+    orders ``keys`` changed from table ``old`` to table ``new``."""
+    gone: dict[G, set[str]] = {}
+    came: dict[G, set[str]] = {}
     for key in keys:
         before, after = old.get(key), new.get(key)
         if isinstance(before, OrderRec):
-            gone.setdefault(before.slot, set()).add(key)
+            gone.setdefault(group(before), set()).add(key)
         if isinstance(after, OrderRec):
-            came.setdefault(after.slot, set()).add(key)
-    out = dict(by_slot)
-    for slot in gone.keys() | came.keys():
-        ids = (out.get(slot, frozenset()) - gone.get(slot, set())) | came.get(slot, set())
+            came.setdefault(group(after), set()).add(key)
+    out = dict(index)
+    for g in gone.keys() | came.keys():
+        ids = (out.get(g, frozenset()) - gone.get(g, set())) | came.get(g, set())
         if ids:
-            out[slot] = frozenset(ids)
+            out[g] = frozenset(ids)
         else:
-            out.pop(slot, None)
+            out.pop(g, None)
     return out
 
 
 class Draft:
     """Changes being made on top of a :class:`State`; the state itself is never touched."""
 
-    __slots__ = ("_dirty", "_written", "base")
+    __slots__ = ("_dirty", "_owned", "_written", "base")
 
     def __init__(self, base: State) -> None:
         self.base = base
         self._written: dict[str, dict[str, Record]] = {}
         self._dirty: dict[str, set[str]] = {name: set() for name in TABLES}
+        # (slot, account) → ids of orders this draft wrote or deleted in that group
+        self._owned: dict[tuple[str, str], set[str]] = {}
 
     def _read(self, table: str) -> dict[str, Record]:
         written = self._written.get(table)
@@ -479,12 +520,25 @@ class Draft:
         return written
 
     def put(self, record: Record, key: str) -> None:
-        self._write(record.table)[key] = record
-        self._dirty[record.table].add(key)
+        table = record.table
+        if table == "orders":
+            self._own(key)
+            assert isinstance(record, OrderRec)
+            self._owned.setdefault((record.slot, record.account), set()).add(key)
+        self._write(table)[key] = record
+        self._dirty[table].add(key)
 
     def delete(self, table: str, key: str) -> None:
+        if table == "orders":
+            self._own(key)
         del self._write(table)[key]
         self._dirty[table].add(key)
+
+    def _own(self, key: str) -> None:
+        """Note the order now at ``key`` (if any) in its group, before it changes."""
+        before = self._read("orders").get(key)
+        if isinstance(before, OrderRec):
+            self._owned.setdefault((before.slot, before.account), set()).add(key)
 
     def order_ids(self, slot: str) -> set[str]:
         """The ids of ``slot``'s open orders, with this draft's changes."""
@@ -495,6 +549,22 @@ class Draft:
             for key in dirty:
                 rec = table.get(key)
                 if isinstance(rec, OrderRec) and rec.slot == slot:
+                    ids.add(key)
+                else:
+                    ids.discard(key)
+        return ids
+
+    def own_order_ids(self, slot: str, account: str) -> set[str]:
+        """The ids of ``account``'s open orders in ``slot``, with this draft's changes: work
+        in proportion to that account's orders in the slot, whatever the size of the book."""
+        group = (slot, account)
+        ids = set(self.base.own_order_ids(slot, account))
+        touched = self._owned.get(group)
+        if touched:
+            table = self._read("orders")
+            for key in touched:
+                rec = table.get(key)
+                if isinstance(rec, OrderRec) and (rec.slot, rec.account) == group:
                     ids.add(key)
                 else:
                     ids.discard(key)
@@ -531,10 +601,11 @@ class Draft:
         table_hashes = dict(base.table_hashes)
         changes: dict[str, frozenset[str]] = {}
         by_slot = base._by_slot
+        by_owner = base._by_owner
         if self._dirty["orders"]:
-            by_slot = _reindex(
-                by_slot, base._tables["orders"], self._written["orders"], self._dirty["orders"]
-            )
+            old, new, keys = base._tables["orders"], self._written["orders"], self._dirty["orders"]
+            by_slot = _reindex(by_slot, _slot_of, old, new, keys)
+            by_owner = _reindex(by_owner, _owner_of, old, new, keys)
         for name in TABLES:
             dirty = self._dirty[name]
             changes[name] = frozenset(dirty)
@@ -568,10 +639,12 @@ class Draft:
             base.head_hash if head_hash is None else head_hash,
             changes,
             by_slot,
+            by_owner,
         )
         # The new state owns the tables written so far: the draft goes on from it, copying a
         # table again before its next write, so the state it returned never changes.
         self.base = frozen
         self._written = {}
         self._dirty = {name: set() for name in TABLES}
+        self._owned = {}
         return frozen
