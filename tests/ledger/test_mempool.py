@@ -189,3 +189,28 @@ def test_a_waiting_withdrawal_keeps_arrival_order(chain: Chain) -> None:
     for tx in txs:
         pool.submit(chain.state, tx, T1)
     assert pool.for_block(1) == txs
+
+
+def test_invalid_self_cross_against_a_waiting_order(chain: Chain) -> None:
+    # the rules judge an order on the committed state and what waits: a's waiting sell counts,
+    # in a later block too; its waiting cancel frees the price again
+    pool = Mempool(chain.genesis, "val")
+    sell = chain.signer("a").order(SLOT, "sell", 100, 1500)  # a#1
+    pool.submit(chain.state, sell, T1)
+    pool.submit(chain.state, chain.signer("b").order(SLOT, "buy", 100, 2000), T1)
+    crossing = chain.signer("a", skip=1).order(SLOT, "buy", 100, 1500)
+    with pytest.raises(InvalidTransaction) as info:
+        pool.submit(chain.state, crossing, T1)
+    assert info.value.rule == "self-cross"
+    assert "'a#2' (buy, bid 1500 sen/kWh) would cross 'a''s own open sell 'a#1'" in str(info.value)
+    assert len(pool) == 2
+    chain.accept_built(T1 + 1000, sell)  # the sell is now in the state
+    pool.committed(chain.state, [sell], T1 + 1000)
+    with pytest.raises(InvalidTransaction) as info:
+        pool.submit(chain.state, crossing, T1 + 1000)
+    assert info.value.rule == "self-cross"
+    cancel = chain.signer("a").cancel("a#1")  # nonce 2
+    pool.submit(chain.state, cancel, T1 + 1000)
+    after_cancel = chain.signer("a", skip=1).order(SLOT, "buy", 100, 1500)  # a#3
+    pool.submit(chain.state, after_cancel, T1 + 1000)
+    assert pool.txs[-2:] == [cancel, after_cancel]

@@ -45,11 +45,11 @@ claims              decide (an optimal market with more than one validator must 
                     clear): a quorum of distinct validators' claims for the slot and its seed,
                     each validly signed, none beating the recorded result (ledger/claims.py)
 optimality          clear, optimal market: the result states its objective (recomputed exactly),
-                    and for welfare and volume carries an LP certificate proving it optimal
-                    wherever the book admits one (not when a participant's own orders are
-                    compatible, nor for volume over capacities); the secondary objective, the
-                    tie-break score and maxmin are compared among validators' claims by
-                    consensus
+                    and is proven optimal wherever the book admits a proof: under nodal pricing
+                    by its node prices (a competitive equilibrium of the book), under midpoint
+                    by an LP certificate (welfare, and volume without line capacities); the
+                    secondary objective, the tie-break score and maxmin are compared among
+                    validators' claims by consensus
 meter-early,        meter: after the slot's end, until its meter deadline
 meter-deadline
 duplicate-reading   meter: one reading per site and slot
