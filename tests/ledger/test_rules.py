@@ -515,8 +515,8 @@ def test_invalid_self_cross(ordered: Chain, case: str) -> None:
         T1 + 1000,
         bad,
         "self-cross",
-        f"order '{who}#2' ({side}, {mine} {price} sen/kWh) would cross '{who}''s own open "
-        f"{other} ({theirs} {their_price} sen/kWh) in slot 2026-08-18#00",
+        f"order '{who}#2' ({side}, {mine} {price} sen/kWh) would cross the open {other} "
+        f"({theirs} {their_price} sen/kWh) of the same account '{who}' in slot 2026-08-18#00",
         f"cancel '{who}#1' first",
     )
     assert err.message.startswith(f"order '{who}#2'")
@@ -540,7 +540,7 @@ def test_invalid_self_cross_names_the_order_crossed_furthest(ordered: Chain) -> 
     a = ordered.signer("a")
     ordered.produce(T1 + 1000, a.order(SLOT, "sell", 100, 1200))
     bad = ordered.signer("a").order(SLOT, "buy", 100, 1600)
-    assert_rejected(ordered, T1 + 2000, bad, "self-cross", "own open sell 'a#2' (ask 1200")
+    assert_rejected(ordered, T1 + 2000, bad, "self-cross", "open sell 'a#2' (ask 1200")
 
 
 def test_self_cross_cancelled_or_cleared_order_no_longer_counts(ordered: Chain) -> None:

@@ -386,30 +386,23 @@ def _check_self_cross(
     its own asks, a sell whose ask is at or below one of its own bids. The open order named is
     the one crossed furthest (the lowest ask or highest bid; the earliest among equals). Reads
     only the account's own open orders in the slot."""
-    crossed: OrderRec | None = None
+    sign = 1 if side == "buy" else -1  # a buy crosses asks ≤ its bid, a sell bids ≥ its ask
+    crossing = []
     for key in draft.own_order_ids(slot, account):
         rec = draft.get("orders", key)
         assert isinstance(rec, OrderRec)
-        if rec.side == side:
-            continue
-        other = rec.price_sen_per_kwh
-        if (other <= price) if side == "buy" else (other >= price):
-            better = crossed is None or (
-                (other, rec.seq) < (crossed.price_sen_per_kwh, crossed.seq)
-                if side == "buy"
-                else (-other, rec.seq) < (-crossed.price_sen_per_kwh, crossed.seq)
-            )
-            if better:
-                crossed = rec
+        if rec.side != side and sign * rec.price_sen_per_kwh <= sign * price:
+            crossing.append(rec)
+    crossed = min(crossing, key=lambda o: (sign * o.price_sen_per_kwh, o.seq), default=None)
     if crossed is not None:
         mine, theirs = ("bid", "ask") if side == "buy" else ("ask", "bid")
         relation = "at or above" if side == "buy" else "at or below"
         raise _reject(
             "self-cross",
-            f"order {oid!r} ({side}, {mine} {price} sen/kWh) would cross {account!r}'s own open "
-            f"{crossed.side} {crossed.id!r} ({theirs} {crossed.price_sen_per_kwh} sen/kWh) in "
-            f"slot {slot}: a {mine} {relation} one's own {theirs} could trade with itself; "
-            f"cancel {crossed.id!r} first or change the price",
+            f"order {oid!r} ({side}, {mine} {price} sen/kWh) would cross the open "
+            f"{crossed.side} {crossed.id!r} ({theirs} {crossed.price_sen_per_kwh} sen/kWh) of "
+            f"the same account {account!r} in slot {slot}: a {mine} {relation} the account's own "
+            f"{theirs} could trade with itself; cancel {crossed.id!r} first or change the price",
         )
 
 

@@ -1,0 +1,81 @@
+"""The market's pricing rule in genesis: its default per mechanism and goal, its refusals, and
+its place in the genesis hash."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from peerpower.errors import InvalidInput
+from peerpower.ledger.genesis import Genesis, MarketRules
+from tests.ledger.chain_helpers import make_genesis
+
+
+def genesis_json(**market: Any) -> dict[str, Any]:
+    obj = make_genesis().to_json()
+    obj["market"] = {k: v for k, v in obj["market"].items() if k not in ("goal", "pricing")}
+    obj["market"].update(market)
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "goal", "default"),
+    [
+        ("optimal", "welfare", "nodal"),
+        ("optimal", "volume", "midpoint"),
+        ("optimal", "maxmin", "midpoint"),
+        ("call", None, "nodal"),
+        ("cda", None, "resting"),
+    ],
+)
+def test_genesis_pricing_default(mechanism: str, goal: str | None, default: str) -> None:
+    market: dict[str, Any] = {"mechanism": mechanism}
+    if goal is not None:
+        market["goal"] = goal
+    g = Genesis.from_json(genesis_json(**market))
+    assert g.market.pricing == default
+    assert g.to_json()["market"]["pricing"] == default  # written out, so hashed
+    assert Genesis.from_json(g.to_json()) == g
+    rules: Any = (mechanism, goal)
+    assert MarketRules(*rules).pricing == default
+
+
+def test_genesis_pricing_midpoint_for_welfare_is_another_chain() -> None:
+    nodal = Genesis.from_json(genesis_json(goal="welfare"))
+    midpoint = Genesis.from_json(genesis_json(goal="welfare", pricing="midpoint"))
+    explicit = Genesis.from_json(genesis_json(goal="welfare", pricing="nodal"))
+    assert midpoint.market.pricing == "midpoint"
+    assert explicit == nodal and explicit.hash == nodal.hash
+    # the rule is part of the genesis hash, so of every transaction's chain id
+    assert midpoint.hash != nodal.hash
+    assert midpoint.tx_chain != nodal.tx_chain
+    assert Genesis.from_json(midpoint.to_json()).hash == midpoint.hash
+
+
+@pytest.mark.parametrize(
+    ("market", "value", "allowed"),
+    [
+        ({"goal": "volume", "pricing": "nodal"}, "'nodal'", "use midpoint"),
+        ({"goal": "maxmin", "pricing": "nodal"}, "'nodal'", "use midpoint"),
+        ({"goal": "welfare", "pricing": "resting"}, "'resting'", "use nodal or midpoint"),
+        ({"goal": "welfare", "pricing": "uniform"}, "'uniform'", "use nodal or midpoint"),
+        ({"mechanism": "call", "pricing": "midpoint"}, "'midpoint'", "use nodal"),
+        ({"mechanism": "cda", "pricing": "nodal"}, "'nodal'", "use resting"),
+        ({"goal": "welfare", "pricing": 1}, "1", "a pricing rule's name"),
+        ({"goal": "welfare", "pricing": ["nodal"]}, "['nodal']", "a pricing rule's name"),
+    ],
+)
+def test_invalid_genesis_pricing(market: dict[str, Any], value: str, allowed: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        Genesis.from_json(genesis_json(**market))
+    assert info.value.field == "genesis.market.pricing"
+    assert value in info.value.message
+    assert allowed in info.value.message
+
+
+def test_invalid_market_rules_pricing() -> None:
+    with pytest.raises(InvalidInput) as info:
+        MarketRules(goal="volume", pricing="nodal")
+    assert info.value.field == "genesis.market.pricing"
+    assert "'nodal' is not a pricing rule optimal/volume defines; use midpoint" in str(info.value)
