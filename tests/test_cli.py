@@ -56,9 +56,18 @@ def test_clear_prints_result_json(tmp_path: Path, capsys) -> None:
             "energy_wh": 200,
             "price_sen_per_kwh": 825,
             "fee_sen_per_kwh": 0,
+            "buyer_price_sen_per_kwh": 825,
         }
     ]
-    assert result["totals"] == {"volume_wh": 200, "welfare_microyen": 700000, "fees_microyen": 0}
+    assert result["totals"] == {
+        "volume_wh": 200,
+        "welfare_microyen": 700000,
+        "fees_microyen": 0,
+        "rent_microyen": 0,
+    }
+    # nodal pricing (the default for welfare): the curves meet on 6.50–10.00 yen/kWh
+    assert result["pricing"] == "nodal"
+    assert result["node_prices_sen_per_kwh"] == {"root": 825}
 
 
 def test_verify_command_accepts_and_rejects(tmp_path: Path, capsys) -> None:
@@ -71,7 +80,17 @@ def test_verify_command_accepts_and_rejects(tmp_path: Path, capsys) -> None:
     (tmp_path / "r.json").write_text(json.dumps(bad))
     assert main(["verify", str(tmp_path / "book.json"), str(tmp_path / "r.json")]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["problems"][0]["rule"] == "price"
+    assert report["problems"][0]["rule"] == "pricing"  # not its node's price
+    bad = json.loads(out)
+    bad["trades"][0]["fee_sen_per_kwh"] = 1.0
+    (tmp_path / "r.json").write_text(json.dumps(bad))
+    assert main(["verify", str(tmp_path / "book.json"), str(tmp_path / "r.json")]) == 2
+    assert json.loads(capsys.readouterr().err)["field"] == "trades[0].fee_sen_per_kwh"
+    bad = json.loads(out)
+    bad["surprise"] = 1
+    (tmp_path / "r.json").write_text(json.dumps(bad))
+    assert main(["verify", str(tmp_path / "book.json"), str(tmp_path / "r.json")]) == 2
+    assert json.loads(capsys.readouterr().err)["field"] == "surprise"
 
 
 def _order(**change):
@@ -235,10 +254,11 @@ def test_demo_prints_every_example_and_mechanism(capsys) -> None:
 
 def test_bench_clearing_reports_time_and_lower_bound(tmp_path: Path, capsys) -> None:
     out_file = tmp_path / "bench.json"
-    args = ["bench", "clearing", "--sizes", "300", "--repeat", "1", "--only", "cda,optimal:welfare"]
+    args = ["bench", "clearing", "--sizes", "300", "--repeat", "1", "--no-self-cross"]
+    args += ["--only", "cda,optimal:welfare:nodal,optimal:volume +cap"]
     assert main([*args, "--out", str(out_file)]) == 0
     rows = json.loads(out_file.read_text())
-    assert [r["mechanism"] for r in rows] == ["cda", "optimal:welfare"]
+    assert [r["run"] for r in rows] == ["cda", "optimal:welfare:nodal", "optimal:volume +cap"]
     for row in rows:
         assert row["seconds"] > 0
         assert row["lower_bound_seconds"] > 0

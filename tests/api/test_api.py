@@ -236,7 +236,8 @@ def test_order_book_and_account_commands(
 
 
 def test_a_slot_cleared_and_settled_reads_back(chain: Chain) -> None:
-    """Orders in, the gate, the clearing (800 Wh a → b at the midpoint 2000 sen/kWh), meter
+    """Orders in, the gate, the clearing (800 Wh a → b at the nodal price 1500 sen/kWh: a's
+    1 kWh at 15 yen is more than b's 0.8 kWh, so a's ask, partly filled, is the price), meter
     readings, settlement: each step as the reads and the stream show it."""
     now = [T0 + 2000]
     exchange = Exchange(chain.node, lambda: now[0])
@@ -262,13 +263,18 @@ def test_a_slot_cleared_and_settled_reads_back(chain: Chain) -> None:
                     "sell_order": "a#1",
                     "buy_order": "b#1",
                     "energy_wh": 800,
-                    "price_sen_per_kwh": 2000,
+                    "price_sen_per_kwh": 1500,
                     "fee_sen_per_kwh": 0,
+                    "buyer_price_sen_per_kwh": 1500,
+                    "rent_sen_per_kwh": 0,
                 }
             ]
-            assert clearing["volume_wh"] == 800 and clearing["mean_price_sen_per_kwh"] == 2000
+            assert clearing["pricing"] == "nodal"
+            assert clearing["node_prices_sen_per_kwh"] == {"root": 1500}
+            assert clearing["volume_wh"] == 800 and clearing["mean_price_sen_per_kwh"] == 1500
+            assert clearing["mean_buyer_price_sen_per_kwh"] == 1500
             points = client.get("/prices", params={"day": "2026-08-18"}).json()["points"]
-            assert [(p["slot"], p["mean_price_sen_per_kwh"]) for p in points] == [(SLOT, 2000)]
+            assert [(p["slot"], p["mean_price_sen_per_kwh"]) for p in points] == [(SLOT, 1500)]
             assert client.get("/prices", params={"day": "2026-08-19"}).json()["points"] == []
             assert is_problem(client.get("/prices", params={"day": "18/08"}), 422)["field"] == "day"
             assert client.get(f"/slots/{slot}/ladder").json()["rows"] == []  # orders matched
@@ -280,21 +286,21 @@ def test_a_slot_cleared_and_settled_reads_back(chain: Chain) -> None:
             now[0] = DEADLINE + 1000
             exchange.produce()  # settles
             assert [s["status"] for s in client.get("/slots").json()] == ["settled"]
-            # 800 Wh at 2000 sen/kWh = 0.8 kWh × 20 yen = 16 yen = 16,000,000 µ¥
+            # 800 Wh at 1500 sen/kWh = 0.8 kWh × 15 yen = 12 yen = 12,000,000 µ¥
             a = client.get("/accounts/a").json()
             assert a["settlements"] == [
                 {
                     "slot": SLOT,
                     "sold_wh": 800,
                     "bought_wh": 0,
-                    "received_microyen": 16_000_000,
+                    "received_microyen": 12_000_000,
                     "paid_microyen": 0,
                     "defaulted": False,
                 }
             ]
-            assert a["balance_microyen"] == DEPOSIT + 16_000_000 and a["margin_microyen"] == 0
+            assert a["balance_microyen"] == DEPOSIT + 12_000_000 and a["margin_microyen"] == 0
             b = client.get("/accounts/b").json()["settlements"][0]
-            assert (b["bought_wh"], b["paid_microyen"]) == (800, 16_000_000)
+            assert (b["bought_wh"], b["paid_microyen"]) == (800, 12_000_000)
             with connect(f"ws://127.0.0.1:{server.port}/stream?since=0") as ws:
                 assert json.loads(ws.recv(timeout=10))["type"] == "hello"
                 events = [json.loads(ws.recv(timeout=10)) for _ in range(exchange.event_seq)]

@@ -65,6 +65,11 @@ def wh(text: str) -> int:
     return round(float(text.strip()) * 1000)
 
 
+def sen(text: str) -> int:
+    """``"17.40"`` yen/kWh as the page shows it → sen/kWh."""
+    return round(float(text.strip()) * 100)
+
+
 def test_the_dashboard_shows_the_live_market(
     browser: Any, live: tuple[LiveDevnet, str], tmp_path: Path
 ) -> None:
@@ -115,13 +120,24 @@ def test_the_dashboard_shows_the_live_market(
                 row.get_attribute("data-seller"),
                 row.get_attribute("data-buyer"),
                 wh(row.find_element(By.CSS_SELECTOR, "td.energy").text),
+                sen(row.find_element(By.CSS_SELECTOR, "td.price").text),
+                sen(row.find_element(By.CSS_SELECTOR, "td.buyer-price").text),
             )
             for row in units.find_elements(By.CSS_SELECTOR, "tr.unit")
         )
         expected = sorted(
-            (u["seller"], u["buyer"], u["energy_wh"]) for u in clearing["balanced_units"]
+            (
+                u["seller"],
+                u["buyer"],
+                u["energy_wh"],
+                u["price_sen_per_kwh"],
+                u["buyer_price_sen_per_kwh"],
+            )
+            for u in clearing["balanced_units"]
         )
         assert shown == expected and shown
+        # the pricing rule is stated beside the units
+        assert "nodal pricing" in browser.find_element(By.ID, "units-summary").text
 
         # the ladders of the open slots, level by level
         ladders = browser.find_elements(By.CSS_SELECTOR, "table.ladder")

@@ -66,18 +66,35 @@ def test_compare_bad_variant(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "'auction' is not one of" in capsys.readouterr().err
 
 
-def test_a_call_auction_over_distance_fees_is_explained(tmp_path: Path) -> None:
-    from peerpower.sim.compare import _one_fee
-    from peerpower.sim.scenario import load_scenario, parse_scenario
-
-    assert not _one_fee(load_scenario("misono"))
-    flat = community_toml().replace(
-        "sites_per_transformer = 4",
-        "sites_per_transformer = 4\nfeeder_fee_yen_per_kwh = 0\n"
-        "transformer_fee_yen_per_kwh = 0\nsite_fee_yen_per_kwh = 0",
+def test_a_call_auction_clears_over_distance_fees_by_node(tmp_path: Path) -> None:
+    # Before issue 15 a call auction left every slot void on a grid with distance fees; by
+    # market splitting it clears them, one price per node.
+    scenario = community("small", 1)
+    grid = scenario.market_rules().grid
+    assert len({grid.fee(a, b) for a in range(grid.size) for b in range(grid.size)}) > 2
+    rows = compare(scenario, parse_variants("call"), tmp_path)
+    assert rows[0]["checks"] is True and rows[0]["pricing"] == "nodal"
+    assert "note" not in rows[0]
+    cleared = []
+    for line in (tmp_path / "call" / "chain.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        for tx in record.get("txs", []):
+            if tx["body"]["type"] == "clear":
+                cleared.append(tx["body"]["result"])
+    traded = [r for r in cleared if r["trades"]]
+    assert traded, "the call auction traded nothing"
+    for r in traded:
+        assert r["pricing"] == "nodal"
+        assert set(r["node_prices_sen_per_kwh"]) == set(grid.ids)
+        for t in r["trades"]:
+            assert t["buyer_price_sen_per_kwh"] - t["price_sen_per_kwh"] >= t["fee_sen_per_kwh"]
+    assert rows[0]["traded_kwh"] == round(
+        sum(t["energy_wh"] for r in traded for t in r["trades"]) / 1000, 1
     )
-    assert _one_fee(parse_scenario(flat, "flat.toml", tmp_path))
-    rows = compare(community("small", 1), parse_variants("call"), tmp_path)
-    assert not _one_fee(community("small", 1))
-    assert "one fee for every pair" in rows[0]["note"]
-    assert "one fee for every pair" in table(rows)
+
+
+def test_parse_variants_takes_a_pricing() -> None:
+    assert parse_variants("optimal:welfare:midpoint,call") == [
+        ("optimal", "welfare", "midpoint"),
+        ("call", None, None),
+    ]

@@ -197,6 +197,7 @@ def render(cases: dict[str, Case], misono: Scenario, hf: Scenario) -> str:
         f"{misono.days} day(s) from {misono.start} with its batteries and again with every battery "
         "removed (same seed, weather, loads and cars); `higashifuji` for "
         f"{hf.days} days from {hf.start}. Market: {misono.mechanism}/{misono.goal}, "
+        f"{misono.pricing} pricing, "
         f"{m.summary['validators']} validator(s); tariff "
         f"{misono.tariff_sen_per_kwh / 100:g} yen/kWh, buyback "
         f"{misono.buyback_sen_per_kwh / 100:g} yen/kWh.",
