@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pricing",
         default=None,
         help="nodal (default for call and optimal welfare) or midpoint (optimal; the default "
-        "for volume and maxmin); overrides the book's \"pricing\"",
+        'for volume and maxmin); overrides the book\'s "pricing"',
     )
     p.set_defaults(run=_cmd_clear)
 

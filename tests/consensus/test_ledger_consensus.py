@@ -11,13 +11,16 @@ from peerpower.consensus.byzantine import APP_BEHAVIOURS, ByzantineLedgerApp
 from peerpower.consensus.ledger_app import LedgerApp
 from peerpower.consensus.tendermint import Decide, Tendermint, Timeouts
 from peerpower.crypto import KeyPair
-from peerpower.ledger.blocks import check_commit, quorum
+from peerpower.ledger.blocks import check_commit, quorum, sign_commit
+from peerpower.ledger.claims import make_claim
 from peerpower.ledger.genesis import Genesis, GenesisAccount
 from peerpower.ledger.replay import replay
-from peerpower.ledger.rules import to_ms
+from peerpower.ledger.rules import slot_book, to_ms
+from peerpower.ledger.state import SlotRec
 from peerpower.ledger.store import block_line
 from peerpower.ledger.transactions import Signer, meter_reading
-from peerpower.market.verify import result_from_json
+from peerpower.market.clear import clear
+from peerpower.market.verify import result_from_json, verify
 from peerpower.net.memory import SimNetwork
 from peerpower.timeslots import JST
 
@@ -217,3 +220,53 @@ def test_ledger_under_consensus_a_repairing_validator_never_records_its_pairing(
         "d": 10**9 - 1600 * 500 * 10,
     }
     assert app.state.money_microyen() == g.supply_microyen
+
+
+def test_invalid_claim_priced_by_another_rule() -> None:
+    """A validator takes another's claim only if its result is priced by the market's rule: a
+    midpoint clearing, however honest for its rule, is refused on a nodal chain (rule
+    ``pricing``); the nodal one is taken."""
+    g = genesis()
+    assert g.market.pricing == "nodal"
+    app = LedgerApp(g, "v0", KEYS["v0"])
+    op = Signer(g.tx_chain, "op", KEYS["op"])
+
+    def block(time_ms: int, *txs: dict) -> None:  # type: ignore[type-arg]
+        app.now_ms = time_ms
+        for tx in txs:
+            app.submit(tx)
+        height = app.height + 1
+        _, proposed = app.propose(height, 0)
+        signatures = tuple(sign_commit(KEYS[v], v, proposed.hash) for v in VALIDATORS[:3])
+        app.accept(proposed.with_commit(signatures))
+
+    block(
+        T0 + 1000,
+        *(
+            op.register(s, KEYS[s].public_hex, METERS[s].public_hex, "root", "pv")
+            for s in ("a", "b")
+        ),
+        op.deposit("a", 10**9),
+        op.deposit("b", 10**9),
+    )
+    block(
+        T0 + 2000,
+        Signer(g.tx_chain, "a", KEYS["a"]).order(SLOT, "sell", 1000, 1500),
+        Signer(g.tx_chain, "b", KEYS["b"]).order(SLOT, "buy", 800, 2500),
+    )
+    gate = to_ms(datetime(2026, 8, 18, 11, 55, tzinfo=JST))
+    block(gate)  # seals the slot
+    block(gate + 1000)  # its seed is known; several validators: it waits for claims
+    rec = app.state.get("slots", SLOT)
+    assert isinstance(rec, SlotRec) and rec.status == "sealed" and rec.seed
+    book = slot_book(app.state, g, SLOT, bytes.fromhex(rec.seed))
+    for pricing in ("midpoint", "nodal"):
+        result = clear(book, "optimal", "welfare", pricing)
+        assert verify(book, result).ok
+        claim = make_claim(KEYS["v1"], "v1", SLOT, rec.seed, result)
+        app.on_claim({"claim": claim.to_json(), "result": result.to_json()})
+    ((who, why),) = app.refused_claims
+    assert who == "v1"
+    assert why.startswith("pricing: the result is priced 'midpoint'")
+    assert "prices 'nodal'" in why
+    assert set(app.claims[SLOT]) == {"v0", "v1"}  # its own, and v1's nodal claim

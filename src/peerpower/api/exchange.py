@@ -143,9 +143,7 @@ class Exchange:
             if slot in self.cleared or not isinstance(rec, Contracts):
                 continue
             height = self._cleared_at.pop(slot, self._height)
-            pricing, node_prices = self._priced_at.pop(
-                slot, (self.genesis.market.pricing, None)
-            )
+            pricing, node_prices = self._priced_at.pop(slot, (self.genesis.market.pricing, None))
             summary = clearing_summary(slot, rec.units, height, rec.digest, pricing, node_prices)
             self.cleared[slot] = summary
             while len(self.cleared) > KEEP_CLEARINGS:
@@ -435,9 +433,7 @@ def clearing_summary(
     volume = sum(u.energy_wh for u in units)
     prices = [u.price_sen_per_kwh for u in units]
     mean = sum(u.price_sen_per_kwh * u.energy_wh for u in units) // volume if volume else None
-    paid = (
-        sum(u.buyer_price_sen_per_kwh * u.energy_wh for u in units) // volume if volume else None
-    )
+    paid = sum(u.buyer_price_sen_per_kwh * u.energy_wh for u in units) // volume if volume else None
     return {
         "slot": slot,
         "height": height,

@@ -628,8 +628,9 @@ class _Reader:
             return allowed[0]
         if value not in allowed:
             what = f"{mechanism}/{goal}" if goal else mechanism
-            self.fail(field, f"{value!r} is not a pricing rule {what} defines; use "
-                      f"{' or '.join(allowed)}")
+            self.fail(
+                field, f"{value!r} is not a pricing rule {what} defines; use {' or '.join(allowed)}"
+            )
         return allowed[allowed.index(value)]
 
 
