@@ -3,11 +3,11 @@
 Each variant runs the same community (same seeds, weather and policies) with only the market's
 mechanism, goal and pricing rule changed (``optimal:welfare`` is nodal, its default;
 ``optimal:welfare:midpoint`` the same clearing priced pair by pair), writes its outputs to
-``OUT/<variant>/`` and adds a row: traded energy, the market's welfare (what the trades gained against the orders' limit prices), the
-worst-off participant's market profit per kWh offered (what ``maxmin`` raises), the
-community's saving against the no-P2P baseline (penalties included), the lowest site's saving,
-and the mean price. The seeds' claim is that a continuous double auction does not optimise
-matches; the table shows by how much, as measured.
+``OUT/<variant>/`` and adds a row: traded energy, the market's welfare (what the trades gained
+against the orders' limit prices), the worst-off participant's market profit per kWh offered
+(what ``maxmin`` raises), the community's saving against the no-P2P baseline (penalties
+included), the lowest site's saving, and the mean price. The seeds' claim is that a continuous
+double auction does not optimise matches; the table shows by how much, as measured.
 """
 
 from __future__ import annotations
