@@ -32,7 +32,7 @@ from peerpower.market.result import ClearingResult, Objective, Trade
 from peerpower.market.verify import result_from_json
 
 APP_BEHAVIOURS = ("inflate", "withhold", "repair")
-# units (of a clearing's first) and lots per swap a re-pairing validator tries
+# a re-pairing validator tries swaps among this many of a clearing's first units (bounded work)
 _REPAIR_UNITS = 64
 
 
@@ -70,8 +70,9 @@ class ByzantineLedgerApp(LedgerApp):
     def _swapped(
         self, result: dict[str, Any], claims: list[dict[str, Any]], honest: bool
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """``result`` and this validator's claim among ``claims`` made the honest clearing
-        (``honest``) or the re-paired one, whichever they are not."""
+        """``result``, and this validator's own claim among ``claims``, turned into the honest
+        clearing (``honest=True``) or into the re-paired one (``honest=False``) when they are
+        the other of the two."""
         assert self.key is not None
         mine = result_from_json(result)
         is_forged = mine.digest() in self._forged_digests()
