@@ -154,13 +154,15 @@ def ledger_demo() -> list[str]:
     state = node.state
     out.append("")
     out.append(
-        f"{'slot':<15}{'kWh':>6}{'paid yen':>11}{'fees yen':>10}{'penalty yen':>13}  defaulters"
+        f"{'slot':<15}{'kWh':>6}{'paid yen':>11}{'fees yen':>10}{'rent yen':>10}"
+        f"{'penalty yen':>13}  defaulters"
     )
     for _, rec in sorted(state.table("settled").items()):
         assert isinstance(rec, Settled)
         out.append(
             f"{rec.slot:<15}{rec.volume_wh / 1000:>6.1f}{yen_str(MicroYen(rec.paid_microyen)):>11}"
             f"{yen_str(MicroYen(rec.fees_microyen)):>10}"
+            f"{yen_str(MicroYen(rec.rent_microyen)):>10}"
             f"{yen_str(MicroYen(rec.penalties_microyen)):>13}  {', '.join(rec.defaulters) or '-'}"
         )
     out.append("")

@@ -257,7 +257,7 @@ def test_invalid_clearing_byzantine_repairing(
     tx = decode_tx(decide(chain, forged.to_json(), claims), chain.genesis.tx_chain)
     with pytest.raises(InvalidTransaction) as info:
         apply_tx(draft, tx, chain.genesis, ctx)
-    assert info.value.rule == "clearing"
+    assert info.value.rule == "pairing"
     assert "slot 2026-08-18#00: pairing: the units are not the canonical pairing" in str(info.value)
     assert draft.freeze().root == before
 

@@ -744,11 +744,11 @@ def test_invalid_clearing_empty_nodal_clearing(sealed: Chain, price: int) -> Non
         else "sell 'a#1' is left unfilled at ask 1500 below"
     )
     assert_rejected(
-        sealed, GATE + 1000, bad, "clearing", "pricing: not a competitive equilibrium", needle
+        sealed, GATE + 1000, bad, "pricing", "pricing: not a competitive equilibrium", needle
     )
     del empty["node_prices_sen_per_kwh"]
     bad = sealed.signer("val").clear(SLOT, empty)
-    assert_rejected(sealed, GATE + 1000, bad, "clearing", "pricing: a nodal result must carry")
+    assert_rejected(sealed, GATE + 1000, bad, "pricing", "pricing: a nodal result must carry")
 
 
 def test_invalid_mechanism(sealed: Chain) -> None:
@@ -830,7 +830,7 @@ def test_invalid_clearing_price_not_node_price(sealed: Chain) -> None:
         sealed,
         GATE + 1000,
         bad,
-        "clearing",
+        "pricing",
         "pricing: trades[0]: prices 2000/2000 sen/kWh, the nodes 'root'/'root' are priced "
         "1500/1500",
     )
@@ -842,7 +842,7 @@ def test_invalid_clearing_price_not_node_price(sealed: Chain) -> None:
         sealed,
         GATE + 1000,
         bad,
-        "clearing",
+        "pricing",
         "pricing: not a competitive equilibrium: sell 'a#1' is left unfilled at ask 1500 below",
     )
 
@@ -854,7 +854,7 @@ def test_invalid_clearing_buyer_price_not_node_price(sealed: Chain) -> None:
     result["trades"][0]["buyer_price_sen_per_kwh"] = 1600
     result["totals"]["rent_microyen"] = 100 * 800 * 10
     bad = sealed.signer("val").clear(SLOT, result)
-    assert_rejected(sealed, GATE + 1000, bad, "clearing", "prices 1500/1600 sen/kWh")
+    assert_rejected(sealed, GATE + 1000, bad, "pricing", "prices 1500/1600 sen/kWh")
 
 
 def test_invalid_clearing_seller_not_owner(sealed: Chain) -> None:

@@ -399,13 +399,9 @@ def test_invalid_pairing_re_paired_on_one_node() -> None:
         assert _rules(book, swapped) == ["pairing"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 asks one canonical pairing under midpoint for every goal; verify checks it "
-    "for welfare only, so a volume clearing re-paired at equal fees keeps its objective and moves "
-    "money between participants",
-)
 def test_invalid_pairing_re_paired_volume() -> None:
+    # Under midpoint the pairing decides who is paid what: the canonical bottom-up matching
+    # (the dearest buy takes the dearest sell it can pay) is the only one accepted.
     orders = [
         {"id": i, "participant": p, "side": side, "energy_wh": 100, "price_sen_per_kwh": x}
         for i, p, side, x in (
@@ -417,6 +413,8 @@ def test_invalid_pairing_re_paired_volume() -> None:
     ]
     book = parse_book({"orders": orders})
     result = clear(book, "optimal", "volume")
+    assert [(t.sell_order, t.buy_order) for t in result.trades] == [("s1", "b1"), ("s2", "b2")]
+    assert verify(book, result).ok
     swapped = _re_paired(book, result, 0, 1)
     assert _money(swapped) != _money(result)
     assert _rules(book, swapped) == ["pairing"]

@@ -533,7 +533,10 @@ def _clear(draft: Draft, tx: Tx, acct: Account, genesis: Genesis, ctx: BlockCont
         raise _reject("clearing", f"slot {slot}: {err}") from None
     if not checked.ok:
         rule, message = checked.problems[0]
-        raise _reject("clearing", f"slot {slot}: {rule}: {message}")
+        # The market's pricing rules keep their own names; any other broken rule of the
+        # clearing is named inside the message.
+        named = rule if rule in ("pricing", "pairing", "self-cross") else "clearing"
+        raise _reject(named, f"slot {slot}: {rule}: {message}")
     if market.mechanism == "optimal":
         if result.objective is None:
             raise _reject(

@@ -21,7 +21,7 @@ import numpy as np
 from peerpower.errors import InvalidInput, InvalidResult
 from peerpower.market.objective import evaluate, midpoint_price
 from peerpower.market.orders import Book, Side, book_arrays
-from peerpower.market.pairing import tree_units
+from peerpower.market.pairing import midpoint_units, tree_units
 from peerpower.market.pricing import edge_flows, equilibrium_problems, price_bounds
 from peerpower.market.result import (
     GOALS,
@@ -193,7 +193,7 @@ def verify(book: Book, result: ClearingResult) -> Verification:
     if totals != result.totals:
         out.fail("totals", f"totals are {_show(result.totals)}, recomputed {_show(totals)}")
     if result.mechanism == "optimal":
-        if result.goal == "welfare":
+        if result.goal == "welfare" or (result.pricing == "midpoint" and result.goal == "volume"):
             _verify_pairing(book, result, out)
         if nodal:  # (a call auction's prices are checked by replaying it)
             _verify_equilibrium(book, result, out)
@@ -259,13 +259,23 @@ def _units_of(book: Book, result: ClearingResult) -> tuple[np.ndarray, np.ndarra
 
 
 def _verify_pairing(book: Book, result: ClearingResult, out: Verification) -> None:
-    """The units must be the canonical pairing of the result's fills (:mod:`.pairing`)."""
+    """The units must be the canonical pairing of the result's fills (:mod:`.pairing`): the
+    tree's flow decomposition under ``nodal``, the bottom-up matching under ``midpoint`` —
+    where fills that need energy to cross an edge both ways, which that rule does not pair,
+    are not yet held to one pairing (issue 15)."""
     arr = book_arrays(book)
     sell, buy, lots = _units_of(book, result)
     filled = np.zeros(len(arr.lots), dtype=np.int64)
     np.add.at(filled, sell, lots)
     np.add.at(filled, buy, lots)
-    want_s, want_b, want_n = tree_units(book.grid, arr.is_sell, arr.node, filled)
+    if result.pricing == "nodal":
+        canonical = tree_units(book.grid, arr.is_sell, arr.node, filled)
+    else:
+        paired = midpoint_units(book.grid, arr.is_sell, arr.node, arr.price, filled)
+        if paired is None:
+            return
+        canonical = paired
+    want_s, want_b, want_n = canonical
     given = sorted(zip(sell.tolist(), buy.tolist(), lots.tolist(), strict=True))
     want = list(zip(want_s.tolist(), want_b.tolist(), want_n.tolist(), strict=True))
     if given != want:
