@@ -18,23 +18,18 @@ Solvers
   their capacity. Any optimal flow splits into compatible pairs: with optimal node prices π,
   every positive-flow path from i to j has ``ask_i ≤ π(n_i)``, ``π(m_j) − π(n_i) ≥ fee_ij`` and
   ``π(m_j) ≤ bid_j``. The node prices are the LP certificate.
-* ``volume`` ignores prices, so compatibility must be built in: a price-expanded network with,
-  at every node ``v``, an up-chain of the prices sells in ``v``'s subtree reach at ``v`` and a
-  down-chain of the prices buys in the subtree can pay at ``v``. Flow climbs the tree on the
-  up-chains (adding fees), crosses to the down-chain at the lowest common ancestor, descends
-  (adding fees) and may only move up in price; so every path is a compatible pair. A minimum cut
-  gives price thresholds per node, the certificate.
-* ``maxmin`` (and ``volume`` with edge capacities, which a network cannot express exactly) is a
-  mixed-integer program over compatible pairs,
+* ``volume`` ignores prices, so compatibility must be built in: a compressed price-expanded
+  network, one min-cost circulation for volume then welfare, capacities as arcs between the grid
+  components they separate (:mod:`.volume`). A minimum cut gives price thresholds per node, the
+  certificate (without capacities).
+* ``maxmin`` is a mixed-integer program over compatible pairs on small books,
   solved in lexicographic stages by SCIP through OR-tools (the HiGHS inside OR-tools cannot be
   made quiet or exact through that interface, and highspy cannot share a process with OR-tools).
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import itertools
 import math
 import operator
 from fractions import Fraction
@@ -62,6 +57,7 @@ from peerpower.market.result import (
     trades_from_columns,
 )
 from peerpower.market.stp import prevent_self_trade
+from peerpower.market.volume import clear_volume, pair_fills
 
 I64 = npt.NDArray[np.int64]
 
@@ -95,8 +91,8 @@ def clear_optimal(
             paired = midpoint_units(book.grid, arr.is_sell, arr.node, arr.price, filled)
             assert paired is not None  # a welfare optimum never needs energy both ways
             units = paired
-    elif goal == "volume" and not book.grid.has_capacities:
-        units, certificate = _volume_flow(book, arr, everyone)
+    elif goal == "volume":
+        units, certificate = clear_volume(book, arr)
         units = _canonical(book, arr, units)
     elif goal == "maxmin" and live.any():
         pairs = pw.build_pairs(book, arr, live)
@@ -111,8 +107,8 @@ def clear_optimal(
             bound = rounded.to_json()
         else:
             units = _unit_arrays(exact)
-    else:
-        units = _canonical(book, arr, _unit_arrays(_pairwise(book, arr, live, goal)))
+    else:  # maxmin with nothing to trade
+        units = _unit_arrays([])
     sell, buy, lots = units
     fee = book.grid.fees_between(arr.node[sell], arr.node[buy])
     ask, bid = arr.price[sell], arr.price[buy]
@@ -170,15 +166,24 @@ def check_pricing(mechanism: str, goal: str | None, pricing: str | None) -> Pric
 
 def _canonical(book: Book, arr: BookArrays, units: fl.Units) -> fl.Units:
     """``units`` re-paired by the canonical midpoint pairing of their fills
-    (:func:`.pairing.midpoint_units`) — which keeps the volume, the welfare (it pays the least
-    fee the fills allow) and the score — or as they are when the fills need energy to cross an
-    edge both ways, which that rule does not pair (not yet ruled on: issue 15)."""
+    (:func:`canonical_midpoint`), which keeps the volume, the welfare (it pays the least fee
+    the fills allow) and the score."""
     sell, buy, lots = units
     filled = np.zeros(len(arr.lots), dtype=np.int64)
     np.add.at(filled, sell, lots)
     np.add.at(filled, buy, lots)
+    return canonical_midpoint(book, arr, filled)
+
+
+def canonical_midpoint(book: Book, arr: BookArrays, filled: I64) -> fl.Units:
+    """The one pairing ``midpoint`` allows for fills ``filled`` [lots per order]: the bottom-up
+    matching of :func:`.pairing.midpoint_units` where energy can cross every edge one way;
+    otherwise (some compatible pairings need energy across an edge both ways, about one small
+    random book in twenty under ``volume``) the least-fee pairing that
+    :func:`.volume.pair_fills` computes from the fills alone. Raises :class:`ClearingError`
+    (field ``pairing``) if no compatible pairing exists."""
     paired = midpoint_units(book.grid, arr.is_sell, arr.node, arr.price, filled)
-    return units if paired is None else paired
+    return paired if paired is not None else pair_fills(book, arr, filled)
 
 
 def _nodal(book: Book, arr: BookArrays, units: fl.Units) -> I64:
@@ -340,149 +345,6 @@ def _welfare_certificate(
         if rho:
             rents[grid.ids[c]] = rho
     return {"kind": "welfare-node-prices", "price_sen_per_kwh": prices, "rent_sen_per_kwh": rents}
-
-
-# -- volume: price-expanded network -------------------------------------------------------------
-def _volume_flow(
-    book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]
-) -> tuple[fl.Units, dict[str, Any] | None]:
-    grid = book.grid
-    idx_s = np.flatnonzero(live & arr.is_sell)
-    idx_b = np.flatnonzero(live & ~arr.is_sell)
-    if not len(idx_s) or not len(idx_b):
-        return _unit_arrays([]), None
-    kids = _children(grid)
-    fee = grid.fee_sen_per_kwh
-    n = grid.size
-    up_levels: list[list[int]] = [[] for _ in range(n)]
-    down_levels: list[list[int]] = [[] for _ in range(n)]
-    own_up: list[set[int]] = [set() for _ in range(n)]
-    own_down: list[set[int]] = [set() for _ in range(n)]
-    for k in idx_s.tolist():
-        own_up[int(arr.node[k])].add(int(arr.price[k]))
-    for k in idx_b.tolist():
-        own_down[int(arr.node[k])].add(int(arr.price[k]))
-    for v in reversed(grid.order):
-        up_set = set(own_up[v])
-        down_set = set(own_down[v])
-        for c in kids[v]:
-            up_set.update(x + fee[c] for x in up_levels[c])
-            down_set.update(x - fee[c] for x in down_levels[c])
-        up_levels[v] = sorted(up_set)
-        down_levels[v] = sorted(down_set)
-    # number the expanded nodes
-    up_id: list[dict[int, int]] = []
-    down_id: list[dict[int, int]] = []
-    count = 0
-    for v in range(n):
-        up_id.append({x: count + i for i, x in enumerate(up_levels[v])})
-        count += len(up_levels[v])
-        down_id.append({x: count + i for i, x in enumerate(down_levels[v])})
-        count += len(down_levels[v])
-    s_node, t_node = count, count + 1
-    total = int(arr.lots[idx_s].sum())
-    big = total + 2
-    tails: list[int] = []
-    heads: list[int] = []
-    costs: list[int] = []
-    for v in range(n):
-        ups, downs = up_levels[v], down_levels[v]
-        uid, did = up_id[v], down_id[v]
-        for a, b in itertools.pairwise(ups):
-            tails.append(uid[a])
-            heads.append(uid[b])
-            costs.append(0)
-        for a, b in itertools.pairwise(downs):
-            tails.append(did[a])
-            heads.append(did[b])
-            costs.append(0)
-        for x in ups:  # cross to the down-chain at the lowest price level not below x
-            i = bisect.bisect_left(downs, x)
-            if i < len(downs):
-                tails.append(uid[x])
-                heads.append(did[downs[i]])
-                costs.append(0)
-        p = grid.parent[v]
-        if p >= 0:
-            f = fee[v]
-            for x in ups:  # climb to the parent, paying the edge fee
-                tails.append(uid[x])
-                heads.append(up_id[p][x + f])
-                costs.append(f)
-            for x in downs:  # descend from the parent's level that reaches x here
-                tails.append(down_id[p][x - f])
-                heads.append(did[x])
-                costs.append(f)
-    n_inner = len(tails)
-    ns, nb = len(idx_s), len(idx_b)
-    sell_heads = [up_id[int(arr.node[k])][int(arr.price[k])] for k in idx_s.tolist()]
-    buy_tails = [down_id[int(arr.node[k])][int(arr.price[k])] for k in idx_b.tolist()]
-    tail = np.array(tails + [s_node] * ns + buy_tails + [s_node], dtype=np.int64)
-    head = np.array(heads + sell_heads + [t_node] * nb + [t_node], dtype=np.int64)
-    cap = np.concatenate(
-        [np.full(n_inner, big), arr.lots[idx_s], arr.lots[idx_b], [total + 1]]
-    ).astype(np.int64)
-    order = np.concatenate([np.full(n_inner, -1), idx_s, idx_b, [-1]]).astype(np.int64)
-    net = fl.Network(count + 2, tail, head, cap, order, s_node, t_node, total + 1)
-    volume = np.zeros(len(tail), dtype=np.int64)
-    volume[n_inner : n_inner + ns] = -1
-    welfare = np.concatenate(
-        [np.array(costs, dtype=np.int64), arr.price[idx_s], -arr.price[idx_b], [0]]
-    ).astype(np.int64)
-    score = fl.score_costs(net, arr.score_u64, book.lot_wh)
-    flow = fl.lexicographic(net, [volume, welfare, score])
-    units = fl.decompose(net, flow)
-    certificate = _volume_certificate(grid, net, flow, up_levels, down_levels, up_id, down_id)
-    return units, certificate
-
-
-def _volume_certificate(
-    grid: GridTree,
-    net: fl.Network,
-    flow: I64,
-    up_levels: list[list[int]],
-    down_levels: list[list[int]],
-    up_id: list[dict[int, int]],
-    down_id: list[dict[int, int]],
-) -> dict[str, Any]:
-    """Price thresholds from a minimum cut: sells with ask < τ_up(node) and buys with
-    bid ≥ τ_down(node) cover every compatible pair, and their energy equals the volume."""
-    bypass = len(net.tail) - 1
-    adj: list[list[int]] = [[] for _ in range(net.n_nodes)]
-    tail, head, cap = net.tail.tolist(), net.head.tolist(), net.cap.tolist()
-    f = flow.tolist()
-    for a in range(bypass):
-        if f[a] < cap[a]:
-            adj[tail[a]].append(head[a])
-        if f[a] > 0:
-            adj[head[a]].append(tail[a])
-    reached = [False] * net.n_nodes
-    reached[net.source] = True
-    stack = [net.source]
-    while stack:
-        u = stack.pop()
-        for w in adj[u]:
-            if not reached[w]:
-                reached[w] = True
-                stack.append(w)
-    n = grid.size
-    tau_up: list[int | None] = [None] * n
-    tau_down: list[int | None] = [None] * n
-    for v in range(n):
-        tau_up[v] = next((x for x in up_levels[v] if reached[up_id[v][x]]), None)
-        tau_down[v] = next((x for x in down_levels[v] if reached[down_id[v][x]]), None)
-    # Lower τ_down where no buy level lies in between so the constraints of the check hold.
-    for v in grid.order:
-        cands = [t for t in (tau_down[v], tau_up[v]) if t is not None]
-        p = grid.parent[v]
-        if p >= 0 and tau_down[p] is not None:
-            cands.append(tau_down[p] + grid.fee_sen_per_kwh[v])  # type: ignore[operator]
-        tau_down[v] = min(cands) if cands else None
-    return {
-        "kind": "volume-thresholds",
-        "up_sen_per_kwh": {grid.ids[v]: tau_up[v] for v in range(n)},
-        "down_sen_per_kwh": {grid.ids[v]: tau_down[v] for v in range(n)},
-    }
 
 
 # -- pairwise mixed-integer program ---------------------------------------------------------------

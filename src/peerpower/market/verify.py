@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from peerpower.errors import InvalidInput, InvalidResult
+from peerpower.errors import ClearingError, InvalidInput, InvalidResult
 from peerpower.market.objective import evaluate, midpoint_price
 from peerpower.market.orders import Book, Side, book_arrays
-from peerpower.market.pairing import midpoint_units, tree_units
+from peerpower.market.pairing import tree_units
 from peerpower.market.pricing import edge_flows, equilibrium_problems, price_bounds
 from peerpower.market.result import (
     GOALS,
@@ -260,9 +260,8 @@ def _units_of(book: Book, result: ClearingResult) -> tuple[np.ndarray, np.ndarra
 
 def _verify_pairing(book: Book, result: ClearingResult, out: Verification) -> None:
     """The units must be the canonical pairing of the result's fills (:mod:`.pairing`): the
-    tree's flow decomposition under ``nodal``, the bottom-up matching under ``midpoint`` —
-    where fills that need energy to cross an edge both ways, which that rule does not pair,
-    are not yet held to one pairing (issue 15)."""
+    tree's flow decomposition under ``nodal``, :func:`.optimal.canonical_midpoint` under
+    ``midpoint``."""
     arr = book_arrays(book)
     sell, buy, lots = _units_of(book, result)
     filled = np.zeros(len(arr.lots), dtype=np.int64)
@@ -271,10 +270,13 @@ def _verify_pairing(book: Book, result: ClearingResult, out: Verification) -> No
     if result.pricing == "nodal":
         canonical = tree_units(book.grid, arr.is_sell, arr.node, filled)
     else:
-        paired = midpoint_units(book.grid, arr.is_sell, arr.node, arr.price, filled)
-        if paired is None:
+        from peerpower.market.optimal import canonical_midpoint
+
+        try:
+            canonical = canonical_midpoint(book, arr, filled)
+        except ClearingError as err:
+            out.fail("pairing", f"the fills cannot be paired: {err.message}")
             return
-        canonical = paired
     want_s, want_b, want_n = canonical
     given = sorted(zip(sell.tolist(), buy.tolist(), lots.tolist(), strict=True))
     want = list(zip(want_s.tolist(), want_b.tolist(), want_n.tolist(), strict=True))
