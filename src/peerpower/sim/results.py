@@ -288,10 +288,15 @@ ASSUMPTIONS = """## Assumptions, and why the figures differ
   the share is far above the trial's, whose homes drew more from the grid and whose share was
   measured at the chargers.
 - **Prices.** The simulated agents bid fixed limits (sales of PV surplus at 10 yen/kWh,
-  purchases at 25 yen/kWh, the SOC table's rows), and the optimal market pays each pair the
-  midpoint: prices hardly move between midday and evening, with or without batteries. The
-  trials' agents re-priced as supply changed, which is what made midday energy cheap there;
-  a policy that does so (`zi-c`, or a scenario's own price table) shows more.
+  purchases at 25 yen/kWh, the SOC table's rows). The market prices each slot by node at its
+  competitive equilibrium (nodal pricing, issue 15): where more is offered than bid, as at
+  midday, the price falls to the marginal seller's ask; where less, as in the evening, it
+  rises to the marginal buyer's bid. (Until issue 15 every pair was paid its midpoint, about
+  17.4 yen/kWh at midday and in the evening alike.) Since the agents do not yet re-price as
+  supply changes, the prices jump between those limits rather than move smoothly; in these
+  runs the slots' mean prices spread more with batteries than without (the table above), which
+  this one seeded community does not explain — it is a single measurement, not an interval.
+  The trials' agents re-priced as supply changed (issue 16).
 - **Weather and season.** Seeded synthetic weather (pvlib clear sky with a Markov chain of day
   kinds), not the trial months' weather; one community, one seed.
 
