@@ -57,7 +57,6 @@ from peerpower.market.result import (
     trades_from_columns,
 )
 from peerpower.market.stp import prevent_self_trade
-from peerpower.market.volume import clear_volume, pair_fills
 
 I64 = npt.NDArray[np.int64]
 
@@ -92,6 +91,9 @@ def clear_optimal(
             assert paired is not None  # a welfare optimum never needs energy both ways
             units = paired
     elif goal == "volume":
+        # Imported here: loading SciPy's graph routines takes time cda, call and welfare skip.
+        from peerpower.market.volume import clear_volume
+
         units, certificate = clear_volume(book, arr)
         units = _canonical(book, arr, units)
     elif goal == "maxmin" and live.any():
@@ -183,7 +185,11 @@ def canonical_midpoint(book: Book, arr: BookArrays, filled: I64) -> fl.Units:
     :func:`.volume.pair_fills` computes from the fills alone. Raises :class:`ClearingError`
     (field ``pairing``) if no compatible pairing exists."""
     paired = midpoint_units(book.grid, arr.is_sell, arr.node, arr.price, filled)
-    return paired if paired is not None else pair_fills(book, arr, filled)
+    if paired is not None:
+        return paired
+    from peerpower.market.volume import pair_fills
+
+    return pair_fills(book, arr, filled)
 
 
 def _nodal(book: Book, arr: BookArrays, units: fl.Units) -> I64:
