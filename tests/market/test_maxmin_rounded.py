@@ -1,8 +1,9 @@
-"""``maxmin`` on books too large for the exact MILP: LP bound and rounded clearing.
+"""``maxmin``'s rounded clearing (budget 0: no MILP), its LP bound and its building blocks.
 
-The rounded path is forced on small books (``EXACT_PAIRS = 0``) so that the independent MILP
-oracle can say what the true optimum is: the clearing must be valid, never better than the
-optimum (that would mean a broken check), and the reported bounds must hold above the optimum.
+The rounded path is checked on small books against the independent MILP oracle: the clearing
+must be valid, never better than the optimum (that would mean a broken check), and the reported
+bound must hold above the optimum. The partner lists taken from the grid tree are checked
+against the dense pair matrix, and the greedy fill's best free partner against brute force.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import random
 from fractions import Fraction
 
+import numpy as np
 import pytest
 
 from helpers import oracle, random_book
@@ -18,68 +20,132 @@ from peerpower.market import clear, verify
 from peerpower.market import pairwise as pw
 from peerpower.market.objective import maxmin_participants
 from peerpower.market.optimal import _tradable
-from peerpower.market.orders import book_arrays, parse_book
+from peerpower.market.orders import Book, book_arrays, parse_book
+from peerpower.market.stp import prevent_self_trade
 
 
-@pytest.fixture
-def rounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pw, "EXACT_PAIRS", 0)
+def _rounded(book: Book) -> tuple[Book, pw.MaxminClearing]:
+    kept, _ = prevent_self_trade(book)
+    arr = book_arrays(kept)
+    return kept, pw.clear_maxmin(kept, arr, _tradable(arr), budget=0)
 
 
-@pytest.mark.parametrize("case", range(25))
-@pytest.mark.usefixtures("rounded")
-def test_column_generation_from_a_one_pair_pool_still_bounds_the_optimum(
-    monkeypatch: pytest.MonkeyPatch, case: int
-) -> None:
-    # With one partner per order in the first pool, the LP must price in the rest itself.
-    monkeypatch.setattr(pw, "POOL_PER_ORDER", 1)
-    monkeypatch.setattr(pw, "ADD_PER_ORDER", 1)
-    rng = random.Random(7700 + case)
-    book = random_book(
-        rng, n_orders=rng.randint(10, 22), n_nodes=4, n_participants=10, capacities=False
-    )
-    result = clear(book, "optimal", "maxmin")
-    assert verify(book, result).ok
-    want = oracle(book, "maxmin")
-    assert result.objective is not None
-    assert result.objective.primary <= want["primary"]
-    if result.bound is not None:
-        assert Fraction(result.bound["primary_upper"]) >= want["primary"] * (1 - Fraction(1, 10**7))
-        assert result.objective.primary <= Fraction(result.bound["primary_upper"])
-        if result.bound["primary_proven"]:
-            assert result.objective.primary == want["primary"]
+def _t_of(book: Book, units: list[tuple[int, int, int]], offered: dict[str, int]) -> Fraction:
+    """t [µ¥/Wh] of ``units`` (book indexes), recomputed from the orders."""
+    orders, grid = book.orders, book.grid
+    profit: dict[str, int] = {}
+    for i, j, n in units:
+        fee = grid.fee(grid.index[orders[i].node], grid.index[orders[j].node])
+        spread = orders[j].price_sen_per_kwh - fee - orders[i].price_sen_per_kwh
+        assert spread >= 0 and orders[i].participant != orders[j].participant
+        for who, gain in (
+            (orders[i].participant, spread // 2),
+            (orders[j].participant, spread - spread // 2),
+        ):
+            profit[who] = profit.get(who, 0) + gain * n * book.lot_wh * 10
+    return min((Fraction(profit.get(p, 0), e) for p, e in offered.items()), default=Fraction(0))
 
 
-@pytest.mark.parametrize("capacities", [False, True])
-@pytest.mark.parametrize("case", range(40))
-@pytest.mark.usefixtures("rounded")
+@pytest.mark.parametrize("capacities", [False, True], ids=["free", "capacities"])
+@pytest.mark.parametrize("case", range(30))
 def test_rounded_maxmin_is_valid_and_bounded_by_the_oracle(case: int, capacities: bool) -> None:
     rng = random.Random(5000 + case + 100 * capacities)
     book = random_book(
         rng,
-        n_orders=rng.randint(4, 14),
+        n_orders=rng.randint(4, 16),
         n_nodes=rng.randint(1, 5),
         n_participants=rng.randint(3, 10),
         capacities=capacities,
     )
-    result = clear(book, "optimal", "maxmin")
-    check = verify(book, result)
-    assert check.ok, check.problems
+    kept, got = _rounded(book)
+    assert got.offered == maxmin_participants(kept)
     want = oracle(book, "maxmin")
-    assert result.objective is not None
-    got = result.objective.primary
-    assert got <= want["primary"]
-    if result.bound is None:  # nothing could trade: no LP was needed
-        assert not result.trades
+    t = _t_of(kept, got.units, got.offered)
+    assert t <= want["primary"]
+    if got.bound is None:  # nothing could trade: no LP was needed
+        assert not got.units and not got.offered
         return
-    eps = 1e-6 * max(1.0, float(want["primary"]))
-    assert result.bound["primary_upper"] >= float(want["primary"]) - eps
-    if result.bound["primary_proven"]:
-        assert got == want["primary"]
-    # The welfare bound holds for every clearing, the oracle's included.
-    assert result.bound["secondary_upper"] >= result.objective.secondary
-    if got == want["primary"]:
-        assert result.objective.secondary <= want["secondary"]
+    assert Fraction(got.bound["primary_upper"]) >= want["primary"] * (1 - Fraction(1, 10**9))
+    if got.bound["primary_proven"]:
+        assert t == want["primary"]
+
+
+@pytest.mark.parametrize("case", range(20))
+def test_rounded_maxmin_from_one_partner_per_order_still_bounds_the_optimum(
+    monkeypatch: pytest.MonkeyPatch, case: int
+) -> None:
+    # One partner per order from the tree and one pair per order per round: the lists must be
+    # completed from whole rows and the LP must price in the rest itself.
+    monkeypatch.setattr(pw, "TOP_K", 1)
+    monkeypatch.setattr(pw, "POOL_PER_ORDER", 1)
+    monkeypatch.setattr(pw, "ADD_PER_ORDER", 1)
+    rng = random.Random(7700 + case)
+    book = random_book(
+        rng, n_orders=rng.randint(10, 22), n_nodes=4, n_participants=10, capacities=case % 2 == 0
+    )
+    kept, got = _rounded(book)
+    want = oracle(book, "maxmin")
+    assert _t_of(kept, got.units, got.offered) <= want["primary"]
+    if got.bound is not None:
+        assert Fraction(got.bound["primary_upper"]) >= want["primary"] * (1 - Fraction(1, 10**9))
+
+
+@pytest.mark.parametrize("case", range(15))
+def test_partner_lists_from_the_tree_are_prefixes_of_the_full_lists(case: int) -> None:
+    rng = random.Random(400 + case)
+    raw = make_book(rng.randint(20, 120), rng.randint(5, 40), case, both_share=0.3)
+    book, _ = prevent_self_trade(parse_book(raw))
+    arr = book_arrays(book)
+    sp = pw.PairSpace(book, arr, _tradable(arr), top_k=rng.randint(1, 6))
+    dense = pw.build_pairs(book, arr, _tradable(arr))
+    for selling, lists, gains, done in (
+        (True, sp.list_s, sp.gain_s, sp.done_s),
+        (False, sp.list_b, sp.gain_b, sp.done_b),
+    ):
+        ok = dense.ok if selling else dense.ok.T
+        gain = dense.gain_s if selling else dense.gain_b.T
+        for o in range(ok.shape[0]):
+            partners = np.flatnonzero(ok[o])
+            full = partners[np.lexsort((partners, -gain[o, partners]))].tolist()
+            assert lists[o] == full[: len(lists[o])]
+            assert gains[o] == gain[o, lists[o]].tolist()
+            if done[o]:
+                assert lists[o] == full
+            sp.extend(selling, o)
+            assert lists[o] == full
+
+
+@pytest.mark.parametrize("capacities", [False, True], ids=["free", "capacities"])
+@pytest.mark.parametrize("case", range(10))
+def test_best_free_partner_matches_brute_force(case: int, capacities: bool) -> None:
+    rng = random.Random(900 + case)
+    raw = make_book(rng.randint(30, 90), rng.randint(6, 30), case, both_share=0.2)
+    if capacities:
+        for node in raw["grid"]["nodes"]:
+            if node["id"].startswith("t"):
+                node["capacity_wh"] = rng.choice([0, 100, 300])
+    book, _ = prevent_self_trade(parse_book(raw))
+    arr = book_arrays(book)
+    sp = pw.PairSpace(book, arr, _tradable(arr))
+    state = pw._State(sp, pw._Edges(sp) if capacities else None)
+    dense = pw.build_pairs(book, arr, _tradable(arr))
+    for _ in range(60):  # fill random pairs, then ask every order for its best free partner
+        i, j = rng.randrange(len(sp.sells)), rng.randrange(len(sp.buys))
+        if dense.ok[i, j]:
+            n = min(state.rem_s[i], state.rem_b[j], state.room(i, j))
+            if n > 0:
+                state.add(i, j, rng.randint(1, n))
+    for selling in (True, False):
+        for o in range(len(sp.sells) if selling else len(sp.buys)):
+            got = state._best_for(selling, o)
+            best = None
+            for c in range(len(sp.buys) if selling else len(sp.sells)):
+                i, j = (o, c) if selling else (c, o)
+                free = (state.rem_b[c] if selling else state.rem_s[c]) > 0
+                if dense.ok[i, j] and free and state.room(i, j) > 0:
+                    key = (int(dense.spread[i, j]), -c)
+                    best = key if best is None or key > best else best
+            assert got == (None if best is None else (best[0], -best[1]))
 
 
 def test_rounded_maxmin_on_a_bench_book_is_deterministic_and_checked() -> None:
@@ -147,7 +213,6 @@ def test_solo_bound_caps_t() -> None:
 
 
 @pytest.mark.parametrize("solvers", [(("glop", "use_dual_simplex: true"),), (("highs", ""),)])
-@pytest.mark.usefixtures("rounded")
 def test_fallback_lp_solvers_give_valid_bounds(
     monkeypatch: pytest.MonkeyPatch, solvers: tuple[tuple[str, str], ...]
 ) -> None:
@@ -155,35 +220,8 @@ def test_fallback_lp_solvers_give_valid_bounds(
     for case in range(8):
         rng = random.Random(9100 + case)
         book = random_book(rng, n_orders=12, n_nodes=4, n_participants=8, capacities=False)
-        result = clear(book, "optimal", "maxmin")
-        assert verify(book, result).ok
+        kept, got = _rounded(book)
         want = oracle(book, "maxmin")
-        assert result.objective is not None
-        assert result.objective.primary <= want["primary"]
-        if result.bound is not None:
-            assert result.bound["primary_upper"] >= float(want["primary"]) * (1 - 1e-6) - 1e-6
-
-
-def test_an_exact_milp_not_proven_within_its_node_limit_gives_way_to_rounding(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Small books go to the exact MILP; with a limit of one node, those it cannot prove at the
-    # root are cleared by rounding instead (with the bound beside), never left unanswered.
-    monkeypatch.setattr(pw, "EXACT_NODES", 1)
-    fell_back = exact = 0
-    for case in range(40):
-        rng = random.Random(9100 + case)
-        book = random_book(rng, n_orders=rng.randint(8, 14), n_nodes=3, n_participants=8)
-        result = clear(book, "optimal", "maxmin")
-        check = verify(book, result)
-        assert check.ok, check.problems
-        want = oracle(book, "maxmin")
-        assert result.objective is not None
-        if result.bound is None:
-            exact += 1
-            assert result.objective.primary == want["primary"]
-            assert result.objective.secondary == want["secondary"]
-        else:
-            fell_back += 1
-            assert result.objective.primary <= want["primary"]
-    assert fell_back and exact
+        assert _t_of(kept, got.units, got.offered) <= want["primary"]
+        if got.bound is not None:
+            assert got.bound["primary_upper"] >= float(want["primary"]) * (1 - 1e-6) - 1e-6

@@ -22,27 +22,24 @@ Solvers
   network, one min-cost circulation for volume then welfare, capacities as arcs between the grid
   components they separate (:mod:`.volume`). A minimum cut gives price thresholds per node, the
   certificate (without capacities).
-* ``maxmin`` is a mixed-integer program over compatible pairs on small books,
-  solved in lexicographic stages by SCIP through OR-tools (the HiGHS inside OR-tools cannot be
-  made quiet or exact through that interface, and highspy cannot share a process with OR-tools).
+* ``maxmin`` (:func:`.pairwise.clear_maxmin`): an LP bound by column generation over
+  tree-ordered partner lists, a rounded and locally improved clearing, and on books of at most
+  600 compatible pairs an exact MILP (SciPy's HiGHS) started from it, each stage stopped after
+  ``maxmin_budget`` branch-and-bound nodes (a work limit, never wall time).
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import operator
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from peerpower.errors import ClearingError
-from peerpower.grid.tree import GridTree
 from peerpower.market import flow as fl
 from peerpower.market import pairwise as pw
-from peerpower.market.objective import evaluate, maxmin_participants, objective_of
+from peerpower.market.objective import evaluate, objective_of
 from peerpower.market.orders import Book, BookArrays, book_arrays
 from peerpower.market.pairing import midpoint_units, tree_units
 from peerpower.market.pricing import edge_flows, nodal_prices
@@ -62,7 +59,10 @@ I64 = npt.NDArray[np.int64]
 
 
 def clear_optimal(
-    book: Book, goal: Goal = "welfare", pricing: Pricing | None = None
+    book: Book,
+    goal: Goal = "welfare",
+    pricing: Pricing | None = None,
+    maxmin_budget: int = pw.DEFAULT_BUDGET_NODES,
 ) -> ClearingResult:
     """Clear ``book`` optimally for ``goal`` and price it by ``pricing`` (default ``nodal`` for
     ``welfare``, ``midpoint`` otherwise); see the module notes. Orders that cross an earlier
@@ -97,18 +97,9 @@ def clear_optimal(
         units, certificate = clear_volume(book, arr)
         units = _canonical(book, arr, units)
     elif goal == "maxmin" and live.any():
-        pairs = pw.build_pairs(book, arr, live)
-        offered = pw.offered_wh(pairs, arr, book.lot_wh)
-        exact = None
-        if pairs.count <= pw.EXACT_PAIRS:
-            with contextlib.suppress(_NotProven):
-                exact = _pairwise(book, arr, live, goal, offered, node_limit=pw.EXACT_NODES)
-        if exact is None:
-            rounded_units, rounded = pw.clear_maxmin_rounded(book, arr, pairs, offered)
-            units = _unit_arrays(rounded_units)
-            bound = rounded.to_json()
-        else:
-            units = _unit_arrays(exact)
+        got = pw.clear_maxmin(book, arr, live, maxmin_budget)
+        units = _unit_arrays(got.units)
+        offered, bound = got.offered, got.bound
     else:  # maxmin with nothing to trade
         units = _unit_arrays([])
     sell, buy, lots = units
@@ -256,13 +247,6 @@ def _unit_arrays(units: list[tuple[int, int, int]]) -> fl.Units:
     return table[:, 0].copy(), table[:, 1].copy(), table[:, 2].copy()
 
 
-def _children(grid: GridTree) -> list[list[int]]:
-    kids: list[list[int]] = [[] for _ in range(grid.size)]
-    for v in grid.order[1:]:
-        kids[grid.parent[v]].append(v)
-    return kids
-
-
 # -- welfare: min-cost flow on the tree ---------------------------------------------------------
 def _welfare_flow(
     book: Book,
@@ -351,158 +335,3 @@ def _welfare_certificate(
         if rho:
             rents[grid.ids[c]] = rho
     return {"kind": "welfare-node-prices", "price_sen_per_kwh": prices, "rent_sen_per_kwh": rents}
-
-
-# -- pairwise mixed-integer program ---------------------------------------------------------------
-def compatible_pairs(
-    book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]
-) -> tuple[I64, I64, I64]:
-    """Compatible pairs as arrays ``(sell index, buy index, fee)`` over book indexes."""
-    p = pw.build_pairs(book, arr, live)
-    ii, jj = np.nonzero(p.ok)
-    sell, buy = p.sells[ii], p.buys[jj]
-    fee: I64 = arr.price[buy] - arr.price[sell] - p.spread[ii, jj]
-    return sell, buy, fee
-
-
-def _euler(grid: GridTree) -> tuple[list[int], list[int]]:
-    kids = _children(grid)
-    tin = [0] * grid.size
-    tout = [0] * grid.size
-    clock = 0
-    stack: list[tuple[int, bool]] = [(grid.root, False)]
-    while stack:
-        v, done = stack.pop()
-        if done:
-            tout[v] = clock
-            continue
-        tin[v] = clock
-        clock += 1
-        stack.append((v, True))
-        stack.extend((c, False) for c in reversed(kids[v]))
-    return tin, tout
-
-
-class _NotProven(Exception):
-    """The MILP reached its node limit before proving a stage optimal."""
-
-
-def _pairwise(
-    book: Book,
-    arr: BookArrays,
-    live: npt.NDArray[np.bool_],
-    goal: Goal,
-    offered: dict[str, int] | None = None,
-    node_limit: int | None = None,
-) -> list[tuple[int, int, int]]:
-    from ortools.linear_solver import pywraplp
-
-    si, bj, fee = compatible_pairs(book, arr, live)
-    m = len(si)
-    if m == 0:
-        return []
-    spread = arr.price[bj] - fee - arr.price[si]
-    solver = pywraplp.Solver.CreateSolver("SCIP")
-    if solver is None:  # pragma: no cover - OR-tools is built with SCIP
-        raise ClearingError("optimal", "OR-tools has no SCIP solver")
-    solver.SuppressOutput()
-    if node_limit is not None:
-        solver.SetSolverSpecificParametersAsString(f"limits/totalnodes = {node_limit}\n")
-    ub = np.minimum(arr.lots[si], arr.lots[bj]).tolist()
-    x = [solver.IntVar(0, ub[k], "") for k in range(m)]
-    rows: dict[int, list[int]] = {}
-    for k, (s, b) in enumerate(zip(si.tolist(), bj.tolist(), strict=True)):
-        rows.setdefault(s, []).append(k)
-        rows.setdefault(b, []).append(k)
-    for o, ks in rows.items():
-        solver.Add(solver.Sum([x[k] for k in ks]) <= int(arr.lots[o]))
-    grid = book.grid
-    if grid.has_capacities:
-        tin, tout = _euler(grid)
-        tin_a = np.array(tin)
-        s_t = tin_a[arr.node[si]]
-        b_t = tin_a[arr.node[bj]]
-        for c in range(grid.size):
-            cap_wh = grid.capacity_wh[c]
-            if cap_wh < 0 or grid.parent[c] < 0:
-                continue
-            lo, hi = tin[c], tout[c]
-            s_in = (s_t >= lo) & (s_t < hi)
-            b_in = (b_t >= lo) & (b_t < hi)
-            upward = np.flatnonzero(s_in & ~b_in).tolist()
-            downward = np.flatnonzero(b_in & ~s_in).tolist()
-            if not upward and not downward:
-                continue
-            net = solver.Sum([x[k] for k in upward]) - solver.Sum([x[k] for k in downward])
-            limit = cap_wh // book.lot_wh
-            solver.Add(net <= limit)
-            solver.Add(net >= -limit)
-    vol_expr = solver.Sum(x)
-    wel_expr = solver.Sum([int(spread[k]) * x[k] for k in range(m)])
-    params = pywraplp.MPSolverParameters()
-    params.SetDoubleParam(params.RELATIVE_MIP_GAP, 0.0)
-
-    def run() -> list[int]:
-        status = solver.Solve(params)
-        if status != pywraplp.Solver.OPTIMAL and node_limit is not None:
-            raise _NotProven
-        if status != pywraplp.Solver.OPTIMAL:
-            raise ClearingError("optimal", f"internal: MILP ended with status {status}")
-        return [round(v.solution_value()) for v in x]
-
-    if goal == "maxmin":
-        if offered is None:
-            offered = maxmin_participants(book)
-        pid = {name: i for i, name in enumerate(arr.participants)}
-        lot = book.lot_wh
-        t = solver.NumVar(0, solver.infinity(), "t")
-        profit_terms: dict[int, list[Any]] = {}
-        half_down = spread // 2
-        half_up = spread - half_down
-        for k in range(m):
-            profit_terms.setdefault(int(arr.participant[si[k]]), []).append(
-                int(half_down[k]) * x[k]
-            )
-            profit_terms.setdefault(int(arr.participant[bj[k]]), []).append(int(half_up[k]) * x[k])
-        # profit [sen/kWh·lot] ≥ t · offered [lot]
-        prof = {p: solver.Sum(profit_terms.get(pid[p], [])) for p in offered}
-        for p, e in offered.items():
-            solver.Add(prof[p] >= t * (e // lot))
-        solver.Maximize(t)
-        sol = run()
-        sol_a = np.array(sol, dtype=np.int64)
-        gained = np.bincount(
-            np.concatenate([arr.participant[si], arr.participant[bj]]),
-            weights=np.concatenate([half_down * sol_a, half_up * sol_a]),
-            minlength=len(arr.participants),
-        )
-        best = min(
-            (Fraction(round(gained[pid[p]]), e // lot) for p, e in offered.items()),
-            default=Fraction(0),
-        )
-        for p, e in offered.items():
-            solver.Add(prof[p] >= math.ceil(best * (e // lot)))
-        solver.Maximize(wel_expr)
-        sol = run()
-        solver.Add(wel_expr >= sum(int(spread[k]) * sol[k] for k in range(m)))
-    elif goal == "volume":
-        solver.Maximize(vol_expr)
-        sol = run()
-        solver.Add(vol_expr >= sum(sol))
-        solver.Maximize(wel_expr)
-        sol = run()
-        solver.Add(wel_expr >= sum(int(spread[k]) * sol[k] for k in range(m)))
-        solver.Add(vol_expr >= sum(sol))
-    else:
-        solver.Maximize(wel_expr)
-        sol = run()
-        solver.Add(wel_expr >= sum(int(spread[k]) * sol[k] for k in range(m)))
-        solver.Maximize(vol_expr)
-        sol = run()
-        solver.Add(vol_expr >= sum(sol))
-    r = [s / 2.0**64 for s in arr.score]
-    solver.Maximize(solver.Sum([(r[int(si[k])] + r[int(bj[k])]) * x[k] for k in range(m)]))
-    sol = run()
-    units = [(int(si[k]), int(bj[k]), sol[k]) for k in range(m) if sol[k] > 0]
-    units.sort()
-    return units

@@ -1,45 +1,59 @@
-"""``maxmin`` on large books: an LP bound over every compatible pair and a rounded clearing.
+"""``maxmin``: a whole-lot clearing, its LP bound, and an exact MILP within a node budget.
 
-In whole lots ``maxmin`` is NP-hard (it contains max–min fair allocation), and a MILP over the
-compatible pairs — about 400,000 integer variables on a 2,000-order book — is out of reach: SCIP
-needs 40 s to prove a 200-order book, its root node alone takes 14 s on 2,000 orders, and even a
-48-order book of a simulated neighbourhood (286 pairs, 35 participants) was not proven in two
-minutes by SCIP or HiGHS. Books with more than :data:`EXACT_PAIRS` compatible pairs are therefore
-cleared by rounding, and so is any book whose exact MILP is not proven within
-:data:`EXACT_NODES` branch-and-bound nodes (a deterministic limit, so every validator gets the
-same clearing); the bounds that the rounded clearing is measured against are reported beside
-it.
+``maxmin`` maximises ``t``, the lowest ``profit_p / offered_p`` over the participants with an
+order in a compatible pair (profits at midpoint prices, offered energy in lots), then welfare,
+then the seeded score. In whole lots it is NP-hard (it contains max–min fair allocation), so it is
+solved in three parts, each deterministic:
 
-1. ``t``: the LP relaxation ``max t`` s.t. ``profit_p ≥ t · offered_p`` is solved by *column
-   generation*: GLOP over a pool of pairs, first each order's best partners by spread; the
-   reduced cost ``d = y·A − c`` of **every** pair is computed from the duals at once with NumPy
-   (the pair matrix is dense, sells × buys) and each order's most negative pairs join the pool
-   until none is negative. The duals are then feasible for the LP over all pairs, so its value
-   bounds ``t`` of every clearing. The LP solution is rounded down and *filled*: the
-   participant with the lowest ratio ``profit / offered`` gets lots on its best free pair until
-   every participant is stuck; then a leximin local search lets the lowest participant take a
-   lot of a full partner from another counterparty when everyone that touches stays above it,
-   and fills again. ``t`` is proven optimal when every participant's next achievable ratio
-   above it (profits are whole numbers) lies beyond the LP bound.
-2. welfare, keeping every ratio at least ``t``: the candidates are the welfare optimum (a
-   min-cost flow) if it already keeps everyone at ``t``, stage 1's clearing, and the same with
-   the lots nobody needs to stay at ``t`` taken back (lowest spread first); each is completed by
-   a welfare min-cost flow over the lots it left (adding trades never lowers a profit), and the
-   best is kept. The welfare optimum without the ``t`` constraint is the reported bound.
+1. **A rounded clearing with an LP bound**, at any size. The compatible pairs are never built
+   all at once (a 10,000-order book has 25 million sells × buys): each order keeps a list of its
+   partners by its own gain, best first, whose first :data:`TOP_K` come from the grid tree (the
+   best buys for a sell at node ``u`` are among the best ``bid − dist`` of every subtree on ``u``'s
+   path to the root), extended to the whole row only when a fill runs past them. A greedy *fill*
+   (the participant with the lowest ratio takes its best free lot, until everyone is stuck) and a
+   leximin local search (:meth:`_State.steal`: the lowest participant takes a lot of a full
+   partner from a better-off counterparty) give a first clearing. The LP relaxation is solved
+   with the participant rows of a set ``S`` of the lowest participants only — a relaxation, so
+   its value still bounds ``t`` — by column generation (GLOP over a pool; the reduced costs of
+   *every* pair that could price in are computed from the duals with NumPy: a pair touching no
+   order of ``S`` has reduced cost ``α_i + β_j + R(n_i) − R(m_j)`` ≥ 0 unless a capacity dual
+   makes ``R(m_j) > R(n_i)``, and those pairs are priced too). Edge capacities are rows of the
+   LP (``−C ≤ net flow ≤ C``); their duals enter a pair's reduced cost as the difference of a
+   node potential ``R`` between its ends. The duals, made exactly feasible (clipped, scaled so
+   that ``Σ μ_p offered_p = 1``, and every remaining violation charged to an order), give the
+   bound ``Σ α L + Σ β L + Σ C |ρ|`` — a dual argument, true whatever the solver's tolerances.
+   ``S`` grows by the participants the clearing leaves below the bound. The LP solution is
+   rounded down, capacities repaired, filled and searched again; the better clearing is kept.
+2. **Welfare under that floor**: the welfare optimum (a min-cost flow) if it keeps everyone at
+   ``t``, the clearing itself, and the clearing trimmed of lots nobody needs to stay at ``t``,
+   each completed by a welfare flow over the lots left (without capacities), the best kept.
+3. **Exact, on small books** (at most :data:`MILP_PAIRS` compatible pairs): a MILP over every
+   compatible pair (HiGHS through :func:`scipy.optimize.milp`, presolve off; within the same
+   node budgets it proved more of the hard small books than SCIP) starts from the rounded
+   clearing as a cutoff — it must beat the incumbent's ``t`` by at least the next achievable
+   ratio, with integer right-hand sides — and stops after ``budget`` branch-and-bound nodes
+   per stage (``t``, then welfare with every ratio ≥ t, then the seeded score on that face):
+   a work limit, not wall time, so every validator gets the same clearing (HiGHS's search is
+   deterministic). An infeasible cutoff proves the incumbent optimal. Every solution the
+   solver returns is rounded and checked exactly (lots, capacities, t, welfare) before it is
+   taken, and an optimum counts as proven only if no achievable ratio lies between it and the
+   solver's bound.
 
-On a grid with capacities the LP and the rounding leave the capacities out (so the LP still
-bounds ``t``); the rounded clearing gives back lots where an edge is over, lowest spread first,
-and is filled again within the capacities; there is no welfare completion, and the welfare
-bound is the capacitated welfare optimum.
-
-Profits here are in sen/kWh·lot and offered energy in lots (the ratio × 10 is µ¥/Wh).
+Profits here are in sen/kWh·lot and offered energy in lots (the ratio × 10 is µ¥/Wh). Pair
+positions ``i`` index the live sells, ``j`` the live buys (:class:`PairSpace`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import heapq
 import importlib
 import math
+import os
+import sys
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
@@ -48,33 +62,1491 @@ import numpy as np
 import numpy.typing as npt
 
 from peerpower.errors import ClearingError
-from peerpower.grid.tree import GridTree
 from peerpower.market.orders import Book, BookArrays
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
+Pair = tuple[int, int]
+Units = list[tuple[int, int, int]]
 
-#: Books with at most this many compatible pairs are cleared by the exact MILP ...
-EXACT_PAIRS = 60
-#: ... if it is proven within this many branch-and-bound nodes at each of its stages.
-EXACT_NODES = 1_000
-#: Largest sells × buys matrix accepted (memory: about 40 bytes a pair).
-MAX_PAIRS = 40_000_000
-#: Partners per order in the first column pool.
-POOL_PER_ORDER = 15
-#: Unused pairs with a reduced cost above this share of the largest leave the pool.
-PURGE = 0.02
+#: Partners per order taken from the grid tree before a row is computed in full.
+TOP_K = 16
+#: Books with at most this many compatible pairs get the exact MILP after the rounding.
+MILP_PAIRS = 600
+#: Branch-and-bound nodes per MILP stage (t, welfare, score) unless the market sets another.
+DEFAULT_BUDGET_NODES = 20_000
+#: Participants whose rows the first LP holds; then up to as many more per round.
+LP_PEOPLE = 64
+#: Rounds of growing the LP's participants.
+LP_ROUNDS = 4
+#: Partners per order of ``S`` in the LP's first pool.
+POOL_PER_ORDER = 8
+#: Pairs per order that join the pool in a round of column generation.
+ADD_PER_ORDER = 4
+#: Most rounds of column generation per LP (each round's duals give a valid bound).
+CG_ROUNDS = 40
 #: LP solvers (OR-tools model builder name, parameters) tried in turn.
 LP_SOLVERS = (("glop", ""), ("glop", "use_dual_simplex: true"), ("highs", ""))
-#: Pairs per order that join the pool in a round of column generation.
-ADD_PER_ORDER = 3
 #: Most lots the leximin local search moves.
 MOVES = 400
-#: Relative tolerance of the LP (reduced costs, bounds).
-TOL = 1e-7
+#: Relative tolerance of the LP's reduced costs.
+TOL = 1e-9
+#: Largest sells × buys the old dense view (:func:`build_pairs`) accepts.
+MAX_PAIRS = 40_000_000
+#: Kept for callers of the old exact path: books with at most this many pairs, proven within
+#: this many nodes, went to the MILP of :mod:`.optimal`.
+EXACT_PAIRS = 60
+EXACT_NODES = 1_000
 
 
+@dataclass(frozen=True)
+class _Under:
+    """The counterparties in each node's subtree by ``bid − dist`` (for sells; ``−ask − dist``
+    for buys), best first, and where each stands: the best free partner of an order at ``u``
+    is the best, over ``u`` and its ancestors ``a``, of the first free entry under ``a`` plus
+    ``2·dist(a) − dist(u)`` (exact at the lowest common ancestor, less above it)."""
+
+    lists: list[list[int]]
+    rank: list[dict[int, int]]
+    value: list[int]
+
+
+# -- the pair space ----------------------------------------------------------------------------
+class PairSpace:
+    """The live sells and buys of a book and, for each order, its compatible partners by the
+    order's own gain, best first (ties: lowest position), computed lazily.
+
+    ``list_s[i]`` are buy positions for sell ``i`` with ``gain_s[i]`` the seller's gains
+    ``floor(spread / 2)``; ``list_b[j]`` sell positions with the buyer's gains
+    ``spread − floor(spread / 2)``. A list that is not ``done`` is a true prefix of the full one
+    and is completed from the order's whole row when a fill needs more.
+    """
+
+    def __init__(self, book: Book, arr: BookArrays, live: Bool, top_k: int | None = None) -> None:
+        grid = book.grid
+        self.grid = grid
+        self.lot_wh = book.lot_wh
+        self.sells = np.flatnonzero(live & arr.is_sell)
+        self.buys = np.flatnonzero(live & ~arr.is_sell)
+        self.ask = arr.price[self.sells]
+        self.bid = arr.price[self.buys]
+        self.lots_s = arr.lots[self.sells]
+        self.lots_b = arr.lots[self.buys]
+        self.part_s = arr.participant[self.sells]
+        self.part_b = arr.participant[self.buys]
+        self.node_s = arr.node[self.sells]
+        self.node_b = arr.node[self.buys]
+        self.n_part = len(arr.participants)
+        self.dist = np.asarray(grid.dist_sen_per_kwh, dtype=np.int64)
+        self.dist_list: list[int] = list(grid.dist_sen_per_kwh)
+        self.top_k = TOP_K if top_k is None else top_k
+        self._fees: dict[int, I64] = {}
+        self._pair: dict[Pair, tuple[int, int, int]] = {}
+        self.kids: list[list[int]] = [[] for _ in range(grid.size)]
+        for v in grid.order[1:]:
+            self.kids[grid.parent[v]].append(v)
+        self.list_s, self.gain_s, self.done_s = self._lists(selling=True)
+        self.list_b, self.gain_b, self.done_b = self._lists(selling=False)
+        self.chain: list[list[int]] = []  # each node and its ancestors, the node first
+        for v in range(grid.size):
+            up = [v]
+            while grid.parent[up[-1]] >= 0:
+                up.append(grid.parent[up[-1]])
+            self.chain.append(up)
+        self.under_s = self._subtree_lists(selling=True)
+        self.under_b = self._subtree_lists(selling=False)
+
+    # fees and spreads
+    def fee_from(self, v: int) -> I64:
+        """Fee [sen/kWh] from node ``v`` to every node (cached)."""
+        row = self._fees.get(v)
+        if row is None:
+            n = self.grid.size
+            row = self.grid.fees_between(np.full(n, v, dtype=np.int64), np.arange(n))
+            self._fees[v] = row
+        return row
+
+    def spreads(self, si: I64, bj: I64) -> I64:
+        """``bid − fee − ask`` [sen/kWh] of the pairs ``(si[k], bj[k])``."""
+        fee = self.grid.fees_between(self.node_s[si], self.node_b[bj])
+        out: I64 = self.bid[bj] - fee - self.ask[si]
+        return out
+
+    def sell_row(self, i: int) -> I64:
+        """Spreads of sell ``i`` with every buy."""
+        out: I64 = self.bid - self.fee_from(int(self.node_s[i]))[self.node_b] - self.ask[i]
+        return out
+
+    def buy_col(self, j: int) -> I64:
+        """Spreads of every sell with buy ``j``."""
+        out: I64 = self.bid[j] - self.fee_from(int(self.node_b[j]))[self.node_s] - self.ask
+        return out
+
+    def pair(self, i: int, j: int) -> tuple[int, int, int]:
+        """``(spread, seller's gain, buyer's gain)`` of pair (i, j) (cached)."""
+        got = self._pair.get((i, j))
+        if got is None:
+            s = int(self.bid[j]) - self.grid.fee(int(self.node_s[i]), int(self.node_b[j]))
+            s -= int(self.ask[i])
+            got = (s, s // 2, s - s // 2)
+            self._pair[(i, j)] = got
+        return got
+
+    def compatible(self, i: int, j: int) -> bool:
+        return self.pair(i, j)[0] >= 0 and self.part_s[i] != self.part_b[j]
+
+    # partner lists
+    def _lists(self, selling: bool) -> tuple[list[list[int]], list[list[int]], list[bool]]:
+        """Each order's best partners from the tree: at every node the ``top_k`` counterparties
+        of its subtree by ``bid − dist`` (for a sell; ``−ask − dist`` for a buy); a node's
+        candidates are the lists of its ancestors, whose values plus ``2·dist(ancestor) −
+        dist(node)`` are at most the true ``bid − fee`` (exact at the lowest common ancestor).
+        Any partner missing has a value at most the largest truncated list's last, so the
+        entries whose gain lies above that one's are complete."""
+        grid, dist, k_top = self.grid, self.dist, self.top_k
+        if selling:
+            o_node, o_price, o_part = self.node_s, self.ask, self.part_s
+            c_node, c_part = self.node_b, self.part_b
+            c_val = self.bid - dist[self.node_b]
+        else:
+            o_node, o_price, o_part = self.node_b, self.bid, self.part_b
+            c_node, c_part = self.node_s, self.part_s
+            c_val = -self.ask - dist[self.node_s]
+        n_o = len(o_node)
+        lists: list[list[int]] = [[] for _ in range(n_o)]
+        gains: list[list[int]] = [[] for _ in range(n_o)]
+        done = [True] * n_o
+        if not n_o or not len(c_node):
+            return lists, gains, done
+        n = grid.size
+        order = np.argsort(c_node, kind="stable")
+        starts = np.searchsorted(c_node[order], np.arange(n + 1))
+        top: list[I64] = [order[starts[v] : starts[v + 1]] for v in range(n)]
+        cut: list[int | None] = [None] * n
+        for v in reversed(grid.order):
+            kids = self.kids[v]
+            cand = np.concatenate([top[v]] + [top[c] for c in kids]) if kids else top[v]
+            truncated = len(cand) > k_top or any(cut[c] is not None for c in kids)
+            if truncated:
+                cand = cand[np.lexsort((cand, -c_val[cand]))][:k_top]
+                cut[v] = int(c_val[cand[-1]])
+            top[v] = cand
+        o_order = np.argsort(o_node, kind="stable")
+        o_starts = np.searchsorted(o_node[o_order], np.arange(n + 1))
+        parent = grid.parent
+        for u in range(n):
+            mine = o_order[o_starts[u] : o_starts[u + 1]]
+            if not len(mine):
+                continue
+            cands: list[I64] = []
+            vals: list[I64] = []
+            cuts: list[int] = []
+            a = u
+            while a >= 0:
+                shift = 2 * int(dist[a]) - int(dist[u])
+                cands.append(top[a])
+                vals.append(c_val[top[a]] + shift)
+                if cut[a] is not None:
+                    cuts.append(cut[a] + shift)  # type: ignore[operator]
+                a = parent[a]
+            cand = np.concatenate(cands)
+            val = np.concatenate(vals)
+            first = np.lexsort((-val, cand))  # by candidate, best value first
+            cand, val = cand[first], val[first]
+            keep = np.ones(len(cand), dtype=bool)
+            keep[1:] = cand[1:] != cand[:-1]
+            cand, val = cand[keep], val[keep]
+            v_cut = max(cuts) if cuts else None
+            for o in mine.tolist():
+                spread = val - o_price[o] if selling else o_price[o] + val
+                gain = spread // 2 if selling else spread - spread // 2
+                ok = (spread >= 0) & (c_part[cand] != o_part[o])
+                if v_cut is not None:
+                    s_cut = v_cut - int(o_price[o]) if selling else int(o_price[o]) + v_cut
+                    if s_cut >= 0:
+                        done[o] = False
+                        ok &= gain > (s_cut // 2 if selling else s_cut - s_cut // 2)
+                idx = cand[ok]
+                g = gain[ok]
+                by = np.lexsort((idx, -g))
+                lists[o] = idx[by].tolist()
+                gains[o] = g[by].tolist()
+        return lists, gains, done
+
+    def _subtree_lists(self, selling: bool) -> _Under:
+        """For orders of one side, the counterparties under every node, best first."""
+        if selling:
+            c_node, c_val = self.node_b, self.bid - self.dist[self.node_b]
+        else:
+            c_node, c_val = self.node_s, -self.ask - self.dist[self.node_s]
+        at: list[int] = []
+        who: list[int] = []
+        for c, v in enumerate(c_node.tolist()):
+            for a in self.chain[v]:
+                at.append(a)
+                who.append(c)
+        at_a = np.array(at, dtype=np.int64)
+        who_a = np.array(who, dtype=np.int64)
+        by = np.lexsort((who_a, -c_val[who_a], at_a))
+        at_a, who_a = at_a[by], who_a[by]
+        starts = np.searchsorted(at_a, np.arange(self.grid.size + 1))
+        lists = [who_a[starts[v] : starts[v + 1]].tolist() for v in range(self.grid.size)]
+        rank = [{c: k for k, c in enumerate(lst)} for lst in lists]
+        return _Under(lists, rank, c_val.tolist())
+
+    def extend(self, selling: bool, o: int) -> None:
+        """Complete order ``o``'s partner list from its whole row (the old list is a prefix)."""
+        if selling:
+            spread = self.sell_row(o)
+            ok = (spread >= 0) & (self.part_b != self.part_s[o])
+            gain = spread // 2
+        else:
+            spread = self.buy_col(o)
+            ok = (spread >= 0) & (self.part_s != self.part_b[o])
+            gain = spread - spread // 2
+        idx = np.flatnonzero(ok)
+        g = gain[idx]
+        by = np.lexsort((idx, -g))
+        new = idx[by].tolist()
+        lists, gains, done = (
+            (self.list_s, self.gain_s, self.done_s)
+            if selling
+            else (self.list_b, self.gain_b, self.done_b)
+        )
+        lists[o] = new
+        gains[o] = g[by].tolist()
+        done[o] = True
+
+    def has_partner(self) -> tuple[Bool, Bool]:
+        """Which sells and which buys have at least one compatible pair."""
+        for i in range(len(self.sells)):
+            if not self.list_s[i] and not self.done_s[i]:
+                self.extend(True, i)
+        for j in range(len(self.buys)):
+            if not self.list_b[j] and not self.done_b[j]:
+                self.extend(False, j)
+        s = np.array([bool(x) for x in self.list_s], dtype=bool)
+        b = np.array([bool(x) for x in self.list_b], dtype=bool)
+        return s, b
+
+    def weights(self) -> dict[int, int]:
+        """The participants of ``maxmin`` → lots of their orders that have a compatible pair."""
+        s, b = self.has_partner()
+        w: dict[int, int] = {}
+        for part, lots in (
+            (self.part_s[s].tolist(), self.lots_s[s].tolist()),
+            (self.part_b[b].tolist(), self.lots_b[b].tolist()),
+        ):
+            for q, n in zip(part, lots, strict=True):
+                w[q] = w.get(q, 0) + n
+        return dict(sorted(w.items()))
+
+
+class _Edges:
+    """Capacitated edges (named by their child node) crossed by pairs, with their limits [lots]."""
+
+    def __init__(self, sp: PairSpace) -> None:
+        grid = sp.grid
+        self.sp = sp
+        self.limit = {
+            c: grid.capacity_wh[c] // sp.lot_wh
+            for c in range(grid.size)
+            if grid.capacity_wh[c] >= 0 and grid.parent[c] >= 0
+        }
+        self._paths: dict[Pair, list[tuple[int, int]]] = {}
+
+    def path(self, i: int, j: int) -> list[tuple[int, int]]:
+        """Capacitated edges between sell i and buy j, +1 crossed upwards, −1 downwards."""
+        key = (int(self.sp.node_s[i]), int(self.sp.node_b[j]))
+        edges = self._paths.get(key)
+        if edges is None:
+            up, down = self.sp.grid.path(*key)
+            edges = [(e, 1) for e in up if e in self.limit]
+            edges += [(e, -1) for e in down if e in self.limit]
+            self._paths[key] = edges
+        return edges
+
+
+# -- a clearing being built --------------------------------------------------------------------
+class _State:
+    """Lots per pair, lots left per order, profit per participant, net lots per capacitated
+    edge; filled greedily and improved by a leximin local search."""
+
+    def __init__(self, sp: PairSpace, edges: _Edges | None) -> None:
+        self.sp = sp
+        self.edges = edges
+        self.x: dict[Pair, int] = {}
+        self.held_s: list[dict[int, int]] = [{} for _ in range(len(sp.sells))]
+        self.held_b: list[dict[int, int]] = [{} for _ in range(len(sp.buys))]
+        self.rem_s: list[int] = sp.lots_s.tolist()
+        self.rem_b: list[int] = sp.lots_b.tolist()
+        self.profit: list[int] = [0] * sp.n_part
+        self.part_s: list[int] = sp.part_s.tolist()
+        self.part_b: list[int] = sp.part_b.tolist()
+        self.cur_s = [0] * sp.grid.size  # per node: sells' cursor into the buys under it
+        self.cur_b = [0] * sp.grid.size
+        self.epoch = 0  # counts the times lots were freed
+        self.opened = 0  # counts the times a full edge direction got room again
+        self.memo_s: dict[int, tuple[int, int, int, int]] = {}
+        self.memo_b: dict[int, tuple[int, int, int, int]] = {}
+        self.net: dict[int, int] = dict.fromkeys(edges.limit, 0) if edges else {}
+        self.sells_of: dict[int, list[int]] = {}
+        self.buys_of: dict[int, list[int]] = {}
+        for i, q in enumerate(self.part_s):
+            self.sells_of.setdefault(q, []).append(i)
+        for j, q in enumerate(self.part_b):
+            self.buys_of.setdefault(q, []).append(j)
+
+    def copy(self) -> _State:
+        other = _State.__new__(_State)
+        other.sp, other.edges = self.sp, self.edges
+        other.x = dict(self.x)
+        other.held_s = [dict(h) for h in self.held_s]
+        other.held_b = [dict(h) for h in self.held_b]
+        other.rem_s, other.rem_b = list(self.rem_s), list(self.rem_b)
+        other.profit = list(self.profit)
+        other.part_s, other.part_b = self.part_s, self.part_b
+        other.cur_s, other.cur_b = [0] * len(self.cur_s), [0] * len(self.cur_b)
+        other.epoch, other.opened, other.memo_s, other.memo_b = 0, 0, {}, {}
+        other.net = dict(self.net)
+        other.sells_of, other.buys_of = self.sells_of, self.buys_of
+        return other
+
+    def add(self, i: int, j: int, lots: int) -> None:
+        _, gs, gb = self.sp.pair(i, j)
+        now = self.x.get((i, j), 0) + lots
+        if now:
+            self.x[(i, j)] = now
+            self.held_s[i][j] = now
+            self.held_b[j][i] = now
+        else:
+            del self.x[(i, j)]
+            del self.held_s[i][j]
+            del self.held_b[j][i]
+        self.rem_s[i] -= lots
+        self.rem_b[j] -= lots
+        self.profit[self.part_s[i]] += lots * gs
+        self.profit[self.part_b[j]] += lots * gb
+        if self.edges is not None:
+            limit = self.edges.limit
+            for e, sign in self.edges.path(i, j):
+                before = self.net[e]
+                after = before + sign * lots
+                self.net[e] = after
+                if abs(before) >= limit[e] and abs(after) < abs(before):
+                    self.opened += 1
+
+    def room(self, i: int, j: int) -> int:
+        """Lots pair (i, j) could still carry without an edge over its capacity."""
+        if self.edges is None:
+            return 1 << 62
+        free = 1 << 62
+        limit = self.edges.limit
+        for e, sign in self.edges.path(i, j):
+            free = min(free, limit[e] - sign * self.net[e])
+        return free
+
+    def ratio(self, w: dict[int, int]) -> Fraction:
+        return min((Fraction(self.profit[q], n) for q, n in w.items()), default=Fraction(0))
+
+    def welfare(self) -> int:
+        return sum(self.sp.pair(i, j)[0] * n for (i, j), n in self.x.items())
+
+    def units(self) -> Units:
+        sp = self.sp
+        return sorted((int(sp.sells[i]), int(sp.buys[j]), n) for (i, j), n in self.x.items())
+
+    # the greedy fill
+    def _best_for(self, selling: bool, o: int) -> tuple[int, int] | None:
+        """Order ``o``'s free partner of highest spread (ties: lowest position) with room on
+        its path: ``(spread, partner)`` or None.
+
+        Cursors per node skip the partners found full (:meth:`freed` moves them back). Until a
+        lot is freed, partners only fill up, so the last answer stands while its partner is
+        free and has room — unless a partner was passed for want of room and an edge has
+        opened since (:attr:`opened`)."""
+        sp = self.sp
+        rem = self.rem_b if selling else self.rem_s
+        memo = self.memo_s if selling else self.memo_b
+        got = memo.get(o)
+        if got is not None and got[2] == self.epoch and got[3] in (-1, self.opened):
+            if got[1] < 0:
+                return None
+            c = got[1]
+            if rem[c] > 0 and (
+                self.edges is None or (self.room(o, c) if selling else self.room(c, o)) > 0
+            ):
+                return got[0], c
+        under = sp.under_s if selling else sp.under_b
+        cur = self.cur_s if selling else self.cur_b
+        c_part = self.part_b if selling else self.part_s
+        me = (self.part_s if selling else self.part_b)[o]
+        u = int((sp.node_s if selling else sp.node_b)[o])
+        price = int((sp.ask if selling else sp.bid)[o])
+        dist = sp.dist_list
+        best: tuple[int, int] | None = None  # (value, −partner)
+        blocked = False
+        for a in sp.chain[u]:
+            lst = under.lists[a]
+            k = cur[a]
+            while k < len(lst) and rem[lst[k]] <= 0:
+                k += 1
+            cur[a] = k
+            shift = 2 * dist[a] - dist[u]
+            while k < len(lst):
+                c = lst[k]
+                value = under.value[c] + shift
+                if best is not None and (value, -c) <= best:
+                    break
+                if (selling and value < price) or (not selling and price + value < 0):
+                    break  # every later one is worse
+                ok = rem[c] > 0 and c_part[c] != me
+                if ok and self.edges is not None:
+                    ok = (self.room(o, c) if selling else self.room(c, o)) > 0
+                    blocked = blocked or not ok
+                if ok:
+                    best = (value, -c)
+                    break
+                k += 1  # a blocked edge can open again: the cursor stays where it was
+        mark = self.opened if blocked else -1
+        if best is None:
+            memo[o] = (0, -1, self.epoch, mark)
+            return None
+        spread = best[0] - price if selling else price + best[0]
+        memo[o] = (spread, -best[1], self.epoch, mark)
+        return spread, -best[1]
+
+    def best_lot(self, q: int) -> tuple[int, int, int] | None:
+        """Free pair (sell, buy) that gains participant ``q`` most, with that gain (ties: the
+        higher spread, then sells before buys, lowest position)."""
+        best: tuple[int, int, int, int] | None = None  # gain, spread, sell, buy
+        for selling, mine in ((True, self.sells_of.get(q, ())), (False, self.buys_of.get(q, ()))):
+            rem_own = self.rem_s if selling else self.rem_b
+            for o in mine:
+                if rem_own[o] <= 0:
+                    continue
+                found = self._best_for(selling, o)
+                if found is None:
+                    continue
+                spread, c = found
+                gain = spread // 2 if selling else spread - spread // 2
+                if gain <= 0:
+                    continue
+                if best is None or (gain, spread) > (best[0], best[1]):
+                    best = (gain, spread, o, c) if selling else (gain, spread, c, o)
+        if best is None:
+            return None
+        return best[2], best[3], best[0]
+
+    def fill(self, w: dict[int, int], people: list[int] | None = None) -> None:
+        """Raise the lowest ratio ``profit_q / w_q``: give the lowest participant its best free
+        lots until its ratio passes the next lowest one, until every one is stuck."""
+        profit = self.profit
+        heap = [(profit[q] / w[q], q) for q in (w if people is None else people)]
+        heapq.heapify(heap)
+        while heap:
+            ratio, q = heapq.heappop(heap)
+            n = w[q]
+            if ratio != profit[q] / n:  # stale entry: q gained as someone's partner
+                heapq.heappush(heap, (profit[q] / n, q))
+                continue
+            lot = self.best_lot(q)
+            if lot is None:
+                continue  # stuck: its orders, or all partners it could gain from, are full
+            i, j, gain = lot
+            most = min(self.rem_s[i], self.rem_b[j], self.room(i, j))
+            if heap:
+                need = max(1, math.floor((heap[0][0] * n - profit[q]) / gain) + 1)
+                most = min(most, need)
+            self.add(i, j, most)
+            heapq.heappush(heap, (profit[q] / n, q))
+
+    def improve(self, w: dict[int, int], moves: int = MOVES) -> None:
+        """Leximin local search: while the lowest participant can take a lot from a full
+        partner's other counterparty (:meth:`steal`), do it and fill again around it — the
+        participants it changed, and those below the one it raised that can use a lot it
+        freed (everyone else was stuck before and still is)."""
+        self.fill(w)
+        people = np.array(list(w), dtype=np.int64)
+        if not len(people):
+            return
+        sp = self.sp
+        weight = np.array([w[q] for q in people.tolist()], dtype=np.float64)
+        for _ in range(moves):
+            ratios = np.array(self.profit, dtype=np.float64)[people] / weight
+            q = int(people[int(ratios.argmin())])
+            before_s: dict[int, int] = {}
+            before_b: dict[int, int] = {}
+            moved = self.steal(q, w, before_s, before_b)
+            if moved is None:
+                return
+            low = np.zeros(sp.n_part, dtype=bool)
+            low[people[ratios < self.profit[q] / w[q]]] = True
+            users = {r for r in moved if r in w}
+            for i, was in before_s.items():
+                if self.rem_s[i] > was:  # sell i has a lot free now: buys below that gain
+                    spread = sp.sell_row(i)
+                    can = (spread - spread // 2 > 0) & (sp.part_b != sp.part_s[i])
+                    can &= low[sp.part_b] & (np.array(self.rem_b) > 0)
+                    users.update(sp.part_b[can].tolist())
+            for j, was in before_b.items():
+                if self.rem_b[j] > was:
+                    spread = sp.buy_col(j)
+                    can = (spread // 2 > 0) & (sp.part_s != sp.part_b[j])
+                    can &= low[sp.part_s] & (np.array(self.rem_s) > 0)
+                    users.update(sp.part_s[can].tolist())
+            self.fill(w, sorted(users))
+
+    def steal(
+        self, q: int, w: dict[int, int], before_s: dict[int, int], before_b: dict[int, int]
+    ) -> set[int] | None:
+        """Give ``q`` more: an order of q takes a lot of a full partner from that partner's
+        counterparty of another participant — with a lot it has left, or, if it has none, one
+        it moves away from its least gainful partner. Only if q gains and everyone else the
+        move changes stays strictly above q's present ratio (so the sorted ratios rise), and no
+        capacity is broken. Returns the participants it changed, and notes in ``before_s`` and
+        ``before_b`` the lots the orders it changed had left before."""
+        sp = self.sp
+        best: tuple[int, list[tuple[int, int, int]]] | None = None  # q's gain, the lots moved
+        for selling, mine in ((False, self.buys_of.get(q, ())), (True, self.sells_of.get(q, ()))):
+            rem_own = self.rem_s if selling else self.rem_b
+            rem_other = self.rem_b if selling else self.rem_s
+            held = self.held_s if selling else self.held_b
+            for o in mine:
+                release: list[tuple[int, int, int]] = []
+                g_low = 0
+                if rem_own[o] <= 0:
+                    if not held[o]:
+                        continue
+                    g_low, c_low = min((self._gain(selling, o, c), c) for c in held[o])
+                    release = [(o, c_low, -1) if selling else (c_low, o, -1)]
+                lst = sp.list_s[o] if selling else sp.list_b[o]
+                gains = sp.gain_s[o] if selling else sp.gain_b[o]
+                k = 0
+                while True:
+                    if k >= len(lst):
+                        if (sp.done_s if selling else sp.done_b)[o]:
+                            break
+                        sp.extend(selling, o)
+                        lst = sp.list_s[o] if selling else sp.list_b[o]
+                        gains = sp.gain_s[o] if selling else sp.gain_b[o]
+                        continue
+                    c, g = lst[k], gains[k]
+                    k += 1
+                    if g <= g_low or (best is not None and g - g_low <= best[0]):
+                        break
+                    if rem_other[c] != 0:
+                        continue
+                    donors = self.held_b[c] if selling else self.held_s[c]
+                    for d in sorted(donors):
+                        if d == o:
+                            continue
+                        moves = [(d, c, -1), (o, c, 1)] if selling else [(c, d, -1), (c, o, 1)]
+                        if self._better(q, w, moves + release):
+                            best = (g - g_low, moves + release)
+                            break
+                    if best is not None and best[0] == g - g_low:
+                        break
+        if best is None:
+            return None
+        changed: set[int] = set()
+        for i, j, _ in best[1]:
+            before_s.setdefault(i, self.rem_s[i])
+            before_b.setdefault(j, self.rem_b[j])
+        for i, j, n in best[1]:
+            if n < 0:
+                self.add(i, j, n)
+                self.freed(True, i)
+                self.freed(False, j)
+        for i, j, n in best[1]:
+            if n > 0:
+                self.add(i, j, n)
+            changed.update((self.part_s[i], self.part_b[j]))
+        return changed
+
+    def _gain(self, selling: bool, o: int, c: int) -> int:
+        return self.sp.pair(o, c)[1] if selling else self.sp.pair(c, o)[2]
+
+    def _better(self, q: int, w: dict[int, int], moves: list[tuple[int, int, int]]) -> bool:
+        """Whether moving ``moves`` raises q and keeps everyone else it changes strictly above
+        q's present ratio, within the capacities."""
+        delta: dict[int, int] = {}
+        for i, j, n in moves:
+            _, gs, gb = self.sp.pair(i, j)
+            delta[self.part_s[i]] = delta.get(self.part_s[i], 0) + n * gs
+            delta[self.part_b[j]] = delta.get(self.part_b[j], 0) + n * gb
+        if delta.get(q, 0) <= 0:
+            return False
+        pq, wq = self.profit[q], w[q]
+        for r, d in delta.items():
+            n = w.get(r, 0)
+            if r != q and d and n and (self.profit[r] + d) * wq <= pq * n:
+                return False
+        return self._fits(moves)
+
+    def _fits(self, moves: list[tuple[int, int, int]]) -> bool:
+        if self.edges is None:
+            return True
+        change: dict[int, int] = {}
+        for i, j, n in moves:
+            for e, sign in self.edges.path(i, j):
+                change[e] = change.get(e, 0) + sign * n
+        limit = self.edges.limit
+        return all(abs(self.net[e] + d) <= limit[e] for e, d in change.items() if d)
+
+    def freed(self, selling: bool, o: int) -> None:
+        """A lot of sell (or buy) ``o`` became free: no cursor may stay past it."""
+        sp = self.sp
+        self.epoch += 1
+        under = sp.under_b if selling else sp.under_s  # lists that hold o
+        cur = self.cur_b if selling else self.cur_s
+        for a in sp.chain[int((sp.node_s if selling else sp.node_b)[o])]:
+            k = under.rank[a][o]
+            if cur[a] > k:
+                cur[a] = k
+
+    def reset_cursors(self) -> None:
+        self.epoch += 1
+        self.cur_s = [0] * len(self.cur_s)
+        self.cur_b = [0] * len(self.cur_b)
+
+    def respect_capacities(self) -> None:
+        """Take back lots, lowest spread first, from the pairs that push an edge's net energy
+        past its capacity, until no edge is over (taking back never creates a trade)."""
+        if self.edges is None:
+            return
+        limit = self.edges.limit
+        for e in sorted(limit):
+            while abs(self.net[e]) > limit[e]:
+                sign = 1 if self.net[e] > 0 else -1
+                excess = abs(self.net[e]) - limit[e]
+                crossing = sorted(
+                    (self.sp.pair(i, j)[0], i, j)
+                    for (i, j) in self.x
+                    if (e, sign) in self.edges.path(i, j)
+                )
+                for _, i, j in crossing:
+                    take = min(excess, self.x[(i, j)])
+                    self.add(i, j, -take)
+                    excess -= take
+                    if not excess:
+                        break
+        self.reset_cursors()
+
+    def trim(self, floors: dict[int, int]) -> None:
+        """Take back lots, lowest spread first, that no participant needs to stay at its floor
+        (so that a welfare flow can put them to better use)."""
+        sp = self.sp
+        for _, i, j in sorted((sp.pair(i, j)[0], i, j) for (i, j) in self.x):
+            _, gs, gb = sp.pair(i, j)
+            take = self.x[(i, j)]
+            for r, g in ((self.part_s[i], gs), (self.part_b[j], gb)):
+                if g > 0 and r in floors:
+                    take = min(take, (self.profit[r] - floors[r]) // g)
+            if take > 0:
+                self.add(i, j, -take)
+
+
+# -- the LP bound --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bound:
+    """What is proven about a ``maxmin`` clearing (in the units of the objective)."""
+
+    primary: float  # upper bound of t [µ¥/Wh]
+    secondary: float  # upper bound of welfare [µ¥] given the t achieved
+    primary_proven: bool
+    secondary_proven: bool
+    method: str = "lp-rounding"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            # rounded up, so that they stay upper bounds
+            "primary_upper": math.ceil(max(0.0, self.primary) * 1e6) / 1e6,
+            "secondary_upper": math.ceil(max(0.0, self.secondary) * 1e3) / 1e3,
+            "primary_proven": self.primary_proven,
+            "secondary_proven": self.secondary_proven,
+        }
+
+
+@dataclass
+class _LPSolution:
+    value: float
+    x: dict[Pair, float]
+    alpha: F64  # per sell (0 for those not in a row)
+    beta: F64
+    mu: F64  # per participant
+    rho: dict[int, float]  # per capacitated edge
+
+
+class _LP:
+    """``max t`` s.t. lots per order, ``profit_p ≥ t · w_p`` for ``p`` in ``people`` and the
+    capacities, over a growing pool of pairs."""
+
+    def __init__(self, sp: PairSpace, w: dict[int, int], edges: _Edges | None) -> None:
+        self.sp = sp
+        self.w = w
+        self.edges = edges
+        self.pool: dict[Pair, int] = {}
+        self.cols: list[Pair] = []
+        self._rows_s: dict[int, tuple[I64, I64, I64]] = {}  # sell → (buys, gs, gb) compatible
+        self._cols_b: dict[int, tuple[I64, I64, I64]] = {}
+
+    def add(self, pairs: list[Pair]) -> int:
+        added = 0
+        for p in pairs:
+            if p not in self.pool:
+                self.pool[p] = len(self.cols)
+                self.cols.append(p)
+                added += 1
+        return added
+
+    def solve(self, people: list[int]) -> _LPSolution:
+        from scipy.sparse import coo_matrix
+
+        # Typed loosely: the stubs shipped with this OR-tools module are malformed.
+        mb: Any = importlib.import_module("ortools.linear_solver.python.model_builder_helper")
+        sp = self.sp
+        m = len(self.cols)
+        si = np.fromiter((p[0] for p in self.cols), dtype=np.int64, count=m)
+        bj = np.fromiter((p[1] for p in self.cols), dtype=np.int64, count=m)
+        spread = sp.spreads(si, bj)
+        gs, gb = spread // 2, spread - spread // 2
+        s_rows, s_idx = np.unique(si, return_inverse=True)
+        b_rows, b_idx = np.unique(bj, return_inverse=True)
+        n_s, n_b, n_p = len(s_rows), len(b_rows), len(people)
+        prow = np.full(sp.n_part, -1, dtype=np.int64)
+        prow[np.array(people, dtype=np.int64)] = np.arange(n_p)
+        k = np.arange(m)
+        r = [s_idx, n_s + b_idx]
+        c = [k, k]
+        v = [np.ones(m), np.ones(m)]
+        base = n_s + n_b
+        for part, gain in ((sp.part_s[si], gs), (sp.part_b[bj], gb)):
+            row = prow[part]
+            use = (row >= 0) & (gain != 0)
+            r.append(base + row[use])
+            c.append(k[use])
+            v.append(-gain[use].astype(np.float64))
+        # t's column
+        r.append(base + np.arange(n_p))
+        c.append(np.full(n_p, m))
+        v.append(np.array([self.w[q] for q in people], dtype=np.float64))
+        edge_rows: list[int] = []
+        if self.edges is not None:
+            er: dict[int, int] = {}
+            er_r: list[int] = []
+            er_c: list[int] = []
+            er_v: list[float] = []
+            for kk, (i, j) in enumerate(self.cols):
+                for e, sign in self.edges.path(i, j):
+                    if e not in er:
+                        er[e] = len(edge_rows)
+                        edge_rows.append(e)
+                    er_r.append(base + n_p + er[e])
+                    er_c.append(kk)
+                    er_v.append(float(sign))
+            r.append(np.array(er_r, dtype=np.int64))
+            c.append(np.array(er_c, dtype=np.int64))
+            v.append(np.array(er_v, dtype=np.float64))
+        n_rows = base + n_p + len(edge_rows)
+        a = coo_matrix(
+            (np.concatenate(v), (np.concatenate(r), np.concatenate(c))), shape=(n_rows, m + 1)
+        ).tocsr()
+        caps = (
+            np.array([self.edges.limit[e] for e in edge_rows], dtype=np.float64)
+            if self.edges is not None
+            else np.zeros(0)
+        )
+        hi = np.concatenate([sp.lots_s[s_rows], sp.lots_b[b_rows], np.zeros(n_p), caps])
+        lo = np.concatenate([np.full(base + n_p, -np.inf), -caps])
+        # No upper bounds on the pairs (the order rows imply them): a bound's dual would hide
+        # from the reduced costs.
+        upper = np.full(m + 1, np.inf)
+        cost = np.zeros(m + 1)
+        cost[m] = -1.0
+        model = mb.ModelBuilderHelper()
+        model.fill_model_from_sparse_data(
+            np.zeros(m + 1), upper.astype(np.float64), cost, lo, hi.astype(np.float64), a
+        )
+        # GLOP, and if it reports numerical trouble, GLOP's dual simplex, then HiGHS.
+        for name, params in LP_SOLVERS:
+            solver = mb.ModelSolverHelper(name)
+            solver.enable_output(False)
+            if params:
+                solver.set_solver_specific_parameters(params)
+            solver.solve(model)
+            if solver.status() == mb.SolveStatus.OPTIMAL:
+                break
+        else:
+            raise ClearingError(
+                "optimal", f"internal: every LP solver failed, last with {solver.status()!r}"
+            )
+        # The solver minimises −t; the duals of the rows are ≤ 0 there (free on ranges).
+        y = -np.asarray(solver.dual_values(), dtype=np.float64)
+        values = np.asarray(solver.variable_values(), dtype=np.float64)
+        alpha = np.zeros(len(sp.sells))
+        alpha[s_rows] = y[:n_s]
+        beta = np.zeros(len(sp.buys))
+        beta[b_rows] = y[n_s:base]
+        mu = np.zeros(sp.n_part)
+        mu[np.array(people, dtype=np.int64)] = y[base : base + n_p]
+        rho = {e: float(y[base + n_p + q]) for q, e in enumerate(edge_rows)}
+        x = {self.cols[q]: float(values[q]) for q in np.flatnonzero(values[:m] > 1e-9).tolist()}
+        return _LPSolution(float(values[m]), x, alpha, beta, mu, rho)
+
+    def _row(self, i: int) -> tuple[I64, I64, I64]:
+        got = self._rows_s.get(i)
+        if got is None:
+            sp = self.sp
+            spread = sp.sell_row(i)
+            j = np.flatnonzero((spread >= 0) & (sp.part_b != sp.part_s[i]))
+            s = spread[j]
+            got = (j, s // 2, s - s // 2)
+            self._rows_s[i] = got
+        return got
+
+    def _col(self, j: int) -> tuple[I64, I64, I64]:
+        got = self._cols_b.get(j)
+        if got is None:
+            sp = self.sp
+            spread = sp.buy_col(j)
+            i = np.flatnonzero((spread >= 0) & (sp.part_s != sp.part_b[j]))
+            s = spread[i]
+            got = (i, s // 2, s - s // 2)
+            self._cols_b[j] = got
+        return got
+
+    def potentials(self, rho: dict[int, float]) -> F64:
+        """``R(v)``: Σ of the capacity duals on the path from node ``v`` to the root."""
+        grid = self.sp.grid
+        pot = np.zeros(grid.size)
+        for v in grid.order[1:]:
+            pot[v] = pot[grid.parent[v]] + rho.get(v, 0.0)
+        return pot
+
+    def price(
+        self, sol: _LPSolution, people: list[int], repair: bool
+    ) -> tuple[list[tuple[float, int, int]], float]:
+        """Pairs of negative reduced cost (most negative few per order), and — if ``repair`` —
+        the value of the duals made feasible for the LP over *every* compatible pair (an upper
+        bound of t; ``inf`` if the duals say nothing)."""
+        sp = self.sp
+        mu_pos = np.maximum(sol.mu, 0.0)
+        weight = sum(mu_pos[q] * self.w[q] for q in people)
+        pot = self.potentials(sol.rho)
+        scale = 1.0 / weight if weight > 0 else 0.0
+        # raw duals for the columns to add; the scaled, clipped ones for the bound
+        a_raw, b_raw, mu_raw = sol.alpha, sol.beta, sol.mu
+        a_fix = np.maximum(sol.alpha, 0.0) * scale
+        b_fix = np.maximum(sol.beta, 0.0) * scale
+        mu_fix = mu_pos * scale
+        pot_fix = pot * scale
+        big = 1.0 + float(np.abs(sol.alpha).max(initial=0.0)) + float(np.abs(mu_raw).max())
+        tol = TOL * big
+        found: list[tuple[float, int, int]] = []
+        in_s = np.zeros(sp.n_part, dtype=bool)
+        in_s[np.array(people, dtype=np.int64)] = True
+        ps_node, pb_node = pot[sp.node_s], pot[sp.node_b]
+        for s in np.flatnonzero(in_s[sp.part_s]).tolist():
+            bj, gs, gb = self._row(s)
+            if not len(bj):
+                continue
+            d = a_raw[s] + b_raw[bj] + ps_node[s] - pb_node[bj]
+            d -= mu_raw[sp.part_s[s]] * gs + mu_raw[sp.part_b[bj]] * gb
+            self._take(found, d, tol, np.full(len(bj), s), bj)
+            if repair:
+                d = a_fix[s] + b_fix[bj] + pot_fix[sp.node_s[s]] - pot_fix[sp.node_b[bj]]
+                d -= mu_fix[sp.part_s[s]] * gs + mu_fix[sp.part_b[bj]] * gb
+                a_fix[s] += max(0.0, -float(d.min()))
+        for b in np.flatnonzero(in_s[sp.part_b]).tolist():
+            si, gs, gb = self._col(b)
+            if not len(si):
+                continue
+            d = a_raw[si] + b_raw[b] + ps_node[si] - pb_node[b]
+            d -= mu_raw[sp.part_s[si]] * gs + mu_raw[sp.part_b[b]] * gb
+            self._take(found, d, tol, si, np.full(len(si), b))
+            if repair:
+                d = a_fix[si] + b_fix[b] + pot_fix[sp.node_s[si]] - pot_fix[sp.node_b[b]]
+                d -= mu_fix[sp.part_s[si]] * gs + mu_fix[sp.part_b[b]] * gb
+                b_fix[b] += max(0.0, -float(d.min()))
+        if sol.rho:
+            # Pairs touching no order of S price in only where R(m_j) − R(n_i) > α_i + β_j.
+            free_s = np.flatnonzero(~in_s[sp.part_s])
+            free_b = np.flatnonzero(~in_s[sp.part_b])
+            ks, kb = a_raw + ps_node, pb_node - b_raw
+            self._capacity_pairs(found, ks, kb, free_s, free_b, tol, None)
+            if repair:
+                ks, kb = a_fix + pot_fix[sp.node_s], pot_fix[sp.node_b] - b_fix
+                self._capacity_pairs(None, ks, kb, free_s, free_b, 0.0, a_fix)
+        if not repair or weight <= 0:
+            return found, math.inf
+        caps = (
+            sum(self.edges.limit[e] * abs(r) * scale for e, r in sol.rho.items())
+            if (self.edges is not None)
+            else 0.0
+        )
+        value = float(a_fix @ sp.lots_s + b_fix @ sp.lots_b) + caps
+        return found, value * (1 + 1e-12) + 1e-12
+
+    def _capacity_pairs(
+        self,
+        found: list[tuple[float, int, int]] | None,
+        ks: F64,
+        kb: F64,
+        free_s: I64,
+        free_b: I64,
+        tol: float,
+        a_fix: F64 | None,
+    ) -> None:
+        """Compatible pairs of free sells and buys with ``kb[j] − ks[i] > tol``: added to
+        ``found`` (raw duals) or charged to ``a_fix`` (the repair)."""
+        sp = self.sp
+        if not len(free_s) or not len(free_b):
+            return
+        ob = free_b[np.argsort(-kb[free_b], kind="stable")]
+        kb_sorted = -kb[ob]
+        for i in free_s.tolist():
+            n = int(np.searchsorted(kb_sorted, -(ks[i] + tol), side="left"))
+            if not n:
+                continue
+            j = ob[:n]
+            spread = sp.bid[j] - sp.fee_from(int(sp.node_s[i]))[sp.node_b[j]] - sp.ask[i]
+            ok = (spread >= 0) & (sp.part_b[j] != sp.part_s[i])
+            if not ok.any():
+                continue
+            j = j[ok]
+            d = ks[i] - kb[j]
+            if found is not None:
+                self._take(found, d, tol, np.full(len(j), i), j)
+            if a_fix is not None:
+                a_fix[i] += max(0.0, -float(d.min()))
+
+    @staticmethod
+    def _take(found: list[tuple[float, int, int]], d: F64, tol: float, i: I64, j: I64) -> None:
+        bad = np.flatnonzero(d < -tol)
+        if len(bad) > ADD_PER_ORDER:
+            bad = bad[np.argsort(d[bad], kind="stable")[:ADD_PER_ORDER]]
+        found.extend(zip(d[bad].tolist(), i[bad].tolist(), j[bad].tolist(), strict=True))
+
+    def run(self, people: list[int], bound: float) -> tuple[_LPSolution, float]:
+        """Column generation until no pair prices in; the best bound seen on the way."""
+        sol = self.solve(people)
+        for _ in range(CG_ROUNDS):
+            found, value = self.price(sol, people, repair=True)
+            bound = min(bound, value)
+            if not found:
+                break
+            found.sort()
+            if not self.add([(i, j) for _, i, j in found]):
+                break
+            sol = self.solve(people)
+        return sol, bound
+
+
+# -- the clearing ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MaxminClearing:
+    """A ``maxmin`` clearing: units ``(sell index, buy index, lots)`` over book indexes, the
+    bound beside it (``None`` when the MILP proved t and welfare optimal), and the participants
+    it is measured over with their offered energy [Wh]."""
+
+    units: Units
+    bound: dict[str, Any] | None
+    offered: dict[str, int]
+    proven: bool
+
+
+def clear_maxmin(
+    book: Book, arr: BookArrays, live: Bool, budget: int = DEFAULT_BUDGET_NODES
+) -> MaxminClearing:
+    """Clear ``book`` (after self-trade prevention) for ``maxmin``; see the module notes.
+
+    Parameters
+    ----------
+    book, arr
+        The book and its column view.
+    live
+        Orders that could trade at all.
+    budget
+        Branch-and-bound nodes per stage of the exact MILP (0: the rounded clearing only).
+    """
+    if budget < 0:
+        raise ClearingError("maxmin_budget", f"must be a non-negative node count, got {budget}")
+    sp = PairSpace(book, arr, live)
+    w = sp.weights()
+    names = arr.participants
+    offered = {names[q]: n * book.lot_wh for q, n in w.items()}
+    if not w:
+        return MaxminClearing([], None, offered, True)
+    edges = _Edges(sp) if book.grid.has_capacities else None
+    state, t_bound = _stage_one(sp, w, edges)
+    units, t, welfare, w_max = _stage_two(book, arr, sp, w, edges, state)
+    scale = 10 * book.lot_wh  # sen/kWh · lot → µ¥
+    method = "lp-rounding"
+    t_proven = _next_ratio(t, w) > t_bound
+    w_proven = t_proven and welfare >= w_max
+    if budget:
+        exact = _Milp.build(sp, w, edges)
+        if exact is not None:
+            method = "milp"
+            units, t, welfare, t_proven, w_proven, mip_bound = exact.run(
+                book, arr, units, t, welfare, budget, t_proven, w_proven
+            )
+            t_bound = min(t_bound, mip_bound)
+    if method == "milp" and t_proven and w_proven:
+        return MaxminClearing(units, None, offered, True)
+    bound = Bound(
+        primary=(float(t) if t_proven else t_bound) * 10,
+        secondary=float(welfare if w_proven else w_max) * scale,
+        primary_proven=t_proven,
+        secondary_proven=w_proven,
+        method=method,
+    )
+    return MaxminClearing(units, bound.to_json(), offered, t_proven and w_proven)
+
+
+def _next_ratio(t: Fraction, w: dict[int, int]) -> Fraction:
+    """The smallest t' > t that any clearing could have: every participant's next ratio above
+    t (profits are whole numbers)."""
+    return min((Fraction(math.floor(t * n) + 1, n) for n in w.values()), default=Fraction(0))
+
+
+def _stage_one(sp: PairSpace, w: dict[int, int], edges: _Edges | None) -> tuple[_State, float]:
+    """The clearing of highest t found, and an upper bound of t [sen/kWh].
+
+    The LP holds the rows of the participants that some clearing found so far leaves lowest
+    (first the greedy one's, then each rounded LP solution's): the LP's own participants can
+    take partners that others need, and those join it in the next round.
+    """
+    base = _State(sp, edges)
+    base.improve(w)
+    best, t_best = base, base.ratio(w)
+    people = list(w)
+    weight = np.array([w[q] for q in people], dtype=np.float64)
+    lp = _LP(sp, w, edges)
+    bound = math.inf
+    chosen: set[int] = set()
+    last = base
+    for _ in range(LP_ROUNDS):
+        if t_best >= bound * (1 - 1e-9):
+            break  # the clearing reaches the bound
+        new: list[int] = []
+        for state in dict.fromkeys([last, base]):
+            ratios = np.array(state.profit, dtype=np.float64)[people] / weight
+            for k in np.argsort(ratios, kind="stable").tolist():
+                q = people[k]
+                if len(new) >= LP_PEOPLE or ratios[k] >= bound:
+                    break
+                if q not in chosen and q not in new:
+                    new.append(q)
+        if not new:
+            break
+        chosen.update(new)
+        seeds: list[Pair] = []
+        for q in new:
+            for i in base.sells_of.get(q, ()):
+                seeds += [(i, j) for j in sp.list_s[i][:POOL_PER_ORDER]]
+                seeds += [(i, j) for state in (base, last) for j in state.held_s[i]]
+            for j in base.buys_of.get(q, ()):
+                seeds += [(i, j) for i in sp.list_b[j][:POOL_PER_ORDER]]
+                seeds += [(i, j) for state in (base, last) for i in state.held_b[j]]
+        lp.add(sorted(set(seeds)))
+        if not lp.cols:
+            break
+        sol, bound = lp.run(sorted(chosen), bound)
+        if not sol.x:
+            break
+        last = _State(sp, edges)
+        for (i, j), v in sorted(sol.x.items()):
+            n = math.floor(v + 1e-9)
+            if n > 0 and sp.compatible(i, j):
+                last.add(i, j, min(n, last.rem_s[i], last.rem_b[j]))
+        last.respect_capacities()
+        last.fill(w, sorted(chosen))  # the LP's participants first: they are the lowest
+        last.improve(w)
+        t_last = last.ratio(w)
+        if t_last > t_best:
+            best, t_best = last, t_last
+    if not math.isfinite(bound):  # no LP: the best any participant could gain per lot
+        bound = float(max((max(g[:1], default=0) for g in sp.gain_s + sp.gain_b), default=0))
+    return best, bound
+
+
+def _stage_two(
+    book: Book,
+    arr: BookArrays,
+    sp: PairSpace,
+    w: dict[int, int],
+    edges: _Edges | None,
+    state: _State,
+) -> tuple[Units, Fraction, int, int]:
+    """Welfare with every ratio kept ≥ the state's t: units, t, welfare and the welfare optimum
+    (without the floor) [sen/kWh · lot]."""
+    from peerpower.market.optimal import welfare_units
+
+    t = state.ratio(w)
+    floors = {q: math.ceil(t * n) for q, n in w.items()}
+    every = np.ones(len(arr.lots), dtype=bool)
+    opt = _units_list(welfare_units(book, arr, every))
+    w_max = _welfare_of(book, arr, opt)
+    candidates: list[Units] = []
+    if _ratio_of(book, arr, sp, w, opt) >= t:
+        candidates.append(opt)  # the welfare optimum already keeps everyone at t
+    if edges is None:
+        lean = state.copy()
+        lean.trim(floors)
+        candidates += [lean.units(), state.units()]
+    else:
+        candidates.append(state.units())
+    best: Units | None = None
+    best_welfare = -1
+    for units in candidates:
+        if edges is None:
+            units = _complete(book, arr, units)
+        if _ratio_of(book, arr, sp, w, units) < t:
+            continue  # the lean fill can fall short: someone stuck below t gained only later
+        value = _welfare_of(book, arr, units)
+        if value > best_welfare:
+            best, best_welfare = units, value
+    assert best is not None
+    return best, t, best_welfare, w_max
+
+
+def _complete(book: Book, arr: BookArrays, units: Units) -> Units:
+    """``units`` and a welfare flow over the lots they leave (adding trades never lowers a
+    profit)."""
+    from peerpower.market.optimal import welfare_units
+
+    left = arr.lots.copy()
+    for s, b, n in units:
+        left[s] -= n
+        left[b] -= n
+    mask = left > 0
+    if not mask.any():
+        return units
+    e_s, e_b, e_n = welfare_units(book, replace(arr, lots=left), mask)
+    merged: dict[Pair, int] = {}
+    for s, b, n in units + list(zip(e_s.tolist(), e_b.tolist(), e_n.tolist(), strict=True)):
+        merged[(s, b)] = merged.get((s, b), 0) + n
+    return sorted((s, b, n) for (s, b), n in merged.items() if n)
+
+
+def _units_list(units: tuple[I64, I64, I64]) -> Units:
+    s, b, n = units
+    return sorted(zip(s.tolist(), b.tolist(), n.tolist(), strict=True))
+
+
+def _welfare_of(book: Book, arr: BookArrays, units: Units) -> int:
+    """Σ spread × lots [sen/kWh · lot]."""
+    if not units:
+        return 0
+    s, b, n = (np.array(c, dtype=np.int64) for c in zip(*units, strict=True))
+    fee = book.grid.fees_between(arr.node[s], arr.node[b])
+    return int(((arr.price[b] - fee - arr.price[s]) * n).sum())
+
+
+def _profits(book: Book, arr: BookArrays, n_part: int, units: Units) -> list[int]:
+    profit = [0] * n_part
+    if not units:
+        return profit
+    s, b, n = (np.array(c, dtype=np.int64) for c in zip(*units, strict=True))
+    spread = arr.price[b] - book.grid.fees_between(arr.node[s], arr.node[b]) - arr.price[s]
+    gs = spread // 2
+    for q, v in zip(arr.participant[s].tolist(), (gs * n).tolist(), strict=True):
+        profit[q] += v
+    for q, v in zip(arr.participant[b].tolist(), ((spread - gs) * n).tolist(), strict=True):
+        profit[q] += v
+    return profit
+
+
+def _ratio_of(
+    book: Book, arr: BookArrays, sp: PairSpace, w: dict[int, int], units: Units
+) -> Fraction:
+    profit = _profits(book, arr, sp.n_part, units)
+    return min((Fraction(profit[q], n) for q, n in w.items()), default=Fraction(0))
+
+
+def _score_of(arr: BookArrays, units: Units) -> int:
+    r = arr.score
+    return sum((r[s] + r[b]) * n for s, b, n in units)
+
+
+# -- exact on small books ------------------------------------------------------------------------
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what C code prints to stderr while the MILP runs: HiGHS 1.12 prints a debug line
+    to stdout when it repairs a solution after a restart (``transformNewIntegerFeasibleSolution
+    tmpSolver.run();``), whatever its output options, and ``peerpower clear`` writes its JSON
+    to stdout. C's buffer is flushed on both sides so that nothing lands after the switch."""
+    flush = _c_flush()
+    sys.stdout.flush()
+    flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _c_flush() -> Any:
+    try:
+        libc = ctypes.CDLL(None)
+        fflush = libc.fflush
+    except (OSError, AttributeError):  # pragma: no cover - not a POSIX C library
+        return lambda: None
+    return lambda: fflush(None)
+
+
+@dataclass(frozen=True)
+class _MipResult:
+    status: int  # 0 optimal, 1 stopped at the node limit, 2 infeasible
+    x: F64 | None
+    dual: float | None  # bound of the minimised objective
+
+
+class _Milp:
+    """The pairwise MILP over every compatible pair of a small book (HiGHS via SciPy)."""
+
+    def __init__(
+        self, sp: PairSpace, w: dict[int, int], edges: _Edges | None, si: I64, bj: I64
+    ) -> None:
+        from scipy.sparse import coo_matrix
+
+        self.sp, self.w = sp, w
+        self.si, self.bj = si, bj
+        m = len(si)
+        self.m = m
+        spread = sp.spreads(si, bj)
+        self.spread = spread
+        gs, gb = spread // 2, spread - spread // 2
+        k = np.arange(m)
+        rows: list[I64] = [si, len(sp.sells) + bj]
+        cols: list[I64] = [k, k]
+        vals: list[F64] = [np.ones(m), np.ones(m)]
+        lo: list[float] = [-np.inf] * (len(sp.sells) + len(sp.buys))
+        hi: list[float] = [float(x) for x in sp.lots_s.tolist() + sp.lots_b.tolist()]
+        n_rows = len(lo)
+        if edges is not None:
+            er: dict[int, int] = {}
+            for q, (i, j) in enumerate(zip(si.tolist(), bj.tolist(), strict=True)):
+                for e, sign in edges.path(i, j):
+                    if e not in er:
+                        er[e] = n_rows
+                        n_rows += 1
+                        lo.append(-float(edges.limit[e]))
+                        hi.append(float(edges.limit[e]))
+                    rows.append(np.array([er[e]]))
+                    cols.append(np.array([q]))
+                    vals.append(np.array([float(sign)]))
+        # participant rows: profit_p (then − w_p t on the t rows)
+        self.people = list(w)
+        prow = np.full(sp.n_part, -1, dtype=np.int64)
+        prow[np.array(self.people, dtype=np.int64)] = np.arange(len(self.people))
+        self.p0 = n_rows
+        for part, gain in ((sp.part_s[si], gs), (sp.part_b[bj], gb)):
+            row = prow[part]
+            use = (row >= 0) & (gain != 0)
+            rows.append(n_rows + row[use])
+            cols.append(k[use])
+            vals.append(gain[use].astype(np.float64))
+        n_rows += len(self.people)
+        a = coo_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(n_rows, m),
+        ).tocsr()
+        self.a = a
+        self.lo = np.array(lo + [0.0] * len(self.people))
+        self.hi = np.array(hi + [np.inf] * len(self.people))
+        self.gain = a[self.p0 :, :]  # profit rows
+        self.upper = np.minimum(sp.lots_s[si], sp.lots_b[bj]).astype(np.float64)
+        self.weights = np.array([w[q] for q in self.people], dtype=np.float64)
+
+    @classmethod
+    def build(cls, sp: PairSpace, w: dict[int, int], edges: _Edges | None) -> _Milp | None:
+        """The MILP if the book has at most :data:`MILP_PAIRS` compatible pairs."""
+        n_s, n_b = len(sp.sells), len(sp.buys)
+        if n_s * n_b > 64 * MILP_PAIRS:
+            # the pairs may still be few; count them from the lists, completed
+            total = 0
+            for i in range(n_s):
+                if not sp.done_s[i]:
+                    sp.extend(True, i)
+                total += len(sp.list_s[i])
+                if total > MILP_PAIRS:
+                    return None
+        ii, jj = np.meshgrid(np.arange(n_s), np.arange(n_b), indexing="ij")
+        si, bj = ii.ravel(), jj.ravel()
+        spread = sp.spreads(si, bj)
+        ok = (spread >= 0) & (sp.part_s[si] != sp.part_b[bj])
+        if int(ok.sum()) > MILP_PAIRS or not ok.any():
+            return None
+        return cls(sp, w, edges, si[ok], bj[ok])
+
+    def _solve(
+        self, cost: F64, extra: list[tuple[F64, float]], t_lo: float | None, nodes: int
+    ) -> Any:
+        """Minimise ``cost`` over (x, t?) with the extra rows ``row ≥ lower`` on the x."""
+        from scipy.optimize import Bounds, LinearConstraint, milp
+        from scipy.sparse import csr_matrix, hstack, vstack
+
+        m = self.m
+        a, lo, hi = self.a, self.lo.copy(), self.hi.copy()
+        if extra:
+            a = vstack([a, csr_matrix(np.array([r for r, _ in extra]))]).tocsr()
+            lo = np.concatenate([lo, [b for _, b in extra]])
+            hi = np.concatenate([hi, np.full(len(extra), np.inf)])
+        n = m
+        upper = self.upper
+        integrality = np.ones(m)
+        if t_lo is not None:  # the t column: profit_p − w_p·t ≥ 0
+            col = np.zeros(a.shape[0])
+            col[self.p0 : self.p0 + len(self.people)] = -self.weights
+            a = hstack([a, csr_matrix(col[:, None])]).tocsr()
+            n = m + 1
+            upper = np.concatenate([upper, [np.inf]])
+            integrality = np.concatenate([integrality, [0]])
+        lower = np.zeros(n)
+        if t_lo is not None:
+            lower[m] = t_lo
+        with warnings.catch_warnings(), _stdout_to_stderr():
+            warnings.simplefilter("ignore")
+            res = milp(
+                cost,
+                integrality=integrality,
+                bounds=Bounds(lower, upper),
+                constraints=[LinearConstraint(a, lo, hi)],
+                options={"presolve": False, "node_limit": nodes, "mip_rel_gap": 0.0},
+            )
+        return _MipResult(int(res.status), res.x, getattr(res, "mip_dual_bound", None))
+
+    def _units(self, x: F64) -> Units | None:
+        sp = self.sp
+        n = np.round(x[: self.m]).astype(np.int64)
+        if np.abs(x[: self.m] - n).max(initial=0.0) > 1e-4 or (n < 0).any():
+            return None
+        use = np.flatnonzero(n > 0)
+        return sorted(
+            (int(sp.sells[self.si[k]]), int(sp.buys[self.bj[k]]), int(n[k])) for k in use.tolist()
+        )
+
+    def _valid(self, units: Units, book: Book, arr: BookArrays) -> bool:
+        """Lots and capacities hold exactly (the solver works in floating point)."""
+        used = np.zeros(len(arr.lots), dtype=np.int64)
+        for s, b, n in units:
+            used[s] += n
+            used[b] += n
+        if (used > arr.lots).any():
+            return False
+        grid = book.grid
+        net = np.zeros(grid.size, dtype=np.int64)
+        for s, b, n in units:
+            up, down = grid.path(int(arr.node[s]), int(arr.node[b]))
+            for e in up:
+                net[e] += n
+            for e in down:
+                net[e] -= n
+        return all(
+            grid.capacity_wh[c] < 0 or abs(int(net[c])) * book.lot_wh <= grid.capacity_wh[c]
+            for c in range(grid.size)
+        )
+
+    def run(
+        self,
+        book: Book,
+        arr: BookArrays,
+        units: Units,
+        t: Fraction,
+        welfare: int,
+        budget: int,
+        t_proven: bool,
+        w_proven: bool,
+    ) -> tuple[Units, Fraction, int, bool, bool, float]:
+        """Improve the incumbent ``units`` (ratio ``t``, welfare) stage by stage within
+        ``budget`` nodes each: units, t, welfare, whether t and welfare are proven, and an
+        upper bound of t [sen/kWh]."""
+        m = self.m
+        w = self.w
+        bound = math.inf
+        if not t_proven:
+            t_next = _next_ratio(t, w)
+            cut = [math.ceil(t_next * n) for n in self.weights.astype(np.int64).tolist()]
+            extra = [(row, float(c)) for row, c in zip(self._profit_rows(), cut, strict=True)]
+            cost = np.zeros(m + 1)
+            cost[m] = -1.0
+            res = self._solve(cost, extra, float(t_next), budget)
+            if res.status == 2:  # nothing beats the incumbent
+                t_proven = True
+            elif res.x is not None:
+                found = self._units(res.x)
+                accepted = False
+                if found is not None and self._valid(found, book, arr):
+                    t_found = _ratio_of(book, arr, self.sp, w, found)
+                    if t_found > t:
+                        accepted = True
+                        units, t = found, t_found
+                        welfare = _welfare_of(book, arr, units)
+                        better = (
+                            _complete(book, arr, units) if not book.grid.has_capacities else units
+                        )
+                        if _ratio_of(book, arr, self.sp, w, better) >= t:
+                            units, welfare = better, _welfare_of(book, arr, better)
+                dual = res.dual
+                if dual is not None and math.isfinite(dual):
+                    bound = -float(dual) + 1e-6  # HiGHS stops within an absolute gap of 1e-6
+                # Optimal: proven if no achievable ratio lies between t and the solver's bound.
+                t_proven = res.status == 0 and accepted and _next_ratio(t, w) > bound
+            if not t_proven:
+                return units, t, welfare, False, False, bound
+        floors = [math.ceil(t * n) for n in self.weights.astype(np.int64).tolist()]
+        extra = [(row, float(c)) for row, c in zip(self._profit_rows(), floors, strict=True)]
+        spread = self.spread.astype(np.float64)
+        if not w_proven:
+            res = self._solve(-spread, [*extra, (spread, float(welfare + 1))], None, budget)
+            w_proven = res.status == 2  # nothing beats the incumbent's welfare
+            if res.status in (0, 1) and res.x is not None:
+                found = self._units(res.x)
+                accepted = (
+                    found is not None
+                    and self._valid(found, book, arr)
+                    and _ratio_of(book, arr, self.sp, w, found) >= t
+                    and _welfare_of(book, arr, found) > welfare
+                )
+                if accepted:
+                    assert found is not None
+                    units, welfare = found, _welfare_of(book, arr, found)
+                w_proven = res.status == 0 and accepted
+        if not w_proven:
+            return units, t, welfare, True, False, bound
+        # the seeded score on the optimal face (best effort within the budget)
+        r = arr.score
+        s_idx, b_idx = self.sp.sells[self.si], self.sp.buys[self.bj]
+        score = np.array(
+            [(r[s] + r[b]) / 2.0**64 for s, b in zip(s_idx.tolist(), b_idx.tolist(), strict=True)]
+        )
+        res = self._solve(-score, [*extra, (spread, float(welfare))], None, budget)
+        if res.x is not None:
+            found = self._units(res.x)
+            if (
+                found is not None
+                and self._valid(found, book, arr)
+                and _ratio_of(book, arr, self.sp, w, found) >= t
+                and _welfare_of(book, arr, found) == welfare
+                and _score_of(arr, found) > _score_of(arr, units)
+            ):
+                units = found
+        return units, t, welfare, True, True, bound
+
+    def _profit_rows(self) -> list[F64]:
+        dense = self.gain.toarray()
+        return [dense[k] for k in range(dense.shape[0])]
+
+
+# -- the dense view (small books, tests) ----------------------------------------------------------
 @dataclass
 class Pairs:
     """Dense sells × buys view of the live part of a book."""
@@ -98,15 +1570,14 @@ class Pairs:
 
 
 def build_pairs(book: Book, arr: BookArrays, live: Bool) -> Pairs:
-    """The compatible pairs among the ``live`` orders of ``book``."""
+    """The compatible pairs among the ``live`` orders of ``book``, as dense matrices."""
     sells = np.flatnonzero(live & arr.is_sell)
     buys = np.flatnonzero(live & ~arr.is_sell)
     if len(sells) * len(buys) > MAX_PAIRS:
         raise ClearingError(
             "orders",
             f"{len(sells)} sells × {len(buys)} buys that could trade make "
-            f"{len(sells) * len(buys)} pairs, more than pairwise clearing takes ({MAX_PAIRS}); "
-            "clear this book with --goal welfare or split it",
+            f"{len(sells) * len(buys)} pairs, more than the dense pair view takes ({MAX_PAIRS})",
         )
     s_nodes, s_inv = np.unique(arr.node[sells], return_inverse=True)
     b_nodes, b_inv = np.unique(arr.node[buys], return_inverse=True)
@@ -134,8 +1605,7 @@ def build_pairs(book: Book, arr: BookArrays, live: Bool) -> Pairs:
 
 def offered_wh(pairs: Pairs, arr: BookArrays, lot_wh: int) -> dict[str, int]:
     """The participants of ``maxmin`` — those with an order in at least one compatible pair —
-    and the energy of those orders [Wh] (as :func:`.objective.maxmin_participants`, read off
-    pairs already built)."""
+    and the energy of those orders [Wh], read off a dense view."""
     p = pairs
     orders = np.concatenate([p.sells[p.ok.any(axis=1)], p.buys[p.ok.any(axis=0)]])
     orders.sort()
@@ -146,550 +1616,20 @@ def offered_wh(pairs: Pairs, arr: BookArrays, lot_wh: int) -> dict[str, int]:
     return offered
 
 
-def _edge_limits(grid: GridTree, lot_wh: int) -> dict[int, int]:
-    """Capacitated edges (named by their child node) → capacity [lots]."""
-    return {
-        c: grid.capacity_wh[c] // lot_wh
-        for c in range(grid.size)
-        if grid.capacity_wh[c] >= 0 and grid.parent[c] >= 0
-    }
-
-
-@dataclass(frozen=True)
-class Bound:
-    """What the LP proves about a rounded clearing (in the units of the objective)."""
-
-    primary: float  # upper bound of t [µ¥/Wh]
-    secondary: float  # upper bound of welfare [µ¥] given the t achieved
-    primary_proven: bool
-    secondary_proven: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "method": "lp-rounding",
-            # rounded up, so that they stay upper bounds
-            "primary_upper": math.ceil(max(0.0, self.primary) * 1e6) / 1e6,
-            "secondary_upper": math.ceil(max(0.0, self.secondary) * 1e3) / 1e3,
-            "primary_proven": self.primary_proven,
-            "secondary_proven": self.secondary_proven,
-        }
-
-
-class _LP:
-    """An LP over a growing pool of pairs, solved by column generation (GLOP)."""
-
-    def __init__(
-        self,
-        pairs: Pairs,
-        pool: Bool,
-        n_participants: int,
-        weights: dict[int, int] | None,
-        floors: dict[int, int] | None,
-        objective: F64 | None,
-    ) -> None:
-        """Maximise ``t`` with ``profit_p ≥ t · weights_p`` when ``weights`` is given, else
-        ``objective`` (per lot of each pair) with ``profit_p ≥ floors_p``."""
-        self.pairs = pairs
-        self.pool = pool
-        self.objective = objective
-        self.weights = weights
-        rows = weights if weights is not None else (floors or {})
-        self.people = np.array(sorted(rows), dtype=np.int64)
-        self.row_of = np.full(n_participants, -1, dtype=np.int64)
-        self.row_of[self.people] = np.arange(len(self.people))
-        self.rhs_people = (
-            np.zeros(len(self.people))
-            if weights is not None
-            else -np.array([rows[q] for q in self.people.tolist()], dtype=np.float64)
-        )
-
-    def solve(self) -> tuple[float, F64]:
-        """LP value over all pairs and its solution (a sells × buys matrix of lots)."""
-        p = self.pairs
-        last = -math.inf
-        while True:
-            value, x, duals = self._solve_pool()
-            reduced = self._reduced_costs(*duals)
-            scale = max(1.0, float(np.abs(reduced[p.ok]).max(initial=0.0)))
-            bad = p.ok & ~self.pool & (reduced < -TOL * scale)
-            if not bad.any():
-                return value, x
-            if value > last + TOL * max(1.0, abs(value)):
-                # Pairs the LP does not use and prices well out leave the pool (they come back
-                # if the duals call them), so each round's LP stays small; only after the value
-                # rose, so the rounds cannot cycle.
-                self.pool &= (x > 1e-9) | (reduced <= PURGE * scale)
-            last = value
-            # Each order's few most negative pairs join (fewer rounds of the LP).
-            masked = np.where(bad, reduced, np.inf)
-            for axis in (1, 0):
-                k = min(ADD_PER_ORDER, masked.shape[axis])
-                best = np.argpartition(masked, k - 1, axis=axis).take(range(k), axis=axis)
-                other = np.arange(masked.shape[1 - axis])
-                if axis == 1:
-                    idx = (np.repeat(other, k), best.ravel())
-                else:
-                    idx = (best.ravel(), np.tile(other, k))
-                has = np.isfinite(masked[idx])
-                self.pool[idx[0][has], idx[1][has]] = True
-
-    def _solve_pool(self) -> tuple[float, F64, tuple[F64, F64, F64]]:
-        from scipy.sparse import coo_matrix
-
-        # Typed loosely: the stubs shipped with this OR-tools module are malformed.
-        mb: Any = importlib.import_module("ortools.linear_solver.python.model_builder_helper")
-
-        p = self.pairs
-        n_s, n_b = p.ok.shape
-        n_p = len(self.people)
-        ii, jj = np.nonzero(self.pool)
-        m = len(ii)
-        k = np.arange(m)
-        # Rows: sells, buys, participants; columns: pairs (then t).
-        r = [ii, n_s + jj]
-        c = [k, k]
-        v = [np.ones(m), np.ones(m)]
-        for part, gain in ((p.part_s[ii], p.gain_s[ii, jj]), (p.part_b[jj], p.gain_b[ii, jj])):
-            row = self.row_of[part]
-            use = (row >= 0) & (gain != 0)
-            r.append(n_s + n_b + row[use])
-            c.append(k[use])
-            v.append(-gain[use].astype(np.float64))
-        n_cols = m
-        cost = np.zeros(m + (1 if self.weights is not None else 0))
-        if self.weights is not None:
-            w = np.array([self.weights[q] for q in self.people.tolist()], dtype=np.float64)
-            r.append(n_s + n_b + np.arange(n_p))
-            c.append(np.full(n_p, m))
-            v.append(w)
-            n_cols = m + 1
-            cost[m] = -1.0
-        else:
-            assert self.objective is not None
-            cost[:m] = -self.objective[ii, jj]
-        a = coo_matrix(
-            (np.concatenate(v), (np.concatenate(r), np.concatenate(c))),
-            shape=(n_s + n_b + n_p, n_cols),
-        ).tocsr()
-        b = np.concatenate([p.lots_s, p.lots_b, self.rhs_people]).astype(np.float64)
-        upper = np.full(n_cols, np.inf)
-        upper[:m] = np.minimum(p.lots_s[ii], p.lots_b[jj])
-        model = mb.ModelBuilderHelper()
-        model.fill_model_from_sparse_data(
-            np.zeros(n_cols), upper, cost, np.full(len(b), -np.inf), b, a
-        )
-        # GLOP, and if it reports numerical trouble, GLOP's dual simplex, then HiGHS.
-        for name, params in LP_SOLVERS:
-            solver = mb.ModelSolverHelper(name)
-            solver.enable_output(False)
-            if params:
-                solver.set_solver_specific_parameters(params)
-            solver.solve(model)
-            if solver.status() == mb.SolveStatus.OPTIMAL:
-                break
-        else:
-            raise ClearingError(
-                "optimal", f"internal: every LP solver failed, last with {solver.status()!r}"
-            )
-        # The solver minimises ``cost``; the duals of the ≤ rows are ≤ 0 there.
-        y = -np.asarray(solver.dual_values(), dtype=np.float64)
-        values = np.asarray(solver.variable_values(), dtype=np.float64)
-        x = np.zeros((n_s, n_b))
-        x[ii, jj] = values[:m]
-        return float(-solver.objective_value()), x, (y[:n_s], y[n_s : n_s + n_b], y[n_s + n_b :])
-
-    def _reduced_costs(self, alpha: F64, beta: F64, mu_rows: F64) -> F64:
-        """``d = y·A − c`` for every pair (+inf where incompatible)."""
-        p = self.pairs
-        d = alpha[:, None] + beta[None, :]
-        if len(self.people):
-            mu = np.zeros(len(self.row_of))
-            mu[self.people] = mu_rows
-            d -= mu[p.part_s][:, None] * p.gain_s
-            d -= mu[p.part_b][None, :] * p.gain_b
-        if self.objective is not None:
-            d -= self.objective
-        out: F64 = np.where(p.ok, d, np.inf)
-        return out
-
-
-class _State:
-    """A clearing being built: lots per pair, lots left per order, profit per participant."""
-
-    def __init__(self, pairs: Pairs, x: I64, n_participants: int) -> None:
-        p = pairs
-        self.p = p
-        self.x = x
-        self.rem_s = p.lots_s - x.sum(axis=1)
-        self.rem_b = p.lots_b - x.sum(axis=0)
-        self.profit = np.zeros(n_participants, dtype=np.int64)
-        np.add.at(self.profit, p.part_s, (p.gain_s * x).sum(axis=1))
-        np.add.at(self.profit, p.part_b, (p.gain_b * x).sum(axis=0))
-        self.net: dict[int, int] | None = None  # net lots per capacitated edge, when limited
-        self.sells_of: dict[int, list[int]] = {}
-        self.buys_of: dict[int, list[int]] = {}
-        for i, q in enumerate(p.part_s.tolist()):
-            self.sells_of.setdefault(q, []).append(i)
-        for j, q in enumerate(p.part_b.tolist()):
-            self.buys_of.setdefault(q, []).append(j)
-
-    def _partners(self) -> None:
-        """Each order's partners by its gain, best first (ties: lowest index), and a cursor
-        past the partners found full: a fill only adds lots, so they stay full; a steal frees
-        one order's lot and moves back the cursors that had passed it (:meth:`_freed`)."""
-        p = self.p
-        if hasattr(self, "by_gain_s"):
-            return
-        self.key_s = np.where(p.ok, p.gain_s, -1)  # gain of a sell's partner, −1: none
-        self.key_b = np.where(p.ok, p.gain_b, -1).T  # gain of a buy's partner
-        self.by_gain_s = np.argsort(-self.key_s, axis=1, kind="stable")
-        self.by_gain_b = np.argsort(-self.key_b, axis=1, kind="stable")
-        self.cursor_s = [0] * len(p.sells)
-        self.cursor_b = [0] * len(p.buys)
-
-    def _freed(self, sell: int | None = None, buy: int | None = None) -> None:
-        """A lot of ``sell`` (or ``buy``) became free: no cursor may stay past it."""
-        if not hasattr(self, "rank_s"):
-            # rank_s[i, j]: where buy j stands in sell i's list (and rank_b for buys)
-            self.rank_s = np.empty_like(self.by_gain_s)
-            columns = np.arange(self.by_gain_s.shape[1])[None, :]
-            np.put_along_axis(self.rank_s, self.by_gain_s, columns, axis=1)
-            self.rank_b = np.empty_like(self.by_gain_b)
-            columns = np.arange(self.by_gain_b.shape[1])[None, :]
-            np.put_along_axis(self.rank_b, self.by_gain_b, columns, axis=1)
-        if sell is not None:
-            self.cursor_b = np.minimum(self.cursor_b, self.rank_b[:, sell]).tolist()
-        if buy is not None:
-            self.cursor_s = np.minimum(self.cursor_s, self.rank_s[:, buy]).tolist()
-
-    def best_lot(self, q: int) -> tuple[int, int, int] | None:
-        """Free pair (sell, buy) that gains participant ``q`` most, with that gain (and, once
-        :meth:`limit_edges` is on, room on every capacitated edge of its path)."""
-        best: tuple[int, int, int] | None = None
-        for i in self.sells_of.get(q, []):
-            if self.rem_s[i] <= 0:
-                continue
-            row, key, k = self.by_gain_s[i], self.key_s[i], self.cursor_s[i]
-            while k < len(row) and key[row[k]] > 0 and self.rem_b[row[k]] <= 0:
-                k += 1
-            self.cursor_s[i] = k
-            while self.net is not None and k < len(row) and key[row[k]] > 0:
-                if self.rem_b[row[k]] > 0 and self.room(i, int(row[k])) > 0:
-                    break
-                k += 1  # a blocked edge can open again: the cursor stays where it was
-            if k < len(row) and key[row[k]] > 0 and (best is None or key[row[k]] > best[2]):
-                best = (i, int(row[k]), int(key[row[k]]))
-        for j in self.buys_of.get(q, []):
-            if self.rem_b[j] <= 0:
-                continue
-            col, key, k = self.by_gain_b[j], self.key_b[j], self.cursor_b[j]
-            while k < len(col) and key[col[k]] > 0 and self.rem_s[col[k]] <= 0:
-                k += 1
-            self.cursor_b[j] = k
-            while self.net is not None and k < len(col) and key[col[k]] > 0:
-                if self.rem_s[col[k]] > 0 and self.room(int(col[k]), j) > 0:
-                    break
-                k += 1
-            if k < len(col) and key[col[k]] > 0 and (best is None or key[col[k]] > best[2]):
-                best = (int(col[k]), j, int(key[col[k]]))
-        return best
-
-    def limit_edges(self, grid: GridTree, lot_wh: int) -> None:
-        """From now on, keep every capacitated edge's net energy within its capacity (the
-        clearing must already respect them)."""
-        self.grid = grid
-        self.limit = _edge_limits(grid, lot_wh)
-        self.paths: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        self.net = dict.fromkeys(self.limit, 0)
-        for i, j in np.argwhere(self.x).tolist():
-            for e, sign in self._path(i, j):
-                self.net[e] += sign * int(self.x[i, j])
-
-    def _path(self, i: int, j: int) -> list[tuple[int, int]]:
-        """Capacitated edges between sell i and buy j, +1 crossed upwards, −1 downwards."""
-        key = (int(self.p.node_s[i]), int(self.p.node_b[j]))
-        edges = self.paths.get(key)
-        if edges is None:
-            up, down = self.grid.path(*key)
-            edges = [(e, 1) for e in up if e in self.limit]
-            edges += [(e, -1) for e in down if e in self.limit]
-            self.paths[key] = edges
-        return edges
-
-    def room(self, i: int, j: int) -> int:
-        """Lots pair (i, j) could still carry without an edge over its capacity."""
-        assert self.net is not None
-        free = 1 << 62
-        for e, sign in self._path(i, j):
-            free = min(free, self.limit[e] - sign * self.net[e])
-        return free
-
-    def add(self, i: int, j: int, lots: int) -> None:
-        p = self.p
-        self.x[i, j] += lots
-        self.rem_s[i] -= lots
-        self.rem_b[j] -= lots
-        self.profit[p.part_s[i]] += lots * p.gain_s[i, j]
-        self.profit[p.part_b[j]] += lots * p.gain_b[i, j]
-        if self.net is not None:
-            for e, sign in self._path(i, j):
-                self.net[e] += sign * lots
-
-    def fill(self, weights: dict[int, int], target: float = math.inf) -> None:
-        """Raise the lowest ratio ``profit_q / weights_q``: give the lowest participant its best
-        free lots until its ratio passes the next lowest one, until every ratio is at least
-        ``target`` or its participant is stuck."""
-        self._partners()
-        heap = [(self.profit[q] / w, q) for q, w in weights.items() if w > 0]
-        heapq.heapify(heap)
-        while heap:
-            ratio, q = heapq.heappop(heap)
-            w = weights[q]
-            if ratio != self.profit[q] / w:  # stale entry: q gained as someone's partner
-                heapq.heappush(heap, (self.profit[q] / w, q))
-                continue
-            if ratio >= target:
-                break
-            lot = self.best_lot(q)
-            if lot is None:
-                continue  # stuck: its orders, or all partners it could gain from, are full
-            i, j, gain = lot
-            goal = min(heap[0][0] if heap else math.inf, target)
-            need = 1
-            if math.isfinite(goal):
-                need = max(1, math.floor((goal * w - self.profit[q]) / gain) + 1)
-            most = min(self.rem_s[i], self.rem_b[j])
-            if self.net is not None:
-                most = min(most, self.room(i, j))
-            self.add(i, j, int(min(need, most)))
-            heapq.heappush(heap, (self.profit[q] / w, q))
-
-    def improve(self, weights: dict[int, int], moves: int = MOVES) -> None:
-        """Leximin local search: while the lowest participant can take a lot from a full
-        partner's other counterparty (:meth:`steal`), do it and fill again."""
-        self.fill(weights)
-        people = np.array([q for q, w in weights.items() if w > 0], dtype=np.int64)
-        if not len(people):
-            return
-        w = np.array([weights[q] for q in people.tolist()], dtype=np.float64)
-        for _ in range(moves):
-            q = int(people[(self.profit[people] / w).argmin()])
-            if not self.steal(q, weights):
-                return
-            self.fill(weights)
-
-    def trim(self, floors: dict[int, int]) -> None:
-        """Take back lots, lowest spread first, that no participant needs to stay at its floor
-        (so that a welfare flow can put them to better use)."""
-        p = self.p
-        floor = np.zeros(len(self.profit), dtype=np.int64)
-        for q, f in floors.items():
-            floor[q] = f
-        si, bj = np.nonzero(self.x)
-        for k in np.argsort(p.spread[si, bj], kind="stable").tolist():
-            i, j = int(si[k]), int(bj[k])
-            qs, qb = int(p.part_s[i]), int(p.part_b[j])
-            take = int(self.x[i, j])
-            for q, g in ((qs, int(p.gain_s[i, j])), (qb, int(p.gain_b[i, j]))):
-                if g > 0:
-                    take = min(take, (int(self.profit[q]) - int(floor[q])) // g)
-            if take > 0:
-                self.add(i, j, -take)
-
-    def steal(self, q: int, weights: dict[int, int]) -> bool:
-        """Give ``q`` one lot: an order of q with lots left takes a lot of a full partner from
-        that partner's counterparty of another participant. Only if everyone the move lowers or
-        changes stays strictly above q's present ratio (so the sorted ratios rise)."""
-        p = self.p
-        w = np.zeros(len(self.profit), dtype=np.int64)
-        for r, wr in weights.items():
-            w[r] = wr
-        pq, wq = int(self.profit[q]), weights[q]
-
-        def above(people: I64, profit: I64) -> Bool:
-            # profit / w > pq / wq, exactly; participants without a weight have no floor
-            mask: Bool = (w[people] == 0) | (profit * wq > pq * w[people])
-            return mask
-
-        hold_i, hold_j = np.nonzero(self.x)
-        best: tuple[int, int, int, int, int] | None = None  # gain, side, mine, partner, donor
-        for j in self.buys_of.get(q, []):
-            if self.rem_b[j] <= 0:
-                continue
-            si, bj = hold_i, hold_j  # sell si (full) trades with buy bj; j takes one of its lots
-            gain = self.key_b[j, si]
-            ok = (gain > 0) & (self.rem_s[si] == 0) & (p.part_b[bj] != q)
-            ok &= above(p.part_b[bj], self.profit[p.part_b[bj]] - p.gain_b[si, bj])
-            ok &= above(
-                p.part_s[si], self.profit[p.part_s[si]] - p.gain_s[si, bj] + p.gain_s[si, j]
-            )
-            if ok.any():
-                k = int(np.flatnonzero(ok)[gain[ok].argmax()])
-                if best is None or gain[k] > best[0]:
-                    best = (int(gain[k]), 1, j, int(si[k]), int(bj[k]))
-        for i in self.sells_of.get(q, []):
-            if self.rem_s[i] <= 0:
-                continue
-            si, bj = hold_i, hold_j  # buy bj (full) trades with sell si; i takes one of its lots
-            gain = self.key_s[i, bj]
-            ok = (gain > 0) & (self.rem_b[bj] == 0) & (p.part_s[si] != q)
-            ok &= above(p.part_s[si], self.profit[p.part_s[si]] - p.gain_s[si, bj])
-            ok &= above(
-                p.part_b[bj], self.profit[p.part_b[bj]] - p.gain_b[si, bj] + p.gain_b[i, bj]
-            )
-            if ok.any():
-                k = int(np.flatnonzero(ok)[gain[ok].argmax()])
-                if best is None or gain[k] > best[0]:
-                    best = (int(gain[k]), 0, i, int(bj[k]), int(si[k]))
-        if best is None:
-            return False
-        _, side, mine, partner, donor = best
-        self._partners()
-        if side == 1:  # q's buy ``mine`` takes sell ``partner``'s lot from buy ``donor``
-            self.add(partner, donor, -1)
-            self.add(partner, mine, 1)
-            self._freed(buy=donor)
-        else:  # q's sell ``mine`` takes buy ``partner``'s lot from sell ``donor``
-            self.add(donor, partner, -1)
-            self.add(mine, partner, 1)
-            self._freed(sell=donor)
-        return True
-
-    def respect_capacities(self, grid: GridTree, lot_wh: int) -> None:
-        """Take back lots, lowest spread first, from the pairs that push an edge's net energy
-        past its capacity, until no edge is over (taking back never creates a trade)."""
-        from peerpower.market.optimal import _euler
-
-        p = self.p
-        tin_l, tout_l = _euler(grid)
-        tin = np.array(tin_l, dtype=np.int64)
-        caps = list(_edge_limits(grid, lot_wh).items())
-        while True:
-            si, bj = np.nonzero(self.x)
-            ts, tb = tin[p.node_s[si]], tin[p.node_b[bj]]
-            lots = self.x[si, bj]
-            over = None
-            for c, limit in caps:
-                s_in = (ts >= tin_l[c]) & (ts < tout_l[c])
-                b_in = (tb >= tin_l[c]) & (tb < tout_l[c])
-                up, down = s_in & ~b_in, b_in & ~s_in
-                net = int(lots[up].sum() - lots[down].sum())
-                if net > limit:
-                    over = (up, net - limit)
-                elif net < -limit:
-                    over = (down, -limit - net)
-                if over is not None:
-                    break
-            if over is None:
-                return
-            crossing, excess = over
-            ks = np.flatnonzero(crossing)
-            for k in ks[np.argsort(p.spread[si[ks], bj[ks]], kind="stable")].tolist():
-                take = min(excess, int(lots[k]))
-                self.add(int(si[k]), int(bj[k]), -take)
-                excess -= take
-                if excess == 0:
-                    break
-
-    def ratio(self, weights: dict[int, int]) -> Fraction:
-        return min(
-            (Fraction(int(self.profit[q]), w) for q, w in weights.items() if w > 0),
-            default=Fraction(0),
-        )
-
-
 def clear_maxmin_rounded(
     book: Book, arr: BookArrays, pairs: Pairs, offered_by_name: dict[str, int]
-) -> tuple[list[tuple[int, int, int]], Bound]:
-    """Units ``(sell index, buy index, lots)`` for ``maxmin`` and the bounds beside them;
-    ``offered_by_name`` is :func:`offered_wh` of the pairs."""
-    from peerpower.market.optimal import welfare_units
-
-    p = pairs
-    lot = book.lot_wh
-    n_part = len(arr.participants)
-    pid = {name: k for k, name in enumerate(arr.participants)}
-    offered = {pid[name]: e // lot for name, e in offered_by_name.items()}
-    # Stage 1: t, from the LP rounded down and filled.
-    t_lp, x_lp = _LP(p, _seed_pool(p), n_part, offered, None, None).solve()
-    start = np.maximum(np.floor(x_lp + 1e-9), 0).astype(np.int64)
-    full = _State(p, start.copy(), n_part)
-    full.improve(offered)
-    capacities = book.grid.has_capacities
-    if capacities:  # the LP, the fill and the search ignore capacities: take back what is
-        # over, then fill again within them
-        full.respect_capacities(book.grid, lot)
-        full.limit_edges(book.grid, lot)
-        full.fill(offered)
-    t = full.ratio(offered)
-    # Stage 2: welfare with every ratio kept ≥ t: stage 1's clearing, and the same trimmed of
-    # the lots nobody needs for that, each completed by a welfare flow.
-    floors = {q: math.ceil(t * w) for q, w in offered.items()}
-    lean = _State(p, full.x.copy(), n_part)
-    lean.trim(floors)
-    # (Taking lots back can push an edge past its capacity the other way: not with capacities.)
-    candidates = [full.x] if capacities else [lean.x, full.x]
-    every = np.ones(len(arr.lots), dtype=bool)
-    row = np.full(len(arr.lots), -1, dtype=np.int64)
-    row[p.sells] = np.arange(len(p.sells))
-    col = np.full(len(arr.lots), -1, dtype=np.int64)
-    col[p.buys] = np.arange(len(p.buys))
-    best_w = np.zeros(p.ok.shape, dtype=np.int64)
-    w_s, w_b, w_n = welfare_units(book, arr, every)
-    np.add.at(best_w, (row[w_s], col[w_b]), w_n)
-    if _State(p, best_w, n_part).ratio(offered) >= t:
-        candidates.insert(0, best_w)  # the welfare optimum already keeps everyone at t
-    best_x: I64 | None = None
-    best_welfare = -1
-    for x in candidates:
-        if not capacities:  # complete with a welfare flow over what is left
-            left = arr.lots.copy()
-            left[p.sells] = p.lots_s - x.sum(axis=1)
-            left[p.buys] = p.lots_b - x.sum(axis=0)
-            mask = np.zeros(len(arr.lots), dtype=bool)
-            mask[p.sells] = mask[p.buys] = True
-            mask &= left > 0
-            if mask.any():
-                e_s, e_b, e_n = welfare_units(book, replace(arr, lots=left), mask)
-                np.add.at(x, (row[e_s], col[e_b]), e_n)
-        if _State(p, x, n_part).ratio(offered) < t:
-            continue  # the lean fill can fall short: someone stuck below t gained only later
-        value = int((p.spread * x).sum())
-        if value > best_welfare:
-            best_x, best_welfare = x, value
-    assert best_x is not None
-    w_max = int((p.spread * best_w).sum())
-    units = [(int(p.sells[i]), int(p.buys[j]), int(best_x[i, j])) for i, j in np.argwhere(best_x)]
-    units.sort()
-    scale = 10 * lot  # sen/kWh · lot → µ¥
-    # Any clearing better than t gives every participant at least its next ratio above t;
-    # if even the smallest of those is beyond the LP bound (with the LP's tolerance), t is
-    # optimal.
-    t_next = min(
-        (Fraction(math.floor(t * w) + 1, w) for w in offered.values() if w > 0),
-        default=Fraction(0),
+) -> tuple[Units, Bound]:
+    """The rounded clearing alone (no MILP), for callers of the old interface; ``pairs`` and
+    ``offered_by_name`` are no longer needed."""
+    live = np.zeros(len(arr.lots), dtype=bool)
+    live[pairs.sells] = True
+    live[pairs.buys] = True
+    got = clear_maxmin(book, arr, live, budget=0)
+    b = got.bound
+    assert b is not None
+    return got.units, Bound(
+        b["primary_upper"] / 1.0,
+        b["secondary_upper"] / 1.0,
+        b["primary_proven"],
+        b["secondary_proven"],
     )
-    t_proven = t_lp + TOL * max(1.0, abs(t_lp)) < t_next
-    return units, Bound(
-        primary=t_lp * 10,
-        secondary=float(w_max * scale),
-        primary_proven=t_proven,
-        secondary_proven=t_proven and best_welfare >= w_max,
-    )
-
-
-def _seed_pool(p: Pairs) -> Bool:
-    """Each order's best partners by spread."""
-    score = np.where(p.ok, p.spread, -1)
-    pool = np.zeros(p.ok.shape, dtype=bool)
-    n_s, n_b = p.ok.shape
-    k = min(POOL_PER_ORDER, n_b)
-    if k:
-        top = np.argpartition(-score, k - 1, axis=1)[:, :k]
-        pool[np.repeat(np.arange(n_s), k), top.ravel()] = True
-    k = min(POOL_PER_ORDER, n_s)
-    if k:
-        top = np.argpartition(-score, k - 1, axis=0)[:k, :]
-        pool[top.ravel(), np.tile(np.arange(n_b), k)] = True
-    pool &= p.ok
-    return pool
