@@ -69,7 +69,7 @@ RUNS: tuple[Run, ...] = (
     Run("optimal", "volume", largest=100_000),
     Run("optimal", "volume", capacities=True, largest=100_000),
     Run("optimal", "maxmin", largest=10_000),
-    Run("optimal", "maxmin", capacities=True, largest=2_000),
+    Run("optimal", "maxmin", capacities=True, largest=10_000),
 )
 
 
