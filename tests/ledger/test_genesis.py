@@ -79,3 +79,68 @@ def test_invalid_market_rules_pricing() -> None:
         MarketRules(goal="volume", pricing="nodal")
     assert info.value.field == "genesis.market.pricing"
     assert "'nodal' is not a pricing rule optimal/volume defines; use midpoint" in str(info.value)
+
+
+def test_genesis_maxmin_budget_is_a_market_parameter() -> None:
+    from peerpower.market.pairwise import DEFAULT_BUDGET_NODES
+
+    default = Genesis.from_json(genesis_json(goal="maxmin"))
+    assert default.market.maxmin_budget == DEFAULT_BUDGET_NODES
+    assert default.to_json()["market"]["maxmin_budget"] == DEFAULT_BUDGET_NODES  # hashed
+    larger = Genesis.from_json(genesis_json(goal="maxmin", maxmin_budget=100_000))
+    assert larger.market.maxmin_budget == 100_000
+    assert larger.hash != default.hash
+    assert Genesis.from_json(larger.to_json()) == larger
+    # other goals neither write nor take it
+    assert (
+        "maxmin_budget" not in Genesis.from_json(genesis_json(goal="welfare")).to_json()["market"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("market", "value"),
+    [
+        ({"goal": "maxmin", "maxmin_budget": -1}, "-1"),
+        ({"goal": "maxmin", "maxmin_budget": 1.5}, "1.5"),
+        ({"goal": "maxmin", "maxmin_budget": 10**8}, str(10**8)),
+        ({"goal": "welfare", "maxmin_budget": 1000}, "'welfare'"),
+    ],
+)
+def test_invalid_genesis_maxmin_budget(market: dict[str, Any], value: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        Genesis.from_json(genesis_json(**market))
+    assert err.value.field == "genesis.market.maxmin_budget"
+    assert value in err.value.message
+
+
+def test_maxmin_budget_reaches_the_clearing() -> None:
+    # A budget of 0 leaves the clearing to rounding: the same book the default budget proves
+    # optimal (no bound) then carries its LP bound instead.
+    from peerpower.market import clear, parse_book
+
+    orders = [
+        {
+            "id": f"s{k}",
+            "participant": f"S{k}",
+            "side": "sell",
+            "energy_wh": 300,
+            "price_sen_per_kwh": 1000 + 100 * k,
+        }
+        for k in range(4)
+    ] + [
+        {
+            "id": f"b{k}",
+            "participant": f"B{k}",
+            "side": "buy",
+            "energy_wh": 200,
+            "price_sen_per_kwh": 2500 - 150 * k,
+        }
+        for k in range(5)
+    ]
+    book = parse_book({"orders": orders})
+    proven = clear(book, "optimal", "maxmin")
+    rounded = clear(book, "optimal", "maxmin", maxmin_budget=0)
+    assert proven.bound is None
+    assert rounded.bound is not None and rounded.bound["method"] == "lp-rounding"
+    assert rounded.objective is not None and proven.objective is not None
+    assert rounded.objective.primary <= proven.objective.primary

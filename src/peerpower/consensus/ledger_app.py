@@ -290,7 +290,7 @@ class LedgerApp(Application):
     def clearing(self, book: Book) -> ClearingResult:
         """This validator's clearing of a sealed book, by the market's rules."""
         market = self.genesis.market
-        return clear(book, "optimal", market.goal, market.pricing)
+        return clear(book, "optimal", market.goal, market.pricing, market.maxmin_budget)
 
     def _sealed_book(self, slot: str, seed: str) -> Book:
         """The book of ``slot``, sealed with ``seed`` in the committed state."""

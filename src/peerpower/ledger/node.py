@@ -82,7 +82,9 @@ def duties(
             book = slot_book(draft, genesis, key, bytes.fromhex(rec.seed))
             if book.orders:
                 try:
-                    result = clear(book, market.mechanism, market.goal, market.pricing)
+                    result = clear(
+                        book, market.mechanism, market.goal, market.pricing, market.maxmin_budget
+                    )
                 except ClearingError:
                     continue  # e.g. a call auction over unequal fees: settled void later
                 if not verify(book, result).ok:

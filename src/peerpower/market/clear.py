@@ -11,13 +11,19 @@ from peerpower.market.result import GOALS, MECHANISMS, ClearingResult, Goal, gc_
 
 
 def clear(
-    book: Book, mechanism: str, goal: str | None = None, pricing: str | None = None
+    book: Book,
+    mechanism: str,
+    goal: str | None = None,
+    pricing: str | None = None,
+    maxmin_budget: int | None = None,
 ) -> ClearingResult:
     """Clear ``book`` with ``mechanism`` (``cda``, ``call`` or ``optimal``).
 
     ``goal`` (``volume``, ``welfare`` or ``maxmin``; default ``welfare``) applies to ``optimal``
     only. ``pricing`` (default: the mechanism's, see :func:`.result.pricings_for`) must be one
     the mechanism and goal define; otherwise :class:`ClearingError` names ``pricing``.
+    ``maxmin_budget``: branch-and-bound nodes per stage of ``maxmin``'s exact MILP (default
+    :data:`.pairwise.DEFAULT_BUDGET_NODES`).
     """
     if mechanism not in MECHANISMS:
         raise ClearingError(
@@ -37,4 +43,6 @@ def clear(
             return clear_cda(book)
         if mechanism == "call":
             return clear_call(book)
-        return clear_optimal(book, chosen, rule)
+        if maxmin_budget is None:
+            return clear_optimal(book, chosen, rule)
+        return clear_optimal(book, chosen, rule, maxmin_budget)
