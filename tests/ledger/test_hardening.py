@@ -66,9 +66,13 @@ def test_duties_leave_out_a_clearing_that_fails_verify(
     real = node_module.clear
 
     def flawed(
-        book: Book, mechanism: str, goal: str | None = None, pricing: str | None = None
+        book: Book,
+        mechanism: str,
+        goal: str | None = None,
+        pricing: str | None = None,
+        maxmin_budget: int | None = None,
     ) -> ClearingResult:
-        honest = real(book, mechanism, goal, pricing)
+        honest = real(book, mechanism, goal, pricing, maxmin_budget)
         assert honest.trades == ()  # the call auction splits the market at the full line
         if flaw == "cannot-clear":
             raise ClearingError("mechanism", "this solver cannot clear the book")
