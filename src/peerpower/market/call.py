@@ -24,13 +24,13 @@ import numpy as np
 import numpy.typing as npt
 
 from peerpower.market.orders import Book, BookArrays, book_arrays
-from peerpower.market.result import ClearingResult, totals_from_columns
+from peerpower.market.result import ClearingResult
 from peerpower.market.stp import prevent_self_trade
 
 
 def clear_call(book: Book) -> ClearingResult:
     """Clear ``book`` as a call auction; see the module notes."""
-    from peerpower.market.optimal import _nodal, _trades, _welfare_flow
+    from peerpower.market.optimal import _welfare_flow, priced
     from peerpower.market.pairing import tree_units
 
     book, excluded = prevent_self_trade(book)
@@ -38,20 +38,8 @@ def clear_call(book: Book) -> ClearingResult:
     everyone = np.ones(len(arr.lots), dtype=bool)
     filled, _ = _welfare_flow(book, arr, everyone, time_priority(arr))
     units = tree_units(book.grid, arr.is_sell, arr.node, filled)
-    sell, buy, lots = units
-    pi = _nodal(book, arr, units)
-    fee = book.grid.fees_between(arr.node[sell], arr.node[buy])
-    price, buyer_price = pi[arr.node[sell]], pi[arr.node[buy]]
-    energy = lots * book.lot_wh
-    trades = _trades(book, arr, sell, buy, energy, price, fee, buyer_price)
-    totals = totals_from_columns(
-        energy.tolist(),
-        arr.price[sell].tolist(),
-        arr.price[buy].tolist(),
-        fee.tolist(),
-        (buyer_price - price - fee).tolist(),
-    )
-    prices = dict(zip(book.grid.ids, pi.tolist(), strict=True))
+    trades, totals, prices = priced(book, arr, units, "nodal")
+    assert prices is not None
     uniform = set(prices.values())
     return ClearingResult(
         "call",

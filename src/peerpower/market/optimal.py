@@ -48,6 +48,7 @@ from peerpower.market.result import (
     ClearingResult,
     Goal,
     Pricing,
+    Totals,
     Trade,
     pricings_for,
     totals_from_columns,
@@ -102,22 +103,9 @@ def clear_optimal(
         offered, bound = got.offered, got.bound
     else:  # maxmin with nothing to trade
         units = _unit_arrays([])
+    trades, totals, node_prices = priced(book, arr, units, rule)
     sell, buy, lots = units
-    fee = book.grid.fees_between(arr.node[sell], arr.node[buy])
-    ask, bid = arr.price[sell], arr.price[buy]
-    energy = lots * book.lot_wh
-    node_prices: dict[str, int] | None = None
-    if rule == "nodal":
-        pi = _nodal(book, arr, units)
-        price, buyer_price = pi[arr.node[sell]], pi[arr.node[buy]]
-        node_prices = dict(zip(book.grid.ids, pi.tolist(), strict=True))
-    else:
-        price = ask + (bid - fee - ask) // 2  # midpoint_price, on arrays
-        buyer_price = price + fee
-    trades = _trades(book, arr, sell, buy, energy, price, fee, buyer_price)
-    e = energy.tolist()
-    rent = (buyer_price - price - fee).tolist()
-    totals = totals_from_columns(e, ask.tolist(), bid.tolist(), fee.tolist(), rent)
+    e = (lots * book.lot_wh).tolist()
     if goal == "maxmin":
         objective = evaluate(book, trades, goal, offered=offered, scores=list(arr.score))
     else:
@@ -139,6 +127,29 @@ def clear_optimal(
         node_prices=node_prices,
         excluded=excluded,
     )
+
+
+def priced(
+    book: Book, arr: BookArrays, units: fl.Units, rule: Pricing
+) -> tuple[tuple[Trade, ...], Totals, dict[str, int] | None]:
+    """The trades of ``units`` priced by ``rule`` (``nodal`` or ``midpoint``), their totals and,
+    under ``nodal``, the node prices."""
+    sell, buy, lots = units
+    fee = book.grid.fees_between(arr.node[sell], arr.node[buy])
+    ask, bid = arr.price[sell], arr.price[buy]
+    node_prices: dict[str, int] | None = None
+    if rule == "nodal":
+        pi = _nodal(book, arr, units)
+        price, buyer_price = pi[arr.node[sell]], pi[arr.node[buy]]
+        node_prices = dict(zip(book.grid.ids, pi.tolist(), strict=True))
+    else:
+        price = ask + (bid - fee - ask) // 2  # midpoint_price, on arrays
+        buyer_price = price + fee
+    energy = lots * book.lot_wh
+    trades = _trades(book, arr, sell, buy, energy, price, fee, buyer_price)
+    rent = (buyer_price - price - fee).tolist()
+    totals = totals_from_columns(energy.tolist(), ask.tolist(), bid.tolist(), fee.tolist(), rent)
+    return trades, totals, node_prices
 
 
 def check_pricing(mechanism: str, goal: str | None, pricing: str | None) -> Pricing:
