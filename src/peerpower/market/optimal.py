@@ -197,8 +197,8 @@ def canonical_midpoint(book: Book, arr: BookArrays, filled: I64) -> fl.Units:
 def _nodal(book: Book, arr: BookArrays, units: fl.Units) -> I64:
     """The rule's node prices of a welfare-optimal clearing (:mod:`.pricing`)."""
     sell, buy, lots = units
-    flows = edge_flows(book.grid, len(arr.lots), arr.node, sell, buy, lots)
-    pi = nodal_prices(book.grid, flows, arr.is_sell, arr.lots, arr.price, arr.node, book.lot_wh)
+    flows = edge_flows(book, arr, sell, buy, lots)
+    pi = nodal_prices(book, arr, flows)
     if pi is None:
         raise ClearingError("optimal", "internal: the welfare clearing has no equilibrium prices")
     return pi

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from peerpower.grid.tree import GridTree
+from peerpower.market.orders import Book, BookArrays
 from peerpower.units import PRICE_MAX_SEN_PER_KWH, PRICE_MIN_SEN_PER_KWH
 
 I64 = npt.NDArray[np.int64]
@@ -48,10 +48,10 @@ class Flows:
     down: I64
 
 
-def edge_flows(grid: GridTree, n_orders: int, node: I64, sell: I64, buy: I64, lots: I64) -> Flows:
-    """:class:`Flows` of units ``(sell order, buy order, lots)`` (book indexes); ``node`` is the
-    grid node of every order."""
-    filled = np.zeros(n_orders, dtype=np.int64)
+def edge_flows(book: Book, arr: BookArrays, sell: I64, buy: I64, lots: I64) -> Flows:
+    """:class:`Flows` of units ``(sell order, buy order, lots)`` (book indexes)."""
+    grid, node = book.grid, arr.node
+    filled = np.zeros(len(arr.lots), dtype=np.int64)
     np.add.at(filled, sell, lots)
     np.add.at(filled, buy, lots)
     u, v = node[sell], node[buy]
@@ -68,17 +68,11 @@ def edge_flows(grid: GridTree, n_orders: int, node: I64, sell: I64, buy: I64, lo
     return Flows(filled, grid.subtree_sums(up), grid.subtree_sums(down))
 
 
-def _constraints(
-    grid: GridTree,
-    flows: Flows,
-    is_sell: npt.NDArray[np.bool_],
-    lots: I64,
-    price: I64,
-    node: I64,
-    lot_wh: int,
-) -> tuple[I64, I64, I64]:
+def _constraints(book: Book, arr: BookArrays, flows: Flows) -> tuple[I64, I64, I64]:
     """Arcs ``(a, b, w)`` meaning ``π(b) − π(a) ≤ w`` over the grid nodes and a virtual node
     ``n`` with ``π(n) = 0``."""
+    grid, lot_wh = book.grid, book.lot_wh
+    is_sell, lots, price, node = arr.is_sell, arr.lots, arr.price, arr.node
     n = grid.size
     low = np.full(n, PRICE_MIN_SEN_PER_KWH, dtype=np.int64)
     high = np.full(n, PRICE_MAX_SEN_PER_KWH, dtype=np.int64)
@@ -130,19 +124,11 @@ def _shortest(n_nodes: int, source: int, tail: I64, head: I64, w: I64) -> I64 | 
     return None
 
 
-def price_bounds(
-    grid: GridTree,
-    flows: Flows,
-    is_sell: npt.NDArray[np.bool_],
-    lots: I64,
-    price: I64,
-    node: I64,
-    lot_wh: int,
-) -> tuple[I64, I64] | None:
+def price_bounds(book: Book, arr: BookArrays, flows: Flows) -> tuple[I64, I64] | None:
     """The least and the greatest equilibrium price of every node [sen/kWh], or ``None`` when
     no prices make the clearing an equilibrium (it is not welfare-optimal)."""
-    tail, head, w = _constraints(grid, flows, is_sell, lots, price, node, lot_wh)
-    n = grid.size
+    tail, head, w = _constraints(book, arr, flows)
+    n = book.grid.size
     greatest = _shortest(n + 1, n, tail, head, w)
     if greatest is None:
         return None
@@ -151,18 +137,10 @@ def price_bounds(
     return -to_root[:n], greatest[:n]
 
 
-def nodal_prices(
-    grid: GridTree,
-    flows: Flows,
-    is_sell: npt.NDArray[np.bool_],
-    lots: I64,
-    price: I64,
-    node: I64,
-    lot_wh: int,
-) -> I64 | None:
+def nodal_prices(book: Book, arr: BookArrays, flows: Flows) -> I64 | None:
     """The rule's node prices ``floor((lo + hi) / 2)`` [sen/kWh], or ``None`` (see
     :func:`price_bounds`)."""
-    bounds = price_bounds(grid, flows, is_sell, lots, price, node, lot_wh)
+    bounds = price_bounds(book, arr, flows)
     if bounds is None:
         return None
     lo, hi = bounds
@@ -171,19 +149,12 @@ def nodal_prices(
 
 
 def equilibrium_problems(
-    grid: GridTree,
-    flows: Flows,
-    is_sell: npt.NDArray[np.bool_],
-    lots: I64,
-    price: I64,
-    node: I64,
-    ids: list[str],
-    lot_wh: int,
-    prices: I64,
-    limit: int = 5,
+    book: Book, arr: BookArrays, flows: Flows, prices: I64, limit: int = 5
 ) -> list[str]:
     """What keeps ``prices`` from being a competitive equilibrium of the clearing (at most
     ``limit`` messages; empty when they are one)."""
+    grid, lot_wh, ids = book.grid, book.lot_wh, book.ids
+    is_sell, lots, price, node = arr.is_sell, arr.lots, arr.price, arr.node
     out: list[str] = []
     pi = prices[node]
     filled = flows.filled

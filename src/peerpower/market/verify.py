@@ -304,18 +304,16 @@ def _verify_equilibrium(book: Book, result: ClearingResult, out: Verification) -
     arr = book_arrays(book)
     grid = book.grid
     sell, buy, lots = _units_of(book, result)
-    flows = edge_flows(grid, len(arr.lots), arr.node, sell, buy, lots)
+    flows = edge_flows(book, arr, sell, buy, lots)
     assert result.node_prices is not None
     given = np.array([result.node_prices[name] for name in grid.ids], dtype=np.int64)
-    problems = equilibrium_problems(
-        grid, flows, arr.is_sell, arr.lots, arr.price, arr.node, book.ids, book.lot_wh, given
-    )
+    problems = equilibrium_problems(book, arr, flows, given)
     if problems:
         for text in problems:
             out.fail("pricing", f"not a competitive equilibrium: {text}")
         out.proven_optimal = False
         return
-    bounds = price_bounds(grid, flows, arr.is_sell, arr.lots, arr.price, arr.node, book.lot_wh)
+    bounds = price_bounds(book, arr, flows)
     assert bounds is not None  # the given prices satisfy the constraints
     lo, hi = bounds
     rule = (lo + hi) // 2
