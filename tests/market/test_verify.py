@@ -420,6 +420,39 @@ def test_invalid_pairing_re_paired_volume() -> None:
     assert _rules(book, swapped) == ["pairing"]
 
 
+def test_invalid_pairing_re_paired_maxmin() -> None:
+    # maxmin pairs its fills by its own rule (market/canon.py): every other pairing of the same
+    # fills is refused, among them ones that would move money between participants.
+    from peerpower.bench import make_book
+
+    refused = moved = 0
+    for case in range(4):
+        book = parse_book(make_book(30, 8, case, both_share=0.2))
+        result = clear(book, "optimal", "maxmin")
+        assert result.pricing == "midpoint" and verify(book, result).ok
+        order = {o.id: o for o in book.orders}
+        grid = book.grid
+        for i in range(len(result.trades)):
+            for j in range(i + 1, len(result.trades)):
+                a, b = result.trades[i], result.trades[j]
+                if a.sell_order == b.sell_order or a.buy_order == b.buy_order:
+                    continue  # the same units again
+                crossed = ((a.sell_order, b.buy_order), (b.sell_order, a.buy_order))
+                if any(
+                    order[s].participant == order[t].participant
+                    or order[t].price_sen_per_kwh
+                    - grid.fee(grid.index[order[s].node], grid.index[order[t].node])
+                    < order[s].price_sen_per_kwh
+                    for s, t in crossed
+                ):
+                    continue  # not a pairing at all
+                swapped = _re_paired(book, result, i, j)
+                assert "pairing" in _rules(book, swapped)
+                refused += 1
+                moved += _money(swapped) != _money(result)
+    assert refused > 10 and moved > 0, (refused, moved)
+
+
 # -- self-trade prevention -----------------------------------------------------------------------
 def _self_crossing_book():
     # A's buy b (2000, seq 1) crosses A's earlier sell s (1000, seq 0): b is left out.

@@ -62,6 +62,7 @@ import numpy as np
 import numpy.typing as npt
 
 from peerpower.errors import ClearingError
+from peerpower.market.canon import SEARCH_EVALUATIONS, best_canonical
 from peerpower.market.orders import Book, BookArrays
 
 I64 = npt.NDArray[np.int64]
@@ -1082,29 +1083,57 @@ def clear_maxmin(
         return MaxminClearing([], None, offered, True)
     edges = _Edges(sp) if book.grid.has_capacities else None
     state, t_bound = _stage_one(sp, w, edges)
+    pool: list[Units] = [state.units()]
     units, t, welfare, w_max = _stage_two(book, arr, sp, w, edges, state)
+    pool.append(units)
     scale = 10 * book.lot_wh  # sen/kWh · lot → µ¥
     method = "lp-rounding"
     t_proven = _next_ratio(t, w) > t_bound
     w_proven = t_proven and welfare >= w_max
-    if budget:
-        exact = _Milp.build(sp, w, edges)
-        if exact is not None:
-            method = "milp"
-            units, t, welfare, t_proven, w_proven, mip_bound = exact.run(
-                book, arr, units, t, welfare, budget, t_proven, w_proven
-            )
-            t_bound = min(t_bound, mip_bound)
-    if method == "milp" and t_proven and w_proven:
-        return MaxminClearing(units, None, offered, True)
+    exact = _Milp.build(sp, w, edges) if budget else None
+    if exact is not None:
+        method = "milp"
+        units, t, welfare, t_proven, w_proven, mip_bound = exact.run(
+            book, arr, units, t, welfare, budget, t_proven, w_proven, pool
+        )
+        t_bound = min(t_bound, mip_bound)
+    # The clearing is its fills paired by the rule: t, welfare and score are those of the
+    # maxmin pairing of its fills, which the pairwise bound still bounds (.canon's notes). On
+    # small books every clearing met is a candidate and the search over fills runs; on large
+    # ones the final clearing alone is paired.
+    if exact is not None:
+        got = best_canonical(book, arr, w, [*pool, units], _partners(sp), SEARCH_EVALUATIONS)
+    else:
+        got = best_canonical(book, arr, w, [units], {}, 0)
+    # t is proven if the solver proved t optimal over every pairing and the canonical pairing
+    # reaches it, or if no achievable ratio lies between the canonical t and the bound.
+    c_proven = (t_proven and got.t >= t) or _next_ratio(got.t, w) > t_bound
+    cw_proven = c_proven and w_proven and got.welfare >= welfare
+    if method == "milp" and c_proven and cw_proven:
+        return MaxminClearing(got.units, None, offered, True)
     bound = Bound(
         primary=(float(t) if t_proven else t_bound) * 10,
-        secondary=float(welfare if w_proven else w_max) * scale,
-        primary_proven=t_proven,
-        secondary_proven=w_proven,
+        secondary=float(welfare if w_proven and c_proven else w_max) * scale,
+        primary_proven=c_proven,
+        secondary_proven=cw_proven,
         method=method,
     )
-    return MaxminClearing(units, bound.to_json(), offered, t_proven and w_proven)
+    return MaxminClearing(got.units, bound.to_json(), offered, c_proven and cw_proven)
+
+
+def _partners(sp: PairSpace) -> dict[int, list[int]]:
+    """Every live order's compatible counterparts (book indexes), best gain first, for the
+    search of :func:`.canon.best_canonical`."""
+    out: dict[int, list[int]] = {}
+    for i in range(len(sp.sells)):
+        if not sp.done_s[i]:
+            sp.extend(True, i)
+        out[int(sp.sells[i])] = [int(sp.buys[j]) for j in sp.list_s[i]]
+    for j in range(len(sp.buys)):
+        if not sp.done_b[j]:
+            sp.extend(False, j)
+        out[int(sp.buys[j])] = [int(sp.sells[i]) for i in sp.list_b[j]]
+    return out
 
 
 def _next_ratio(t: Fraction, w: dict[int, int]) -> Fraction:
@@ -1465,10 +1494,11 @@ class _Milp:
         budget: int,
         t_proven: bool,
         w_proven: bool,
+        pool: list[Units],
     ) -> tuple[Units, Fraction, int, bool, bool, float]:
         """Improve the incumbent ``units`` (ratio ``t``, welfare) stage by stage within
         ``budget`` nodes each: units, t, welfare, whether t and welfare are proven, and an
-        upper bound of t [sen/kWh]."""
+        upper bound of t [sen/kWh]. Every valid clearing the solver returns joins ``pool``."""
         m = self.m
         w = self.w
         bound = math.inf
@@ -1485,6 +1515,7 @@ class _Milp:
                 found = self._units(res.x)
                 accepted = False
                 if found is not None and self._valid(found, book, arr):
+                    pool.append(found)
                     t_found = _ratio_of(book, arr, self.sp, w, found)
                     if t_found > t:
                         accepted = True
@@ -1518,6 +1549,7 @@ class _Milp:
                 )
                 if accepted:
                     assert found is not None
+                    pool.append(found)
                     units, welfare = found, _welfare_of(book, arr, found)
                 w_proven = res.status == 0 and accepted
         if not w_proven:
@@ -1538,6 +1570,7 @@ class _Milp:
                 and _welfare_of(book, arr, found) == welfare
                 and _score_of(arr, found) > _score_of(arr, units)
             ):
+                pool.append(found)
                 units = found
         return units, t, welfare, True, True, bound
 

@@ -193,8 +193,7 @@ def verify(book: Book, result: ClearingResult) -> Verification:
     if totals != result.totals:
         out.fail("totals", f"totals are {_show(result.totals)}, recomputed {_show(totals)}")
     if result.mechanism == "optimal":
-        if result.goal == "welfare" or (result.pricing == "midpoint" and result.goal == "volume"):
-            _verify_pairing(book, result, out)
+        _verify_pairing(book, result, out)
         if nodal:  # (a call auction's prices are checked by replaying it)
             _verify_equilibrium(book, result, out)
         _verify_optimal(book, result, out)
@@ -261,7 +260,7 @@ def _units_of(book: Book, result: ClearingResult) -> tuple[np.ndarray, np.ndarra
 def _verify_pairing(book: Book, result: ClearingResult, out: Verification) -> None:
     """The units must be the canonical pairing of the result's fills (:mod:`.pairing`): the
     tree's flow decomposition under ``nodal``, :func:`.optimal.canonical_midpoint` under
-    ``midpoint``."""
+    ``midpoint``, and for ``maxmin`` its own rule (:func:`.canon.maxmin_pairing`)."""
     arr = book_arrays(book)
     sell, buy, lots = _units_of(book, result)
     filled = np.zeros(len(arr.lots), dtype=np.int64)
@@ -269,6 +268,14 @@ def _verify_pairing(book: Book, result: ClearingResult, out: Verification) -> No
     np.add.at(filled, buy, lots)
     if result.pricing == "nodal":
         canonical = tree_units(book.grid, arr.is_sell, arr.node, filled)
+    elif result.goal == "maxmin":
+        from peerpower.market.canon import maxmin_units
+
+        try:
+            canonical = maxmin_units(book, arr, filled)
+        except ClearingError as err:
+            out.fail("pairing", f"the fills cannot be paired: {err.message}")
+            return
     else:
         from peerpower.market.optimal import canonical_midpoint
 

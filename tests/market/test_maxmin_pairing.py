@@ -1,0 +1,213 @@
+"""``maxmin``'s pairing rule (market/canon.py): one pairing per set of fills, and clearings chosen
+by what their fills are worth under it.
+
+Checked independently of peerpower's own measures: compatibility and participants from the
+helpers' pair enumeration, profits recomputed from the units, the rule's swap condition by
+enumerating every one-lot swap, and the best clearing under the rule by enumerating every set of
+fills of tiny books.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from helpers import _pairs, _subtree, random_book
+from peerpower.bench import make_book
+from peerpower.market import clear, verify
+from peerpower.market.canon import maxmin_pairing, maxmin_weights
+from peerpower.market.optimal import _tradable, canonical_midpoint
+from peerpower.market.orders import Book, book_arrays, parse_book
+from peerpower.market.stp import prevent_self_trade
+
+Units = list[tuple[int, int, int]]
+
+
+def _profits(book: Book, units: Units) -> dict[str, int]:
+    """Midpoint profit per participant [sen/kWh · lot], after checking every unit is a
+    compatible pair of different participants (the helpers' enumeration)."""
+    fee_of = {(i, j): fee for i, j, fee in _pairs(book)}
+    out: dict[str, int] = {}
+    for i, j, n in units:
+        assert n > 0 and (i, j) in fee_of, f"({i}, {j}) is not a compatible pair"
+        s, b = book.orders[i], book.orders[j]
+        spread = b.price_sen_per_kwh - fee_of[(i, j)] - s.price_sen_per_kwh
+        out[s.participant] = out.get(s.participant, 0) + spread // 2 * n
+        out[b.participant] = out.get(b.participant, 0) + (spread - spread // 2) * n
+    return out
+
+
+def _offered(book: Book) -> dict[str, int]:
+    """Offered lots of every participant with an order in a compatible pair."""
+    in_pair = sorted({k for i, j, _ in _pairs(book) for k in (i, j)})
+    out: dict[str, int] = {}
+    for k in in_pair:
+        o = book.orders[k]
+        out[o.participant] = out.get(o.participant, 0) + o.energy_wh // book.lot_wh
+    return out
+
+
+def _t(book: Book, units: Units) -> Fraction:
+    profit = _profits(book, units)
+    return min(
+        (Fraction(profit.get(p, 0), n) for p, n in _offered(book).items()), default=Fraction(0)
+    )
+
+
+def _fills(n_orders: int, units: Units) -> list[int]:
+    filled = [0] * n_orders
+    for i, j, n in units:
+        filled[i] += n
+        filled[j] += n
+    return filled
+
+
+def _kept(book: Book) -> Book:
+    return prevent_self_trade(book)[0]
+
+
+def _books() -> list[Book]:
+    out = []
+    for case in range(16):
+        rng = random.Random(4_100 + case)
+        book = random_book(rng, n_orders=rng.randint(8, 18), n_nodes=rng.randint(1, 5))
+        out.append(_kept(book))
+    for case in range(4):
+        raw = make_book(30, 8, case, both_share=0.2)
+        out.append(_kept(parse_book(raw)))
+    return out
+
+
+@pytest.mark.parametrize("k", range(20))
+def test_maxmin_pairing_keeps_the_fills_and_never_lowers_the_lowest(k: int) -> None:
+    book = _books()[k]
+    arr = book_arrays(book)
+    welfare = clear(book, "optimal", "welfare", "midpoint")  # some fills to pair
+    by_id = book.by_id
+    units = [
+        (by_id[t.sell_order], by_id[t.buy_order], t.energy_wh // book.lot_wh)
+        for t in welfare.trades
+    ]
+    if not units:
+        return
+    filled = np.array(_fills(len(book.orders), units), dtype=np.int64)
+    w = maxmin_weights(book, arr)
+    got = maxmin_pairing(book, arr, w, filled)
+    assert got == maxmin_pairing(book, arr, w, filled.copy())  # a function of the fills
+    assert _fills(len(book.orders), got) == filled.tolist()
+    s, b, n = canonical_midpoint(book, arr, filled)
+    start = list(zip(s.tolist(), b.tolist(), n.tolist(), strict=True))
+    assert _t(book, got) >= _t(book, start)  # (_profits checks compatibility)
+
+
+@pytest.mark.parametrize("k", range(20))
+def test_maxmin_pairing_leaves_the_lowest_no_swap(k: int) -> None:
+    # Stopped before its swap budget, the rule leaves the lowest participant (lowest ratio,
+    # then lowest index) no exchange of one lot between two units that lifts everyone it
+    # touches above the lowest's ratio; every such exchange is enumerated here.
+    book = _books()[k]
+    arr = book_arrays(book)
+    result = clear(book, "optimal", "maxmin")
+    by_id = book.by_id
+    units = [
+        (by_id[t.sell_order], by_id[t.buy_order], t.energy_wh // book.lot_wh) for t in result.trades
+    ]
+    if not units:
+        return
+    offered = _offered(book)
+    profit = _profits(book, units)
+    index = {p: q for q, p in enumerate(arr.participants)}
+    low = min(offered, key=lambda p: (Fraction(profit.get(p, 0), offered[p]), index[p]))
+    floor = Fraction(profit.get(low, 0), offered[low])
+    fee_of = {(i, j): fee for i, j, fee in _pairs(book)}
+    for (i, j, _), (r, p, _) in itertools.permutations(units, 2):
+        if low not in (book.orders[i].participant, book.orders[j].participant):
+            continue
+        for new in (((i, p), (r, j)),):
+            if any(pair not in fee_of for pair in new):
+                continue
+            moved = [(i, j, -1), (r, p, -1), (i, p, 1), (r, j, 1)]
+            after = dict(profit)
+            for a, c, sign in moved:
+                spread = (
+                    book.orders[c].price_sen_per_kwh
+                    - fee_of[(a, c)]
+                    - book.orders[a].price_sen_per_kwh
+                )
+                sa, sc = book.orders[a].participant, book.orders[c].participant
+                after[sa] = after.get(sa, 0) + sign * (spread // 2)
+                after[sc] = after.get(sc, 0) + sign * (spread - spread // 2)
+            touched = {book.orders[x].participant for x in (i, j, r, p)}
+            assert not all(
+                Fraction(after.get(q, 0), offered[q]) > floor for q in touched if q in offered
+            ), f"swap {(i, j)} × {(r, p)} would lift {low!r} above {floor}"
+
+
+def _best_under_the_rule(book: Book) -> Fraction:
+    """The highest t of any set of fills paired by the rule: every fill vector enumerated,
+    balanced, within every capacity (explicit subtree sums) and pairable."""
+    arr = book_arrays(book)
+    w = maxmin_weights(book, arr)
+    live = [k for k in range(len(book.orders)) if _tradable(arr)[k]]
+    grid = book.grid
+    node = [grid.index[o.node] for o in book.orders]
+    best = Fraction(0)
+    for combo in itertools.product(*[range(int(arr.lots[k]) + 1) for k in live]):
+        filled = np.zeros(len(book.orders), dtype=np.int64)
+        filled[live] = combo
+        if filled[arr.is_sell].sum() != filled[~arr.is_sell].sum() or not filled.any():
+            continue
+        fits = True
+        for c in range(grid.size):
+            if grid.parent[c] < 0 or grid.capacity_wh[c] < 0:
+                continue
+            net = sum(
+                (1 if arr.is_sell[k] else -1) * int(filled[k])
+                for k in live
+                if _subtree(grid, c, node[k])
+            )
+            fits &= abs(net) * book.lot_wh <= grid.capacity_wh[c]
+        if not fits:
+            continue
+        try:
+            units = maxmin_pairing(book, arr, w, filled)
+        except Exception:  # not pairable
+            continue
+        if all((i, j) in {(a, b) for a, b, _ in _pairs(book)} for i, j, _ in units):
+            best = max(best, _t(book, units))
+    return best
+
+
+def test_maxmin_clearing_reaches_the_best_fills_under_the_rule_on_tiny_books() -> None:
+    reached = total = 0
+    for case in range(40):
+        rng = random.Random(5_000 + case)
+        book = random_book(
+            rng,
+            n_orders=rng.randint(5, 9),
+            n_nodes=rng.randint(1, 4),
+            n_participants=rng.randint(3, 7),
+            capacities=case % 2 == 0,
+        )
+        kept = _kept(book)
+        result = clear(book, "optimal", "maxmin")
+        assert verify(book, result).ok
+        if not _offered(kept):
+            continue
+        by_id = kept.by_id
+        units = [
+            (by_id[t.sell_order], by_id[t.buy_order], t.energy_wh // kept.lot_wh)
+            for t in result.trades
+        ]
+        t, best = _t(kept, units), _best_under_the_rule(kept)
+        assert t <= best, "better than every set of fills: a check is broken"
+        if result.bound is None or result.bound["primary_proven"]:
+            assert t == best
+        total += 1
+        reached += t == best
+    # measured 2026-12-07: 28 of 28 such books (and 129 of 131 with 8–12 orders)
+    assert total >= 20 and reached >= 0.9 * total, (reached, total)
