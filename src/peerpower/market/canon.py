@@ -378,9 +378,8 @@ def maxmin_pairing(
     heap = [(profit[q] / w[q], q) for q in w]
     heapq.heapify(heap)
     for _ in range(swaps if heap else 0):
-        while heap[0][0] != profit[heap[0][1]] / w[heap[0][1]]:  # stale: it gained since
-            _, q = heapq.heappop(heap)
-            heapq.heappush(heap, (profit[q] / w[q], q))
+        while heap[0][0] != profit[heap[0][1]] / w[heap[0][1]]:
+            heapq.heappop(heap)  # stale: a fresh entry was pushed when the ratio changed
         q = heap[0][1]
         move = _swap_for(state, w, q, mine.get(q, []))
         if move is None:

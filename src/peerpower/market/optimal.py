@@ -25,7 +25,9 @@ Solvers
 * ``maxmin`` (:func:`.pairwise.clear_maxmin`): an LP bound by column generation over
   tree-ordered partner lists, a rounded and locally improved clearing, and on books of at most
   600 compatible pairs an exact MILP (SciPy's HiGHS) started from it, each stage stopped after
-  ``maxmin_budget`` branch-and-bound nodes (a work limit, never wall time).
+  ``maxmin_budget`` branch-and-bound nodes (a work limit, never wall time). Its fills are paired
+  by ``maxmin``'s own rule (:func:`.canon.maxmin_pairing`), and clearings are compared by what
+  their fills are worth under it.
 """
 
 from __future__ import annotations

@@ -38,6 +38,11 @@ solved in three parts, each deterministic:
    solver returns is rounded and checked exactly (lots, capacities, t, welfare) before it is
    taken, and an optimum counts as proven only if no achievable ratio lies between it and the
    solver's bound.
+4. **Paired by the rule**: the clearing's fills are paired by ``maxmin``'s pairing rule
+   (:func:`.canon.maxmin_pairing`), and its t, welfare and score are those of that pairing. On
+   small books every clearing met above is a candidate and a local search over fills follows
+   (:func:`.canon.best_canonical`). The pairwise bound ranges over every pairing, so it still
+   bounds t; a result counts as proven only when its t under the rule reaches it.
 
 Profits here are in sen/kWh·lot and offered energy in lots (the ratio × 10 is µ¥/Wh). Pair
 positions ``i`` index the live sells, ``j`` the live buys (:class:`PairSpace`).
