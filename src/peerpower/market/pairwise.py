@@ -92,6 +92,8 @@ POOL_PER_ORDER = 8
 ADD_PER_ORDER = 4
 #: Most rounds of column generation per LP (each round's duals give a valid bound).
 CG_ROUNDS = 40
+#: Most rounds of column generation in the LPs after the first (their rounding is what counts).
+LATER_CG_ROUNDS = 4
 #: LP solvers (OR-tools model builder name, parameters) tried in turn.
 LP_SOLVERS = (("glop", ""), ("glop", "use_dual_simplex: true"), ("highs", ""))
 #: Most lots the leximin local search moves.
@@ -1036,10 +1038,13 @@ class _LP:
             bad = bad[np.argsort(d[bad], kind="stable")[:ADD_PER_ORDER]]
         found.extend(zip(d[bad].tolist(), i[bad].tolist(), j[bad].tolist(), strict=True))
 
-    def run(self, people: list[int], bound: float) -> tuple[_LPSolution, float]:
-        """Column generation until no pair prices in; the best bound seen on the way."""
+    def run(
+        self, people: list[int], bound: float, rounds: int = CG_ROUNDS
+    ) -> tuple[_LPSolution, float]:
+        """Column generation until no pair prices in, at most ``rounds`` rounds; the best
+        bound seen on the way."""
         sol = self.solve(people)
-        for _ in range(CG_ROUNDS):
+        for _ in range(rounds):
             found, value = self.price(sol, people, repair=True)
             bound = min(bound, value)
             if not found:
@@ -1189,7 +1194,10 @@ def _stage_one(sp: PairSpace, w: dict[int, int], edges: _Edges | None) -> tuple[
         lp.add(sorted(set(seeds)))
         if not lp.cols:
             break
-        sol, bound = lp.run(sorted(chosen), bound)
+        # The first LP gives the bound; later ones, with more participants' rows, are there for
+        # their rounding, which a few rounds of column generation serve (their duals still
+        # give valid bounds, so the bound only tightens).
+        sol, bound = lp.run(sorted(chosen), bound, CG_ROUNDS if last is base else LATER_CG_ROUNDS)
         if not sol.x:
             break
         last = _State(sp, edges)
