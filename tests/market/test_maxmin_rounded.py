@@ -225,3 +225,26 @@ def test_fallback_lp_solvers_give_valid_bounds(
         assert _t_of(kept, got.units, got.offered) <= want["primary"]
         if got.bound is not None:
             assert got.bound["primary_upper"] >= float(want["primary"]) * (1 - 1e-6) - 1e-6
+
+
+@pytest.mark.parametrize("capacity", [None, 1500], ids=["free", "capacities"])
+def test_best_lot_heap_matches_the_full_scan(capacity: int | None, monkeypatch) -> None:
+    # The lazy heap per participant must give exactly what scanning every order gives, at
+    # every call of the greedy fill and the leximin search (lots freed, edges reopened).
+    book = parse_book(make_book(600, 120, 2, both_share=0.2, transformer_capacity_wh=capacity))
+    kept, _ = prevent_self_trade(book)
+    arr = book_arrays(kept)
+    sp = pw.PairSpace(kept, arr, _tradable(arr))
+    heap = pw._State.best_lot
+    calls = []
+
+    def both(self: pw._State, q: int) -> tuple[int, int, int] | None:
+        got = heap(self, q)
+        assert got == self._best_lot_scan(q)
+        calls.append(got is not None)
+        return got
+
+    monkeypatch.setattr(pw._State, "best_lot", both)
+    edges = pw._Edges(sp) if kept.grid.has_capacities else None
+    pw._stage_one(sp, sp.weights(), edges)
+    assert sum(calls) > 100 and not all(calls)

@@ -398,6 +398,8 @@ class _State:
         self.opened = 0  # counts the times a full edge direction got room again
         self.memo_s: dict[int, tuple[int, int, int, int]] = {}
         self.memo_b: dict[int, tuple[int, int, int, int]] = {}
+        # per participant: (epoch, opened, heap of (−gain, −spread, side, order))
+        self.lazy: dict[int, tuple[int, int, list[tuple[int, int, int, int]]]] = {}
         self.net: dict[int, int] = dict.fromkeys(edges.limit, 0) if edges else {}
         self.sells_of: dict[int, list[int]] = {}
         self.buys_of: dict[int, list[int]] = {}
@@ -417,6 +419,7 @@ class _State:
         other.part_s, other.part_b = self.part_s, self.part_b
         other.cur_s, other.cur_b = [0] * len(self.cur_s), [0] * len(self.cur_b)
         other.epoch, other.opened, other.memo_s, other.memo_b = 0, 0, {}, {}
+        other.lazy = {}
         other.net = dict(self.net)
         other.sells_of, other.buys_of = self.sells_of, self.buys_of
         return other
@@ -527,7 +530,44 @@ class _State:
 
     def best_lot(self, q: int) -> tuple[int, int, int] | None:
         """Free pair (sell, buy) that gains participant ``q`` most, with that gain (ties: the
-        higher spread, then sells before buys, lowest position)."""
+        higher spread, then sells before buys, lowest position).
+
+        A lazy heap per participant holds its orders keyed by their last best (gain, spread):
+        until a lot is freed or a full edge opens, an order's best partner only gets worse, so
+        a key whose order still has it is the best of all (the heap's order is the tie rule);
+        the heap is rebuilt when either happens."""
+        lazy = self.lazy.get(q)
+        if lazy is None or lazy[0] != self.epoch or lazy[1] != self.opened:
+            heap: list[tuple[int, int, int, int]] = []
+            for side, mine in ((0, self.sells_of.get(q, ())), (1, self.buys_of.get(q, ()))):
+                heap += [(-(1 << 62), 0, side, o) for o in mine]  # unknown: best possible
+            heapq.heapify(heap)
+            lazy = (self.epoch, self.opened, heap)
+            self.lazy[q] = lazy
+        heap = lazy[2]
+        while heap:
+            key = heap[0]
+            selling = key[2] == 0
+            o = key[3]
+            if (self.rem_s if selling else self.rem_b)[o] <= 0:
+                heapq.heappop(heap)  # filled: within the epoch it stays filled
+                continue
+            found = self._best_for(selling, o)
+            if found is None:
+                heapq.heappop(heap)
+                continue
+            spread, c = found
+            gain = spread // 2 if selling else spread - spread // 2
+            if gain <= 0:
+                heapq.heappop(heap)
+                continue
+            if (key[0], key[1]) == (-gain, -spread):
+                return (o, c, gain) if selling else (c, o, gain)
+            heapq.heapreplace(heap, (-gain, -spread, key[2], o))
+        return None
+
+    def _best_lot_scan(self, q: int) -> tuple[int, int, int] | None:
+        """:meth:`best_lot` by scanning every order of ``q`` (kept to check the heap)."""
         best: tuple[int, int, int, int] | None = None  # gain, spread, sell, buy
         for selling, mine in ((True, self.sells_of.get(q, ())), (False, self.buys_of.get(q, ()))):
             rem_own = self.rem_s if selling else self.rem_b
