@@ -8,7 +8,8 @@ cheap sell the cheapest buy that can pay it, which is harmless where the pairing
 the objective but ruins ``maxmin``'s (on the benchmark books it left t at 26 % of the bound at
 1,000 orders and 3.6 % at 10,000). So ``maxmin`` has a rule of its own, :func:`maxmin_pairing`:
 the bottom-up matching, then swaps of counterparties that raise the lowest participant, the fills
-fixed, within :data:`SWAPS` swaps (a work limit, so every validator computes the same pairing).
+fixed, within :func:`swap_budget` swaps (a work limit, so every validator computes the same
+pairing).
 
 A ``maxmin`` clearing is therefore chosen by its fills: its ``t`` (the lowest participant's
 profit per offered lot), welfare and seeded score are those of its fills paired by the rule. The
@@ -256,6 +257,14 @@ def _moves(arr: BookArrays, cur: Canon, partners: dict[int, list[int]]) -> Itera
 
 #: Swaps the ``maxmin`` pairing rule makes at most (a work limit, the same for every validator).
 SWAPS = 20_000
+#: ... or this many per filled order, if more (large books need more swaps to lift everyone).
+SWAPS_PER_ORDER = 2
+
+
+def swap_budget(filled: I64) -> int:
+    """The most swaps :func:`maxmin_pairing` makes on fills ``filled``: :data:`SWAPS`, or
+    :data:`SWAPS_PER_ORDER` per filled order if that is more."""
+    return max(SWAPS, SWAPS_PER_ORDER * int(np.count_nonzero(filled)))
 
 
 class _Pairing:
@@ -348,19 +357,20 @@ def maxmin_units(book: Book, arr: BookArrays, filled: I64) -> tuple[I64, I64, I6
 
 
 def maxmin_pairing(
-    book: Book, arr: BookArrays, w: dict[int, int], filled: I64, swaps: int = SWAPS
+    book: Book, arr: BookArrays, w: dict[int, int], filled: I64, swaps: int | None = None
 ) -> Units:
     """The one pairing ``maxmin`` allows for fills ``filled`` [lots per order] over the
     participants ``w`` (participant index → offered lots).
 
     Start from the canonical midpoint pairing (:func:`.optimal.canonical_midpoint`); then, while
     the lowest participant (lowest ``profit / w``, lowest index among equals) has a *swap*, make
-    it, at most ``swaps`` times. A swap takes one of its orders ``o`` (in index order), a
-    counterparty ``c`` it is paired with (index order), a partner ``p`` it gains more from
-    (best first) and an order ``r`` paired with ``p`` (index order) that can trade with ``c``,
-    and turns ``k`` lots of (o, c) and (r, p) into (o, p) and (r, c), for the most ``k`` (from
-    the lots both pairs hold, halving) that leaves every participant the swap touches above the
-    lowest's old ratio. The fills never change, so neither do the edge flows; fees can.
+    it, at most ``swaps`` times (default :func:`swap_budget`). A swap takes one of its orders
+    ``o`` (in index order), a counterparty ``c`` it is paired with (index order), a partner
+    ``p`` it gains more from (best first) and an order ``r`` paired with ``p`` (index order)
+    that can trade with ``c``, and turns ``k`` lots of (o, c) and (r, p) into (o, p) and
+    (r, c), for the most ``k`` (from the lots both pairs hold, halving) that leaves every
+    participant the swap touches above the lowest's old ratio. The fills never change, so
+    neither do the edge flows; fees can.
     """
     from peerpower.market.optimal import canonical_midpoint
 
@@ -377,7 +387,7 @@ def maxmin_pairing(
     # beyond any book) different ratios keep their order; the swap test itself is exact.
     heap = [(profit[q] / w[q], q) for q in w]
     heapq.heapify(heap)
-    for _ in range(swaps if heap else 0):
+    for _ in range((swap_budget(filled) if swaps is None else swaps) if heap else 0):
         while heap[0][0] != profit[heap[0][1]] / w[heap[0][1]]:
             heapq.heappop(heap)  # stale: a fresh entry was pushed when the ratio changed
         q = heap[0][1]
