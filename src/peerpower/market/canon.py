@@ -118,6 +118,7 @@ class Evaluator:
         """The fills paired by the ``maxmin`` rule (:func:`maxmin_pairing`) and measured, or
         ``None`` if no compatible pairing of them exists."""
         from peerpower.errors import ClearingError
+        from peerpower.market import pairwise as pw
 
         self.evaluations += 1
         arr, book = self.arr, self.book
@@ -125,28 +126,18 @@ class Evaluator:
             units = maxmin_pairing(book, arr, self.w, filled)
         except ClearingError:
             return None
-        if not units:
-            s = b = n = np.zeros(0, dtype=np.int64)
-        else:
-            s, b, n = (np.array(c, dtype=np.int64) for c in zip(*units, strict=True))
-        spread = arr.price[b] - book.grid.fees_between(arr.node[s], arr.node[b]) - arr.price[s]
-        if (spread < 0).any() or (arr.participant[s] == arr.participant[b]).any():
-            return None
-        gs = spread // 2
-        profit = np.zeros(len(arr.participants), dtype=np.int64)
-        np.add.at(profit, arr.participant[s], gs * n)
-        np.add.at(profit, arr.participant[b], (spread - gs) * n)
-        ratios = {q: Fraction(int(profit[q]), m) for q, m in self.w.items()}
+        # the rule pairs compatibly (the bottom-up matching does, and every swap checks)
+        profit = pw._profits(book, arr, len(arr.participants), units)
+        ratios = {q: Fraction(profit[q], m) for q, m in self.w.items()}
         t = min(ratios.values(), default=Fraction(0))
         low = tuple(sorted(q for q, r in ratios.items() if r == t))
-        r = arr.score
         return Canon(
             units=units,
             filled=tuple(filled.tolist()),
             t=t,
             low=low,
-            welfare=int((spread * n).sum()),
-            score=sum((r[i] + r[j]) * k for i, j, k in units),
+            welfare=pw._welfare_of(book, arr, units),
+            score=pw._score_of(arr, units),
         )
 
 
