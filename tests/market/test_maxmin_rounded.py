@@ -212,6 +212,40 @@ def test_solo_bound_caps_t() -> None:
     assert result.bound["primary_upper"] <= float(cap) * (1 + 1e-7)
 
 
+@pytest.mark.parametrize("case", range(12))
+def test_solo_bound_is_each_orders_best_gain_summed(case: int) -> None:
+    # Recomputed from the orders and the grid's fees, pair by pair: every lot of a participant
+    # at its order's best gain (a counterparty of the same participant counts: it is a bound).
+    rng = random.Random(3300 + case)
+    if case < 8:
+        book = random_book(
+            rng, n_orders=rng.randint(6, 40), n_nodes=rng.randint(1, 9), n_participants=12
+        )
+    else:
+        book = parse_book(make_book(600, 120, case, both_share=0.2))
+    kept, _ = prevent_self_trade(book)
+    arr = book_arrays(kept)
+    sp = pw.PairSpace(kept, arr, _tradable(arr))
+    w = sp.weights()
+    orders, grid = kept.orders, kept.grid
+    most: dict[str, int] = {}
+    for o in orders:
+        best = None
+        for c in orders:
+            if c.side == o.side:
+                continue
+            s, b = (o, c) if o.side.value == "sell" else (c, o)
+            spread = b.price_sen_per_kwh - grid.fee(grid.index[s.node], grid.index[b.node])
+            spread -= s.price_sen_per_kwh
+            gain = spread // 2 if o.side.value == "sell" else spread - spread // 2
+            best = gain if best is None else max(best, gain)
+        if best is not None and best > 0:
+            most[o.participant] = most.get(o.participant, 0) + best * o.energy_wh // kept.lot_wh
+    names = arr.participants
+    want = min((Fraction(most.get(names[q], 0), n) for q, n in w.items()), default=Fraction(0))
+    assert pw._solo_bound(sp, w) == pytest.approx(float(want), rel=1e-12)
+
+
 @pytest.mark.parametrize("solvers", [(("glop", "use_dual_simplex: true"),), (("highs", ""),)])
 def test_fallback_lp_solvers_give_valid_bounds(
     monkeypatch: pytest.MonkeyPatch, solvers: tuple[tuple[str, str], ...]

@@ -281,14 +281,19 @@ class _Pairing:
             False: np.flatnonzero(~arr.is_sell & (filled > 0)),
         }
         self._partners: dict[int, list[int]] = {}
+        self._gains: dict[int, list[int]] = {}
 
-    def gains(self, i: int, j: int) -> tuple[int, int]:
-        """The seller's and the buyer's gain per lot of pair (sell i, buy j) [sen/kWh]."""
+    def spread(self, i: int, j: int) -> int:
+        """Bid − fee − ask of pair (sell i, buy j) [sen/kWh]."""
         u, v = self.node[i], self.node[j]
         fee = self._fee.get((u, v))
         if fee is None:
             fee = self._fee[(u, v)] = self.grid.fee(u, v)
-        spread = self.price[j] - fee - self.price[i]
+        return self.price[j] - fee - self.price[i]
+
+    def gains(self, i: int, j: int) -> tuple[int, int]:
+        """The seller's and the buyer's gain per lot of pair (sell i, buy j) [sen/kWh]."""
+        spread = self.spread(i, j)
         return spread // 2, spread - spread // 2
 
     def change(self, i: int, j: int, k: int) -> None:
@@ -325,9 +330,15 @@ class _Pairing:
                 gain = spread - spread // 2
             ok = (spread >= 0) & (arr.participant[other] != self.part[o])
             idx, g = other[ok], gain[ok]
-            got = idx[np.lexsort((idx, -g))].tolist()
+            order = np.lexsort((idx, -g))
+            got = idx[order].tolist()
             self._partners[o] = got
+            self._gains[o] = g[order].tolist()
         return got
+
+    def partner_gains(self, o: int) -> list[int]:
+        """Order ``o``'s gain from each of :meth:`partners` (call that first)."""
+        return self._gains[o]
 
 
 def maxmin_weights(book: Book, arr: BookArrays) -> dict[int, int]:
@@ -397,35 +408,61 @@ def maxmin_pairing(
 
 def _swap_for(state: _Pairing, w: dict[int, int], low: int, orders: list[int]) -> Units | None:
     """The first swap (see :func:`maxmin_pairing`) for the lowest participant ``low`` and its
-    ``orders``, as unit changes ``(sell, buy, ± lots)``; ``None`` if there is none."""
-    profit, part = state.profit, state.part
+    ``orders``, as unit changes ``(sell, buy, ± lots)``; ``None`` if there is none.
+
+    A swap that fails at one lot fails at every ``k`` (a participant that loses loses more with
+    more lots, one that gains passes the floor with one), so candidates are tried at one lot
+    first and only those that pass are sized."""
+    profit, part, x, held, gains = state.profit, state.part, state.x, state.held, state.gains
+    spread_of = state.spread
     f_num, f_den = profit[low], w[low]  # the floor every touched participant must pass
+
+    def above(delta: dict[int, int], k: int) -> bool:
+        return all(
+            q not in w or (profit[q] + k * d) * f_den > f_num * w[q] for q, d in delta.items()
+        )
+
     for o in orders:
         sell = state.is_sell[o]
         side = 0 if sell else 1
-        for c in sorted(state.held.get(o, ())):
+        plist, pgain = state.partners(o), state.partner_gains(o)
+        for c in sorted(held.get(o, ())):
             i, j = (o, c) if sell else (c, o)
-            now = state.gains(i, j)[side]
-            for p in state.partners(o):
-                i2, j2 = (o, p) if sell else (p, o)
-                if state.gains(i2, j2)[side] <= now:
+            g_oc = gains(i, j)
+            now = g_oc[side]
+            for p, g in zip(plist, pgain, strict=True):
+                if g <= now:
                     break  # the partners come best first
-                for r in sorted(state.held.get(p, ())):
+                i2, j2 = (o, p) if sell else (p, o)
+                for r in sorted(held.get(p, ())):
                     i3, j3 = (r, c) if sell else (c, r)  # the rival takes o's counterparty
-                    if part[i3] == part[j3] or sum(state.gains(i3, j3)) < 0:
+                    pr = part[r]
+                    if pr == part[c]:
+                        continue
+                    s_rc = spread_of(i3, j3)
+                    if s_rc < 0:
                         continue
                     ri, rj = (r, p) if sell else (p, r)
+                    s_rp = spread_of(ri, rj)
+                    if pr != low and pr in w:
+                        # the rival's participant alone (it is neither c's nor p's): the
+                        # test most swaps fail, made before the others
+                        d = s_rc // 2 - s_rp // 2 if sell else s_rp // 2 - s_rc // 2 + s_rc - s_rp
+                        if (profit[pr] + d) * f_den <= f_num * w[pr]:
+                            continue
                     delta: dict[int, int] = {}
-                    for a, b, sign in ((i, j, -1), (ri, rj, -1), (i2, j2, 1), (i3, j3, 1)):
-                        ga, gb = state.gains(a, b)
+                    for a, b, sign, (ga, gb) in (
+                        (i, j, -1, g_oc),
+                        (ri, rj, -1, (s_rp // 2, s_rp - s_rp // 2)),
+                        (i2, j2, 1, gains(i2, j2)),
+                        (i3, j3, 1, (s_rc // 2, s_rc - s_rc // 2)),
+                    ):
                         delta[part[a]] = delta.get(part[a], 0) + sign * ga
                         delta[part[b]] = delta.get(part[b], 0) + sign * gb
-                    k = min(state.x[(i, j)], state.x[(ri, rj)])
-                    while k >= 1:
-                        if all(
-                            q not in w or (profit[q] + k * d) * f_den > f_num * w[q]
-                            for q, d in delta.items()
-                        ):
-                            return [(i, j, -k), (ri, rj, -k), (i2, j2, k), (i3, j3, k)]
+                    if not above(delta, 1):
+                        continue
+                    k = min(x[(i, j)], x[(ri, rj)])
+                    while k > 1 and not above(delta, k):
                         k //= 2
+                    return [(i, j, -k), (ri, rj, -k), (i2, j2, k), (i3, j3, k)]
     return None

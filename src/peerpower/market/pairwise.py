@@ -92,8 +92,12 @@ POOL_PER_ORDER = 8
 ADD_PER_ORDER = 4
 #: Most rounds of column generation per LP (each round's duals give a valid bound).
 CG_ROUNDS = 40
-#: Most rounds of column generation in the LPs after the first (their rounding is what counts).
-LATER_CG_ROUNDS = 4
+#: Most pairs the first LP's pool may hold before column generation stops (a work limit: on the
+#: largest books the LP converges too slowly to bound t better than :func:`_solo_bound`).
+CG_COLUMNS = 40_000
+#: Rounds of column generation in the LPs after the first: none, one solve over their pool
+#: (their rounding is what counts, and more rounds did not raise t on books of 10,000–60,000).
+LATER_CG_ROUNDS = 0
 #: LP solvers (OR-tools model builder name, parameters) tried in turn.
 LP_SOLVERS = (("glop", ""), ("glop", "use_dual_simplex: true"), ("highs", ""))
 #: Most lots the leximin local search moves.
@@ -1087,7 +1091,7 @@ class _LP:
         for _ in range(rounds):
             found, value = self.price(sol, people, repair=True)
             bound = min(bound, value)
-            if not found:
+            if not found or len(self.cols) >= CG_COLUMNS:
                 break
             found.sort()
             if not self.add([(i, j) for _, i, j in found]):
@@ -1147,6 +1151,8 @@ def clear_maxmin(
             book, arr, units, t, welfare, budget, t_proven, w_proven, pool
         )
         t_bound = min(t_bound, mip_bound)
+    # Every lot's spread is split between its two participants, so Σ profit = welfare.
+    t_bound = min(t_bound, w_max / sum(w.values()))
     # The clearing is its fills paired by the rule: t, welfare and score are those of the
     # maxmin pairing of its fills, which the pairwise bound still bounds (.canon's notes). On
     # small books every clearing met is a candidate and the search over fills runs; on large
@@ -1251,9 +1257,44 @@ def _stage_one(sp: PairSpace, w: dict[int, int], edges: _Edges | None) -> tuple[
         t_last = last.ratio(w)
         if t_last > t_best:
             best, t_best = last, t_last
-    if not math.isfinite(bound):  # no LP: the best any participant could gain per lot
-        bound = float(max((max(g[:1], default=0) for g in sp.gain_s + sp.gain_b), default=0))
-    return best, bound
+    return best, min(bound, _solo_bound(sp, w))
+
+
+def _solo_bound(sp: PairSpace, w: dict[int, int]) -> float:
+    """An upper bound of t: the lowest ratio any participant could reach if every lot of its
+    own traded with its order's best counterparty, as though nobody competed for them
+    (tightest on the largest books, where the LP converges too slowly)."""
+    grid, dist = sp.grid, sp.dist
+    n = grid.size
+    ub: list[I64] = []
+    for selling in (True, False):
+        o_node, o_price = (sp.node_s, sp.ask) if selling else (sp.node_b, sp.bid)
+        c_node = sp.node_b if selling else sp.node_s
+        c_val = sp.bid - dist[sp.node_b] if selling else -sp.ask - dist[sp.node_s]
+        if not len(o_node):
+            ub.append(np.zeros(0, dtype=np.int64))
+            continue
+        low = np.iinfo(np.int64).min // 4
+        sub = np.full(n, low, dtype=np.int64)
+        if len(c_node):
+            np.maximum.at(sub, c_node, c_val)
+        for v in reversed(grid.order[1:]):  # subtree maxima, leaves first
+            sub[grid.parent[v]] = max(sub[grid.parent[v]], sub[v])
+        best = np.full(n, low, dtype=np.int64)  # max over ancestors a of sub[a] + 2·dist[a]
+        for v in grid.order:
+            here = sub[v] + 2 * dist[v] if sub[v] > low else low
+            p = grid.parent[v]
+            best[v] = max(best[p], here) if p >= 0 else here
+        reach = best[o_node]
+        spread = np.where(reach > low, reach - dist[o_node], low)
+        spread = spread - o_price if selling else spread + o_price
+        gain = spread // 2 if selling else spread - spread // 2
+        lots = sp.lots_s if selling else sp.lots_b
+        ub.append(np.where(reach > low, np.maximum(gain, 0), 0) * lots)
+    most = np.zeros(sp.n_part, dtype=np.int64)
+    np.add.at(most, sp.part_s, ub[0])
+    np.add.at(most, sp.part_b, ub[1])
+    return min((float(most[q]) / n_q for q, n_q in w.items()), default=0.0)
 
 
 def _stage_two(
