@@ -389,13 +389,17 @@ def maxmin_pairing(
     # beyond any book) different ratios keep their order; the swap test itself is exact.
     heap = [(profit[q] / w[q], q) for q in w]
     heapq.heapify(heap)
+    scans: dict[int, Iterator[Units]] = {}  # each participant's scan, where it found a swap
     for _ in range((swap_budget(filled) if swaps is None else swaps) if heap else 0):
         while heap[0][0] != profit[heap[0][1]] / w[heap[0][1]]:
             heapq.heappop(heap)  # stale: a fresh entry was pushed when the ratio changed
         q = heap[0][1]
-        move = _swap_for(state, w, q, mine.get(q, []))
-        if move is None:
-            break  # the lowest participant has no swap: no swap can raise t
+        move = next(scans[q], None) if q in scans else None
+        if move is None:  # no scan under way, or it ran out: scan again from the start
+            scans[q] = _swaps(state, w, q, mine.get(q, []))
+            move = next(scans[q], None)
+            if move is None:
+                break  # the lowest participant has no swap: no swap can raise t
         touched: set[int] = set()
         for i, j, k in move:
             state.change(i, j, k)
@@ -406,18 +410,19 @@ def maxmin_pairing(
     return sorted((i, j, k) for (i, j), k in state.x.items())
 
 
-def _swap_for(state: _Pairing, w: dict[int, int], low: int, orders: list[int]) -> Units | None:
-    """The first swap (see :func:`maxmin_pairing`) for the lowest participant ``low`` and its
-    ``orders``, as unit changes ``(sell, buy, ± lots)``; ``None`` if there is none.
+def _swaps(state: _Pairing, w: dict[int, int], low: int, orders: list[int]) -> Iterator[Units]:
+    """The swaps (see :func:`maxmin_pairing`) for participant ``low`` and its ``orders``, in
+    the rule's order, as unit changes ``(sell, buy, ± lots)``. Resumed after a swap is made,
+    only while ``low`` is the lowest participant: each later candidate is checked against the
+    pairing as it is then, with ``low``'s ratio then as the floor.
 
     A swap that fails at one lot fails at every ``k`` (a participant that loses loses more with
     more lots, one that gains passes the floor with one), so candidates are tried at one lot
     first and only those that pass are sized."""
     profit, part, x, held, gains = state.profit, state.part, state.x, state.held, state.gains
     spread_of = state.spread
-    f_num, f_den = profit[low], w[low]  # the floor every touched participant must pass
 
-    def above(delta: dict[int, int], k: int) -> bool:
+    def above(delta: dict[int, int], k: int, f_num: int, f_den: int) -> bool:
         return all(
             q not in w or (profit[q] + k * d) * f_den > f_num * w[q] for q, d in delta.items()
         )
@@ -428,22 +433,25 @@ def _swap_for(state: _Pairing, w: dict[int, int], low: int, orders: list[int]) -
         plist, pgain = state.partners(o), state.partner_gains(o)
         for c in sorted(held.get(o, ())):
             i, j = (o, c) if sell else (c, o)
+            if (i, j) not in x:
+                continue  # a swap since took every lot of (o, c)
             g_oc = gains(i, j)
             now = g_oc[side]
             for p, g in zip(plist, pgain, strict=True):
-                if g <= now:
+                if g <= now or (i, j) not in x:
                     break  # the partners come best first
                 i2, j2 = (o, p) if sell else (p, o)
                 for r in sorted(held.get(p, ())):
                     i3, j3 = (r, c) if sell else (c, r)  # the rival takes o's counterparty
+                    ri, rj = (r, p) if sell else (p, r)
                     pr = part[r]
-                    if pr == part[c]:
+                    if pr == part[c] or (ri, rj) not in x:
                         continue
                     s_rc = spread_of(i3, j3)
                     if s_rc < 0:
                         continue
-                    ri, rj = (r, p) if sell else (p, r)
                     s_rp = spread_of(ri, rj)
+                    f_num, f_den = profit[low], w[low]  # the floor every touched one must pass
                     if pr != low and pr in w:
                         # the rival's participant alone (it is neither c's nor p's): the
                         # test most swaps fail, made before the others
@@ -459,10 +467,11 @@ def _swap_for(state: _Pairing, w: dict[int, int], low: int, orders: list[int]) -
                     ):
                         delta[part[a]] = delta.get(part[a], 0) + sign * ga
                         delta[part[b]] = delta.get(part[b], 0) + sign * gb
-                    if not above(delta, 1):
+                    if not above(delta, 1, f_num, f_den):
                         continue
                     k = min(x[(i, j)], x[(ri, rj)])
-                    while k > 1 and not above(delta, k):
+                    while k > 1 and not above(delta, k, f_num, f_den):
                         k //= 2
-                    return [(i, j, -k), (ri, rj, -k), (i2, j2, k), (i3, j3, k)]
-    return None
+                    yield [(i, j, -k), (ri, rj, -k), (i2, j2, k), (i3, j3, k)]
+                    if (i, j) not in x:
+                        break
