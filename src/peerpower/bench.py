@@ -68,8 +68,8 @@ RUNS: tuple[Run, ...] = (
     Run("optimal", "welfare", "nodal", capacities=True),
     Run("optimal", "volume", largest=100_000),
     Run("optimal", "volume", capacities=True, largest=100_000),
-    Run("optimal", "maxmin", largest=10_000),
-    Run("optimal", "maxmin", capacities=True, largest=10_000),
+    Run("optimal", "maxmin", largest=100_000),
+    Run("optimal", "maxmin", capacities=True, largest=100_000),
 )
 
 

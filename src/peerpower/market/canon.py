@@ -371,7 +371,9 @@ def maxmin_pairing(
     ``p`` it gains more from (best first) and an order ``r`` paired with ``p`` (index order)
     that can trade with ``c``, and turns ``k`` lots of (o, c) and (r, p) into (o, p) and
     (r, c), for the most ``k`` (from the lots both pairs hold, halving) that leaves every
-    participant the swap touches above the lowest's old ratio. The fills never change, so
+    participant the swap touches above the lowest's old ratio. A participant's scan resumes
+    where it found its last swap (:func:`_swaps`) and starts again from its first order when it
+    runs out; the rule stops when a scan from the start finds none. The fills never change, so
     neither do the edge flows; fees can.
     """
     from peerpower.market.optimal import canonical_midpoint

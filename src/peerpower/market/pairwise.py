@@ -24,6 +24,10 @@ solved in three parts, each deterministic:
    bound ``Σ α L + Σ β L + Σ C |ρ|`` — a dual argument, true whatever the solver's tolerances.
    ``S`` grows by the participants the clearing leaves below the bound. The LP solution is
    rounded down, capacities repaired, filled and searched again; the better clearing is kept.
+   Column generation stops at :data:`CG_ROUNDS` rounds or :data:`CG_COLUMNS` pairs (a work
+   limit), and two cheap bounds stand beside the LP's: :func:`_solo_bound` (every lot of a
+   participant at its order's best gain, unopposed) and the welfare optimum over all offered
+   lots (Σ profit = welfare).
 2. **Welfare under that floor**: the welfare optimum (a min-cost flow) if it keeps everyone at
    ``t``, the clearing itself, and the clearing trimmed of lots nobody needs to stay at ``t``,
    each completed by a welfare flow over the lots left (without capacities), the best kept.
@@ -502,7 +506,18 @@ class _State:
         dist = sp.dist_list
         best: tuple[int, int] | None = None  # (value, −partner)
         blocked = False
+        limit = self.edges.limit if self.edges is not None else None
+        below = -1  # the node just under ``a`` on o's chain: the edge crossed to reach a
         for a in sp.chain[u]:
+            if limit is not None and below in limit:
+                # Every partner reached from here on crosses edge ``below`` in o's direction
+                # (up for a sell, down for a buy). If it is full, none has room; partners
+                # with a lower common ancestor were weighed in the lists below, exactly.
+                net = self.net[below]
+                if (net if selling else -net) >= limit[below]:
+                    blocked = True
+                    break
+            below = a
             lst = under.lists[a]
             k = cur[a]
             while k < len(lst) and rem[lst[k]] <= 0:
