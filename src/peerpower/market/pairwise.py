@@ -371,10 +371,12 @@ class _Edges:
             if grid.capacity_wh[c] >= 0 and grid.parent[c] >= 0
         }
         self._paths: dict[Pair, list[tuple[int, int]]] = {}
+        self._node_s: list[int] = sp.node_s.tolist()
+        self._node_b: list[int] = sp.node_b.tolist()
 
     def path(self, i: int, j: int) -> list[tuple[int, int]]:
         """Capacitated edges between sell i and buy j, +1 crossed upwards, −1 downwards."""
-        key = (int(self.sp.node_s[i]), int(self.sp.node_b[j]))
+        key = (self._node_s[i], self._node_b[j])
         edges = self._paths.get(key)
         if edges is None:
             up, down = self.sp.grid.path(*key)
@@ -402,6 +404,9 @@ class _State:
         self.part_b: list[int] = sp.part_b.tolist()
         self.cur_s = [0] * sp.grid.size  # per node: sells' cursor into the buys under it
         self.cur_b = [0] * sp.grid.size
+        # per node: (epoch, {start of a run of full partners: its end}) behind the cursor
+        self.jumps_s: list[tuple[int, dict[int, int]]] = [(-1, {})] * sp.grid.size
+        self.jumps_b: list[tuple[int, dict[int, int]]] = [(-1, {})] * sp.grid.size
         self.epoch = 0  # counts the times lots were freed
         self.opened = 0  # counts the times a full edge direction got room again
         self.memo_s: dict[int, tuple[int, int, int, int]] = {}
@@ -426,6 +431,8 @@ class _State:
         other.profit = list(self.profit)
         other.part_s, other.part_b = self.part_s, self.part_b
         other.cur_s, other.cur_b = [0] * len(self.cur_s), [0] * len(self.cur_b)
+        other.jumps_s = [(-1, {})] * len(self.cur_s)
+        other.jumps_b = [(-1, {})] * len(self.cur_b)
         other.epoch, other.opened, other.memo_s, other.memo_b = 0, 0, {}, {}
         other.lazy = {}
         other.net = dict(self.net)
@@ -499,6 +506,7 @@ class _State:
                 return got[0], c
         under = sp.under_s if selling else sp.under_b
         cur = self.cur_s if selling else self.cur_b
+        jumps = self.jumps_s if selling else self.jumps_b
         c_part = self.part_b if selling else self.part_s
         me = (self.part_s if selling else self.part_b)[o]
         u = int((sp.node_s if selling else sp.node_b)[o])
@@ -524,8 +532,23 @@ class _State:
                 k += 1
             cur[a] = k
             shift = 2 * dist[a] - dist[u]
+            # Past a blocked partner the cursor cannot move, so runs of full partners behind
+            # it are remembered (from a run's start to its end) until a lot is freed.
+            tag = jumps[a]
+            if tag[0] != self.epoch:
+                tag = jumps[a] = (self.epoch, {})
+            jump = tag[1]
+            run = -1
             while k < len(lst):
                 c = lst[k]
+                if rem[c] <= 0:
+                    if run < 0:
+                        run = k
+                    k = jump.get(k, k + 1)
+                    continue
+                if run >= 0:
+                    jump[run] = k
+                    run = -1
                 value = under.value[c] + shift
                 if best is not None and (value, -c) <= best:
                     break
