@@ -148,6 +148,53 @@ def test_best_free_partner_matches_brute_force(case: int, capacities: bool) -> N
             assert got == (None if best is None else (best[0], -best[1]))
 
 
+@pytest.mark.parametrize("case", range(6))
+def test_best_free_partner_stays_right_as_lots_are_taken_and_freed(case: int) -> None:
+    # The scans keep state between calls (cursors, runs of full partners behind a blocked
+    # one): ask again after every change, with tight capacities, lots taken and lots freed.
+    rng = random.Random(4400 + case)
+    raw = make_book(rng.randint(150, 250), rng.randint(40, 80), case, both_share=0.2)
+    for order in raw["orders"]:  # small orders fill up, so full partners pile up in the lists
+        order["energy_wh"] = 100 * rng.randint(1, 2)
+    for node in raw["grid"]["nodes"]:
+        if node["id"].startswith("t"):
+            node["capacity_wh"] = rng.choice([100, 200, 300])
+    book, _ = prevent_self_trade(parse_book(raw))
+    arr = book_arrays(book)
+    sp = pw.PairSpace(book, arr, _tradable(arr))
+    state = pw._State(sp, pw._Edges(sp))
+    dense = pw.build_pairs(book, arr, _tradable(arr))
+    checked = 0
+    for step in range(300):
+        if step % 9 == 8 and state.x:  # free some lots of a pair held
+            (i, j), n = sorted(state.x.items())[rng.randrange(len(state.x))]
+            state.add(i, j, -rng.randint(1, n))
+            state.freed(True, i)
+            state.freed(False, j)
+        else:  # take lots of a free compatible pair, often its order's best
+            selling = rng.random() < 0.5
+            o = rng.randrange(len(sp.sells) if selling else len(sp.buys))
+            got = state._best_for(selling, o)
+            if got is not None and (state.rem_s[o] if selling else state.rem_b[o]) > 0:
+                i, j = (o, got[1]) if selling else (got[1], o)
+                n = min(state.rem_s[i], state.rem_b[j], state.room(i, j))
+                if n > 0:
+                    state.add(i, j, rng.randint(1, n))
+        for selling in (True, False):
+            for o in rng.sample(range(len(sp.sells) if selling else len(sp.buys)), 8):
+                got = state._best_for(selling, o)
+                best = None
+                for c in range(len(sp.buys) if selling else len(sp.sells)):
+                    i, j = (o, c) if selling else (c, o)
+                    free = (state.rem_b[c] if selling else state.rem_s[c]) > 0
+                    if dense.ok[i, j] and free and state.room(i, j) > 0:
+                        key = (int(dense.spread[i, j]), -c)
+                        best = key if best is None or key > best else best
+                assert got == (None if best is None else (best[0], -best[1]))
+                checked += best is not None
+    assert checked > 500
+
+
 def test_rounded_maxmin_on_a_bench_book_is_deterministic_and_checked() -> None:
     book = parse_book(make_book(600, 150, 3))
     first = clear(book, "optimal", "maxmin")
