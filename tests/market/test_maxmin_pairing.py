@@ -18,7 +18,7 @@ import pytest
 
 from helpers import _pairs, _subtree, random_book
 from peerpower.bench import make_book
-from peerpower.market import clear, verify
+from peerpower.market import canon, clear, verify
 from peerpower.market.canon import maxmin_pairing, maxmin_weights
 from peerpower.market.optimal import _tradable, canonical_midpoint
 from peerpower.market.orders import Book, book_arrays, parse_book
@@ -102,6 +102,30 @@ def test_maxmin_pairing_keeps_the_fills_and_never_lowers_the_lowest(k: int) -> N
     s, b, n = canonical_midpoint(book, arr, filled)
     start = list(zip(s.tolist(), b.tolist(), n.tolist(), strict=True))
     assert _t(book, got) >= _t(book, start)  # (_profits checks compatibility)
+
+
+@pytest.mark.parametrize("k", range(6))
+def test_maxmin_pairing_sorts_partners_lazily_without_changing_the_pairing(
+    k: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each order's partners are sorted a few at first and all only when a scan gets past
+    # those: with one at first (every scan extends), the pairing must be the same.
+    book = _kept(parse_book(make_book(240 + 40 * k, 30, k, both_share=0.2)))
+    arr = book_arrays(book)
+    cleared = clear(book, "optimal", "volume")  # its fills leave the rule many swaps to make
+    by_id = book.by_id
+    units = [
+        (by_id[t.sell_order], by_id[t.buy_order], t.energy_wh // book.lot_wh)
+        for t in cleared.trades
+    ]
+    if not units:
+        return
+    filled = np.array(_fills(len(book.orders), units), dtype=np.int64)
+    w = maxmin_weights(book, arr)
+    monkeypatch.setattr(canon, "PARTNERS_FIRST", 10**6)
+    whole = maxmin_pairing(book, arr, w, filled)
+    monkeypatch.setattr(canon, "PARTNERS_FIRST", 1)
+    assert maxmin_pairing(book, arr, w, filled) == whole
 
 
 @pytest.mark.parametrize("k", range(20))

@@ -246,6 +246,8 @@ def _moves(arr: BookArrays, cur: Canon, partners: dict[int, list[int]]) -> Itera
             yield refilled
 
 
+#: Partners of an order the pairing rule sorts at first (all of them if a scan gets past these).
+PARTNERS_FIRST = 48
 #: Swaps the ``maxmin`` pairing rule makes at most (a work limit, the same for every validator).
 SWAPS = 20_000
 #: ... or this many per filled order, if more (large books need more swaps to lift everyone).
@@ -282,6 +284,8 @@ class _Pairing:
         }
         self._partners: dict[int, list[int]] = {}
         self._gains: dict[int, list[int]] = {}
+        self._complete: set[int] = set()  # orders whose partner lists are whole
+        self._fee_rows: dict[int, I64] = {}  # per node: the fee to every node
 
     def spread(self, i: int, j: int) -> int:
         """Bid − fee − ask of pair (sell i, buy j) [sen/kWh]."""
@@ -312,28 +316,50 @@ class _Pairing:
         self.profit[self.part[j]] += gb * k
 
     def partners(self, o: int) -> list[int]:
-        """Order ``o``'s filled counterparties it could trade with, by its own gain, best
-        first (ties: lower index)."""
+        """The first of order ``o``'s filled counterparties it could trade with, by its own
+        gain, best first (ties: lower index): :data:`PARTNERS_FIRST` of them, or all once
+        :meth:`more` has been called."""
         got = self._partners.get(o)
         if got is None:
-            arr, grid = self._arr, self.grid
-            sell = self.is_sell[o]
-            other = self._side[not sell]
-            fee = grid.fees_between(
-                np.full(len(other), self.node[o], dtype=np.int64), arr.node[other]
-            )
-            if sell:
-                spread = arr.price[other] - fee - self.price[o]
-                gain = spread // 2
-            else:
-                spread = self.price[o] - fee - arr.price[other]
-                gain = spread - spread // 2
-            ok = (spread >= 0) & (arr.participant[other] != self.part[o])
-            idx, g = other[ok], gain[ok]
-            order = np.lexsort((idx, -g))
-            got = idx[order].tolist()
-            self._partners[o] = got
-            self._gains[o] = g[order].tolist()
+            got = self._sort(o, PARTNERS_FIRST)
+        return got
+
+    def more(self, o: int) -> bool:
+        """Extend :meth:`partners` of ``o`` to all of them; False if it had them all."""
+        if o in self._complete:
+            return False
+        self._sort(o, None)
+        return True
+
+    def _sort(self, o: int, first: int | None) -> list[int]:
+        arr = self._arr
+        sell = self.is_sell[o]
+        other = self._side[not sell]
+        u = self.node[o]
+        row = self._fee_rows.get(u)
+        if row is None:
+            n = self.grid.size
+            row = self.grid.fees_between(np.full(n, u, dtype=np.int64), np.arange(n))
+            self._fee_rows[u] = row
+        fee = row[arr.node[other]]
+        if sell:
+            spread = arr.price[other] - fee - self.price[o]
+            gain = spread // 2
+        else:
+            spread = self.price[o] - fee - arr.price[other]
+            gain = spread - spread // 2
+        ok = (spread >= 0) & (arr.participant[other] != self.part[o])
+        idx, g = other[ok], gain[ok]
+        key = -g * (len(arr.lots) + 1) + idx  # best gain first, then lower index
+        if first is not None and len(key) > first:
+            top = np.argpartition(key, first)[:first]
+            order = top[np.argsort(key[top])]
+        else:
+            order = np.argsort(key)
+            self._complete.add(o)
+        got: list[int] = idx[order].tolist()
+        self._partners[o] = got
+        self._gains[o] = g[order].tolist()
         return got
 
     def partner_gains(self, o: int) -> list[int]:
@@ -432,14 +458,22 @@ def _swaps(state: _Pairing, w: dict[int, int], low: int, orders: list[int]) -> I
     for o in orders:
         sell = state.is_sell[o]
         side = 0 if sell else 1
-        plist, pgain = state.partners(o), state.partner_gains(o)
         for c in sorted(held.get(o, ())):
             i, j = (o, c) if sell else (c, o)
             if (i, j) not in x:
                 continue  # a swap since took every lot of (o, c)
             g_oc = gains(i, j)
             now = g_oc[side]
-            for p, g in zip(plist, pgain, strict=True):
+            plist, pgain = state.partners(o), state.partner_gains(o)
+            n = 0
+            while True:
+                if n == len(plist):
+                    if not state.more(o):
+                        break
+                    plist, pgain = state.partners(o), state.partner_gains(o)
+                    continue
+                p, g = plist[n], pgain[n]
+                n += 1
                 if g <= now or (i, j) not in x:
                     break  # the partners come best first
                 i2, j2 = (o, p) if sell else (p, o)
