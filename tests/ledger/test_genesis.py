@@ -126,7 +126,7 @@ def test_maxmin_budget_reaches_the_clearing() -> None:
             "energy_wh": 300,
             "price_sen_per_kwh": 1000 + 100 * k,
         }
-        for k in range(4)
+        for k in range(3)
     ] + [
         {
             "id": f"b{k}",
@@ -135,7 +135,7 @@ def test_maxmin_budget_reaches_the_clearing() -> None:
             "energy_wh": 200,
             "price_sen_per_kwh": 2500 - 150 * k,
         }
-        for k in range(5)
+        for k in range(4)
     ]
     book = parse_book({"orders": orders})
     proven = clear(book, "optimal", "maxmin")
@@ -143,4 +143,4 @@ def test_maxmin_budget_reaches_the_clearing() -> None:
     assert proven.bound is None
     assert rounded.bound is not None and rounded.bound["method"] == "lp-rounding"
     assert rounded.objective is not None and proven.objective is not None
-    assert rounded.objective.primary <= proven.objective.primary
+    assert rounded.objective.primary < proven.objective.primary  # the MILP did better
