@@ -264,3 +264,19 @@ def test_bench_clearing_reports_time_and_lower_bound(tmp_path: Path, capsys) -> 
         assert row["lower_bound_seconds"] > 0
         assert abs(row["ratio"] - row["seconds"] / row["lower_bound_seconds"]) < 0.1
     assert "lower bound s" in capsys.readouterr().out
+
+
+def test_bench_clearing_runs_a_named_run_past_its_largest_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run capped at a size is left out above it by default, and measured when --only names it.
+    from peerpower import bench
+
+    capped = (bench.Run("cda", largest=100), bench.Run("call"))
+    monkeypatch.setattr(bench, "RUNS", capped)
+    args = ["bench", "clearing", "--sizes", "300", "--repeat", "1", "--no-self-cross"]
+    out_file = tmp_path / "all.json"
+    assert main([*args, "--out", str(out_file)]) == 0
+    assert [r["run"] for r in json.loads(out_file.read_text())] == ["call"]
+    assert main([*args, "--only", "cda", "--out", str(out_file)]) == 0
+    assert [r["run"] for r in json.loads(out_file.read_text())] == ["cda"]

@@ -480,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--only",
         default="",
-        help="comma-separated runs to keep by name, e.g. cda,optimal:welfare:nodal (default: all)",
+        help="comma-separated runs to keep by name, e.g. cda,optimal:welfare:nodal (default: "
+        "all, each up to its largest size; a run named here is measured at every size)",
     )
     b.add_argument(
         "--both-share",
