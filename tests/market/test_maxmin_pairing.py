@@ -18,7 +18,7 @@ import pytest
 
 from helpers import _pairs, _subtree, random_book
 from peerpower.bench import make_book
-from peerpower.market import canon, clear, verify
+from peerpower.market import ClearingResult, canon, clear, verify
 from peerpower.market.canon import maxmin_pairing, maxmin_weights
 from peerpower.market.optimal import _tradable, canonical_midpoint
 from peerpower.market.orders import Book, book_arrays, parse_book
@@ -66,6 +66,14 @@ def _fills(n_orders: int, units: Units) -> list[int]:
     return filled
 
 
+def _units_of(book: Book, result: ClearingResult) -> Units:
+    """A clearing's trades as units (sell index, buy index, lots)."""
+    by_id = book.by_id
+    return [
+        (by_id[t.sell_order], by_id[t.buy_order], t.energy_wh // book.lot_wh) for t in result.trades
+    ]
+
+
 def _kept(book: Book) -> Book:
     return prevent_self_trade(book)[0]
 
@@ -87,11 +95,7 @@ def test_maxmin_pairing_keeps_the_fills_and_never_lowers_the_lowest(k: int) -> N
     book = _books()[k]
     arr = book_arrays(book)
     welfare = clear(book, "optimal", "welfare", "midpoint")  # some fills to pair
-    by_id = book.by_id
-    units = [
-        (by_id[t.sell_order], by_id[t.buy_order], t.energy_wh // book.lot_wh)
-        for t in welfare.trades
-    ]
+    units = _units_of(book, welfare)
     if not units:
         return
     filled = np.array(_fills(len(book.orders), units), dtype=np.int64)
@@ -113,11 +117,7 @@ def test_maxmin_pairing_sorts_partners_lazily_without_changing_the_pairing(
     book = _kept(parse_book(make_book(240 + 40 * k, 30, k, both_share=0.2)))
     arr = book_arrays(book)
     cleared = clear(book, "optimal", "volume")  # its fills leave the rule many swaps to make
-    by_id = book.by_id
-    units = [
-        (by_id[t.sell_order], by_id[t.buy_order], t.energy_wh // book.lot_wh)
-        for t in cleared.trades
-    ]
+    units = _units_of(book, cleared)
     if not units:
         return
     filled = np.array(_fills(len(book.orders), units), dtype=np.int64)
@@ -136,10 +136,7 @@ def test_maxmin_pairing_leaves_the_lowest_no_swap(k: int) -> None:
     book = _books()[k]
     arr = book_arrays(book)
     result = clear(book, "optimal", "maxmin")
-    by_id = book.by_id
-    units = [
-        (by_id[t.sell_order], by_id[t.buy_order], t.energy_wh // book.lot_wh) for t in result.trades
-    ]
+    units = _units_of(book, result)
     if not units:
         return
     offered = _offered(book)
@@ -222,11 +219,7 @@ def test_maxmin_clearing_reaches_the_best_fills_under_the_rule_on_tiny_books() -
         assert verify(book, result).ok
         if not _offered(kept):
             continue
-        by_id = kept.by_id
-        units = [
-            (by_id[t.sell_order], by_id[t.buy_order], t.energy_wh // kept.lot_wh)
-            for t in result.trades
-        ]
+        units = _units_of(kept, result)
         t, best = _t(kept, units), _best_under_the_rule(kept)
         assert t <= best, "better than every set of fills: a check is broken"
         if result.bound is None or result.bound["primary_proven"]:

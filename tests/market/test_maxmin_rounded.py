@@ -115,6 +115,19 @@ def test_partner_lists_from_the_tree_are_prefixes_of_the_full_lists(case: int) -
             assert lists[o] == full
 
 
+def _brute_best(state: pw._State, dense: pw.Pairs, selling: bool, o: int) -> tuple[int, int] | None:
+    """Order ``o``'s free compatible partner of highest spread with room (ties: lowest
+    position), from the dense pair table: ``(spread, partner)`` or None."""
+    best = None
+    for c in range(len(state.rem_b) if selling else len(state.rem_s)):
+        i, j = (o, c) if selling else (c, o)
+        free = (state.rem_b[c] if selling else state.rem_s[c]) > 0
+        if dense.ok[i, j] and free and state.room(i, j) > 0:
+            key = (int(dense.spread[i, j]), -c)
+            best = key if best is None or key > best else best
+    return None if best is None else (best[0], -best[1])
+
+
 @pytest.mark.parametrize("capacities", [False, True], ids=["free", "capacities"])
 @pytest.mark.parametrize("case", range(10))
 def test_best_free_partner_matches_brute_force(case: int, capacities: bool) -> None:
@@ -137,15 +150,7 @@ def test_best_free_partner_matches_brute_force(case: int, capacities: bool) -> N
                 state.add(i, j, rng.randint(1, n))
     for selling in (True, False):
         for o in range(len(sp.sells) if selling else len(sp.buys)):
-            got = state._best_for(selling, o)
-            best = None
-            for c in range(len(sp.buys) if selling else len(sp.sells)):
-                i, j = (o, c) if selling else (c, o)
-                free = (state.rem_b[c] if selling else state.rem_s[c]) > 0
-                if dense.ok[i, j] and free and state.room(i, j) > 0:
-                    key = (int(dense.spread[i, j]), -c)
-                    best = key if best is None or key > best else best
-            assert got == (None if best is None else (best[0], -best[1]))
+            assert state._best_for(selling, o) == _brute_best(state, dense, selling, o)
 
 
 @pytest.mark.parametrize("case", range(6))
@@ -182,16 +187,9 @@ def test_best_free_partner_stays_right_as_lots_are_taken_and_freed(case: int) ->
                     state.add(i, j, rng.randint(1, n))
         for selling in (True, False):
             for o in rng.sample(range(len(sp.sells) if selling else len(sp.buys)), 8):
-                got = state._best_for(selling, o)
-                best = None
-                for c in range(len(sp.buys) if selling else len(sp.sells)):
-                    i, j = (o, c) if selling else (c, o)
-                    free = (state.rem_b[c] if selling else state.rem_s[c]) > 0
-                    if dense.ok[i, j] and free and state.room(i, j) > 0:
-                        key = (int(dense.spread[i, j]), -c)
-                        best = key if best is None or key > best else best
-                assert got == (None if best is None else (best[0], -best[1]))
-                checked += best is not None
+                want = _brute_best(state, dense, selling, o)
+                assert state._best_for(selling, o) == want
+                checked += want is not None
     assert checked > 500
 
 
@@ -308,6 +306,28 @@ def test_fallback_lp_solvers_give_valid_bounds(
             assert got.bound["primary_upper"] >= float(want["primary"]) * (1 - 1e-6) - 1e-6
 
 
+def _best_lot_scan(state: pw._State, q: int) -> tuple[int, int, int] | None:
+    """``best_lot`` by scanning every order of ``q``: the reference the heap must match."""
+    best: tuple[int, int, int, int] | None = None  # gain, spread, sell, buy
+    for selling, mine in ((True, state.sells_of.get(q, ())), (False, state.buys_of.get(q, ()))):
+        rem_own = state.rem_s if selling else state.rem_b
+        for o in mine:
+            if rem_own[o] <= 0:
+                continue
+            found = state._best_for(selling, o)
+            if found is None:
+                continue
+            spread, c = found
+            gain = spread // 2 if selling else spread - spread // 2
+            if gain <= 0:
+                continue
+            if best is None or (gain, spread) > (best[0], best[1]):
+                best = (gain, spread, o, c) if selling else (gain, spread, c, o)
+    if best is None:
+        return None
+    return best[2], best[3], best[0]
+
+
 @pytest.mark.parametrize("capacity", [None, 1500], ids=["free", "capacities"])
 def test_best_lot_heap_matches_the_full_scan(capacity: int | None, monkeypatch) -> None:
     # The lazy heap per participant must give exactly what scanning every order gives, at
@@ -321,7 +341,7 @@ def test_best_lot_heap_matches_the_full_scan(capacity: int | None, monkeypatch) 
 
     def both(self: pw._State, q: int) -> tuple[int, int, int] | None:
         got = heap(self, q)
-        assert got == self._best_lot_scan(q)
+        assert got == _best_lot_scan(self, q)
         calls.append(got is not None)
         return got
 

@@ -608,27 +608,6 @@ class _State:
             heapq.heapreplace(heap, (-gain, -spread, key[2], o))
         return None
 
-    def _best_lot_scan(self, q: int) -> tuple[int, int, int] | None:
-        """:meth:`best_lot` by scanning every order of ``q`` (kept to check the heap)."""
-        best: tuple[int, int, int, int] | None = None  # gain, spread, sell, buy
-        for selling, mine in ((True, self.sells_of.get(q, ())), (False, self.buys_of.get(q, ()))):
-            rem_own = self.rem_s if selling else self.rem_b
-            for o in mine:
-                if rem_own[o] <= 0:
-                    continue
-                found = self._best_for(selling, o)
-                if found is None:
-                    continue
-                spread, c = found
-                gain = spread // 2 if selling else spread - spread // 2
-                if gain <= 0:
-                    continue
-                if best is None or (gain, spread) > (best[0], best[1]):
-                    best = (gain, spread, o, c) if selling else (gain, spread, c, o)
-        if best is None:
-            return None
-        return best[2], best[3], best[0]
-
     def fill(self, w: dict[int, int], people: list[int] | None = None) -> None:
         """Raise the lowest ratio ``profit_q / w_q``: give the lowest participant its best free
         lots until its ratio passes the next lowest one, until every one is stuck."""
