@@ -193,6 +193,70 @@ def test_best_free_partner_stays_right_as_lots_are_taken_and_freed(case: int) ->
     assert checked > 500
 
 
+def _brute_best_lot(state: pw._State, dense: pw.Pairs, q: int) -> tuple[int, int, int] | None:
+    """Participant ``q``'s best free pair by (gain, spread, sells first, lowest position), by
+    brute force: ``(sell, buy, gain)`` or None."""
+    best = None
+    for side, mine in ((0, state.sells_of.get(q, ())), (1, state.buys_of.get(q, ()))):
+        for o in mine:
+            if (state.rem_s if side == 0 else state.rem_b)[o] <= 0:
+                continue
+            got = _brute_best(state, dense, side == 0, o)
+            if got is None:
+                continue
+            spread, c = got
+            gain = spread // 2 if side == 0 else spread - spread // 2
+            key = (-gain, -spread, side, o)
+            if gain > 0 and (best is None or key < best[0]):
+                best = (key, (o, c, gain) if side == 0 else (c, o, gain))
+    return None if best is None else best[1]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_best_lot_stays_right_as_full_edges_open(case: int) -> None:
+    # The heaps and memos of the fill outlive an edge that fills up and opens again (a lot
+    # that crosses it the other way): only the orders that found it full look again.
+    rng = random.Random(6100 + case)
+    raw = make_book(rng.randint(150, 250), rng.randint(40, 80), case, both_share=0.3)
+    for order in raw["orders"]:
+        order["energy_wh"] = 100 * rng.randint(1, 3)
+    for node in raw["grid"]["nodes"]:
+        if node["id"].startswith("t"):
+            node["capacity_wh"] = 100
+    book, _ = prevent_self_trade(parse_book(raw))
+    arr = book_arrays(book)
+    sp = pw.PairSpace(book, arr, _tradable(arr))
+    edges = pw._Edges(sp)
+    state = pw._State(sp, edges)
+    dense = pw.build_pairs(book, arr, _tradable(arr))
+    people = sorted(set(state.sells_of) | set(state.buys_of))
+    opened = checked = 0
+    for step in range(600):
+        if step % 50 == 49 and state.x:  # now and then a lot is freed
+            i, j = sorted(state.x)[rng.randrange(len(state.x))]
+            state.add(i, j, -1)
+            state.freed(True, i)
+            state.freed(False, j)
+        else:  # a random free compatible pair, every other time one across a full edge
+            full = {e for e in edges.limit if abs(state.net[e]) >= edges.limit[e]}
+            pairs = [
+                (int(i), int(j))
+                for i, j in zip(*np.nonzero(dense.ok), strict=True)
+                if min(state.rem_s[i], state.rem_b[j], state.room(int(i), int(j))) > 0
+            ]
+            across = [p for p in pairs if full & {e for e, _ in edges.path(*p)}]
+            pick = across if across and step % 2 else pairs
+            if pick:
+                i, j = pick[rng.randrange(len(pick))]
+                state.add(i, j, 1)
+                opened += any(abs(state.net[e]) < edges.limit[e] for e in full)
+        for q in rng.sample(people, 6):
+            want = _brute_best_lot(state, dense, q)
+            assert state.best_lot(q) == want, (step, q)
+            checked += want is not None
+    assert opened >= 10 and checked > 400
+
+
 def test_rounded_maxmin_on_a_bench_book_is_deterministic_and_checked() -> None:
     book = parse_book(make_book(600, 150, 3))
     first = clear(book, "optimal", "maxmin")

@@ -408,11 +408,11 @@ class _State:
         self.jumps_s: list[tuple[int, dict[int, int]]] = [(-1, {})] * sp.grid.size
         self.jumps_b: list[tuple[int, dict[int, int]]] = [(-1, {})] * sp.grid.size
         self.epoch = 0  # counts the times lots were freed
-        self.opened = 0  # counts the times a full edge direction got room again
-        self.memo_s: dict[int, tuple[int, int, int, int]] = {}
-        self.memo_b: dict[int, tuple[int, int, int, int]] = {}
-        # per participant: (epoch, opened, heap of (−gain, −spread, side, order))
-        self.lazy: dict[int, tuple[int, int, list[tuple[int, int, int, int]]]] = {}
+        self.memo_s: dict[int, tuple[int, int, int]] = {}  # order → (spread, partner, epoch)
+        self.memo_b: dict[int, tuple[int, int, int]] = {}
+        # per participant: (epoch, heap of (−gain, −spread, side, order))
+        self.lazy: dict[int, tuple[int, list[tuple[int, int, int, int]]]] = {}
+        self._no_waits()
         self.net: dict[int, int] = dict.fromkeys(edges.limit, 0) if edges else {}
         self.sells_of: dict[int, list[int]] = {}
         self.buys_of: dict[int, list[int]] = {}
@@ -433,8 +433,9 @@ class _State:
         other.cur_s, other.cur_b = [0] * len(self.cur_s), [0] * len(self.cur_b)
         other.jumps_s = [(-1, {})] * len(self.cur_s)
         other.jumps_b = [(-1, {})] * len(self.cur_b)
-        other.epoch, other.opened, other.memo_s, other.memo_b = 0, 0, {}, {}
+        other.epoch, other.memo_s, other.memo_b = 0, {}, {}
         other.lazy = {}
+        other._no_waits()
         other.net = dict(self.net)
         other.sells_of, other.buys_of = self.sells_of, self.buys_of
         return other
@@ -461,7 +462,38 @@ class _State:
                 after = before + sign * lots
                 self.net[e] = after
                 if abs(before) >= limit[e] and abs(after) < abs(before):
-                    self.opened += 1
+                    self._opened(e, 1 if before > 0 else -1)
+
+    def _no_waits(self) -> None:
+        """Forget which orders wait for which full edges (every memo is stale anyway)."""
+        # (edge, direction) full → (side, order) whose last best passed a partner for want of
+        # room on it; orders whose edge has opened since, and the same per participant
+        self.waiting: dict[tuple[int, int], set[tuple[int, int]]] = {}
+        self.stale: set[tuple[int, int]] = set()
+        self.pending: dict[int, list[tuple[int, int]]] = {}
+
+    def _opened(self, e: int, direction: int) -> None:
+        """Edge ``e`` got room again in ``direction`` (+1 up, −1 down): the orders that passed
+        a partner for want of it may have a better one now."""
+        waiting = self.waiting.pop((e, direction), None)
+        if not waiting:
+            return
+        for key in sorted(waiting):
+            if key not in self.stale:
+                self.stale.add(key)
+                q = (self.part_s if key[0] == 0 else self.part_b)[key[1]]
+                self.pending.setdefault(q, []).append(key)
+
+    def _full_edge(self, i: int, j: int) -> tuple[int, int] | None:
+        """A capacitated edge, with the direction pair (i, j) would cross it in, that has no
+        room left, or None."""
+        assert self.edges is not None
+        limit = self.edges.limit
+        net = self.net
+        for e, sign in self.edges.path(i, j):
+            if sign * net[e] >= limit[e]:
+                return e, sign
+        return None
 
     def room(self, i: int, j: int) -> int:
         """Lots pair (i, j) could still carry without an edge over its capacity."""
@@ -490,20 +522,23 @@ class _State:
 
         Cursors per node skip the partners found full (:meth:`freed` moves them back). Until a
         lot is freed, partners only fill up, so the last answer stands while its partner is
-        free and has room — unless a partner was passed for want of room and an edge has
-        opened since (:attr:`opened`)."""
+        free and has room — unless it passed a partner for want of room on an edge that has
+        opened since (:attr:`waiting`, :attr:`stale`)."""
         sp = self.sp
         rem = self.rem_b if selling else self.rem_s
         memo = self.memo_s if selling else self.memo_b
+        key = (0 if selling else 1, o)
         got = memo.get(o)
-        if got is not None and got[2] == self.epoch and got[3] in (-1, self.opened):
+        if got is not None and got[2] == self.epoch and key not in self.stale:
             if got[1] < 0:
                 return None
             c = got[1]
             if rem[c] > 0 and (
-                self.edges is None or (self.room(o, c) if selling else self.room(c, o)) > 0
+                self.edges is None
+                or (self._full_edge(o, c) if selling else self._full_edge(c, o)) is None
             ):
                 return got[0], c
+        self.stale.discard(key)
         under = sp.under_s if selling else sp.under_b
         cur = self.cur_s if selling else self.cur_b
         jumps = self.jumps_s if selling else self.jumps_b
@@ -513,7 +548,7 @@ class _State:
         price = int((sp.ask if selling else sp.bid)[o])
         dist = sp.dist_list
         best: tuple[int, int] | None = None  # (value, −partner)
-        blocked = False
+        full: list[tuple[int, int]] = []  # the full edges that kept o from a partner
         limit = self.edges.limit if self.edges is not None else None
         below = -1  # the node just under ``a`` on o's chain: the edge crossed to reach a
         for a in sp.chain[u]:
@@ -523,7 +558,7 @@ class _State:
                 # with a lower common ancestor were weighed in the lists below, exactly.
                 net = self.net[below]
                 if (net if selling else -net) >= limit[below]:
-                    blocked = True
+                    full.append((below, 1 if selling else -1))
                     break
             below = a
             lst = under.lists[a]
@@ -554,20 +589,23 @@ class _State:
                     break
                 if (selling and value < price) or (not selling and price + value < 0):
                     break  # every later one is worse
-                ok = rem[c] > 0 and c_part[c] != me
-                if ok and self.edges is not None:
-                    ok = (self.room(o, c) if selling else self.room(c, o)) > 0
-                    blocked = blocked or not ok
-                if ok:
-                    best = (value, -c)
-                    break
+                if c_part[c] != me:
+                    if self.edges is None:
+                        best = (value, -c)
+                        break
+                    edge = self._full_edge(o, c) if selling else self._full_edge(c, o)
+                    if edge is None:
+                        best = (value, -c)
+                        break
+                    full.append(edge)
                 k += 1  # a blocked edge can open again: the cursor stays where it was
-        mark = self.opened if blocked else -1
+        for edge in full:
+            self.waiting.setdefault(edge, set()).add(key)
         if best is None:
-            memo[o] = (0, -1, self.epoch, mark)
+            memo[o] = (0, -1, self.epoch)
             return None
         spread = best[0] - price if selling else price + best[0]
-        memo[o] = (spread, -best[1], self.epoch, mark)
+        memo[o] = (spread, -best[1], self.epoch)
         return spread, -best[1]
 
     def best_lot(self, q: int) -> tuple[int, int, int] | None:
@@ -575,18 +613,24 @@ class _State:
         higher spread, then sells before buys, lowest position).
 
         A lazy heap per participant holds its orders keyed by their last best (gain, spread):
-        until a lot is freed or a full edge opens, an order's best partner only gets worse, so
-        a key whose order still has it is the best of all (the heap's order is the tie rule);
-        the heap is rebuilt when either happens."""
+        until a lot is freed, or an edge opens that the order found full, an order's best
+        partner only gets worse, so a key whose order still has it is the best of all (the
+        heap's order is the tie rule). The heap is rebuilt when a lot is freed; an order whose
+        full edge opened goes in again with an unknown key (its old key, a bound no longer,
+        stays beside it and only costs a look)."""
         lazy = self.lazy.get(q)
-        if lazy is None or lazy[0] != self.epoch or lazy[1] != self.opened:
+        unknown = -(1 << 62)  # a key better than any: the order's best is not known
+        if lazy is None or lazy[0] != self.epoch:
             heap: list[tuple[int, int, int, int]] = []
             for side, mine in ((0, self.sells_of.get(q, ())), (1, self.buys_of.get(q, ()))):
-                heap += [(-(1 << 62), 0, side, o) for o in mine]  # unknown: best possible
+                heap += [(unknown, 0, side, o) for o in mine]
             heapq.heapify(heap)
-            lazy = (self.epoch, self.opened, heap)
+            lazy = (self.epoch, heap)
             self.lazy[q] = lazy
-        heap = lazy[2]
+            self.pending.pop(q, None)
+        heap = lazy[1]
+        for side, o in self.pending.pop(q, ()):
+            heapq.heappush(heap, (unknown, 0, side, o))  # its edge opened: beside its old key
         while heap:
             key = heap[0]
             selling = key[2] == 0
@@ -767,7 +811,8 @@ class _State:
     def freed(self, selling: bool, o: int) -> None:
         """A lot of sell (or buy) ``o`` became free: no cursor may stay past it."""
         sp = self.sp
-        self.epoch += 1
+        self.epoch += 1  # every memo and heap is stale
+        self._no_waits()
         under = sp.under_b if selling else sp.under_s  # lists that hold o
         cur = self.cur_b if selling else self.cur_s
         for a in sp.chain[int((sp.node_s if selling else sp.node_b)[o])]:
@@ -777,6 +822,7 @@ class _State:
 
     def reset_cursors(self) -> None:
         self.epoch += 1
+        self._no_waits()
         self.cur_s = [0] * len(self.cur_s)
         self.cur_b = [0] * len(self.cur_b)
 
