@@ -8,6 +8,7 @@ against the dense pair matrix, and the greedy fill's best free partner against b
 
 from __future__ import annotations
 
+import math
 import random
 from fractions import Fraction
 
@@ -284,6 +285,42 @@ def test_rounded_maxmin_respects_capacities_on_a_large_book() -> None:
     assert result.objective is not None
     assert float(result.objective.primary) <= result.bound["primary_upper"] * (1 + 1e-9)
     assert result.objective.secondary <= result.bound["secondary_upper"]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_column_generation_that_drops_idle_pairs_reaches_the_same_lp(
+    monkeypatch: pytest.MonkeyPatch, case: int
+) -> None:
+    # Dropping the pairs that carry nothing and price above zero must not change what column
+    # generation converges to: the LP over every compatible pair.
+    raw = make_book(160, 25, case, both_share=0.2)
+    if case % 2:
+        for node in raw["grid"]["nodes"]:
+            if node["id"].startswith("t"):
+                node["capacity_wh"] = 500
+    book, _ = prevent_self_trade(parse_book(raw))
+    arr = book_arrays(book)
+    sp = pw.PairSpace(book, arr, _tradable(arr))
+    w = sp.weights()
+    edges = pw._Edges(sp) if case % 2 else None
+    people = sorted(w)[:12]
+    seeds = sorted({(i, sp.list_s[i][0]) for i in range(len(sp.sells)) if sp.list_s[i]})
+    values = []
+    for purge_at in (10**9, 0):
+        monkeypatch.setattr(pw, "PURGE_AT", purge_at)
+        lp = pw._LP(sp, w, edges)
+        lp.add(seeds)
+        kept: list[int] = []
+        keep = lp.keep
+        monkeypatch.setattr(
+            lp, "keep", lambda pairs, keep=keep, kept=kept: (kept.append(1), keep(pairs))
+        )
+        sol, _ = lp.run(people, math.inf, rounds=500)
+        found, _ = lp.price(sol, people, repair=False)
+        assert not found, ("column generation converged", purge_at)
+        assert bool(kept) == (purge_at == 0)
+        values.append(sol.value)
+    assert values[1] == pytest.approx(values[0], rel=1e-7, abs=1e-7)
 
 
 def test_solo_bound_caps_t() -> None:

@@ -24,10 +24,13 @@ solved in three parts, each deterministic:
    bound ``Σ α L + Σ β L + Σ C |ρ|`` — a dual argument, true whatever the solver's tolerances.
    ``S`` grows by the participants the clearing leaves below the bound. The LP solution is
    rounded down, capacities repaired, filled and searched again; the better clearing is kept.
-   Column generation stops at :data:`CG_ROUNDS` rounds or :data:`CG_COLUMNS` pairs (a work
-   limit), and two cheap bounds stand beside the LP's: :func:`_solo_bound` (every lot of a
-   participant at its order's best gain, unopposed) and the welfare optimum over all offered
-   lots (Σ profit = welfare).
+   Column generation stops at :data:`CG_ROUNDS` rounds or :data:`CG_PRICED` reduced costs (a
+   work limit); once the pool passes :data:`PURGE_AT` pairs, a round in which t rose first
+   drops those that carry no lots and price above zero. The LPs after the first, there for
+   their rounding, keep only the pairs the last one used and the new participants' seeds. Two
+   cheap bounds stand beside the LP's: :func:`_solo_bound` (every lot of a participant at its
+   order's best gain, unopposed) and the welfare optimum over all offered lots (Σ profit =
+   welfare).
 2. **Welfare under that floor**: the welfare optimum (a min-cost flow) if it keeps everyone at
    ``t``, the clearing itself, and the clearing trimmed of lots nobody needs to stay at ``t``,
    each completed by a welfare flow over the lots left (without capacities), the best kept.
@@ -96,9 +99,13 @@ POOL_PER_ORDER = 8
 ADD_PER_ORDER = 4
 #: Most rounds of column generation per LP (each round's duals give a valid bound).
 CG_ROUNDS = 40
-#: Most pairs the first LP's pool may hold before column generation stops (a work limit: on the
-#: largest books the LP converges too slowly to bound t better than :func:`_solo_bound`).
-CG_COLUMNS = 40_000
+#: Reduced costs column generation may compute before it stops (a work limit: on the largest
+#: books, where a round prices 10^7 pairs, the LP converges too slowly to bound t better than
+#: :func:`_solo_bound`).
+CG_PRICED = 50_000_000
+#: Pool size past which a round of column generation first drops the pairs that carry no lots
+#: and price above zero (they only slow the simplex down).
+PURGE_AT = 10_000
 #: Rounds of column generation in the LPs after the first: none, one solve over their pool
 #: (their rounding is what counts, and more rounds did not raise t on books of 10,000–60,000).
 LATER_CG_ROUNDS = 0
@@ -905,8 +912,14 @@ class _LP:
         self.edges = edges
         self.pool: dict[Pair, int] = {}
         self.cols: list[Pair] = []
+        self.priced = 0  # reduced costs computed so far
         self._rows_s: dict[int, tuple[I64, I64, I64]] = {}  # sell → (buys, gs, gb) compatible
         self._cols_b: dict[int, tuple[I64, I64, I64]] = {}
+
+    def keep(self, pairs: list[Pair]) -> None:
+        """Drop every pair but ``pairs`` from the pool."""
+        self.cols = list(pairs)
+        self.pool = {p: k for k, p in enumerate(self.cols)}
 
     def add(self, pairs: list[Pair]) -> int:
         added = 0
@@ -1070,6 +1083,7 @@ class _LP:
                 continue
             d = a_raw[s] + b_raw[bj] + ps_node[s] - pb_node[bj]
             d -= mu_raw[sp.part_s[s]] * gs + mu_raw[sp.part_b[bj]] * gb
+            self.priced += len(bj)
             self._take(found, d, tol, np.full(len(bj), s), bj)
             if repair:
                 d = a_fix[s] + b_fix[bj] + pot_fix[sp.node_s[s]] - pot_fix[sp.node_b[bj]]
@@ -1081,6 +1095,7 @@ class _LP:
                 continue
             d = a_raw[si] + b_raw[b] + ps_node[si] - pb_node[b]
             d -= mu_raw[sp.part_s[si]] * gs + mu_raw[sp.part_b[b]] * gb
+            self.priced += len(si)
             self._take(found, d, tol, si, np.full(len(si), b))
             if repair:
                 d = a_fix[si] + b_fix[b] + pot_fix[sp.node_s[si]] - pot_fix[sp.node_b[b]]
@@ -1133,6 +1148,7 @@ class _LP:
                 continue
             j = j[ok]
             d = ks[i] - kb[j]
+            self.priced += len(j)
             if found is not None:
                 self._take(found, d, tol, np.full(len(j), i), j)
             if a_fix is not None:
@@ -1151,16 +1167,41 @@ class _LP:
         """Column generation until no pair prices in, at most ``rounds`` rounds; the best
         bound seen on the way."""
         sol = self.solve(people)
+        purged_at = -math.inf  # the LP value when the pool was last purged
         for _ in range(rounds):
             found, value = self.price(sol, people, repair=True)
             bound = min(bound, value)
-            if not found or len(self.cols) >= CG_COLUMNS:
+            if not found or self.priced >= CG_PRICED:
                 break
             found.sort()
+            if len(self.cols) > PURGE_AT and sol.value > purged_at * (1 + 1e-9) + 1e-9:
+                # only after t rose: on a degenerate LP the duals can alternate between two
+                # vertices of the same value, each pricing in what the other dropped
+                self.keep(self._tight(sol, people))
+                purged_at = sol.value
             if not self.add([(i, j) for _, i, j in found]):
                 break
             sol = self.solve(people)
         return sol, bound
+
+    def _tight(self, sol: _LPSolution, people: list[int]) -> list[Pair]:
+        """The pool's pairs that carry lots or price at zero under ``sol``'s duals (the
+        others cost the simplex time and would not enter)."""
+        sp = self.sp
+        m = len(self.cols)
+        si = np.fromiter((p[0] for p in self.cols), dtype=np.int64, count=m)
+        bj = np.fromiter((p[1] for p in self.cols), dtype=np.int64, count=m)
+        spread = sp.spreads(si, bj)
+        gs, gb = spread // 2, spread - spread // 2
+        mu = np.zeros(sp.n_part)
+        mu[people] = sol.mu[people]
+        pot = self.potentials(sol.rho)
+        d = sol.alpha[si] + sol.beta[bj] + pot[sp.node_s[si]] - pot[sp.node_b[bj]]
+        d -= mu[sp.part_s[si]] * gs + mu[sp.part_b[bj]] * gb
+        big = 1.0 + float(np.abs(sol.alpha).max(initial=0.0)) + float(np.abs(sol.mu).max())
+        used = np.array([p in sol.x for p in self.cols], dtype=bool)
+        keep = used | (d <= TOL * big)
+        return [self.cols[k] for k in np.flatnonzero(keep).tolist()]
 
 
 # -- the clearing ------------------------------------------------------------------------------
@@ -1277,6 +1318,7 @@ def _stage_one(sp: PairSpace, w: dict[int, int], edges: _Edges | None) -> tuple[
     bound = math.inf
     chosen: set[int] = set()
     last = base
+    used: list[Pair] = []  # the pairs the last LP solution carries lots on
     for _ in range(LP_ROUNDS):
         if t_best >= bound * (1 - 1e-9):
             break  # the clearing reaches the bound
@@ -1300,6 +1342,10 @@ def _stage_one(sp: PairSpace, w: dict[int, int], edges: _Edges | None) -> tuple[
             for j in base.buys_of.get(q, ()):
                 seeds += [(i, j) for i in sp.list_b[j][:POOL_PER_ORDER]]
                 seeds += [(i, j) for state in (base, last) for i in state.held_b[j]]
+        if last is not base:
+            # A later LP is there for its rounding only: it keeps the pairs the last one
+            # used and takes the new participants' seeds, not every pair priced in so far.
+            lp.keep(used)
         lp.add(sorted(set(seeds)))
         if not lp.cols:
             break
@@ -1309,6 +1355,7 @@ def _stage_one(sp: PairSpace, w: dict[int, int], edges: _Edges | None) -> tuple[
         sol, bound = lp.run(sorted(chosen), bound, CG_ROUNDS if last is base else LATER_CG_ROUNDS)
         if not sol.x:
             break
+        used = sorted(sol.x)
         last = _State(sp, edges)
         for (i, j), v in sorted(sol.x.items()):
             n = math.floor(v + 1e-9)
