@@ -27,8 +27,8 @@ solved in three parts, each deterministic:
    Column generation stops at :data:`CG_ROUNDS` rounds or :data:`CG_PRICED` reduced costs (a
    work limit); once the pool passes :data:`PURGE_AT` pairs, a round in which t rose first
    drops those that carry no lots and price above zero. The LPs after the first, there for
-   their rounding, keep only the pairs the last one used and the new participants' seeds. Two
-   cheap bounds stand beside the LP's: :func:`_solo_bound` (every lot of a participant at its
+   their rounding, then keep only the pairs the last one used and the new participants' seeds.
+   Two cheap bounds stand beside the LP's: :func:`_solo_bound` (every lot of a participant at its
    order's best gain, unopposed) and the welfare optimum over all offered lots (Σ profit =
    welfare).
 2. **Welfare under that floor**: the welfare optimum (a min-cost flow) if it keeps everyone at
@@ -1342,9 +1342,10 @@ def _stage_one(sp: PairSpace, w: dict[int, int], edges: _Edges | None) -> tuple[
             for j in base.buys_of.get(q, ()):
                 seeds += [(i, j) for i in sp.list_b[j][:POOL_PER_ORDER]]
                 seeds += [(i, j) for state in (base, last) for i in state.held_b[j]]
-        if last is not base:
-            # A later LP is there for its rounding only: it keeps the pairs the last one
-            # used and takes the new participants' seeds, not every pair priced in so far.
+        if last is not base and len(lp.cols) > PURGE_AT:
+            # A later LP is there for its rounding only: on a large pool it keeps the pairs
+            # the last one used and takes the new participants' seeds, not every pair priced
+            # in so far (which made each solve take seconds).
             lp.keep(used)
         lp.add(sorted(set(seeds)))
         if not lp.cols:
