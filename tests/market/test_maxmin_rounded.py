@@ -116,6 +116,13 @@ def test_partner_lists_from_the_tree_are_prefixes_of_the_full_lists(case: int) -
             assert lists[o] == full
 
 
+def _spaces(raw: dict[str, object]) -> tuple[pw.PairSpace, pw.Pairs]:
+    """The pair space of a raw book after self-trade prevention, and its dense pair table."""
+    book, _ = prevent_self_trade(parse_book(raw))
+    arr = book_arrays(book)
+    return pw.PairSpace(book, arr, _tradable(arr)), pw.build_pairs(book, arr, _tradable(arr))
+
+
 def _brute_best(state: pw._State, dense: pw.Pairs, selling: bool, o: int) -> tuple[int, int] | None:
     """Order ``o``'s free compatible partner of highest spread with room (ties: lowest
     position), from the dense pair table: ``(spread, partner)`` or None."""
@@ -138,11 +145,8 @@ def test_best_free_partner_matches_brute_force(case: int, capacities: bool) -> N
         for node in raw["grid"]["nodes"]:
             if node["id"].startswith("t"):
                 node["capacity_wh"] = rng.choice([0, 100, 300])
-    book, _ = prevent_self_trade(parse_book(raw))
-    arr = book_arrays(book)
-    sp = pw.PairSpace(book, arr, _tradable(arr))
+    sp, dense = _spaces(raw)
     state = pw._State(sp, pw._Edges(sp) if capacities else None)
-    dense = pw.build_pairs(book, arr, _tradable(arr))
     for _ in range(60):  # fill random pairs, then ask every order for its best free partner
         i, j = rng.randrange(len(sp.sells)), rng.randrange(len(sp.buys))
         if dense.ok[i, j]:
@@ -165,11 +169,8 @@ def test_best_free_partner_stays_right_as_lots_are_taken_and_freed(case: int) ->
     for node in raw["grid"]["nodes"]:
         if node["id"].startswith("t"):
             node["capacity_wh"] = rng.choice([100, 200, 300])
-    book, _ = prevent_self_trade(parse_book(raw))
-    arr = book_arrays(book)
-    sp = pw.PairSpace(book, arr, _tradable(arr))
+    sp, dense = _spaces(raw)
     state = pw._State(sp, pw._Edges(sp))
-    dense = pw.build_pairs(book, arr, _tradable(arr))
     checked = 0
     for step in range(300):
         if step % 9 == 8 and state.x:  # free some lots of a pair held
@@ -224,12 +225,9 @@ def test_best_lot_stays_right_as_full_edges_open(case: int) -> None:
     for node in raw["grid"]["nodes"]:
         if node["id"].startswith("t"):
             node["capacity_wh"] = 100
-    book, _ = prevent_self_trade(parse_book(raw))
-    arr = book_arrays(book)
-    sp = pw.PairSpace(book, arr, _tradable(arr))
+    sp, dense = _spaces(raw)
     edges = pw._Edges(sp)
     state = pw._State(sp, edges)
-    dense = pw.build_pairs(book, arr, _tradable(arr))
     people = sorted(set(state.sells_of) | set(state.buys_of))
     opened = checked = 0
     for step in range(600):

@@ -930,6 +930,14 @@ class _LP:
                 added += 1
         return added
 
+    def _columns(self) -> tuple[I64, I64, I64, I64]:
+        """The pool's pairs as columns: sells, buys, the seller's and the buyer's gains."""
+        m = len(self.cols)
+        si = np.fromiter((p[0] for p in self.cols), dtype=np.int64, count=m)
+        bj = np.fromiter((p[1] for p in self.cols), dtype=np.int64, count=m)
+        spread = self.sp.spreads(si, bj)
+        return si, bj, spread // 2, spread - spread // 2
+
     def solve(self, people: list[int]) -> _LPSolution:
         from scipy.sparse import coo_matrix
 
@@ -937,10 +945,7 @@ class _LP:
         mb: Any = importlib.import_module("ortools.linear_solver.python.model_builder_helper")
         sp = self.sp
         m = len(self.cols)
-        si = np.fromiter((p[0] for p in self.cols), dtype=np.int64, count=m)
-        bj = np.fromiter((p[1] for p in self.cols), dtype=np.int64, count=m)
-        spread = sp.spreads(si, bj)
-        gs, gb = spread // 2, spread - spread // 2
+        si, bj, gs, gb = self._columns()
         s_rows, s_idx = np.unique(si, return_inverse=True)
         b_rows, b_idx = np.unique(bj, return_inverse=True)
         n_s, n_b, n_p = len(s_rows), len(b_rows), len(people)
@@ -1188,11 +1193,7 @@ class _LP:
         """The pool's pairs that carry lots or price at zero under ``sol``'s duals (the
         others cost the simplex time and would not enter)."""
         sp = self.sp
-        m = len(self.cols)
-        si = np.fromiter((p[0] for p in self.cols), dtype=np.int64, count=m)
-        bj = np.fromiter((p[1] for p in self.cols), dtype=np.int64, count=m)
-        spread = sp.spreads(si, bj)
-        gs, gb = spread // 2, spread - spread // 2
+        si, bj, gs, gb = self._columns()
         mu = np.zeros(sp.n_part)
         mu[people] = sol.mu[people]
         pot = self.potentials(sol.rho)
