@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
@@ -228,3 +229,137 @@ def test_maxmin_clearing_reaches_the_best_fills_under_the_rule_on_tiny_books() -
         reached += t == best
     # measured 2026-12-07: 28 of 28 such books (and 129 of 131 with 8–12 orders)
     assert total >= 20 and reached >= 0.9 * total, (reached, total)
+
+
+def _rule_as_written(book: Book, filled: np.ndarray) -> Units:
+    """The pairing rule read literally from ``maxmin_pairing``'s docstring, without any of its
+    shortcuts (partner lists sorted whole for every counterparty, every rival tried, the whole
+    swap condition tested): participants, compatibility and fees from the helpers."""
+    arr = book_arrays(book)
+    fee_of = {(i, j): fee for i, j, fee in _pairs(book)}
+    orders = book.orders
+    index = {p: q for q, p in enumerate(arr.participants)}
+    part = [index[o.participant] for o in orders]
+    w = {index[p]: n for p, n in _offered(book).items()}
+    price = [o.price_sen_per_kwh for o in orders]
+
+    def spread(i: int, j: int) -> int:
+        return price[j] - fee_of[(i, j)] - price[i]
+
+    s0, b0, n0 = canonical_midpoint(book, arr, filled)
+    x: dict[tuple[int, int], int] = {}
+    held: dict[int, set[int]] = {}
+    profit = [0] * len(arr.participants)
+
+    def change(i: int, j: int, k: int) -> None:
+        x[(i, j)] = x.get((i, j), 0) + k
+        if not x[(i, j)]:
+            del x[(i, j)]
+        for a, b in ((i, j), (j, i)):
+            held.setdefault(a, set())
+            (held[a].add if (i, j) in x else held[a].discard)(b)
+        profit[part[i]] += spread(i, j) // 2 * k
+        profit[part[j]] += (spread(i, j) - spread(i, j) // 2) * k
+
+    for i, j, k in zip(s0.tolist(), b0.tolist(), n0.tolist(), strict=True):
+        change(i, j, k)
+    live = [k for k in range(len(orders)) if filled[k] > 0]
+
+    def gain(o: int, m: int) -> int:  # o's gain per lot from trading with m
+        i, j = (o, m) if arr.is_sell[o] else (m, o)
+        g = spread(i, j)
+        return g // 2 if arr.is_sell[o] else g - g // 2
+
+    def scan(low: int) -> Iterator[Units]:
+        for o in [k for k in live if part[k] == low]:
+            sell = bool(arr.is_sell[o])
+            for c in sorted(held.get(o, ())):
+                pair = (o, c) if sell else (c, o)
+                if pair not in x:
+                    continue
+                now = gain(o, c)
+                better = [
+                    m
+                    for m in live
+                    if arr.is_sell[m] != sell and ((o, m) if sell else (m, o)) in fee_of
+                ]
+                for p in sorted(better, key=lambda m: (-gain(o, m), m)):
+                    if gain(o, p) <= now or pair not in x:
+                        break
+                    for r in sorted(held.get(p, ())):
+                        old = (r, p) if sell else (p, r)
+                        new = [(o, p) if sell else (p, o), (r, c) if sell else (c, r)]
+                        if part[r] == part[c] or old not in x or new[1] not in fee_of:
+                            continue
+                        delta: dict[int, int] = {}
+                        for (a, b), sign in ((pair, -1), (old, -1), (new[0], 1), (new[1], 1)):
+                            s = spread(a, b)
+                            delta[part[a]] = delta.get(part[a], 0) + sign * (s // 2)
+                            delta[part[b]] = delta.get(part[b], 0) + sign * (s - s // 2)
+                        floor = Fraction(profit[low], w[low])
+
+                        def lifts(k: int) -> bool:
+                            return all(
+                                Fraction(profit[q] + k * d, w[q]) > floor  # noqa: B023
+                                for q, d in delta.items()  # noqa: B023
+                                if q in w
+                            )
+
+                        if not lifts(1):
+                            continue
+                        k = min(x[pair], x[old])
+                        while k > 1 and not lifts(k):
+                            k //= 2
+                        yield [(*pair, -k), (*old, -k), (*new[0], k), (*new[1], k)]
+                        if pair not in x:
+                            break
+
+    scans: dict[int, Iterator[Units]] = {}
+    for _ in range(canon.swap_budget(filled)):
+        low = min(w, key=lambda q: (Fraction(profit[q], w[q]), q))
+        move = next(scans[low], None) if low in scans else None
+        if move is None:
+            scans[low] = scan(low)
+            move = next(scans[low], None)
+            if move is None:
+                break
+        for i, j, k in move:
+            change(i, j, k)
+    return sorted((i, j, k) for (i, j), k in x.items())
+
+
+def _rounded_fills(book: Book) -> np.ndarray:
+    units = _units_of(book, clear(book, "optimal", "maxmin", maxmin_budget=0))
+    return np.array(_fills(len(book.orders), units), dtype=np.int64)
+
+
+@pytest.mark.parametrize("k", range(24))
+def test_maxmin_pairing_is_the_rule_as_written(k: int) -> None:
+    # The scan skips partners whose counterparties cannot reach the price of the order's
+    # counterparty, sorts partners a few at a time and tests the rival first: none of that may
+    # change a swap. The fills are maxmin's rounded clearing's (17-1,064 swaps from the
+    # bottom-up matching on the benchmark books, half of them with 2-lot transformers); the
+    # random books have many participants a node and free edges, so prices meet exactly (the
+    # first of their seeds whose fills leave the rule a swap).
+    for attempt in range(20):
+        if k < 8:
+            cap = (None, 200)[k % 2]
+            raw = make_book(
+                150 + 30 * k, 20 + 4 * k, k, both_share=0.25, transformer_capacity_wh=cap
+            )
+            book = _kept(parse_book(raw))
+        else:
+            rng = random.Random(6_300 + 20 * k + attempt)
+            n = rng.randint(60, 120)
+            book = _kept(random_book(rng, n, rng.randint(2, 5), 16, price_range=(10, 16)))
+        arr = book_arrays(book)
+        filled = _rounded_fills(book)
+        start = sorted(
+            zip(*(a.tolist() for a in canonical_midpoint(book, arr, filled)), strict=True)
+        )
+        got = maxmin_pairing(book, arr, maxmin_weights(book, arr), filled)
+        if got != start:  # swaps were made
+            break
+    else:
+        pytest.fail("no book whose fills leave the rule a swap")
+    assert got == _rule_as_written(book, filled)

@@ -21,7 +21,7 @@ from peerpower.market import clear, verify
 from peerpower.market import pairwise as pw
 from peerpower.market.objective import maxmin_participants
 from peerpower.market.optimal import _tradable
-from peerpower.market.orders import Book, book_arrays, parse_book
+from peerpower.market.orders import Book, Side, book_arrays, parse_book
 from peerpower.market.stp import prevent_self_trade
 
 
@@ -45,6 +45,32 @@ def _t_of(book: Book, units: list[tuple[int, int, int]], offered: dict[str, int]
         ):
             profit[who] = profit.get(who, 0) + gain * n * book.lot_wh * 10
     return min((Fraction(profit.get(p, 0), e) for p, e in offered.items()), default=Fraction(0))
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_maxmin_participants_are_those_with_a_compatible_pair(case: int) -> None:
+    # Pair by pair, from the orders and the grid's fees; few participants (some at several
+    # nodes, some on both sides) and prices, so the best reach is often a participant's own.
+    rng = random.Random(7100 + case)
+    book = random_book(
+        rng,
+        n_orders=rng.randint(2, 60),
+        n_nodes=rng.randint(1, 8),
+        n_participants=rng.randint(1, 8),
+        price_range=(10, rng.choice([12, 20, 30])),
+    )
+    grid, orders = book.grid, book.orders
+    want: dict[str, int] = {}
+    for o in orders:
+        for m in orders:
+            if m.side == o.side or m.participant == o.participant:
+                continue
+            s, b = (o, m) if o.side == Side.SELL else (m, o)
+            fee = grid.fee(grid.index[s.node], grid.index[b.node])
+            if b.price_sen_per_kwh - fee >= s.price_sen_per_kwh:
+                want[o.participant] = want.get(o.participant, 0) + o.energy_wh
+                break
+    assert maxmin_participants(book) == want
 
 
 @pytest.mark.parametrize("capacities", [False, True], ids=["free", "capacities"])

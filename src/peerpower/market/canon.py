@@ -252,6 +252,10 @@ PARTNERS_FIRST = 48
 SWAPS = 20_000
 #: ... or this many per filled order, if more (large books need more swaps to lift everyone).
 SWAPS_PER_ORDER = 2
+#: Above every price: :attr:`_Pairing.reach` of an order with no counterparty.
+_NONE = 2**62
+#: Partners a scan filters at once (doubling from 64), before it reads their counterparties.
+_WINDOW = 4096
 
 
 def swap_budget(filled: I64) -> int:
@@ -274,16 +278,21 @@ class _Pairing:
         self.x: dict[tuple[int, int], int] = {}
         self.held: dict[int, set[int]] = {}
         self.profit = [0] * len(arr.participants)
+        #: Counts the changes, so a scan knows when what it filtered is out of date.
+        self.version = 0
+        #: Per order, the best price among its counterparties: the lowest ask a buy holds, the
+        #: highest bid a sell holds (none: a sentinel no price passes). Fees are never
+        #: negative, so an order whose counterparties all fail this against a price can give
+        #: none of them to an order at that price.
+        self.reach = np.where(arr.is_sell, -_NONE, _NONE).astype(np.int64)
         for i, j, k in units:
             self.change(i, j, k)
         # the filled orders of each side, for the partner lists
-        self._arr = arr
-        self._side = {
-            True: np.flatnonzero(arr.is_sell & (filled > 0)),
-            False: np.flatnonzero(~arr.is_sell & (filled > 0)),
-        }
-        self._partners: dict[int, list[int]] = {}
-        self._gains: dict[int, list[int]] = {}
+        self._side: dict[bool, tuple[I64, I64, I64, I64]] = {}
+        for sell in (True, False):
+            on = np.flatnonzero((arr.is_sell == sell) & (filled > 0))
+            self._side[sell] = (on, arr.node[on], arr.price[on], arr.participant[on])
+        self._partners: dict[int, tuple[I64, I64, bool]] = {}
         self._complete: set[int] = set()  # orders whose partner lists are whole
         self._fee_rows: dict[int, I64] = {}  # per node: the fee to every node
 
@@ -302,69 +311,70 @@ class _Pairing:
 
     def change(self, i: int, j: int, k: int) -> None:
         """Add ``k`` lots (negative: remove) to pair (i, j)."""
-        now = self.x.get((i, j), 0) + k
+        self.version += 1
+        before = self.x.get((i, j), 0)
+        now = before + k
+        price, reach = self.price, self.reach
         if now:
             self.x[(i, j)] = now
-            self.held.setdefault(i, set()).add(j)
-            self.held.setdefault(j, set()).add(i)
+            if not before:
+                self.held.setdefault(i, set()).add(j)
+                self.held.setdefault(j, set()).add(i)
+                reach[i] = max(int(reach[i]), price[j])
+                reach[j] = min(int(reach[j]), price[i])
         else:
             del self.x[(i, j)]
             self.held[i].discard(j)
             self.held[j].discard(i)
+            if reach[i] == price[j]:
+                reach[i] = max((price[b] for b in self.held[i]), default=-_NONE)
+            if reach[j] == price[i]:
+                reach[j] = min((price[s] for s in self.held[j]), default=_NONE)
         gs, gb = self.gains(i, j)
         self.profit[self.part[i]] += gs * k
         self.profit[self.part[j]] += gb * k
 
-    def partners(self, o: int) -> list[int]:
-        """The first of order ``o``'s filled counterparties it could trade with, by its own
-        gain, best first (ties: lower index): :data:`PARTNERS_FIRST` of them, or all once
-        :meth:`more` has been called."""
+    def partners(self, o: int, better_than: int) -> tuple[I64, bool]:
+        """Order ``o``'s filled counterparties it could trade with and gains more than
+        ``better_than`` from [sen/kWh], by its own gain, best first (ties: lower index): the
+        first of them known (:data:`PARTNERS_FIRST`, more after each :meth:`more`), and
+        whether there may be more."""
         got = self._partners.get(o)
         if got is None:
             got = self._sort(o, PARTNERS_FIRST)
-        return got
+        idx, gain, whole = got
+        # the gains come best first: count those above better_than
+        m = int(np.searchsorted(-gain, -better_than, side="left"))
+        return idx[:m], not whole and m == len(idx)
 
-    def more(self, o: int) -> bool:
-        """Extend :meth:`partners` of ``o`` to all of them; False if it had them all."""
-        if o in self._complete:
-            return False
-        self._sort(o, None)
-        return True
+    def more(self, o: int) -> None:
+        """Know 64 times as many of :meth:`partners` of ``o``."""
+        self._sort(o, 64 * len(self._partners[o][0]))
 
-    def _sort(self, o: int, first: int | None) -> list[int]:
-        arr = self._arr
+    def _sort(self, o: int, first: int) -> tuple[I64, I64, bool]:
         sell = self.is_sell[o]
-        other = self._side[not sell]
+        other, node, price, part = self._side[not sell]
         u = self.node[o]
         row = self._fee_rows.get(u)
         if row is None:
             n = self.grid.size
             row = self.grid.fees_between(np.full(n, u, dtype=np.int64), np.arange(n))
             self._fee_rows[u] = row
-        fee = row[arr.node[other]]
-        if sell:
-            spread = arr.price[other] - fee - self.price[o]
-            gain = spread // 2
+        fee = row[node]
+        spread = price - fee - self.price[o] if sell else self.price[o] - fee - price
+        ok = (spread >= 0) & (part != self.part[o])
+        idx, spread = other[ok], spread[ok]
+        g = spread // 2 if sell else spread - spread // 2
+        key = -g * (len(self.price) + 1) + idx  # best gain first, then lower index
+        whole = len(key) <= first
+        if whole:
+            order = np.argsort(key)
         else:
-            spread = self.price[o] - fee - arr.price[other]
-            gain = spread - spread // 2
-        ok = (spread >= 0) & (arr.participant[other] != self.part[o])
-        idx, g = other[ok], gain[ok]
-        key = -g * (len(arr.lots) + 1) + idx  # best gain first, then lower index
-        if first is not None and len(key) > first:
             top = np.argpartition(key, first)[:first]
             order = top[np.argsort(key[top])]
-        else:
-            order = np.argsort(key)
-            self._complete.add(o)
-        got: list[int] = idx[order].tolist()
+        got = (idx[order], g[order], whole)
         self._partners[o] = got
-        self._gains[o] = g[order].tolist()
         return got
-
-    def partner_gains(self, o: int) -> list[int]:
-        """Order ``o``'s gain from each of :meth:`partners` (call that first)."""
-        return self._gains[o]
 
 
 def maxmin_weights(book: Book, arr: BookArrays) -> dict[int, int]:
@@ -448,7 +458,10 @@ def _swaps(state: _Pairing, w: dict[int, int], low: int, orders: list[int]) -> I
     more lots, one that gains passes the floor with one), so candidates are tried at one lot
     first and only those that pass are sized."""
     profit, part, x, held, gains = state.profit, state.part, state.x, state.held, state.gains
-    spread_of = state.spread
+    price, reach, spread_of = state.price, state.reach, state.spread
+
+    def version() -> int:
+        return state.version
 
     def above(delta: dict[int, int], k: int, f_num: int, f_den: int) -> bool:
         return all(
@@ -464,24 +477,40 @@ def _swaps(state: _Pairing, w: dict[int, int], low: int, orders: list[int]) -> I
                 continue  # a swap since took every lot of (o, c)
             g_oc = gains(i, j)
             now = g_oc[side]
-            plist, pgain = state.partners(o), state.partner_gains(o)
-            n = 0
-            while True:
-                if n == len(plist):
-                    if not state.more(o):
-                        break
-                    plist, pgain = state.partners(o), state.partner_gains(o)
+            pc = price[c]
+            parr, more = state.partners(o, now)
+            # The partners are read in order; those whose counterparties cannot reach c's price
+            # are skipped, filtered a window at a time and again whenever the pairing changed.
+            n, end, window, ver = 0, 0, 64, version()
+            cand: list[int] = []  # positions in parr of the partners to read, and the partners
+            cand_p: list[int] = []
+            ci = 0
+            while (i, j) in x:
+                if ver != version():
+                    end, cand, ci, ver = n, [], 0, version()
+                if ci == len(cand):
+                    if end == len(parr):
+                        if not more:
+                            break
+                        state.more(o)
+                        parr, more = state.partners(o, now)
+                        continue
+                    n, end = end, min(len(parr), end + window)
+                    window = min(2 * window, _WINDOW)
+                    seg = parr[n:end]
+                    hits = np.flatnonzero(reach[seg] <= pc if sell else reach[seg] >= pc)
+                    cand, cand_p, ci = (n + hits).tolist(), seg[hits].tolist(), 0
                     continue
-                p, g = plist[n], pgain[n]
-                n += 1
-                if g <= now or (i, j) not in x:
-                    break  # the partners come best first
+                n, p = cand[ci] + 1, cand_p[ci]
+                ci += 1
                 i2, j2 = (o, p) if sell else (p, o)
                 for r in sorted(held.get(p, ())):
                     i3, j3 = (r, c) if sell else (c, r)  # the rival takes o's counterparty
                     ri, rj = (r, p) if sell else (p, r)
                     pr = part[r]
-                    if pr == part[c] or (ri, rj) not in x:
+                    if (price[r] > pc if sell else price[r] < pc) or pr == part[c]:
+                        continue  # r cannot reach c, or c is its own participant's
+                    if (ri, rj) not in x:
                         continue
                     s_rc = spread_of(i3, j3)
                     if s_rc < 0:

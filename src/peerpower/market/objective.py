@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from fractions import Fraction
 
 import numpy as np
+import numpy.typing as npt
 
-from peerpower.market.orders import Book, book_arrays
+from peerpower.market.orders import Book, BookArrays, book_arrays
 from peerpower.market.result import Goal, Objective, Trade
 
 
@@ -27,31 +28,62 @@ def maxmin_participants(book: Book) -> dict[str, int]:
     """Participants with an order in at least one compatible pair → energy of those orders [Wh].
 
     A pair (sell i, buy j) is compatible when the participants differ and bid_j − fee_ij ≥ ask_i.
+    Per grid node, not per pair: each node keeps its best two prices of different participants
+    on each side, and each order's node the best two (of different participants) it can reach.
     """
     arr = book_arrays(book)
+    in_pair = np.zeros(len(book.orders), dtype=bool)
     sells = np.flatnonzero(arr.is_sell)
     buys = np.flatnonzero(~arr.is_sell)
-    in_pair = np.zeros(len(book.orders), dtype=bool)
     if len(sells) and len(buys):
-        grid = book.grid
-        s_nodes, s_inv = np.unique(arr.node[sells], return_inverse=True)
-        b_nodes, b_inv = np.unique(arr.node[buys], return_inverse=True)
-        uu, vv = np.meshgrid(s_nodes, b_nodes, indexing="ij")
-        fee_nodes = grid.fees_between(uu.ravel(), vv.ravel()).reshape(uu.shape)
-        # Chunk over sells so that memory stays bounded on large books.
-        chunk = max(1, 4_000_000 // max(1, len(buys)))
-        for start in range(0, len(sells), chunk):
-            part = slice(start, start + chunk)
-            fee = fee_nodes[s_inv[part]][:, b_inv]
-            ok = (arr.price[buys][None, :] - fee) >= arr.price[sells[part]][:, None]
-            ok &= arr.participant[sells[part]][:, None] != arr.participant[buys][None, :]
-            in_pair[sells[part]] |= ok.any(axis=1)
-            in_pair[buys] |= ok.any(axis=0)
+        # a sell reaches bid − fee; a buy reaches −(ask + fee): compatible when ≥ ask / ≥ −bid
+        in_pair[sells] = _reach(book, arr, sells, buys, arr.price[buys]) >= arr.price[sells]
+        in_pair[buys] = _reach(book, arr, buys, sells, -arr.price[sells]) >= -arr.price[buys]
     offered: dict[str, int] = {}
     for k in np.flatnonzero(in_pair).tolist():
         o = book.orders[k]
         offered[o.participant] = offered.get(o.participant, 0) + o.energy_wh
     return offered
+
+
+I64 = npt.NDArray[np.int64]
+_NONE = -(2**60)  # below every value a node can reach
+
+
+def _reach(book: Book, arr: BookArrays, own: I64, other: I64, value: I64) -> I64:
+    """For each order of ``own``: the best ``value − fee`` over the ``other`` orders (``value``
+    per order of ``other``) of another participant, or far below every price if none."""
+    # each other-side node's best value (participant p1) and best of another participant
+    node, part = arr.node[other], arr.participant[other]
+    by = np.lexsort((-value, node))  # by node, best value first
+    node, part, value = node[by], part[by], value[by]
+    nodes, first = np.unique(node, return_index=True)
+    at = np.searchsorted(nodes, node)
+    a1, p1 = value[first], part[first]
+    a2 = np.full(len(nodes), _NONE, dtype=np.int64)
+    rest = np.flatnonzero(part != p1[at])  # still by node, best first
+    n2, f2 = np.unique(at[rest], return_index=True)
+    a2[n2] = value[rest[f2]]
+    # each own-side node's best reach (participant P) and best reach of another participant
+    own_nodes, own_at = np.unique(arr.node[own], return_inverse=True)
+    t1 = np.empty(len(own_nodes), dtype=np.int64)
+    t2 = np.empty(len(own_nodes), dtype=np.int64)
+    big_p = np.empty(len(own_nodes), dtype=np.int64)
+    chunk = max(1, 4_000_000 // len(nodes))
+    for start in range(0, len(own_nodes), chunk):
+        u = own_nodes[start : start + chunk]
+        uu, vv = np.meshgrid(u, nodes, indexing="ij")
+        fee = book.grid.fees_between(uu.ravel(), vv.ravel()).reshape(uu.shape)
+        m1 = a1[None, :] - fee
+        best = np.argmax(m1, axis=1)
+        rows = np.arange(len(u))
+        t1[start : start + len(u)] = m1[rows, best]
+        pb = p1[best]
+        big_p[start : start + len(u)] = pb
+        m2 = np.where(p1[None, :] == pb[:, None], a2[None, :] - fee, m1)
+        t2[start : start + len(u)] = m2.max(axis=1)
+    mine = arr.participant[own]
+    return np.where(mine != big_p[own_at], t1[own_at], t2[own_at])
 
 
 def profits_microyen(book: Book, trades: Iterable[Trade]) -> dict[str, int]:
