@@ -14,8 +14,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from scipy.optimize import linprog
 
-from helpers import oracle, random_book
+from helpers import _pairs, _subtree, oracle, random_book
 from peerpower.bench import make_book
 from peerpower.market import clear, verify
 from peerpower.market import pairwise as pw
@@ -71,6 +72,71 @@ def test_maxmin_participants_are_those_with_a_compatible_pair(case: int) -> None
                 want[o.participant] = want.get(o.participant, 0) + o.energy_wh
                 break
     assert maxmin_participants(book) == want
+
+
+@pytest.mark.parametrize("case", range(24))
+def test_completion_adds_the_best_welfare_the_capacities_leave(case: int) -> None:
+    # A start of random single lots within every capacity; the completion must keep it, stay
+    # within every capacity and lot, and add the welfare of an LP over every compatible pair
+    # with what the start leaves of each order and of each edge in each direction.
+    rng = random.Random(8_200 + case)
+    book, _ = prevent_self_trade(
+        random_book(rng, rng.randint(8, 30), rng.randint(2, 6), 8, capacities=True)
+    )
+    arr = book_arrays(book)
+    grid, orders = book.grid, book.orders
+    node = [grid.index[o.node] for o in orders]
+    pairs = _pairs(book)
+    edges = [c for c in range(grid.size) if grid.parent[c] >= 0 and grid.capacity_wh[c] >= 0]
+
+    def up(i: int, j: int, c: int) -> int:  # lots of (i, j) sent up edge c: +1, down: −1
+        return int(_subtree(grid, c, node[i])) - int(_subtree(grid, c, node[j]))
+
+    def net(units: list[tuple[int, int, int]], c: int) -> int:
+        return sum(n * up(i, j, c) for i, j, n in units)
+
+    left = [o.energy_wh // book.lot_wh for o in orders]
+    start: list[tuple[int, int, int]] = []
+    for i, j, _ in rng.sample(pairs, min(len(pairs), rng.randint(0, 8))):
+        trial = [*start, (i, j, 1)]
+        if (
+            left[i]
+            and left[j]
+            and all(abs(net(trial, c)) * book.lot_wh <= grid.capacity_wh[c] for c in edges)
+        ):
+            start, left[i], left[j] = trial, left[i] - 1, left[j] - 1
+    start = sorted(start)
+    got = pw._complete(book, arr, start)
+    have = {(i, j): n for i, j, n in got}
+    assert all(have.get((i, j), 0) >= n for i, j, n in start)
+    for k, o in enumerate(orders):
+        assert sum(n for i, j, n in got if k in (i, j)) * book.lot_wh <= o.energy_wh
+    for c in edges:
+        assert abs(net(got, c)) * book.lot_wh <= grid.capacity_wh[c]
+    spread = {
+        (i, j): orders[j].price_sen_per_kwh - fee - orders[i].price_sen_per_kwh
+        for i, j, fee in pairs
+    }
+    added = sum(spread[(i, j)] * n for i, j, n in got) - sum(
+        spread[(i, j)] * n for i, j, n in start
+    )
+    if not pairs:
+        assert added == 0
+        return
+    a_ub, b_ub = [], []
+    for k in range(len(orders)):
+        a_ub.append([1.0 if k in (i, j) else 0.0 for i, j, _ in pairs])
+        b_ub.append(left[k])
+    for c in edges:
+        row = [float(up(i, j, c)) for i, j, _ in pairs]
+        cap = grid.capacity_wh[c] // book.lot_wh
+        a_ub += [row, [-v for v in row]]
+        b_ub += [cap - net(start, c), cap + net(start, c)]
+    lp = linprog(
+        [-float(spread[(i, j)]) for i, j, _ in pairs], A_ub=a_ub, b_ub=b_ub, method="highs"
+    )
+    assert lp.status == 0
+    assert added == round(-lp.fun)
 
 
 @pytest.mark.parametrize("capacities", [False, True], ids=["free", "capacities"])

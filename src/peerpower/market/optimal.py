@@ -267,10 +267,13 @@ def _welfare_flow(
     live: npt.NDArray[np.bool_],
     priority: npt.NDArray[np.uint64],
     certify: bool = False,
+    used: I64 | None = None,
 ) -> tuple[I64, dict[str, Any] | None]:
     """Lots filled per order by the welfare optimum over the ``live`` orders (then volume, then
     the highest Σ priority × filled), and, if ``certify``, the node-price certificate that
-    ``midpoint`` results carry."""
+    ``midpoint`` results carry. ``used`` [lots per grid node]: net lots that trades made
+    already send up each node's edge; the flow then keeps every capacitated edge's total
+    within its capacity (``used`` itself must be)."""
     grid = book.grid
     n = grid.size
     s_node, t_node = n, n + 1
@@ -291,11 +294,18 @@ def _welfare_flow(
         dtype=np.int64,
     )
     edge_fee = np.array([grid.fee_sen_per_kwh[v] for v in child.tolist()], dtype=np.int64)
+    up_cap, down_cap = edge_cap, edge_cap
+    if used is not None:
+        capped = np.array([grid.capacity_wh[v] >= 0 for v in child.tolist()], dtype=bool)
+        up_cap = np.where(capped, edge_cap - used[child], big)
+        down_cap = np.where(capped, edge_cap + used[child], big)
+        if (up_cap < 0).any() or (down_cap < 0).any():
+            raise ValueError("used: the trades made already exceed a capacity")
     ne = len(child)
     ns, nb = len(idx_s), len(idx_b)
     tail = np.concatenate([child, par, np.full(ns, s_node), arr.node[idx_b], [s_node]])
     head = np.concatenate([par, child, arr.node[idx_s], np.full(nb, t_node), [t_node]])
-    cap = np.concatenate([edge_cap, edge_cap, arr.lots[idx_s], arr.lots[idx_b], [total + 1]])
+    cap = np.concatenate([up_cap, down_cap, arr.lots[idx_s], arr.lots[idx_b], [total + 1]])
     order = np.concatenate([np.full(2 * ne, -1), idx_s, idx_b, [-1]]).astype(np.int64)
     # One more unit than the sells can carry forces flow through the bypass, so the source and
     # the sink end up with equal potentials and the node prices read off directly.
@@ -319,9 +329,12 @@ def _welfare_flow(
     return filled, _welfare_certificate(book, net, flow, welfare, child)
 
 
-def welfare_units(book: Book, arr: BookArrays, live: npt.NDArray[np.bool_]) -> fl.Units:
-    """Units of the welfare optimum over the ``live`` orders, canonically paired."""
-    filled, _ = _welfare_flow(book, arr, live, arr.score_u64)
+def welfare_units(
+    book: Book, arr: BookArrays, live: npt.NDArray[np.bool_], used: I64 | None = None
+) -> fl.Units:
+    """Units of the welfare optimum over the ``live`` orders, canonically paired; ``used``:
+    see :func:`_welfare_flow`."""
+    filled, _ = _welfare_flow(book, arr, live, arr.score_u64, used=used)
     return tree_units(book.grid, arr.is_sell, arr.node, filled)
 
 

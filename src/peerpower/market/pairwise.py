@@ -32,8 +32,9 @@ solved in three parts, each deterministic:
    order's best gain, unopposed) and the welfare optimum over all offered lots (Σ profit =
    welfare).
 2. **Welfare under that floor**: the welfare optimum (a min-cost flow) if it keeps everyone at
-   ``t``, the clearing itself, and the clearing trimmed of lots nobody needs to stay at ``t``,
-   each completed by a welfare flow over the lots left (without capacities), the best kept.
+   ``t``, the clearing itself, and the clearing trimmed of lots nobody needs to stay at ``t``
+   (if the trim keeps every capacity), each completed by a welfare flow over the lots left
+   within the capacity left on each edge in each direction, the best kept.
 3. **Exact, on small books** (at most :data:`MILP_PAIRS` compatible pairs): a MILP over every
    compatible pair (HiGHS through :func:`scipy.optimize.milp`, presolve off; within the same
    node budgets it proved more of the hard small books than SCIP) starts from the rounded
@@ -1429,17 +1430,16 @@ def _stage_two(
     candidates: list[Units] = []
     if _ratio_of(book, arr, sp, w, opt) >= t:
         candidates.append(opt)  # the welfare optimum already keeps everyone at t
-    if edges is None:
-        lean = state.copy()
-        lean.trim(floors)
-        candidates += [lean.units(), state.units()]
-    else:
-        candidates.append(state.units())
+    lean = state.copy()
+    lean.trim(floors)
+    # taking lots back can raise an edge's net flow where they ran against it
+    if edges is None or _within_capacities(book, arr, lean.units()):
+        candidates.append(lean.units())
+    candidates.append(state.units())
     best: Units | None = None
     best_welfare = -1
     for units in candidates:
-        if edges is None:
-            units = _complete(book, arr, units)
+        units = _complete(book, arr, units)
         if _ratio_of(book, arr, sp, w, units) < t:
             continue  # the lean fill can fall short: someone stuck below t gained only later
         value = _welfare_of(book, arr, units)
@@ -1450,8 +1450,8 @@ def _stage_two(
 
 
 def _complete(book: Book, arr: BookArrays, units: Units) -> Units:
-    """``units`` and a welfare flow over the lots they leave (adding trades never lowers a
-    profit)."""
+    """``units`` and a welfare flow over the lots they leave, within the capacity the units
+    leave each edge (adding trades never lowers a profit)."""
     from peerpower.market.optimal import welfare_units
 
     left = arr.lots.copy()
@@ -1461,11 +1461,34 @@ def _complete(book: Book, arr: BookArrays, units: Units) -> Units:
     mask = left > 0
     if not mask.any():
         return units
-    e_s, e_b, e_n = welfare_units(book, replace(arr, lots=left), mask)
+    used = None
+    if book.grid.has_capacities:
+        used = _net_up(book, arr, units)
+    e_s, e_b, e_n = welfare_units(book, replace(arr, lots=left), mask, used)
     merged: dict[Pair, int] = {}
     for s, b, n in units + list(zip(e_s.tolist(), e_b.tolist(), e_n.tolist(), strict=True)):
         merged[(s, b)] = merged.get((s, b), 0) + n
     return sorted((s, b, n) for (s, b), n in merged.items() if n)
+
+
+def _net_up(book: Book, arr: BookArrays, units: Units) -> I64:
+    """Net lots ``units`` send up each grid node's edge: what its subtree sells to the rest
+    less what it buys from it."""
+    balance = np.zeros(book.grid.size, dtype=np.int64)
+    for s, b, n in units:
+        balance[arr.node[s]] += n
+        balance[arr.node[b]] -= n
+    return book.grid.subtree_sums(balance)
+
+
+def _within_capacities(book: Book, arr: BookArrays, units: Units) -> bool:
+    grid = book.grid
+    net = _net_up(book, arr, units).tolist()
+    return all(
+        grid.capacity_wh[c] < 0 or abs(net[c]) * book.lot_wh <= grid.capacity_wh[c]
+        for c in range(grid.size)
+        if grid.parent[c] >= 0
+    )
 
 
 def _units_list(units: tuple[I64, I64, I64]) -> Units:
@@ -1727,9 +1750,7 @@ class _Milp:
                         accepted = True
                         units, t = found, t_found
                         welfare = _welfare_of(book, arr, units)
-                        better = (
-                            _complete(book, arr, units) if not book.grid.has_capacities else units
-                        )
+                        better = _complete(book, arr, units)
                         if _ratio_of(book, arr, self.sp, w, better) >= t:
                             units, welfare = better, _welfare_of(book, arr, better)
                 dual = res.dual
