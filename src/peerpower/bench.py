@@ -69,7 +69,7 @@ RUNS: tuple[Run, ...] = (
     Run("optimal", "volume", largest=100_000),
     Run("optimal", "volume", capacities=True, largest=100_000),
     Run("optimal", "maxmin", largest=100_000),
-    # 4 minutes a run at 100,000 orders: run there only when --only names it
+    # over 2 minutes a run at 100,000 orders: run there only when --only names it
     Run("optimal", "maxmin", capacities=True, largest=10_000),
 )
 
