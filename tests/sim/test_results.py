@@ -20,8 +20,8 @@ def test_results_document_carries_the_runs_figures() -> None:
     # the household cost change, recomputed from the sites' own costs
     costs = costs_microyen(m.result)
     homes = [s.id for s in m.result.scenario.sites if s.site_type in RESIDENTIAL]
-    base = sum(costs[h][1] for h in homes)
-    p2p = sum(costs[h][0] for h in homes)
+    base = sum(costs[h].base for h in homes)
+    p2p = sum(costs[h].p2p for h in homes)
     change = 100 * (p2p - base) / abs(base)
     row = next(line for line in text.splitlines() if line.startswith("| household bills"))
     assert f"{change:+.1f} % (misono)".replace("+-", "-") in row.replace("+-", "-")

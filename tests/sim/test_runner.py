@@ -50,7 +50,7 @@ def test_simulation_solo_outputs_and_checks(tmp_path: Path) -> None:
     assert all(len(ds) == 48 for ds in result.baseline.values())
     # bills: baseline = retail only; by type sums match per-site costs
     costs = costs_microyen(result)
-    total_base = sum(b for _, b in costs.values())
+    total_base = sum(c.base for c in costs.values())
     assert round(total_base / 1e6, 2) == pytest.approx(
         sum(t["baseline_cost_yen"] for t in data["by_type"].values()), abs=0.05
     )
@@ -62,6 +62,76 @@ def test_simulation_checks_can_fail() -> None:
     d = result.deliveries["site-000"][20]
     result.deliveries["site-000"][20] = replace(d, import_wh=d.import_wh + 5)
     assert summary(result, True)["checks"]["energy_balanced"] is False
+
+
+def test_summary_figures_are_the_runs_own() -> None:
+    # Recomputed here from the deliveries, the baseline and the contracts; then a wash is
+    # planted in one slot and the summary must see it.
+    result = run(small())
+    data = summary(result, True)
+    m, s = data["market"], result.scenario
+    slots = sorted({d.slot for ds in result.baseline.values() for d in ds})
+    cap = sum(
+        min(
+            sum(d.export_wh for ds in result.baseline.values() for d in ds if d.slot == slot),
+            sum(d.import_wh for ds in result.baseline.values() for d in ds if d.slot == slot),
+        )
+        for slot in slots
+    )
+    traded = sum(u.energy_wh for units in result.contracts.values() for u in units)
+    assert cap > 0 and m["cap_kwh"] == round(cap / 1000, 1)
+    assert m["absorbed_of_cap_percent"] == round(100 * traded / cap, 2)
+    # a unit planted on each side of each window's edges, at a price of its own
+    day, unit = next((k.split("#")[0], us[0]) for k, us in result.contracts.items() if us)
+    for k in (19, 20, 29, 30, 33, 34, 41, 42):
+        planted = replace(unit, energy_wh=100, price_sen_per_kwh=1_000 + 37 * k)
+        key = f"{day}#{k}"
+        result.contracts[key] = (*result.contracts.get(key, ()), planted)
+    m = summary(result, True)["market"]
+    windows = {"midday_price_yen_per_kwh": (10, 15), "evening_price_yen_per_kwh": (17, 21)}
+    for key, (start, end) in windows.items():
+        # a slot is "day#index"; slot k starts at k half hours past midnight
+        units = [
+            u
+            for slot, us in result.contracts.items()
+            for u in us
+            if start * 60 <= int(slot.split("#")[1]) * 30 < end * 60
+        ]
+        energy = sum(u.energy_wh for u in units)
+        money = sum(u.energy_wh * u.price_sen_per_kwh for u in units)
+        assert m[key] == round(money / energy / 100, 2)
+    # per type: saving per site-day and of the gross bill, from the sites' own costs
+    costs = costs_microyen(result)
+    for name, t in data["by_type"].items():
+        ids = [x.id for x in s.sites if x.site_type == name]
+        saving = sum(costs[i].base - costs[i].p2p for i in ids)
+        gross = sum(costs[i].gross for i in ids)
+        assert t["saving_yen_per_site_day"] == round(saving / len(ids) / s.days / 1e6, 2)
+        assert t["saving_percent_of_gross"] == round(100 * saving / gross, 2)
+    # storage left beyond the baseline's: at the buyback where PV refills it, else the tariff;
+    # a site's battery or car left 1 kWh emptier must cost it exactly that
+    for has_pv in (True, False):
+        site = next(
+            c
+            for c in result.sites.values()
+            if (c.spec.pv is not None) == has_pv and (c.battery or c.ev) is not None
+        )
+        store = site.battery if site.battery is not None else site.ev
+        before = costs_microyen(result)[site.spec.id]
+        store._stored_wh -= 1_000  # type: ignore[union-attr]
+        after = costs_microyen(result)[site.spec.id]
+        rate = s.buyback_sen_per_kwh if has_pv else s.tariff_sen_per_kwh
+        assert before.storage - after.storage == 1_000 * rate * 10
+        assert after.p2p - before.p2p == 1_000 * rate * 10
+    assert m["wash_kwh"] == 0
+    site_id = next(iter(result.deliveries))
+    d = result.deliveries[site_id][30]
+    result.deliveries[site_id][30] = replace(
+        d, bought_wh=d.bought_wh + 700, sold_wh=d.sold_wh + 900
+    )
+    assert summary(result, True)["market"]["wash_kwh"] == round(
+        (700 + min(d.bought_wh, d.sold_wh)) / 1000, 1
+    )
 
 
 def test_simulation_is_deterministic() -> None:

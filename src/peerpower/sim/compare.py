@@ -88,7 +88,7 @@ def market_profits(result: SimResult) -> tuple[int, dict[str, Fraction]]:
 
 def row(name: str, result: SimResult, data: dict[str, Any]) -> dict[str, Any]:
     costs = costs_microyen(result)
-    savings = {site: base - p2p for site, (p2p, base) in costs.items()}
+    savings = {site: c.saving for site, c in costs.items()}
     lowest = min(savings.values()) if savings else 0
     welfare, per_wh = market_profits(result)
     lowest_profit = min(per_wh.values()) if per_wh else Fraction(0)

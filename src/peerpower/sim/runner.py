@@ -25,7 +25,9 @@ sold at the buyback). Its baseline cost is the retail bill of the no-market run.
 with a plug-in hybrid both add the fuel its car burned when the battery ran short (the trials'
 "energy cost" of driving is electricity and fuel together). Energy a site's battery and car hold
 at the end beyond what they hold at the end of the baseline (or short of it) is credited (or
-charged) at the tariff: it spares (or costs) imports after the run.
+charged) at what refilling it costs: the buyback at a site with PV (its own PV would refill it
+and sell that much less), the tariff at a site without. The credit is reported beside the
+saving (``summary.json``), so that a reader sees how much of a saving is energy left stored.
 """
 
 from __future__ import annotations
@@ -310,8 +312,23 @@ def chain_money(result: SimResult, site_id: str) -> int:
     return acct.balance_microyen + acct.locked_microyen - acct.unpaid_microyen
 
 
-def costs_microyen(result: SimResult) -> dict[str, tuple[int, int]]:
-    """Each site's (P2P cost, baseline cost) [µ¥] (see the module notes)."""
+@dataclass(frozen=True)
+class SiteCost:
+    """What one site's energy cost over the run [µ¥] (see the module notes)."""
+
+    p2p: int  # with the market: on chain, retail beyond the contracts, fuel, less storage
+    base: int  # without it: the retail bill (imports less exports at the buyback) and fuel
+    gross: int  # without it, before the buyback: imports at the tariff and fuel
+    storage: int  # the storage credit inside ``p2p`` (positive: the market run left more)
+
+    @property
+    def saving(self) -> int:
+        """What the market saved the site (negative: what it cost it)."""
+        return self.base - self.p2p
+
+
+def costs_microyen(result: SimResult) -> dict[str, SiteCost]:
+    """Each site's costs with and without the market (see the module notes)."""
     s = result.scenario
     tariff, buyback = s.tariff_sen_per_kwh, s.buyback_sen_per_kwh
     out = {}
@@ -321,19 +338,24 @@ def costs_microyen(result: SimResult) -> dict[str, tuple[int, int]]:
             retail += max(0, d.import_wh - d.bought_wh) * tariff * 10
             retail -= max(0, d.export_wh - d.sold_wh) * buyback * 10
         on_chain = result.deposits.get(site_id, 0) - chain_money(result, site_id)
-        base = sum(
-            d.import_wh * tariff * 10 - d.export_wh * buyback * 10
-            for d in result.baseline.get(site_id, [])
-        )
-        fuel = _fuel_microyen(result.sites.get(site_id))
+        baseline = result.baseline.get(site_id, [])
+        imports = sum(d.import_wh for d in baseline) * tariff * 10
+        base = imports - sum(d.export_wh for d in baseline) * buyback * 10
+        site = result.sites.get(site_id)
+        fuel = _fuel_microyen(site)
         base_fuel = _fuel_microyen(result.baseline_sites.get(site_id))
-        # energy the market run leaves stored beyond the baseline's (or short of it) at the end
-        # will spare (or cost) imports later: counted at the tariff
-        left = _stored_wh(result.sites.get(site_id)) - _stored_wh(
-            result.baseline_sites.get(site_id)
+        # energy the market run leaves stored beyond the baseline's (or short of it) at the end:
+        # valued at what refilling it costs — the buyback its own PV would have earned, or the
+        # tariff at a site without PV
+        left = _stored_wh(site) - _stored_wh(result.baseline_sites.get(site_id))
+        has_pv = site is not None and site.spec.pv is not None
+        storage = round(left * (buyback if has_pv else tariff) * 10)
+        out[site_id] = SiteCost(
+            p2p=on_chain + retail + fuel - storage,
+            base=base + base_fuel,
+            gross=imports + base_fuel,
+            storage=storage,
         )
-        kept = round(left * tariff * 10)
-        out[site_id] = (on_chain + retail + fuel - kept, base + base_fuel)
     return out
 
 

@@ -7,7 +7,13 @@ on chain adds up to the genesis supply, and the exported chain verifies from gen
 
 ``pv_surplus_kwh`` is what the sites would sell to the retail provider at the buyback without
 the market (the baseline's exports); ``surplus_absorbed_percent`` is the share of it traded in
-the market instead (the market's volume, at most all of it).
+the market instead (the market's volume, at most all of it). ``cap_kwh`` is what a market could
+trade without anyone shifting load or storage (per slot, the baseline's exports or imports,
+whichever is less); ``absorbed_of_cap_percent`` the market's volume over it. ``wash_kwh``
+counts energy a site bought and sold in the same slot; the midday and evening prices are
+volume-weighted means of what sellers received, 10:00–15:00 and 17:00–21:00. Per type, savings
+are given per site and day and as a share of the gross bill without the market (imports at the
+tariff and fuel), with the storage credit inside them shown on its own.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from peerpower.ledger.replay import genesis_line, verify_path
 from peerpower.ledger.store import block_line
 from peerpower.sim.report import write_report
 from peerpower.sim.runner import SimResult, costs_microyen
+from peerpower.timeslots import Slot
 
 BALANCE_TOLERANCE_WH = 0.5 + 1e-6  # the meter rounds the net exchange to the Wh
 
@@ -34,21 +41,32 @@ def yen(microyen: int) -> float:
 def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
     s = result.scenario
     costs = costs_microyen(result)
-    by_type: dict[str, dict[str, Any]] = {}
+    by_type: dict[str, dict[str, int]] = {}
     for spec in s.sites:
-        p2p, base = costs[spec.id]
-        t = by_type.setdefault(spec.site_type, {"sites": 0, "base": 0, "p2p": 0})
+        c = costs[spec.id]
+        t = by_type.setdefault(
+            spec.site_type, {"sites": 0, "base": 0, "p2p": 0, "gross": 0, "storage": 0}
+        )
         t["sites"] += 1
-        t["base"] += base
-        t["p2p"] += p2p
+        t["base"] += c.base
+        t["p2p"] += c.p2p
+        t["gross"] += c.gross
+        t["storage"] += c.storage
     types = {}
     for name, t in sorted(by_type.items()):
-        saving = 0.0 if t["base"] == 0 else round(100 * (t["base"] - t["p2p"]) / abs(t["base"]), 2)
+        saving = t["base"] - t["p2p"]
+        site_days = t["sites"] * s.days
         types[name] = {
             "sites": t["sites"],
             "baseline_cost_yen": yen(t["base"]),
             "p2p_cost_yen": yen(t["p2p"]),
-            "saving_percent": saving,
+            "saving_percent": 0.0 if t["base"] == 0 else round(100 * saving / abs(t["base"]), 2),
+            "saving_yen_per_site_day": yen(round(saving / site_days)),
+            "saving_percent_of_gross": (
+                None if t["gross"] <= 0 else round(100 * saving / t["gross"], 2)
+            ),
+            "gross_cost_yen": yen(t["gross"]),
+            "storage_credit_yen": yen(t["storage"]),
         }
     traded_wh = 0
     money = 0
@@ -80,6 +98,7 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
         )
     surplus_wh = sum(d.export_wh for ds in result.baseline.values() for d in ds)
     absorbed = 0.0 if surplus_wh == 0 else round(100 * min(traded_wh, surplus_wh) / surplus_wh, 2)
+    cap_wh = _cap_wh(result)
     balanced = all(
         abs(d.pv_wh + d.import_wh + d.discharge_wh - d.load_wh - d.charge_wh - d.export_wh)
         <= BALANCE_TOLERANCE_WH
@@ -105,6 +124,13 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
             "mean_buyer_price_yen_per_kwh": (
                 round(paid / traded_wh / 100, 2) if traded_wh else None
             ),
+            "cap_kwh": round(cap_wh / 1000, 1),
+            "absorbed_of_cap_percent": (
+                None if cap_wh == 0 else round(100 * traded_wh / cap_wh, 2)
+            ),
+            "wash_kwh": round(_wash_wh(result) / 1000, 1),
+            "midday_price_yen_per_kwh": _window_price(result, MIDDAY),
+            "evening_price_yen_per_kwh": _window_price(result, EVENING),
         },
         "slots": slots,
         "refused_transactions": result.refused,
@@ -115,6 +141,38 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
             "chain_verified": chain_verified,
         },
     }
+
+
+#: Slot indexes of the windows whose prices the summary compares: 10:00–15:00 and 17:00–21:00.
+MIDDAY = range(20, 30)
+EVENING = range(34, 42)
+
+
+def _cap_wh(result: SimResult) -> int:
+    """What a market could trade without anyone shifting demand or storage: per slot, the
+    community's exports or its imports in the no-market run, whichever is less [Wh]."""
+    exports: dict[Slot, int] = {}
+    imports: dict[Slot, int] = {}
+    for ds in result.baseline.values():
+        for d in ds:
+            exports[d.slot] = exports.get(d.slot, 0) + d.export_wh
+            imports[d.slot] = imports.get(d.slot, 0) + d.import_wh
+    return sum(min(e, imports.get(slot, 0)) for slot, e in exports.items())
+
+
+def _wash_wh(result: SimResult) -> int:
+    """Energy sites bought and sold in the same slot: Σ over sites and slots of the lesser [Wh]."""
+    return sum(min(d.bought_wh, d.sold_wh) for ds in result.deliveries.values() for d in ds)
+
+
+def _window_price(result: SimResult, window: range) -> float | None:
+    """Volume-weighted mean price sellers received in the slots of ``window`` [yen/kWh]."""
+    energy = money = 0
+    for slot, units in result.contracts.items():
+        if Slot.parse(slot).index in window:
+            energy += sum(u.energy_wh for u in units)
+            money += sum(u.energy_wh * u.price_sen_per_kwh for u in units)
+    return round(money / energy / 100, 2) if energy else None
 
 
 def write_outputs(result: SimResult, out: Path) -> dict[str, Any]:
