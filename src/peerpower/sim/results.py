@@ -260,7 +260,8 @@ ASSUMPTIONS = """## Assumptions, and why the figures differ
   fees, imbalance penalties) plus the retail bill for its meter beyond its contracts, plus a
   PHEV's fuel; the baseline is the same site, same physics and forecasts, buying from and
   selling to the retail provider only. Energy left in a battery or car at the end beyond the
-  baseline's is credited at the tariff. The trials compared against the households' own
+  baseline's (or short of it) is credited (or charged) at what refilling it costs: the buyback
+  at a home with PV, the tariff without. The trials compared against the households' own
   earlier bills or a reference tariff, over months, with real people.
 - **Policies.** Homes with storage bid the Misono SOC table, with two limits peerpower adds
   (the table does not say): a sale leaves what the house will need before its PV refills the
@@ -279,10 +280,10 @@ ASSUMPTIONS = """## Assumptions, and why the figures differ
   bill of a PHEV home plus its fuel. Every simulated higashifuji PHEV home also has PV and a
   battery, which already cover its car and house on sunny August days (no fuel burned), so the
   market has little to give it; what it sells comes partly out of its storage, which the
-  comparison charges at the tariff. The trial's 43 % renewable share was measured at the
-  chargers; peerpower counts a car's battery driving at its home's renewable share (own PV
-  used at home plus PV bought from neighbours, against retail imports) and fuel as not
-  renewable.
+  comparison charges at the buyback its PV would have earned refilling it. The trial's 43 %
+  renewable share was measured at the chargers; peerpower counts a car's battery driving at
+  its home's renewable share (own PV used at home plus PV bought from neighbours, against
+  retail imports) and fuel as not renewable.
 - **Renewable share of driving.** Every higashifuji home has PV and a battery, and the
   synthetic August is mostly sunny: the cars charge almost only from their homes' own PV, so
   the share is far above the trial's, whose homes drew more from the grid and whose share was
