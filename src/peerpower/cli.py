@@ -404,6 +404,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         goal=args.goal,
         validators=args.validators,
     )
+    for warning in scenario.warnings():
+        sys.stderr.write(f"warning: {warning}\n")
     if args.compare is not None:
         from peerpower.sim.compare import compare, parse_variants
         from peerpower.sim.compare import table as compare_table

@@ -427,20 +427,28 @@ MIDNIGHT = datetime(2026, 9, 28, tzinfo=JST)
 LOAD_ENTRY = '[[sites]]\ntype = "pv"\n[[sites]]\ntype = "consumer"\nload_csv = "data/home.csv"\n'
 
 
+def daylight(values: list[int]) -> list[int]:
+    """``values`` with the half hours before 07:00 and from 17:00 on at zero (PV at night is
+    refused), and none above a 4.5 kW panel's half hour."""
+    return [min(2250, v) if 14 <= k % 48 < 34 else 0 for k, v in enumerate(values)]
+
+
 def test_meter_csv_round_trip(tmp_path: Path) -> None:
     values = [(k * 37) % 900 for k in range(96)]
     # 23:00 and 23:30 of the day before (incomplete, dropped), then two full days
     rows = csv_rows(MIDNIGHT - timedelta(hours=1), [5, 6, *values])
     write_csv(tmp_path, rows)
-    body = LOAD_ENTRY.replace('"consumer"\n', '"pv"\npv_csv = "data/home.csv"\n')
+    sun = csv_rows(MIDNIGHT, daylight(values))
+    (tmp_path / "data" / "pv.csv").write_text("\n".join(["timestamp,wh", *sun]) + "\n")
+    body = LOAD_ENTRY.replace('"consumer"\n', '"pv"\npv_csv = "data/pv.csv"\n')
     s = parse(body, tmp_path)
     assert set(s.meter_data) == {"site-001"}
     data = s.meter_data["site-001"]
-    assert data.load_wh is not None
+    assert data.load_wh is not None and data.pv_wh is not None
     assert set(data.load_wh) == {date(2026, 9, 28), date(2026, 9, 29)}
     assert list(data.load_wh[date(2026, 9, 28)]) == values[:48]
     assert list(data.load_wh[date(2026, 9, 29)]) == values[48:]
-    assert data.pv_wh == data.load_wh
+    assert list(data.pv_wh[date(2026, 9, 29)]) == daylight(values)[48:]
     assert s.with_overrides(days=2).days == 2
     with pytest.raises(InvalidInput, match="2026-09-30"):
         s.with_overrides(days=3)
@@ -492,11 +500,88 @@ def test_invalid_csv_step(tmp_path: Path) -> None:
 
 
 def test_invalid_csv_kwh_values(tmp_path: Path) -> None:
-    rows = day_rows()
-    rows[6] = rows[6].replace(",100", ",0.35")
+    # kWh per half hour (every value small, some with fractions): told to multiply by 1000
+    rows = csv_rows(MIDNIGHT, [0] * 48)
+    rows = [r.replace(",0", f",{0.05 + 0.01 * k:.2f}") for k, r in enumerate(rows)]
     err = csv_error(tmp_path, rows)
-    assert "line 8" in err.message
-    assert "kWh" in err.message
+    assert "line 2" in err.message and "kWh" in err.message and "1000" in err.message
+
+
+def test_invalid_csv_wh_with_decimals_is_not_called_kwh(tmp_path: Path) -> None:
+    # Wh with decimals: multiplying by 1000 would only lead to the next error
+    rows = day_rows()
+    rows[6] = rows[6].replace(",100", ",123.4")
+    err = csv_error(tmp_path, rows)
+    assert "line 8" in err.message and "round" in err.message
+    assert "kWh" not in err.message and "1000" not in err.message
+
+
+def test_invalid_csv_whole_kwh(tmp_path: Path) -> None:
+    # a home's half hours as whole kWh: 0-3 "Wh" all day
+    err = csv_error(tmp_path, csv_rows(MIDNIGHT, [k % 4 for k in range(48)]))
+    assert "0–3 Wh" in err.message and "kWh" in err.message
+
+
+def test_invalid_csv_end_labelled(tmp_path: Path) -> None:
+    # the usual export of end-labelled data: 00:30, 01:00, ..., 24:00 (the next 00:00)
+    err = csv_error(tmp_path, csv_rows(MIDNIGHT + timedelta(minutes=30), [100] * 48))
+    assert "end of each half hour" in err.message and "subtract 30 minutes" in err.message
+
+
+def test_invalid_csv_fifteen_minute_data(tmp_path: Path) -> None:
+    rows = [f"{(MIDNIGHT + timedelta(minutes=15 * k)).isoformat()},50" for k in range(96)]
+    err = csv_error(tmp_path, rows)
+    assert "line 3" in err.message and "15-minute" in err.message and "sum" in err.message
+
+
+def pv_error(tmp_path: Path, values: list[int]) -> InvalidInput:
+    write_csv(tmp_path, csv_rows(MIDNIGHT, values))
+    err = rejected('[[sites]]\ntype = "pv"\npv_kw = 2.0\npv_csv = "data/home.csv"\n', tmp_path)
+    assert err.field == "sites[0].pv_csv"
+    return err
+
+
+def test_invalid_pv_csv_above_rated_power(tmp_path: Path) -> None:
+    values = daylight([600] * 48)
+    values[24] = 1001  # 2 kW for half an hour is 1000 Wh
+    err = pv_error(tmp_path, values)
+    assert "line 26" in err.message and "2 kW" in err.message and "1000 Wh" in err.message
+
+
+def test_invalid_pv_csv_at_night(tmp_path: Path) -> None:
+    values = daylight([600] * 48)
+    values[2] = 40  # 01:00
+    err = pv_error(tmp_path, values)
+    assert "line 4" in err.message and "sun is down" in err.message
+
+
+def test_pv_csv_at_dawn_and_dusk_is_accepted(tmp_path: Path) -> None:
+    # a little PV in the half hours next to sunrise and sunset is light, not a label error
+    values = daylight([600] * 48)
+    values[10:14] = [2, 5, 30, 80]  # sunrise about 05:35 here
+    values[34:36] = [60, 20]  # sunset about 17:30
+    write_csv(tmp_path, csv_rows(MIDNIGHT, values))
+    s = parse('[[sites]]\ntype = "pv"\npv_kw = 2.0\npv_csv = "data/home.csv"\n', tmp_path)
+    assert s.meter_data["site-000"].pv_wh is not None
+
+
+def test_csv_gap_outside_the_simulated_days_is_a_warning(tmp_path: Path) -> None:
+    # three days before the start with a gap on the first, then the simulated day
+    first = MIDNIGHT - timedelta(days=3)
+    rows = csv_rows(first, [300] * (4 * 48))
+    del rows[10:13]
+    write_csv(tmp_path, rows)
+    s = parse(LOAD_ENTRY, tmp_path)
+    load = s.meter_data["site-001"].load_wh
+    assert load is not None and sorted(load) == [date(2026, 9, d) for d in (26, 27, 28)]
+    (warning,) = s.warnings()
+    assert "site-001" in warning and "data/home.csv" in warning
+    assert "3 half hour(s) from 2026-09-25T05:00:00+09:00" in warning
+    assert "outside the simulated days" in warning
+    # the same gap inside the simulated days is refused, naming it
+    early = HEAD.replace("2026-09-28", "2026-09-25") + LOAD_ENTRY
+    with pytest.raises(InvalidInput, match="gap of 3 half hour"):
+        parse_scenario(early, "test.toml", tmp_path)
 
 
 def test_invalid_csv_kwh_header(tmp_path: Path) -> None:
@@ -555,3 +640,56 @@ def test_invalid_pv_csv_without_pv(tmp_path: Path) -> None:
     write_csv(tmp_path, day_rows())
     err = rejected('[[sites]]\ntype = "consumer"\npv_csv = "data/home.csv"\n', tmp_path)
     assert err.field == "sites[0].pv_csv"
+
+
+def test_forecasts_use_the_meter_history_before_the_start(tmp_path: Path) -> None:
+    # a week of 300 Wh half hours before the simulated day (of 100): the first day's load
+    # forecast is the similar days' 300, not the model's profile
+    from peerpower.devices.weather import Weather
+    from peerpower.sim.runner import _controllers, build_genesis
+
+    week = csv_rows(MIDNIGHT - timedelta(days=7), [300] * (7 * 48) + [100] * 48)
+    write_csv(tmp_path, week)
+    s = parse(LOAD_ENTRY, tmp_path)
+    genesis, _ = build_genesis(s)
+    weather = Weather(s.seed, s.start - timedelta(days=1))
+    site = _controllers(s, genesis, weather)["site-001"]
+    assert [d for d, _ in site.load_history] == [date(2026, 9, d) for d in range(21, 28)]
+    assert site._forecast_day(s.start)[1] == [300] * 48
+    site.load_history.clear()
+    site._forecasts.clear()
+    assert site._forecast_day(s.start)[1] != [300] * 48  # without it: the model's profile
+
+
+def test_first_pv_forecast_follows_the_metered_day_before(tmp_path: Path) -> None:
+    from peerpower.devices.pv import clear_sky_wh
+    from peerpower.devices.weather import Weather
+    from peerpower.sim.runner import _controllers, build_genesis
+
+    body = '[[sites]]\ntype = "pv"\npv_kw = 2.0\npv_csv = "data/home.csv"\n'
+    write_csv(tmp_path, csv_rows(MIDNIGHT, [0] * 48))  # the panel's own day, to size it
+    pv = parse(body, tmp_path).sites[0].pv
+    assert pv is not None
+    before = MIDNIGHT - timedelta(days=1)
+    # the day before at 40 % of clear sky (whole Wh), then the simulated day
+    dim = [round(0.4 * x) for x in clear_sky_wh(pv, before.date())]
+    write_csv(tmp_path, csv_rows(before, dim + [0] * 48))
+    s = parse(body, tmp_path)
+    genesis, _ = build_genesis(s)
+    site = _controllers(s, genesis, Weather(s.seed, s.start - timedelta(days=1)))["site-000"]
+    assert site.clearness == pytest.approx(0.4, abs=0.01)
+
+
+def test_simulate_warns_of_a_gap_outside_the_simulated_days(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from peerpower.cli import main
+
+    rows = csv_rows(MIDNIGHT - timedelta(days=1), [300] * (2 * 48))
+    del rows[20]
+    write_csv(tmp_path, rows)
+    (tmp_path / "s.toml").write_text(HEAD + "validators = 1\n" + LOAD_ENTRY)
+    code = main(["simulate", "--scenario", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "warning: site-001: data/home.csv has a gap of 1 half hour(s)" in err

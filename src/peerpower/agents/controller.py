@@ -20,7 +20,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -168,6 +168,21 @@ class Controller:
         self.meter = Meter(s.id, self.meter_key, self.terms.chain)
 
     # -- forecasting -------------------------------------------------------------------------
+    def learn_history(self, before: date) -> None:
+        """Learn from the site's own meter data of the days before ``before`` as if the
+        controller had run then: the last 14 days of load are the history its load forecasts
+        draw similar days from, and the day before's PV over clear sky its first PV forecast."""
+        if self.load_data is not None:
+            days = sorted(d for d in self.load_data if d < before)[-14:]
+            self.load_history = [(d, self.load_data[d]) for d in days]
+        s = self.spec
+        yesterday = before - timedelta(days=1)
+        if self.pv_data is not None and s.pv is not None and yesterday in self.pv_data:
+            clear = float(sum(clear_sky_wh(s.pv, yesterday)))
+            if clear > 0:
+                self.clearness = min(1.0, sum(self.pv_data[yesterday]) / clear)
+        self._forecasts.clear()
+
     def _ev_day(self, day: date) -> EVDay:
         got = self._ev_days.get(day)
         if got is None:

@@ -119,6 +119,7 @@ def _controllers(scenario: Scenario, genesis: Genesis, weather: Weather) -> dict
             load_data=None if data is None else data.load_wh,
             pv_data=None if data is None else data.pv_wh,
         )
+        out[spec.id].learn_history(scenario.start)
     return out
 
 

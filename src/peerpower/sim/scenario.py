@@ -64,9 +64,16 @@ The generated grid is substation ``sub`` → feeders ``f0``, ``f1``, … → tra
 dealt to feeders round-robin in file order, and fill each feeder's transformers in turn.
 
 Meter data (``load_csv``, ``pv_csv``) is CSV with the header ``timestamp,wh``: one row per half
-hour, the timestamp ISO 8601 with its UTC offset (``2026-09-28T00:00+09:00``), strictly every
-30 minutes with no gaps or duplicates; values are whole Wh in 0–50,000 per half hour. The data
-is kept for every JST day it covers completely, and must cover every simulated day.
+hour, the timestamp ISO 8601 with its UTC offset (``2026-09-28T00:00+09:00``) marking the *start*
+of the half hour, rows in order without duplicates; values are whole Wh in 0–50,000 per half
+hour. The data is kept for every JST day it covers completely and must cover every simulated
+day; a gap on another day is a warning (:meth:`Scenario.warnings`), and the complete days
+before the start are the history the site's load forecasts draw on. Refused, with what to do:
+end-labelled files (rows from 00:30 to 00:00), 15-minute rows (sum them by half hour),
+fractions (called kWh only when no value in the file exceeds 50), a day or more of whole values
+of at most 10 Wh, not all zero (kWh rounded to whole numbers), and in ``pv_csv`` any half hour
+above the site's rated PV (``pv_kw`` × 0.5 h) or with PV while the sun is down at the site (the
+half hour and both beside it dark under a clear sky).
 
 Every error is :class:`~peerpower.errors.InvalidInput` whose ``field`` is the key path
 (``sites[2].pv_kw``) and whose message starts with the file (and, for syntax and CSV errors,
@@ -91,7 +98,7 @@ from peerpower.agents.policy import policy_names
 from peerpower.devices.battery import BatteryConfig
 from peerpower.devices.ev import EVConfig
 from peerpower.devices.load import LoadConfig
-from peerpower.devices.pv import PVConfig
+from peerpower.devices.pv import PVConfig, clear_sky_wh
 from peerpower.errors import InvalidInput
 from peerpower.grid.tree import GridTree
 from peerpower.ledger.genesis import (
@@ -193,6 +200,36 @@ class MeterData:
     pv_wh: dict[date, tuple[int, ...]] | None
     load_file: str | None = None
     pv_file: str | None = None
+    load_gaps: tuple[Gap, ...] = ()
+    pv_gaps: tuple[Gap, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Half hours missing from a meter file: from ``start`` (JST), ``missing`` of them, after
+    the row on ``line``."""
+
+    start: datetime
+    missing: int
+    line: int
+
+    @property
+    def end(self) -> datetime:
+        return self.start + self.missing * SLOT
+
+    def days(self) -> set[date]:
+        """The JST days the gap leaves incomplete."""
+        out, day = set(), self.start.date()
+        while datetime(day.year, day.month, day.day, tzinfo=JST) < self.end:
+            out.add(day)
+            day += timedelta(days=1)
+        return out
+
+    def describe(self) -> str:
+        return (
+            f"a gap of {self.missing} half hour(s) from {self.start.isoformat()} "
+            f"(after line {self.line})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +276,21 @@ class Scenario:
             grid=GridTree.from_json(self.grid),
         )
 
+    def warnings(self) -> list[str]:
+        """What the scenario's meter data leaves out outside the simulated days: each gap,
+        whose days are not used (forecasts draw on the complete days before the start)."""
+        end = self.start + timedelta(days=self.days)
+        out = []
+        for site_id, data in sorted(self.meter_data.items()):
+            for gaps, name in ((data.load_gaps, data.load_file), (data.pv_gaps, data.pv_file)):
+                for gap in gaps:
+                    if not any(self.start <= d < end for d in gap.days()):
+                        out.append(
+                            f"{site_id}: {name} has {gap.describe()}, outside the simulated "
+                            "days; the days it leaves incomplete are not used"
+                        )
+        return out
+
     def with_overrides(
         self,
         *,
@@ -280,9 +332,12 @@ class Scenario:
             )
         end = self.start + timedelta(days=new_days)
         for site_id, data in self.meter_data.items():
-            for series, name in ((data.load_wh, data.load_file), (data.pv_wh, data.pv_file)):
+            for series, gaps, name in (
+                (data.load_wh, data.load_gaps, data.load_file),
+                (data.pv_wh, data.pv_gaps, data.pv_file),
+            ):
                 if series is not None:
-                    _check_coverage(r, series, self.start, end, "days", f"{site_id}: {name}")
+                    _check_coverage(r, series, gaps, self.start, end, "days", f"{site_id}: {name}")
         return replace(
             self,
             days=new_days,
@@ -453,8 +508,17 @@ def parse_scenario(text: str, source: str, base_dir: Path) -> Scenario:
     )
 
 
-def _read_meter_csv(r: _Reader, text_path: Any, field: str) -> dict[date, tuple[int, ...]]:
-    """Read a ``timestamp,wh`` file into JST day → 48 values [Wh] (complete days only)."""
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """A parsed meter file: complete JST days, its gaps, and every row (line, JST start, Wh)."""
+
+    days: dict[date, tuple[int, ...]]
+    gaps: tuple[Gap, ...]
+    rows: tuple[tuple[int, datetime, int], ...]
+
+
+def _read_meter_csv(r: _Reader, text_path: Any, field: str) -> _Series:
+    """Read a ``timestamp,wh`` file (see the module notes)."""
     if type(text_path) is not str or not text_path:
         r.fail(field, f"must be a file path, got {text_path!r}")
     path = r.base_dir / text_path
@@ -465,9 +529,15 @@ def _read_meter_csv(r: _Reader, text_path: Any, field: str) -> dict[date, tuple[
     return _parse_meter_csv(text, text_path, lambda msg: r.fail(field, f"{text_path} {msg}"))
 
 
-def _parse_meter_csv(
-    text: str, name: str, fail: Callable[[str], NoReturn]
-) -> dict[date, tuple[int, ...]]:
+#: A file whose values are all at most this, with fractions, looks like kWh per half hour
+#: (a site's half hour is at most 50 kWh, :data:`MAX_METER_WH`); above it, like Wh with decimals.
+KWH_LOOKING_MAX = 50
+#: A file of at least a day whose whole values never exceed this looks like whole kWh: no
+#: occupied site or working PV stays within 10 Wh per half hour for a day.
+WHOLE_KWH_LOOKING_MAX = 10
+
+
+def _parse_meter_csv(text: str, name: str, fail: Callable[[str], NoReturn]) -> _Series:
     """Parse meter CSV ``text``; ``fail("line N: …")`` is called on the first error."""
     lines = text.splitlines()
     header = [c.strip().lower() for c in lines[0].split(",")] if lines else []
@@ -480,9 +550,8 @@ def _parse_meter_csv(
         )
     if header != ["timestamp", "wh"]:
         fail(f"line 1: the header must be 'timestamp,wh', got {lines[0].strip()!r}")
-    by_day: dict[date, list[int]] = {}
-    prev: datetime | None = None
-    prev_line = 0
+    rows: list[tuple[int, datetime, str]] = []
+    gaps: list[Gap] = []
     for n, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -497,61 +566,129 @@ def _parse_meter_csv(
         if moment.tzinfo is None:
             fail(f"{where}: {parts[0]!r} has no UTC offset (write e.g. 2026-09-28T00:00+09:00)")
         local = moment.astimezone(JST)
+        if local.minute % 15 == 0 and local.minute % 30 and not local.second:
+            fail(
+                f"{where}: {parts[0]} is a quarter hour: this looks like 15-minute data; sum "
+                "each two rows into their half hour, timestamped at the first (:00 or :30)"
+            )
         if local.minute % 30 or local.second or local.microsecond:
             fail(f"{where}: {parts[0]} is not on a half hour (JST :00 or :30)")
-        if prev is not None:
+        if rows:
+            prev_line, prev, _ = rows[-1]
             step = local - prev
             if step == timedelta(0):
                 fail(f"{where}: {parts[0]} is a duplicate of line {prev_line}")
             if step < timedelta(0):
                 fail(f"{where}: {parts[0]} is before line {prev_line} ({prev.isoformat()})")
             if step != SLOT:
-                missing = step // SLOT - 1
-                fail(
-                    f"{where}: gap of {step.total_seconds() / 60:g} minutes after line "
-                    f"{prev_line} ({missing} half hours missing from "
-                    f"{(prev + SLOT).isoformat()}); rows must be every 30 minutes"
-                )
-        wh = _meter_value(parts[1], where, fail)
-        day = local.date()
-        values = by_day.setdefault(day, [])
-        if not values:
-            # Rows are contiguous, so only the file's first day can start after midnight;
-            # its missing slots are marked and the day dropped as incomplete.
-            values.extend([-1] * ((local.hour * 60 + local.minute) // 30))
-        values.append(wh)
-        prev, prev_line = local, n
-    if prev is None:
+                gaps.append(Gap(prev + SLOT, step // SLOT - 1, prev_line))
+        rows.append((n, local, parts[1]))
+    if not rows:
         fail("line 2: no rows after the header")
-    return {
-        d: tuple(v) for d, v in by_day.items() if len(v) == SLOTS_PER_DAY and all(x >= 0 for x in v)
-    }
+    first, last = rows[0][1], rows[-1][1]
+    if (
+        len(rows) >= SLOTS_PER_DAY
+        and (first.hour, first.minute) == (0, 30)
+        and (
+            last.hour,
+            last.minute,
+        )
+        == (0, 0)
+    ):
+        fail(
+            f"line 2: the rows run from 00:30 to 00:00 ({first.isoformat()} to "
+            f"{last.isoformat()}): this looks like timestamps that mark the end of each half "
+            "hour; they must mark its start (subtract 30 minutes from each)"
+        )
+    values = _meter_values([(n, v) for n, _, v in rows], fail)
+    by_day: dict[date, list[int]] = {}
+    for (_, local, _), wh in zip(rows, values, strict=True):
+        by_day.setdefault(local.date(), [-1] * SLOTS_PER_DAY)[
+            (local.hour * 60 + local.minute) // 30
+        ] = wh
+    return _Series(
+        days={d: tuple(v) for d, v in by_day.items() if all(x >= 0 for x in v)},
+        gaps=tuple(gaps),
+        rows=tuple((n, local, wh) for (n, local, _), wh in zip(rows, values, strict=True)),
+    )
 
 
-def _meter_value(text: str, where: str, fail: Callable[[str], NoReturn]) -> int:
-    if re.fullmatch(r"[+-]?\d+", text):
-        wh = int(text)
-    else:
+def _meter_values(texts: list[tuple[int, str]], fail: Callable[[str], NoReturn]) -> list[int]:
+    """The file's values as whole Wh, judged as a whole: a fraction in a file of small values
+    is kWh, in one of large values Wh with decimals; a day or more of whole values, not all
+    zero, that never exceed :data:`WHOLE_KWH_LOOKING_MAX` is whole kWh."""
+    numbers: list[float | int] = []
+    for n, text in texts:
+        where = f"line {n}"
+        if re.fullmatch(r"[+-]?\d+", text):
+            numbers.append(int(text))
+            continue
         try:
             number = float(text)
         except ValueError:
             fail(f"{where}: {text!r} is not a number of Wh")
         if not math.isfinite(number):
             fail(f"{where}: {text!r} is not a number of Wh")
-        if number != int(number) and number >= 0:
+        numbers.append(number)
+    for (n, text), number in zip(texts, numbers, strict=True):
+        if number < 0:
+            fail(f"line {n}: {text} is negative; values must be ≥ 0 Wh (export goes in pv_csv)")
+    top = max(numbers)
+    for (n, text), number in zip(texts, numbers, strict=True):
+        if number != int(number):
+            if top <= KWH_LOOKING_MAX:
+                fail(
+                    f"line {n}: {text} has a fraction, and no value in the file exceeds "
+                    f"{top:g}: this looks like kWh per half hour; give whole Wh (multiply by "
+                    "1000 and round)"
+                )
             fail(
-                f"{where}: {text} has a fraction; values must be whole Wh per half hour — "
-                "this looks like kWh (multiply by 1000)"
+                f"line {n}: {text} has a fraction; values must be whole Wh per half hour "
+                "(round them to the Wh)"
             )
-        wh = int(number)
-    if wh < 0:
-        fail(f"{where}: {text} is negative; values must be ≥ 0 Wh (export goes in pv_csv)")
-    if wh > MAX_METER_WH:
+    if len(numbers) >= SLOTS_PER_DAY and 0 < top <= WHOLE_KWH_LOOKING_MAX:
         fail(
-            f"{where}: {text} Wh in half an hour is implausible for a site "
-            f"(at most {MAX_METER_WH} Wh, i.e. 100 kW)"
+            f"line {texts[0][0]}: every value is 0–{int(top)} Wh per half hour, too little for "
+            "any site over a day: this looks like kWh rounded to whole numbers; give Wh per "
+            "half hour, measured to the Wh"
         )
-    return wh
+    for (n, text), number in zip(texts, numbers, strict=True):
+        if number > MAX_METER_WH:
+            fail(
+                f"line {n}: {text} Wh in half an hour is implausible for a site "
+                f"(at most {MAX_METER_WH} Wh, i.e. 100 kW)"
+            )
+    return [int(x) for x in numbers]
+
+
+def _check_pv(r: _Reader, series: _Series, pv: PVConfig, field: str, name: str) -> None:
+    """PV data against the site's panel: nothing above its rated power, nothing while the sun is
+    down (in a half hour and the ones either side, so that dawn and dusk are not judged)."""
+    rated = pv.capacity_kw * 1000 * SLOT.total_seconds() / 3600
+    dark: dict[date, list[bool]] = {}
+    for line, local, wh in series.rows:
+        if wh > rated:
+            r.fail(
+                field,
+                f"{name} line {line}: {wh} Wh at {local.isoformat()} is above what the site's "
+                f"{pv.capacity_kw:g} kW of PV can make in half an hour ({rated:g} Wh): check "
+                "pv_kw and the file's units",
+            )
+        day = local.date()
+        if day not in dark:
+            sky = clear_sky_wh(pv, day)
+            dark[day] = [
+                all(sky[j] <= 0 for j in range(max(0, k - 1), min(SLOTS_PER_DAY, k + 2)))
+                for k in range(SLOTS_PER_DAY)
+            ]
+        k = (local.hour * 60 + local.minute) // 30
+        if wh > 0 and dark[day][k]:
+            r.fail(
+                field,
+                f"{name} line {line}: {wh} Wh of PV at {local.isoformat()}, when the sun is "
+                "down at the site: check the timestamps' UTC offset and that each marks the "
+                "start of its half hour",
+            )
 
 
 class _Reader:
@@ -796,20 +933,40 @@ def _entry(
 
     data = None
     if "load_csv" in entry or "pv_csv" in entry:
-        load_wh = pv_wh = None
+        load_data = pv_data = None
         if "load_csv" in entry:
-            load_wh = _read_meter_csv(r, entry["load_csv"], f"{where}.load_csv")
-            _check_coverage(r, load_wh, start, end, f"{where}.load_csv", entry["load_csv"])
+            load_data = _read_meter_csv(r, entry["load_csv"], f"{where}.load_csv")
+            _check_coverage(
+                r,
+                load_data.days,
+                load_data.gaps,
+                start,
+                end,
+                f"{where}.load_csv",
+                entry["load_csv"],
+            )
         if has("pv_csv", base.pv, "PV"):
-            pv_wh = _read_meter_csv(r, entry["pv_csv"], f"{where}.pv_csv")
-            _check_coverage(r, pv_wh, start, end, f"{where}.pv_csv", entry["pv_csv"])
-        data = MeterData(load_wh, pv_wh, entry.get("load_csv"), entry.get("pv_csv"))
+            pv_data = _read_meter_csv(r, entry["pv_csv"], f"{where}.pv_csv")
+            assert pv is not None  # has() refused pv_csv for a type without PV
+            _check_pv(r, pv_data, pv, f"{where}.pv_csv", entry["pv_csv"])
+            _check_coverage(
+                r, pv_data.days, pv_data.gaps, start, end, f"{where}.pv_csv", entry["pv_csv"]
+            )
+        data = MeterData(
+            None if load_data is None else load_data.days,
+            None if pv_data is None else pv_data.days,
+            entry.get("load_csv"),
+            entry.get("pv_csv"),
+            () if load_data is None else load_data.gaps,
+            () if pv_data is None else pv_data.gaps,
+        )
     return template, count, prefix, node, data
 
 
 def _check_coverage(
     r: _Reader,
     series: Mapping[date, tuple[int, ...]],
+    gaps: Iterable[Gap],
     start: date,
     end: date,
     field: str,
@@ -818,6 +975,13 @@ def _check_coverage(
     day = start
     while day < end:
         if day not in series:
+            hole = next((g for g in gaps if day in g.days()), None)
+            if hole is not None:
+                r.fail(
+                    field,
+                    f"{name} has {hole.describe()}, in simulated day {day}; every simulated "
+                    "day needs all 48 half hours (gaps on other days are only warned of)",
+                )
             covered = (
                 f"complete days {min(series)} to {max(series)}" if series else "no complete day"
             )
