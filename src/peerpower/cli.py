@@ -392,6 +392,32 @@ def _cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from peerpower.sim.runner import progress_bar
+    from peerpower.sim.scenario import load_scenario
+    from peerpower.sim.sweep import cluster, parse_seeds, sweep, table, write
+
+    seeds = parse_seeds(args.seeds)
+    variants = None
+    if args.compare is not None:
+        from peerpower.sim.compare import parse_variants
+
+        variants = parse_variants(args.compare)
+    scenario = load_scenario(args.scenario).with_overrides(
+        days=args.days, validators=args.validators
+    )
+    for warning in scenario.warnings():
+        sys.stderr.write(f"warning: {warning}\n")
+    show = progress_bar(f"{scenario.name} sweep") if sys.stderr.isatty() else None
+    with cluster(args.workers, args.scheduler) as client, _stdout_to_stderr():
+        data = sweep(scenario, seeds, variants, client, show)
+    path = write(data, Path(args.out))
+    sys.stdout.write(table(data) + "\n")
+    sys.stdout.write(f"wrote {path}\n")
+    checks = all(all(r["summary"]["checks"].values()) for r in data["runs"])
+    return EXIT_OK if checks else EXIT_FAILED
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from peerpower.sim.runner import progress_bar, run
     from peerpower.sim.scenario import load_scenario
@@ -586,6 +612,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="folder for the outputs")
     p.set_defaults(run=_cmd_simulate)
+
+    p = sub.add_parser("sweep", help="a scenario over many seeds on Dask; means and intervals")
+    p.add_argument("--scenario", required=True, help="misono, higashifuji, large, or a TOML file")
+    p.add_argument("--seeds", required=True, help="e.g. 1-10, or 1-3,8")
+    p.add_argument("--days", type=int, default=None)
+    p.add_argument("--validators", type=int, default=None, help="1 (solo) or 4 or more")
+    p.add_argument("--compare", default=None, help="variants, as for simulate --compare")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (2)")
+    p.add_argument("--scheduler", default=None, help="a Dask scheduler, tcp://HOST:PORT")
+    p.add_argument("--out", required=True, help="folder for sweep.json")
+    p.set_defaults(run=_cmd_sweep)
 
     api_default = "http://127.0.0.1:8000"
     p = sub.add_parser("book", help="the SELL | PRICE | BUY ladder of a slot, from the API")
