@@ -225,3 +225,10 @@ def test_bench_simulate_reports_what_it_measured(
     assert code == (
         0 if float(found.group(1)) < 60 and int(found.group(2).replace(",", "")) < 2048 else 1
     )
+
+
+def test_a_scenarios_name_does_not_change_what_its_seed_gives() -> None:
+    a = summary(run(community("small")), True)
+    b = summary(run(community("renamed")), True)
+    assert a["scenario"] == "small" and b["scenario"] == "renamed"
+    assert {**a, "scenario": None} == {**b, "scenario": None}
