@@ -693,3 +693,54 @@ def test_simulate_warns_of_a_gap_outside_the_simulated_days(
     err = capsys.readouterr().err
     assert code == 0
     assert "warning: site-001: data/home.csv has a gap of 1 half hour(s)" in err
+
+
+PHEV_HOME = '[[sites]]\ntype = "pv-phev"\ncount = 6\n'
+
+
+def test_car_pattern_and_start_soc(tmp_path: Path) -> None:
+    from peerpower.agents.controller import ev_day
+    from peerpower.devices.ev import EV, DrivingPattern
+
+    home = parse(PHEV_HOME + '[sites.car]\npattern = "home-day"\nstart_soc_percent = 55\n')
+    away = parse(PHEV_HOME + '[sites.car]\npattern = "commuter"\n')
+    default = parse(PHEV_HOME)
+    assert all(s.ev is not None and s.ev.soc_initial_percent == 55 for s in home.sites)
+    assert [s.driving for s in away.sites] == [s.driving for s in default.sites]
+
+    def noon_at_home(sc: Scenario) -> float:
+        # weekdays of two weeks: the share of 10:00-15:00 half hours each car is plugged in
+        plugged = total = 0
+        for spec in sc.sites:
+            assert spec.ev is not None and spec.driving is not None
+            car = EV(spec.ev, DrivingPattern(spec.driving, spec.seed))
+            for d in range(14):
+                day = date(2026, 9, 28) + timedelta(days=d)
+                if day.weekday() < 5:
+                    plan = ev_day(car, day)
+                    plugged += sum(plan.plugged[20:30])
+                    total += 10
+        return plugged / total
+
+    assert noon_at_home(away) < 0.3 < 0.7 < noon_at_home(home)
+
+
+@pytest.mark.parametrize(
+    ("car", "field", "says"),
+    [
+        ('pattern = "weekend"', "sites[0].car.pattern", "'weekend' is not one of commuter"),
+        ('pattern = "workplace"', "sites[0].car.pattern", "'workplace' is not one of"),
+        ("start_soc_percent = 150", "sites[0].car.start_soc_percent", "150"),
+        ("start_soc_percent = -1", "sites[0].car.start_soc_percent", "-1"),
+        ("start_soc_percent = 50.5", "sites[0].car.start_soc_percent", "50.5"),
+        ("colour = 1", "sites[0].car.colour", "unknown key"),
+    ],
+)
+def test_invalid_car(car: str, field: str, says: str) -> None:
+    err = rejected(PHEV_HOME + f"[sites.car]\n{car}\n")
+    assert err.field == field and says in err.message
+
+
+def test_invalid_car_on_a_site_without_one() -> None:
+    err = rejected('[[sites]]\ntype = "pv"\n[sites.car]\npattern = "home-day"\n')
+    assert err.field == "sites[0].car" and "no car" in err.message

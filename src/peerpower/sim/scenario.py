@@ -54,8 +54,10 @@ as integer sen, energy in kWh is held as integer Wh (both rounded half up).
     load_csv = "data/home.csv"    # measured load replacing the model (relative to this file)
 
 Site overrides: ``pv_kw``, ``tilt_deg``, ``azimuth_deg`` (types with PV), ``battery_kwh``,
-``battery_kw`` (charge and discharge; types with a battery), ``ev_kwh``, ``phev`` (types with a
-car), ``annual_kwh``, ``occupancy``, ``policy``, ``policy_options`` (a table), ``id_prefix``
+``battery_kw`` (charge and discharge; types with a battery), ``ev_kwh``, ``phev``, ``car`` (a
+table: ``pattern`` — ``commuter``, away on weekdays, or ``home-day``, at home on weekdays but
+for errands — and ``start_soc_percent``, 0–100 within the car's limits; types with a car),
+``annual_kwh``, ``occupancy``, ``policy``, ``policy_options`` (a table), ``id_prefix``
 (default ``"site"``; ids are ``<prefix>-000``, ``<prefix>-001``, … counted per prefix in file
 order), ``node`` (given grids only), ``load_csv`` and ``pv_csv`` (types with PV).
 
@@ -157,6 +159,10 @@ _GENERATED_GRID_KEYS: Final = (
 )
 _GRID_KEYS: Final = (*_GENERATED_GRID_KEYS, "nodes")
 _NODE_KEYS: Final = ("id", "parent", "fee_yen_per_kwh", "capacity_kwh")
+_CAR_KEYS: Final = ("pattern", "start_soc_percent")
+#: How a site's car is used: ``commuter`` — away on weekdays for work (the default);
+#: ``home-day`` — at home on weekdays but for errands (a retiree, a home worker, a second car).
+CAR_PATTERNS: Final = ("commuter", "home-day")
 _SITE_KEYS: Final = (
     "type",
     "count",
@@ -169,6 +175,7 @@ _SITE_KEYS: Final = (
     "battery_kw",
     "ev_kwh",
     "phev",
+    "car",
     "annual_kwh",
     "occupancy",
     "policy",
@@ -900,6 +907,29 @@ def _entry(
             lambda: replace(current_ev, **ev_changes),
         )
 
+    driving = base.driving
+    if has("car", ev, "car"):
+        assert ev is not None and driving is not None
+        car = r.table(entry["car"], f"{where}.car")
+        r.keys(car, _CAR_KEYS, f"{where}.car")
+        if "pattern" in car:
+            pattern = car["pattern"]
+            if pattern not in CAR_PATTERNS:
+                r.fail(
+                    f"{where}.car.pattern",
+                    f"{pattern!r} is not one of {', '.join(CAR_PATTERNS)}",
+                )
+            driving = replace(driving, commuter=pattern == "commuter")
+        if "start_soc_percent" in car:
+            soc = r.int_in(car["start_soc_percent"], f"{where}.car.start_soc_percent", 0, 100)
+            current_car: EVConfig = ev
+            ev = _build(
+                r,
+                where,
+                {"soc_initial_percent": "car.start_soc_percent"},
+                lambda: replace(current_car, soc_initial_percent=soc),
+            )
+
     load_changes: dict[str, Any] = {}
     if "annual_kwh" in entry:
         load_changes["annual_kwh"] = r.number(entry["annual_kwh"], f"{where}.annual_kwh")
@@ -923,6 +953,7 @@ def _entry(
             pv=pv,
             battery=battery,
             ev=ev,
+            driving=driving,
             load=load,
             policy=policy,
             policy_options=tuple(sorted(options.items())),
