@@ -187,7 +187,7 @@ def test_controller_rebids_with_a_better_price_after_an_unfilled_buy() -> None:
     assert [after[j] - before[j] for j in range(k + 1, k + 7)] == [100, 100, 100, 100, 0, 0]
     assert after[k] == before[k]
     c.observe(slot.next(), bought_wh=0, sold_wh=0, price_sen_per_kwh=1234)
-    assert c.prices[slot.index + 1] == 1234
+    assert prices()[k + 1] == 1234  # a price seen: its nudge gone, the first price its mean
 
 
 @pytest.mark.parametrize("policy", ["soc-table", "zi-c", "optimizer", "ev-cheap-charging"])

@@ -64,7 +64,7 @@ def test_near_replan_does_not_buy_the_car_energy_twice() -> None:
     ahead = e.next_departure(tomorrow, 0)
     assert ahead is not None and ahead[1].depart_slot == 16
     for i in range(4, 10):
-        c.prices[i] = 1300  # 02:00–05:00 cheaper
+        c.prices.observe(i, 1300, 0.0)  # 02:00–05:00 cheaper (seen once, no sun)
     c.plan(datetime(2026, 8, 17, 18, 0, tzinfo=JST), full=True)
     c.plan(datetime(2026, 8, 17, 23, 50, tzinfo=JST), full=False)
     bought = sum(

@@ -35,6 +35,7 @@ from peerpower.agents.policy import (
     make_policy,
     prefix_consistent,
 )
+from peerpower.agents.prices import PriceForecast
 from peerpower.crypto import KeyPair, sha256
 from peerpower.devices.battery import Battery, BatteryConfig
 from peerpower.devices.ev import EV, DrivingPattern, EVConfig
@@ -137,7 +138,7 @@ class Controller:
     standing: dict[Slot, list[tuple[str, Bid]]] = field(init=False, default_factory=dict)
     load_history: list[tuple[date, tuple[int, ...]]] = field(init=False, default_factory=list)
     clearness: float = field(init=False, default=0.7)
-    prices: dict[int, int] = field(init=False, default_factory=dict)  # slot index → last price
+    prices: PriceForecast = field(init=False)  # the market price forecast, learnt online
     signed: Counter[str] = field(init=False, default_factory=Counter)
     _prefix_consistent: bool = field(init=False, default=True)
     _uses_need: bool = field(init=False, default=False)
@@ -158,6 +159,7 @@ class Controller:
         if not 1 <= self.near_slots <= HORIZON_SLOTS:
             raise InvalidInput("near_slots", f"must be 1–48, got {self.near_slots}")
         s = self.spec
+        self.prices = PriceForecast(self.terms.buyback_sen_per_kwh, self.terms.tariff_sen_per_kwh)
         self.battery = Battery(s.battery) if s.battery is not None else None
         self.ev = None
         if s.ev is not None and s.driving is not None:
@@ -229,9 +231,7 @@ class Controller:
         solar: list[int] = []
         for slot in slots:
             solar.append(self._solar_day(slot.day)[slot.index])
-        mid = (self.terms.tariff_sen_per_kwh + self.terms.buyback_sen_per_kwh) // 2
-        known = self.prices
-        prices = [known.get(slot.index, mid) for slot in slots]
+        prices = [self.prices.forecast(s.index, w) for s, w in zip(slots, solar, strict=True)]
         battery = None
         if self.battery is not None:
             battery = _storage_view(self.battery.cfg, self.battery.stored_wh)
@@ -397,8 +397,9 @@ class Controller:
         self.standing = {slot: list(bids) for slot, bids in standing.items()}
 
     def observe_price(self, slot: Slot, price_sen_per_kwh: int) -> None:
-        """A clearing price seen for ``slot`` (feeds the price forecast of that time of day)."""
-        self.prices[slot.index] = price_sen_per_kwh
+        """A clearing price seen for ``slot``: the price forecast learns it, with the
+        community's solar forecast for the slot (:mod:`.prices`)."""
+        self.prices.observe(slot.index, price_sen_per_kwh, self._solar_day(slot.day)[slot.index])
 
     def observe(
         self, slot: Slot, bought_wh: int, sold_wh: int, price_sen_per_kwh: int | None = None
@@ -407,8 +408,8 @@ class Controller:
         mean price if there was one. A bid left unfilled makes the next slots' price forecast
         better for the other side — higher after an unfilled buy, lower after an unfilled
         sale, by :attr:`rebid_step_sen_per_kwh`, within the retail prices — so price-following
-        policies re-bid with a better price; a clearing price resets the forecast of that time
-        of day."""
+        policies re-bid with a better price; a clearing price seen for a time of day clears
+        that time's nudge."""
         if price_sen_per_kwh is not None:
             self.observe_price(slot, price_sen_per_kwh)
         standing = self.at_gate.get(slot) or self.standing.get(slot, [])
@@ -421,13 +422,10 @@ class Controller:
             step = -self.rebid_step_sen_per_kwh
         if not step:
             return
-        t = self.terms
-        mid = (t.tariff_sen_per_kwh + t.buyback_sen_per_kwh) // 2
         later = slot
         for _ in range(4):
             later = later.next()
-            now = self.prices.get(later.index, mid) + step
-            self.prices[later.index] = min(t.tariff_sen_per_kwh, max(t.buyback_sen_per_kwh, now))
+            self.prices.nudge(later.index, step)
 
     # -- delivery ----------------------------------------------------------------------------
     def deliver(
