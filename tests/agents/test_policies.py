@@ -147,6 +147,37 @@ def test_ev_cheap_charging_buys_what_the_trip_needs_in_the_cheapest_slots() -> N
     assert all(b.price_sen_per_kwh == min(2600, prices[b.slot.index] + 100) for b in bids)
 
 
+def test_ev_cheap_charging_takes_own_pv_before_offering_or_buying() -> None:
+    # plugged all day with 30 kWh of room; a noon surplus of up to 2.6 kWh a slot against a
+    # 3.35 kWh charger; cheap noon prices, so the cheap rule would buy there too
+    plugged = (True,) * 48
+    ev = StorageView(40_000, 6_000.0, 4_000.0, 36_000.0, 3350.0, 3000.0, 0.9, plugged)
+    pv = pv_curve(3000)
+    load = (400,) * 48
+    prices = tuple(1000 if 18 <= k < 32 else 2400 for k in range(48))
+    v = view(pv=pv, load=load, prices=prices, ev=ev)
+    bids = make_policy("ev-cheap-charging")(v)
+    take, stored = [], 6_000.0
+    for k in range(48):  # the car's own-PV plan, recomputed
+        t = min(max(0, pv[k] - load[k]), 3350.0, (36_000.0 - stored) / 0.9)
+        take.append(t)
+        stored += 0.9 * t
+    assert sum(take) > 20_000  # the car has room for the whole noon surplus
+    for k in range(48):
+        sells = sum(b.energy_wh for b in bids if b.slot == SLOTS[k] and b.side == "sell")
+        buys = sum(b.energy_wh for b in bids if b.slot == SLOTS[k] and b.side == "buy")
+        assert not (sells and buys), k  # never both in one slot
+        left = pv[k] - load[k] - take[k]
+        # only what the car cannot take is offered (80 % of it, whole lots, as a house would)
+        assert sells == (max(0, int(0.8 * left) // 100 * 100) if left > 0 else 0), k
+        if buys:  # a cheap slot buys only the charger's power the surplus left
+            assert buys <= 3350 - take[k] + 1e-9, k
+    # nothing is offered before the car is full
+    first = min(b.slot.index for b in bids if b.side == "sell")
+    assert 6_000.0 + 0.9 * sum(take[: first + 1]) >= 36_000.0 - 1e-6
+    assert all(pv[k] - load[k] > 0 for k in range(first - 4, first))  # it was sunny before
+
+
 def dp_oracle(v: SiteView, depth: float, step: float = 100.0) -> float:
     """Least cost [yen] by dynamic programming over stored energy on a grid of ``step`` Wh:
     an independent check of the optimizer's LP (lossless battery, so the grid is exact)."""

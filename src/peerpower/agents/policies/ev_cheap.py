@@ -1,18 +1,27 @@
 """``ev-cheap-charging``: charge the car when the market is cheap within the driver's plug-in
 windows, and never let it leave for a trip below what the trip needs.
 
+The car charges from the site's own PV first: in every plugged slot it is forecast to take the
+house's surplus, up to the charger's power and the room left in it (its stored energy followed
+through the horizon, less what returning trips used), and only the surplus beyond that is
+offered. Selling that PV at the market's noon price and buying it back for the car at the
+tariff at night lost the misono PV + PHEV homes 15 yen a day on average over 10 seeds × 7 days.
+
 For each window of consecutive plugged slots ending at a departure, the energy still needed at
-departure (the trip reserve the controller gives in ``reserve_wh``, less what is stored) is
-bought in the window's cheapest slots by forecast price, each up to the charger's power, at the
-forecast price plus ``premium_yen`` (never above the tariff: beyond it the retail supply is
-cheaper). Any plugged slot whose forecast price is at or below ``cheap_yen`` also buys as much
-as the car can take. The house's own surplus and deficit are offered and bid for as a site
-without storage would (``surplus_yen``, ``deficit_yen``). Whether the car is full enough at
-departure is finally the controller's duty: it charges from the retail supply if the market did
-not deliver.
+departure (the trip reserve the controller gives in ``reserve_wh``, less what is stored and what
+own PV will give it) is bought in the window's cheapest slots by forecast price, each up to the
+charger's power left after own PV, at the forecast price plus ``premium_yen`` (never above the
+tariff: beyond it the retail supply is cheaper). Any plugged slot whose forecast price is at or
+below ``cheap_yen`` also buys as much as the car can still take. A slot that offers surplus
+never also buys for the car: there own PV has filled the car or its charger. The house's own
+surplus and deficit are offered and bid for as a site without storage would (``surplus_yen``,
+``deficit_yen``). Whether the car is full enough at departure is finally the controller's duty:
+it charges from the retail supply if the market did not deliver.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from peerpower.agents.policies.soc_table import _no_storage
 from peerpower.agents.policy import Bid, Policy, SiteView, StorageView, register
@@ -33,17 +42,41 @@ def _windows(ev: StorageView, n: int) -> list[tuple[int, int]]:
     return out
 
 
+def own_pv(view: SiteView) -> list[float]:
+    """What the car is forecast to take of the house's own surplus in each slot [Wh at the
+    bus]: up to the charger's power and the room in the car, whose stored energy is followed
+    through the horizon (own PV in, trips out)."""
+    n = len(view.slots)
+    ev = view.ev
+    take = [0.0] * n
+    if ev is None:
+        return take
+    stored = ev.stored_wh
+    for k in range(n):
+        if ev.trip_wh:
+            stored = max(ev.min_wh, stored - ev.trip_wh[k])
+        if not ev.available(k):
+            continue
+        surplus = max(0, view.pv_wh[k] - view.load_wh[k])
+        room = max(0.0, (ev.max_wh - stored) / ev.efficiency)
+        take[k] = min(float(surplus), ev.charge_wh, room)
+        stored += take[k] * ev.efficiency
+    return take
+
+
 def ev_cheap_bids(
     view: SiteView, premium_yen: float, cheap_yen: float, surplus_yen: float, deficit_yen: float
 ) -> list[Bid]:
     n = len(view.slots)
     ev = view.ev
+    take = own_pv(view)
     buy: dict[int, float] = {}
     if ev is not None:
         stored = ev.stored_wh
         for w, (first, last) in enumerate(_windows(ev, n)):
             if w > 0 or first > 0:
                 stored = ev.min_wh  # back from a trip: plan for the worst
+            stored += sum(take[first : last + 1]) * ev.efficiency
             need = _reserve(ev, last) - stored
             by_price = sorted(range(first, last + 1), key=lambda k: (view.prices_sen_per_kwh[k], k))
             room = ev.max_wh - stored
@@ -51,7 +84,7 @@ def ev_cheap_bids(
                 cheap = view.prices_sen_per_kwh[k] <= cheap_yen * 100
                 if need <= 0 and not cheap:
                     continue
-                cap = view.lots(ev.charge_wh)
+                cap = view.lots(ev.charge_wh - take[k])
                 # whole lots; what the trip needs rounded up
                 lots_needed = -(-max(0.0, need / ev.efficiency) // view.lot_wh) * view.lot_wh
                 want = float(cap if cheap else min(cap, lots_needed))
@@ -61,7 +94,9 @@ def ev_cheap_bids(
                 buy[k] = want
                 need -= want * ev.efficiency
                 room -= want * ev.efficiency
-    out = _no_storage(view, surplus_yen, deficit_yen)  # the house as it is
+    # the house as it is, less what the car takes of its surplus
+    house = replace(view, pv_wh=tuple(round(p - t) for p, t in zip(view.pv_wh, take, strict=True)))
+    out = _no_storage(house, surplus_yen, deficit_yen)
     premium = round(premium_yen * 100)
     for k, want in sorted(buy.items()):
         energy = view.lots(want)
