@@ -12,7 +12,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -374,20 +374,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    from peerpower.sim.results import write
+    from peerpower.sim.results import build, write
+    from peerpower.sim.runner import progress_bar
+    from peerpower.sim.sweep import cluster, parse_seeds
 
-    for name in ("misono_days", "higashifuji_days"):
-        value = getattr(args, name)
-        if not 1 <= value <= 366:
-            raise InvalidInput(name.replace("_", "-"), f"must be 1–366 days, got {value}")
+    seeds = parse_seeds(args.seeds)
+    if not 1 <= args.days <= 366:
+        raise InvalidInput("--days", f"must be 1–366 days, got {args.days}")
     out = Path(args.out)
-    write(
-        out,
-        misono_days=args.misono_days,
-        higashifuji_days=args.higashifuji_days,
-        validators=args.validators,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
-    )
+
+    def bar(name: str) -> Callable[[int, int], None] | None:
+        print(f"sweeping {name}: {len(seeds)} seed(s) × {args.days} day(s)", file=sys.stderr)
+        return progress_bar(name) if sys.stderr.isatty() else None
+
+    with cluster(args.workers, args.scheduler) as client, _stdout_to_stderr():
+        text, _ = build(seeds, args.days, client, bar)
+    write(out, text)
     print(f"wrote {out}")
     return 0
 
@@ -666,11 +668,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="the simulated sites' seed")
     p.set_defaults(run=_cmd_serve)
 
-    p = sub.add_parser("results", help="run the presets and write docs/results.md from them")
+    p = sub.add_parser("results", help="sweep the presets and write docs/results.md from them")
     p.add_argument("--out", default="docs/results.md", help="the document to write")
-    p.add_argument("--misono-days", type=int, default=3)
-    p.add_argument("--higashifuji-days", type=int, default=7)
-    p.add_argument("--validators", type=int, default=None, help="default: the presets' (4)")
+    p.add_argument("--seeds", default="1-10", help="seeds of every sweep (default 1-10)")
+    p.add_argument("--days", type=int, default=7, help="days of every run (default 7)")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (2)")
+    p.add_argument("--scheduler", default=None, help="a Dask scheduler, tcp://HOST:PORT")
     p.set_defaults(run=_cmd_results)
 
     p = sub.add_parser("node", help="run one validator (consensus on TCP, HTTP RPC)")

@@ -1,38 +1,46 @@
-"""docs/results.md is written from runs: its figures are the runs' own."""
+"""docs/results.md is written from sweeps: its figures are the runs' own."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import pytest
+from scipy import stats
 
 from peerpower.cli import main
 from peerpower.sim.results import RESIDENTIAL, build, renewable_share, without_batteries
-from peerpower.sim.runner import costs_microyen
 from peerpower.sim.scenario import load_scenario
+from peerpower.sim.sweep import cluster
 
 
 @pytest.mark.slow
-def test_results_document_carries_the_runs_figures() -> None:
-    text, cases = build(misono_days=1, higashifuji_days=1, validators=1)
-    m = cases["misono"]
-    # the household cost change, recomputed from the sites' own costs
-    costs = costs_microyen(m.result)
-    homes = [s.id for s in m.result.scenario.sites if s.site_type in RESIDENTIAL]
-    base = sum(costs[h].base for h in homes)
-    p2p = sum(costs[h].p2p for h in homes)
-    change = 100 * (p2p - base) / abs(base)
+def test_results_document_carries_the_sweeps_figures() -> None:
+    with cluster(2, None) as client:
+        text, sweeps = build([1, 2], 1, client)
+    m, h = sweeps["misono"], sweeps["higashifuji"]
+    assert [r["seed"] for r in m["runs"]] == [1, 2] and h["days"] == 1
+    # the household bill change, recomputed per run from the types' own costs
+    changes = []
+    for r in m["runs"]:
+        rows = [t for n, t in r["summary"]["by_type"].items() if n in RESIDENTIAL]
+        saving = sum(t["baseline_cost_yen"] - t["p2p_cost_yen"] for t in rows)
+        changes.append(-100 * saving / sum(t["gross_cost_yen"] for t in rows))
+    mean = sum(changes) / 2
+    half = stats.t.ppf(0.975, 1) * stats.tstd(changes) / math.sqrt(2)
+    lo, hi = mean - half, mean + half
     row = next(line for line in text.splitlines() if line.startswith("| household bills"))
-    assert f"{change:+.1f} % (misono)".replace("+-", "-") in row.replace("+-", "-")
-    # each type's row is the summary's
-    for name, t in m.summary["by_type"].items():
-        assert f"| {name} | {t['sites']} | {t['baseline_cost_yen']:,.0f} |" in text
-    assert f"Traded {m.summary['market']['traded_kwh']:g} kWh" in text
-    # the battery-free run really has no batteries, and differs
-    nb = cases["misono-no-batteries"]
-    assert all(c.battery is None for c in nb.result.sites.values())
-    assert any(c.battery is not None for c in m.result.sites.values())
+    assert f"{mean:+.1f} [{lo:.1f}, {hi:.1f}] % (misono)" in row
+    # each type's row is the sweep's
+    for name, t in m["runs"][0]["summary"]["by_type"].items():
+        f = m["figures"]["scenario"][f"by_type.{name}.saving_yen_per_site_day"]
+        lo, hi = f["ci95"]
+        assert f"| {name} | {t['sites']} | {f['mean']:.2f} [{lo:.2f}, {hi:.2f}] |" in text
+    # the battery-free sweep really ran without batteries, and differs
+    nb = sweeps["misono-no-batteries"]
+    assert nb["runs"][0]["summary"]["by_type"] != m["runs"][0]["summary"]["by_type"]
+    assert "pv-battery" in nb["runs"][0]["summary"]["by_type"]  # the type stays, its battery not
     # no placeholder left
     assert "None" not in text and "nan" not in text
 
@@ -62,8 +70,9 @@ def test_renewable_share_counts_own_pv_and_purchases() -> None:
 
 
 def test_results_cli_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code = main(["results", "--out", str(tmp_path / "r.md"), "--misono-days", "0"])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert re.search(r"misono-days.*0", err)
+    for flags, field in ((["--days", "0"], "--days"), (["--seeds", "3-1"], "--seeds")):
+        code = main(["results", "--out", str(tmp_path / "r.md"), *flags])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert re.search(rf"{field}.*{flags[1]}", err), err
     assert not (tmp_path / "r.md").exists()

@@ -1,37 +1,33 @@
 """``docs/results.md``: what the presets show, next to what the trials reported.
 
-Every figure of peerpower's in the document is computed here from runs made when it is written
-(``peerpower results``); the trials' figures are cited with their sources. The runs: ``misono``
-with its batteries and without them (every battery removed, all else the same: same seed,
-weather, loads, cars), and ``higashifuji`` over a week of August.
+Every figure of peerpower's in the document is computed here from sweeps made when it is
+written (``peerpower results``): ``misono`` with its batteries and without them (every battery
+removed, all else the same: same seeds, weather, loads, cars), and ``higashifuji`` in August,
+each over the same seeds (:mod:`.sweep`), reported as means with 95 % intervals. The trials'
+figures are cited with their sources.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from peerpower.agents.controller import Controller, Delivery
-from peerpower.sim.runner import SimResult, run
 from peerpower.sim.scenario import Scenario, load_scenario
-from peerpower.sim.summary import summary
+from peerpower.sim.summary import renewable_share
+from peerpower.sim.sweep import interval, sweep
 
 # What the trials reported (see shared/seeds and the sources named beside each).
 TRIAL_EV_SAVING_PERCENT = 25.4  # EV drivers' energy cost, Higashi-Fuji, August 2020
 TRIAL_HOUSEHOLD_SAVING_PERCENT = 9.0  # household bills, about
 TRIAL_EV_RENEWABLE_PERCENT = 43.0  # share of EV driving energy from renewables
-MIDDAY = range(20, 30)  # slots 10:00–15:00
 RESIDENTIAL = ("consumer", "consumer-phev", "pv", "pv-battery", "pv-battery-phev", "pv-phev")
+PHEV_HOMES = ("consumer-phev", "pv-battery-phev", "pv-phev")
 
+__all__ = ["RESIDENTIAL", "build", "renewable_share", "without_batteries", "write"]
 
-@dataclass(frozen=True)
-class Case:
-    name: str
-    result: SimResult
-    summary: dict[str, Any]
+Sweeps = dict[str, dict[str, Any]]
 
 
 def without_batteries(scenario: Scenario) -> Scenario:
@@ -39,167 +35,118 @@ def without_batteries(scenario: Scenario) -> Scenario:
     return replace(scenario, sites=tuple(replace(s, battery=None) for s in scenario.sites))
 
 
-def _case(name: str, scenario: Scenario, progress: Callable[[str], None] | None) -> Case:
-    if progress is not None:
-        progress(f"running {name}: {len(scenario.sites)} sites, {scenario.days} day(s)")
-    result = run(scenario)
-    return Case(name, result, summary(result, chain_verified=False))
-
-
-def saving_percent(case: Case, types: tuple[str, ...]) -> float | None:
-    """Saving of the sites of ``types`` together against their baseline [%]."""
-    base = sum(t["baseline_cost_yen"] for n, t in case.summary["by_type"].items() if n in types)
-    p2p = sum(t["p2p_cost_yen"] for n, t in case.summary["by_type"].items() if n in types)
-    return None if base == 0 else 100 * (base - p2p) / abs(base)
-
-
-def price_spread(case: Case) -> tuple[float | None, float | None]:
-    """(standard deviation of the slots' mean prices, mean of the slots' price ranges)
-    [yen/kWh] over the slots that traded."""
-    slots = [s for s in case.summary["slots"] if s["volume_wh"]]
-    means = [s["price_mean_sen_per_kwh"] / 100 for s in slots]
-    ranges = [(s["price_max_sen_per_kwh"] - s["price_min_sen_per_kwh"]) / 100 for s in slots]
-    sd = statistics.pstdev(means) if len(means) > 1 else None
-    return sd, (statistics.fmean(ranges) if ranges else None)
-
-
-def renewable_share(deliveries: list[Delivery]) -> float:
-    """Share of a site's electricity use that was renewable: its own PV used at home and what
-    it bought from neighbours (whose sales come from PV, directly or stored), against its
-    imports from the retail provider beyond what it bought."""
-    green = grey = 0
-    for d in deliveries:
-        own = max(0, d.pv_wh - d.export_wh)
-        bought = min(d.import_wh, d.bought_wh)
-        green += own + bought
-        grey += d.import_wh - bought
-    return 0.0 if green + grey == 0 else green / (green + grey)
-
-
-def ev_figures(case: Case) -> dict[str, float | None]:
-    """Driving energy, its renewable share, and when the cars charged."""
-    trip = fuel = green = 0.0
-    charged = midday = 0.0
-    for site_id, c in case.result.sites.items():
-        ev = c.ev
-        if ev is None:
-            continue
-        ds = case.result.deliveries[site_id]
-        trip += ev.trip_wh
-        fuel += ev.fuel_kwh * 1000
-        green += (ev.trip_wh - ev.fuel_kwh * 1000) * renewable_share(ds)
-        charged_here, midday_here = _ev_charging(c, ds)
-        charged += charged_here
-        midday += midday_here
-    return {
-        "trip_kwh": trip / 1000,
-        "fuel_kwh": fuel / 1000,
-        "renewable_percent": None if trip == 0 else 100 * green / trip,
-        "charged_kwh": charged / 1000,
-        "midday_percent": None if charged == 0 else 100 * midday / charged,
-    }
-
-
-def _ev_charging(c: Controller, ds: list[Delivery]) -> tuple[float, float]:
-    """Energy stored in the car per slot, from its SOC while plugged in [Wh]: all, midday."""
-    assert c.spec.ev is not None
-    capacity = c.spec.ev.capacity_wh
-    total = midday = 0.0
-    before: float | None = None
-    for d in ds:
-        soc = d.ev_soc_percent
-        if soc is not None and before is not None and d.ev_plugged and soc > before:
-            gained = (soc - before) * capacity / 100
-            total += gained
-            if d.slot.index in MIDDAY:
-                midday += gained
-        before = soc
-    return total, midday
-
-
-def midday_price(case: Case) -> tuple[float | None, float | None]:
-    """Volume-weighted mean price [yen/kWh] of midday slots and of the others."""
-    sums = {True: [0, 0], False: [0, 0]}
-    for s in case.summary["slots"]:
-        if not s["volume_wh"]:
-            continue
-        noon = int(s["slot"].rsplit("#", 1)[1]) in MIDDAY
-        sums[noon][0] += s["volume_wh"] * s["price_mean_sen_per_kwh"]
-        sums[noon][1] += s["volume_wh"]
-    return tuple(  # type: ignore[return-value]
-        None if v == 0 else m / v / 100 for m, v in (sums[True], sums[False])
-    )
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{x:+.1f} %"
-
-
-def _change(saving: float | None) -> str:
-    """A saving [%] shown as the change of cost (a saving is negative)."""
-    return _pct(None if saving is None else -saving)
-
-
-def _num(x: float | None, unit: str = "", digits: int = 1) -> str:
-    return "–" if x is None else f"{x:.{digits}f}{unit}"
-
-
 def build(
-    misono_days: int = 3,
-    higashifuji_days: int = 7,
-    validators: int | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> tuple[str, dict[str, Case]]:
-    """Run the cases and write the document; returns (markdown, cases)."""
-    misono = load_scenario("misono").with_overrides(days=misono_days, validators=validators)
-    hf = load_scenario("higashifuji").with_overrides(days=higashifuji_days, validators=validators)
+    seeds: list[int],
+    days: int,
+    client: Any,
+    progress: Callable[[str], Callable[[int, int], None] | None] | None = None,
+) -> tuple[str, Sweeps]:
+    """Sweep the presets over ``seeds`` × ``days`` on ``client``'s Dask cluster and write the
+    document; returns (markdown, the sweeps by name)."""
+    misono = load_scenario("misono").with_overrides(days=days)
+    hf = load_scenario("higashifuji").with_overrides(days=days)
     cases = {
-        "misono": _case("misono", misono, progress),
-        "misono-no-batteries": _case(
-            "misono without batteries", without_batteries(misono), progress
-        ),
-        "higashifuji": _case("higashifuji", hf, progress),
+        "misono": misono,
+        "misono-no-batteries": without_batteries(misono),
+        "higashifuji": hf,
     }
-    return render(cases, misono, hf), cases
+    sweeps = {
+        name: sweep(sc, seeds, None, client, None if progress is None else progress(name))
+        for name, sc in cases.items()
+    }
+    return render(sweeps, misono, hf), sweeps
 
 
-def _type_table(case: Case) -> list[str]:
+def saving_of_gross(summary: dict[str, Any], types: tuple[str, ...]) -> float | None:
+    """The saving of the sites of ``types`` together, as a share of what they paid without
+    the market before the buyback [%] (``None`` if that is zero)."""
+    rows = [t for n, t in summary["by_type"].items() if n in types]
+    gross = sum(t["gross_cost_yen"] for t in rows)
+    saving = sum(t["baseline_cost_yen"] - t["p2p_cost_yen"] for t in rows)
+    return None if gross <= 0 else 100 * saving / gross
+
+
+def per_run(sw: dict[str, Any], figure: Callable[[dict[str, Any]], float | None]) -> dict[str, Any]:
+    """``figure`` of each run's summary, as a mean and interval over the runs that have it."""
+    xs = [x for x in (figure(r["summary"]) for r in sw["runs"]) if x is not None]
+    return interval(xs) if xs else {"mean": None, "ci95": None, "n": 0}
+
+
+def _ci(f: dict[str, Any] | None, unit: str = "", digits: int = 1, sign: int = 1) -> str:
+    """A figure as ``mean [low, high] unit`` (``sign`` −1: shown negated, a saving as a cost
+    change)."""
+    if f is None or f["mean"] is None:
+        return "–"
+    mean = sign * f["mean"]
+    text = f"{mean:+.{digits}f}" if sign < 0 else f"{mean:.{digits}f}"
+    if f["ci95"] is not None:
+        lo, hi = sorted(sign * x for x in f["ci95"])
+        text += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return text + unit
+
+
+def _type_table(sw: dict[str, Any]) -> list[str]:
     rows = [
-        "| participant type | sites | baseline ¥ | with the market ¥ | cost change |",
+        "| participant type | sites | saving per site and day, yen | saving, % of gross bill "
+        "| storage credit per site and day, yen |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, t in case.summary["by_type"].items():
+    figures = sw["figures"]["scenario"]
+    first = sw["runs"][0]["summary"]
+    days: int = sw["days"]
+    for name, t in first["by_type"].items():
+
+        def storage_per_day(s: dict[str, Any], n: str = name) -> float:
+            return (
+                float(s["by_type"][n]["storage_credit_yen"]) / int(s["by_type"][n]["sites"]) / days
+            )
+
+        storage = per_run(sw, storage_per_day)
+        per_day = figures.get(f"by_type.{name}.saving_yen_per_site_day")
+        of_gross = figures.get(f"by_type.{name}.saving_percent_of_gross")
         rows.append(
-            f"| {name} | {t['sites']} | {t['baseline_cost_yen']:,.0f} | {t['p2p_cost_yen']:,.0f} "
-            f"| {_change(t['saving_percent'])} |"
+            f"| {name} | {t['sites']} | {_ci(per_day, digits=2)} | {_ci(of_gross)} "
+            f"| {_ci(storage, digits=2)} |"
         )
     return rows
 
 
-def render(cases: dict[str, Case], misono: Scenario, hf: Scenario) -> str:
-    m, nb, h = cases["misono"], cases["misono-no-batteries"], cases["higashifuji"]
-    households = saving_percent(m, RESIDENTIAL)
-    hf_households = saving_percent(h, RESIDENTIAL)
-    hf_ev = saving_percent(h, ("pv-battery-phev",))
-    ev = ev_figures(h)
-    ev_m = ev_figures(m)
-    sd_b, range_b = price_spread(m)
-    sd_nb, range_nb = price_spread(nb)
-    noon_h, other_h = midday_price(h)
-    noon_m, other_m = midday_price(m)
-    mm, hm = m.summary["market"], h.summary["market"]
+def _market_line(sw: dict[str, Any]) -> str:
+    f = sw["figures"]["scenario"]
+    return (
+        f"Traded {_ci(f['market.traded_kwh'], ' kWh')} per run, against a cap of "
+        f"{_ci(f['market.cap_kwh'], ' kWh')} (what could trade without anyone shifting load or "
+        f"storage): {_ci(f['market.absorbed_of_cap_percent'], ' %')} of the cap; "
+        f"{_ci(f['market.wash_kwh'], ' kWh')} bought and sold by one site in one slot. Prices: "
+        f"{_ci(f.get('market.midday_price_yen_per_kwh'), ' yen/kWh', 2)} at midday "
+        f"(10:00–15:00), {_ci(f.get('market.evening_price_yen_per_kwh'), ' yen/kWh', 2)} in the "
+        "evening (17:00–21:00)."
+    )
+
+
+def render(sweeps: Sweeps, misono: Scenario, hf: Scenario) -> str:
+    m, nb, h = sweeps["misono"], sweeps["misono-no-batteries"], sweeps["higashifuji"]
+    mf, nbf, hf_f = (x["figures"]["scenario"] for x in (m, nb, h))
+    households = per_run(m, lambda s: saving_of_gross(s, RESIDENTIAL))
+    hf_households = per_run(h, lambda s: saving_of_gross(s, RESIDENTIAL))
+    hf_ev = per_run(h, lambda s: saving_of_gross(s, PHEV_HOMES))
+    seeds = m["seeds"]
+    seed_text = (
+        f"{seeds[0]}–{seeds[-1]}"
+        if seeds == list(range(seeds[0], seeds[-1] + 1))
+        else (", ".join(map(str, seeds)))
+    )
     lines = [
         "# What the presets show, next to the trials",
         "",
-        "Written by `peerpower results` (`make results`) from the runs it makes; no figure of "
+        "Written by `peerpower results` (`make results`) from the sweeps it makes; no figure of "
         "peerpower's below is typed in. The trials' figures are as reported (sources at the end).",
-        "Runs: `misono` for "
-        f"{misono.days} day(s) from {misono.start} with its batteries and again with every battery "
-        "removed (same seed, weather, loads and cars); `higashifuji` for "
-        f"{hf.days} days from {hf.start}. Market: {misono.mechanism}/{misono.goal}, "
-        f"{misono.pricing} pricing, "
-        f"{m.summary['validators']} validator(s); tariff "
-        f"{misono.tariff_sen_per_kwh / 100:g} yen/kWh, buyback "
+        f"Each figure is a mean over {len(seeds)} seeds ({seed_text}) with its 95 % interval "
+        f"[low, high] (Student's t over the runs). Runs: `misono` for {misono.days} day(s) from "
+        f"{misono.start} with its batteries and again with every battery removed (same seeds, "
+        f"weather, loads and cars); `higashifuji` for {hf.days} day(s) from {hf.start}. Market: "
+        f"{misono.mechanism}/{misono.goal}, {misono.pricing} pricing, {misono.validators} "
+        f"validator(s); tariff {misono.tariff_sen_per_kwh / 100:g} yen/kWh, buyback "
         f"{misono.buyback_sen_per_kwh / 100:g} yen/kWh.",
         "",
         "## Side by side",
@@ -207,47 +154,51 @@ def render(cases: dict[str, Case], misono: Scenario, hf: Scenario) -> str:
         "| | trial | peerpower |",
         "|---|---:|---:|",
         f"| household bills | about −{TRIAL_HOUSEHOLD_SAVING_PERCENT:g} % | "
-        f"{_change(households)} (misono), {_change(hf_households)} (higashifuji) |",
+        f"{_ci(households, ' %', sign=-1)} (misono), {_ci(hf_households, ' %', sign=-1)} "
+        "(higashifuji) |",
         f"| EV drivers' energy cost, August | −{TRIAL_EV_SAVING_PERCENT:g} % | "
-        f"{_change(hf_ev)} (higashifuji PHEV homes, whole bill and fuel) |",
+        f"{_ci(hf_ev, ' %', sign=-1)} (higashifuji PHEV homes, whole bill and fuel) |",
         f"| EV driving energy from renewables | {TRIAL_EV_RENEWABLE_PERCENT:g} % | "
-        f"{_num(ev['renewable_percent'], ' %')} (higashifuji) |",
+        f"{_ci(hf_f.get('ev.renewable_percent'), ' %')} (higashifuji) |",
         f"| EV charging at midday (10:00–15:00) | most of the PV surplus | "
-        f"{_num(ev['midday_percent'], ' %')} of what the cars stored (higashifuji) |",
-        f"| midday price vs the rest | low | {_num(noon_h, ' yen/kWh', 2)} vs "
-        f"{_num(other_h, ' yen/kWh', 2)} (higashifuji); {_num(noon_m, ' yen/kWh', 2)} vs "
-        f"{_num(other_m, ' yen/kWh', 2)} (misono) |",
-        f"| steadier prices with batteries | yes | spread of slot mean prices "
-        f"{_num(sd_b, ' yen/kWh', 2)} with, {_num(sd_nb, ' yen/kWh', 2)} without; mean range "
-        f"within a slot {_num(range_b, ' yen/kWh', 2)} with, {_num(range_nb, ' yen/kWh', 2)} "
-        "without (misono) |",
+        f"{_ci(hf_f.get('ev.midday_charged_percent'), ' %')} of what the cars stored "
+        "(higashifuji) |",
+        f"| midday price vs the evening | low | "
+        f"{_ci(hf_f.get('market.midday_price_yen_per_kwh'), '', 2)} vs "
+        f"{_ci(hf_f.get('market.evening_price_yen_per_kwh'), ' yen/kWh', 2)} (higashifuji); "
+        f"{_ci(mf.get('market.midday_price_yen_per_kwh'), '', 2)} vs "
+        f"{_ci(mf.get('market.evening_price_yen_per_kwh'), ' yen/kWh', 2)} (misono) |",
+        f"| steadier prices with batteries | yes | spread of the slots' mean prices "
+        f"{_ci(mf.get('market.price_sd_yen_per_kwh'), '', 2)} with, "
+        f"{_ci(nbf.get('market.price_sd_yen_per_kwh'), ' yen/kWh', 2)} without (misono) |",
         "",
-        "(Bills: a negative figure is a saving; peerpower's are cost changes against each "
-        "site's own no-market run.)",
+        "(Bills: a negative figure is a saving, as a share of what the sites paid without the "
+        "market before the buyback: imports at the tariff, and fuel.)",
         "",
         "## misono",
         "",
         *_type_table(m),
         "",
-        f"Traded {mm['traded_kwh']:g} kWh of a {mm['pv_surplus_kwh']:g} kWh PV surplus "
-        f"({mm['surplus_absorbed_percent']:g} % absorbed) at "
-        f"{_num(mm['mean_price_yen_per_kwh'], ' yen/kWh', 2)} on average. Without batteries: "
-        f"{nb.summary['market']['traded_kwh']:g} kWh traded; bills by type:",
+        _market_line(m),
+        "",
+        "Without batteries:",
         "",
         *_type_table(nb),
         "",
-        f"The cars of misono's PHEV homes drove on {_num(ev_m['trip_kwh'])} kWh of traction "
-        f"energy, {_num(ev_m['fuel_kwh'])} kWh of it from fuel.",
+        _market_line(nb),
+        "",
+        f"The cars of misono's PHEV homes drove on {_ci(mf.get('ev.trip_kwh'), ' kWh')} of "
+        f"traction energy a run, {_ci(mf.get('ev.fuel_kwh'), ' kWh')} of it from fuel.",
         "",
         "## higashifuji",
         "",
         *_type_table(h),
         "",
-        f"Traded {hm['traded_kwh']:g} kWh of a {hm['pv_surplus_kwh']:g} kWh PV surplus "
-        f"({hm['surplus_absorbed_percent']:g} % absorbed) at "
-        f"{_num(hm['mean_price_yen_per_kwh'], ' yen/kWh', 2)}. The PHEVs drove on "
-        f"{_num(ev['trip_kwh'])} kWh of traction energy ({_num(ev['fuel_kwh'])} kWh from fuel) "
-        f"and stored {_num(ev['charged_kwh'])} kWh while plugged in.",
+        _market_line(h),
+        "",
+        f"The PHEVs drove on {_ci(hf_f.get('ev.trip_kwh'), ' kWh')} of traction energy a run "
+        f"({_ci(hf_f.get('ev.fuel_kwh'), ' kWh')} from fuel) and stored "
+        f"{_ci(hf_f.get('ev.charged_kwh'), ' kWh')} while plugged in.",
         "",
         ASSUMPTIONS,
     ]
@@ -277,29 +228,30 @@ ASSUMPTIONS = """## Assumptions, and why the figures differ
   also cut their use and moved it into the day when they saw prices.
 - **EV drivers.** The trial's −25.4 % is "all EV drivers reduced energy cost", shown as the
   energy cost of their households in August 2020; peerpower's figure is likewise the whole
-  bill of a PHEV home plus its fuel. Every simulated higashifuji PHEV home also has PV and a
-  battery, which already cover its car and house on sunny August days (no fuel burned), so the
-  market has little to give it; what it sells comes partly out of its storage, which the
-  comparison charges at the buyback its PV would have earned refilling it. The trial's 43 %
-  renewable share was measured at the chargers; peerpower counts a car's battery driving at
-  its home's renewable share (own PV used at home plus PV bought from neighbours, against
-  retail imports) and fuel as not renewable.
+  bill of a PHEV home plus its fuel, as a share of what that home paid without the market
+  before the buyback (imports at the tariff and fuel). Every simulated higashifuji PHEV home
+  also has PV and a battery, which cover much of its car and house on sunny August days, so
+  its gross bill is small and the share swings widely; what it sells comes partly out of its
+  storage, which the comparison charges at the buyback its PV would have earned refilling
+  it. The trial's 43 % renewable share was measured at the chargers; peerpower counts a car's
+  battery driving at its home's renewable share (own PV used at home plus PV bought from
+  neighbours, against retail imports) and fuel as not renewable.
 - **Renewable share of driving.** Every higashifuji home has PV and a battery, and the
-  synthetic August is mostly sunny: the cars charge almost only from their homes' own PV, so
-  the share is far above the trial's, whose homes drew more from the grid and whose share was
-  measured at the chargers.
+  synthetic August is mostly sunny, so the cars charge mostly from their homes' own PV; the
+  trial's homes drew more from the grid, and its share was measured at the chargers.
 - **Prices.** The simulated agents bid fixed limits (sales of PV surplus at 10 yen/kWh,
   purchases at 25 yen/kWh, the SOC table's rows). The market prices each slot by node at its
   competitive equilibrium (nodal pricing, issue 15): where more is offered than bid, as at
   midday, the price falls to the marginal seller's ask; where less, as in the evening, it
   rises to the marginal buyer's bid. (Until issue 15 every pair was paid its midpoint, about
-  17.4 yen/kWh at midday and in the evening alike.) Since the agents do not yet re-price as
-  supply changes, the prices jump between those limits rather than move smoothly; in these
-  runs the slots' mean prices spread more with batteries than without (the table above), which
-  this one seeded community does not explain — it is a single measurement, not an interval.
-  The trials' agents re-priced as supply changed (issue 16).
+  17.4 yen/kWh at midday and in the evening alike.) Most agents still bid fixed limits, so
+  prices jump between those limits rather than move smoothly; the PHEV homes' purchases
+  follow a price forecast learnt from the chain by time of day and the community's solar
+  forecast. The trials' agents re-priced as supply changed.
 - **Weather and season.** Seeded synthetic weather (pvlib clear sky with a Markov chain of day
-  kinds), not the trial months' weather; one community, one seed.
+  kinds), not the trial months' weather. Each seed is one community (its weather, loads, cars
+  and the differences between its sites); every figure is a mean over the seeds with its 95 %
+  interval (Student's t), and a difference counts only where the intervals are apart.
 
 Sources: the EV drivers' −25.4 % and the midday absorption of PV surplus by EVs at low
 prices: talk slides "Cooperative Social Service design utilizing distributed resources with IoT
@@ -310,8 +262,6 @@ issue 6; the SOC table: Misono project talk slides.
 """
 
 
-def write(path: Path, **options: Any) -> dict[str, Case]:
-    text, cases = build(**options)
+def write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return cases
+    path.write_text(text, encoding="utf-8")

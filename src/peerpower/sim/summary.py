@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
+from peerpower.agents.controller import Delivery
 from peerpower.errors import PeerpowerError
 from peerpower.ledger.replay import genesis_line, verify_path
 from peerpower.ledger.store import block_line
@@ -106,6 +108,15 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
         for d in ds
     )
     state = result.validators.state
+    traded = [us for us in result.contracts.values() if sum(u.energy_wh for u in us)]
+    traded_means = [
+        sum(u.energy_wh * u.price_sen_per_kwh for u in us) / sum(u.energy_wh for u in us) / 100
+        for us in traded
+    ]
+    traded_ranges = [
+        (max(u.price_sen_per_kwh for u in us) - min(u.price_sen_per_kwh for u in us)) / 100
+        for us in traded
+    ]
     return {
         "scenario": s.name,
         "sites": len(s.sites),
@@ -131,7 +142,14 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
             "wash_kwh": round(_wash_wh(result) / 1000, 1),
             "midday_price_yen_per_kwh": _window_price(result, MIDDAY),
             "evening_price_yen_per_kwh": _window_price(result, EVENING),
+            "price_sd_yen_per_kwh": (
+                round(statistics.pstdev(traded_means), 3) if len(traded_means) > 1 else None
+            ),
+            "price_range_mean_yen_per_kwh": (
+                round(statistics.fmean(traded_ranges), 3) if traded_ranges else None
+            ),
         },
+        "ev": ev_figures(result),
         "slots": slots,
         "refused_transactions": result.refused,
         "blocks": state.height,
@@ -140,6 +158,56 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
             "money_conserved": state.money_microyen() == result.genesis.supply_microyen,
             "chain_verified": chain_verified,
         },
+    }
+
+
+def renewable_share(deliveries: list[Delivery]) -> float:
+    """Share of a site's electricity use that was renewable: its own PV used at home and what
+    it bought from neighbours (whose sales come from PV, directly or stored), against its
+    imports from the retail provider beyond what it bought."""
+    green = grey = 0
+    for d in deliveries:
+        own = max(0, d.pv_wh - d.export_wh)
+        bought = min(d.import_wh, d.bought_wh)
+        green += own + bought
+        grey += d.import_wh - bought
+    return 0.0 if green + grey == 0 else green / (green + grey)
+
+
+def ev_figures(result: SimResult) -> dict[str, float | None]:
+    """The cars' traction energy and fuel [kWh], the renewable share of their driving (battery
+    driving at its home's renewable share, fuel not renewable) [%], what they stored while
+    plugged in [kWh] and the share of it stored 10:00–15:00 [%]; ``None`` without cars."""
+    trip = fuel = green = charged = midday = 0.0
+    cars = 0
+    for site_id, c in result.sites.items():
+        ev = c.ev
+        if ev is None:
+            continue
+        cars += 1
+        ds = result.deliveries[site_id]
+        trip += ev.trip_wh
+        fuel += ev.fuel_kwh * 1000
+        green += (ev.trip_wh - ev.fuel_kwh * 1000) * renewable_share(ds)
+        assert c.spec.ev is not None
+        before: float | None = None
+        for d in ds:
+            soc = d.ev_soc_percent
+            if soc is not None and before is not None and d.ev_plugged and soc > before:
+                gained = (soc - before) * c.spec.ev.capacity_wh / 100
+                charged += gained
+                midday += gained if d.slot.index in MIDDAY else 0.0
+            before = soc
+    if not cars:
+        return dict.fromkeys(
+            ("trip_kwh", "fuel_kwh", "renewable_percent", "charged_kwh", "midday_charged_percent")
+        )
+    return {
+        "trip_kwh": round(trip / 1000, 2),
+        "fuel_kwh": round(fuel / 1000, 2),
+        "renewable_percent": None if trip == 0 else round(100 * green / trip, 2),
+        "charged_kwh": round(charged / 1000, 2),
+        "midday_charged_percent": None if charged == 0 else round(100 * midday / charged, 2),
     }
 
 

@@ -172,33 +172,35 @@ def sweep(
 
 
 def intervals(summaries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every numeric figure of ``summaries`` (``market.*``, ``by_type.<type>.*``) → its mean,
-    95 % interval and the number of runs that had it (a figure ``null`` in a run, such as a
-    price where nothing traded, is left out of that run)."""
+    """Every numeric figure of ``summaries`` (``market.*``, ``ev.*``, ``by_type.<type>.*``) →
+    its mean, 95 % interval and the number of runs that had it (a figure ``null`` in a run,
+    such as a price where nothing traded, is left out of that run)."""
     values: dict[str, list[float]] = {}
     for s in summaries:
         for key, value in _figures(s):
             values.setdefault(key, []).append(value)
-    out = {}
-    for key in sorted(values):
-        xs = values[key]
-        mean = sum(xs) / len(xs)
-        half = None
-        if len(xs) > 1:
-            sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
-            half = _t975(len(xs) - 1) * sd / math.sqrt(len(xs))
-        out[key] = {
-            "mean": round(mean, 4),
-            "ci95": None if half is None else [round(mean - half, 4), round(mean + half, 4)],
-            "n": len(xs),
-        }
-    return out
+    return {key: interval(values[key]) for key in sorted(values)}
+
+
+def interval(xs: list[float]) -> dict[str, Any]:
+    """The mean of ``xs``, its 95 % interval (Student's t; ``None`` for one value) and n."""
+    mean = sum(xs) / len(xs)
+    half = None
+    if len(xs) > 1:
+        sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+        half = _t975(len(xs) - 1) * sd / math.sqrt(len(xs))
+    return {
+        "mean": round(mean, 4),
+        "ci95": None if half is None else [round(mean - half, 4), round(mean + half, 4)],
+        "n": len(xs),
+    }
 
 
 def _figures(summary: dict[str, Any]) -> Iterator[tuple[str, float]]:
-    for key, value in summary["market"].items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            yield f"market.{key}", float(value)
+    for section in ("market", "ev"):
+        for key, value in summary.get(section, {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                yield f"{section}.{key}", float(value)
     for name, t in summary["by_type"].items():
         for key, value in t.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
