@@ -142,3 +142,33 @@ def test_invalid_sweep_flags(
         err = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
         assert err["field"] == field and says in err["error"], (flags, err)
     assert not (tmp_path / "sweep.json").exists()
+
+
+def test_sweep_on_a_scheduler_given_by_address(tmp_path: Path) -> None:
+    # a cluster started elsewhere (here: in this process, on 127.0.0.1), reached by address
+    from distributed import LocalCluster
+
+    (tmp_path / "small.toml").write_text(community_toml())
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+    ) as outside:
+        address = outside.scheduler_address
+        assert address.startswith("tcp://127.0.0.1:")
+        code = main(
+            [
+                "sweep",
+                "--scenario",
+                str(tmp_path / "small.toml"),
+                "--seeds",
+                "2",
+                "--scheduler",
+                address,
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        assert code == 0
+        assert len(outside.scheduler_info["workers"]) == 1  # still up: the sweep did not close it
+    data = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    mine = summary(run(community("small").with_overrides(seed=2)), True)
+    assert data["runs"][0]["summary"] == json.loads(json.dumps(mine))
