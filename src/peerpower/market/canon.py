@@ -460,9 +460,6 @@ def _swaps(state: _Pairing, w: dict[int, int], low: int, orders: list[int]) -> I
     profit, part, x, held, gains = state.profit, state.part, state.x, state.held, state.gains
     price, reach, spread_of = state.price, state.reach, state.spread
 
-    def version() -> int:
-        return state.version
-
     def above(delta: dict[int, int], k: int, f_num: int, f_den: int) -> bool:
         return all(
             q not in w or (profit[q] + k * d) * f_den > f_num * w[q] for q, d in delta.items()
@@ -481,13 +478,13 @@ def _swaps(state: _Pairing, w: dict[int, int], low: int, orders: list[int]) -> I
             parr, more = state.partners(o, now)
             # The partners are read in order; those whose counterparties cannot reach c's price
             # are skipped, filtered a window at a time and again whenever the pairing changed.
-            n, end, window, ver = 0, 0, 64, version()
+            n, end, window, ver = 0, 0, 64, state.version
             cand: list[int] = []  # positions in parr of the partners to read, and the partners
             cand_p: list[int] = []
             ci = 0
             while (i, j) in x:
-                if ver != version():
-                    end, cand, ci, ver = n, [], 0, version()
+                if ver != state.version:
+                    end, cand, ci, ver = n, [], 0, state.version
                 if ci == len(cand):
                     if end == len(parr):
                         if not more:

@@ -1700,18 +1700,7 @@ class _Milp:
             used[b] += n
         if (used > arr.lots).any():
             return False
-        grid = book.grid
-        net = np.zeros(grid.size, dtype=np.int64)
-        for s, b, n in units:
-            up, down = grid.path(int(arr.node[s]), int(arr.node[b]))
-            for e in up:
-                net[e] += n
-            for e in down:
-                net[e] -= n
-        return all(
-            grid.capacity_wh[c] < 0 or abs(int(net[c])) * book.lot_wh <= grid.capacity_wh[c]
-            for c in range(grid.size)
-        )
+        return _within_capacities(book, arr, units)
 
     def run(
         self,

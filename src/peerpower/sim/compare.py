@@ -50,6 +50,13 @@ def parse_variants(text: str) -> list[Variant]:
     return out
 
 
+def variant_name(variant: Variant | None) -> str:
+    """``"optimal:welfare"`` for a variant; ``"scenario"`` for the scenario's own market."""
+    if variant is None:
+        return "scenario"
+    return ":".join(x for x in variant if x is not None)
+
+
 def market_profits(result: SimResult) -> tuple[int, dict[str, Fraction]]:
     """From the chain: the welfare of every recorded clearing [µ¥] (what the trades gained
     against the orders' limit prices, fees deducted), and each participant's market profit per
@@ -113,7 +120,7 @@ def compare(
 ) -> list[dict[str, Any]]:
     rows = []
     for mechanism, goal, pricing in variants:
-        name = ":".join(x for x in (mechanism, goal, pricing) if x is not None)
+        name = variant_name((mechanism, goal, pricing))
         variant = scenario.with_overrides(mechanism=mechanism, goal=goal, pricing=pricing)
         result = run(variant, None if progress is None else progress(name))
         data = write_outputs(result, out / name.replace(":", "-"))

@@ -74,28 +74,27 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
     money = 0
     paid = 0
     slots = []
+    traded_means: list[float] = []  # per slot that traded: its mean price, its range [yen/kWh]
+    traded_ranges: list[float] = []
     for slot, units in result.contracts.items():
         volume = sum(u.energy_wh for u in units)
+        value = sum(u.energy_wh * u.price_sen_per_kwh for u in units)
+        value_paid = sum(u.energy_wh * u.buyer_price_sen_per_kwh for u in units)
         traded_wh += volume
-        money += sum(u.energy_wh * u.price_sen_per_kwh for u in units)
-        paid += sum(u.energy_wh * u.buyer_price_sen_per_kwh for u in units)
+        money += value
+        paid += value_paid
         prices = [u.price_sen_per_kwh for u in units]
+        if volume:
+            traded_means.append(value / volume / 100)
+            traded_ranges.append((max(prices) - min(prices)) / 100)
         slots.append(
             {
                 "slot": slot,
                 "volume_wh": volume,
                 "price_min_sen_per_kwh": min(prices) if prices else None,
                 "price_max_sen_per_kwh": max(prices) if prices else None,
-                "price_mean_sen_per_kwh": (
-                    round(sum(u.energy_wh * u.price_sen_per_kwh for u in units) / volume)
-                    if volume
-                    else None
-                ),
-                "buyer_price_mean_sen_per_kwh": (
-                    round(sum(u.energy_wh * u.buyer_price_sen_per_kwh for u in units) / volume)
-                    if volume
-                    else None
-                ),
+                "price_mean_sen_per_kwh": round(value / volume) if volume else None,
+                "buyer_price_mean_sen_per_kwh": round(value_paid / volume) if volume else None,
             }
         )
     surplus_wh = sum(d.export_wh for ds in result.baseline.values() for d in ds)
@@ -108,15 +107,6 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
         for d in ds
     )
     state = result.validators.state
-    traded = [us for us in result.contracts.values() if sum(u.energy_wh for u in us)]
-    traded_means = [
-        sum(u.energy_wh * u.price_sen_per_kwh for u in us) / sum(u.energy_wh for u in us) / 100
-        for us in traded
-    ]
-    traded_ranges = [
-        (max(u.price_sen_per_kwh for u in us) - min(u.price_sen_per_kwh for u in us)) / 100
-        for us in traded
-    ]
     return {
         "scenario": s.name,
         "sites": len(s.sites),

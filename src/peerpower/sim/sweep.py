@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from peerpower.errors import InvalidInput
-from peerpower.sim.compare import Variant
+from peerpower.sim.compare import Variant, variant_name
 from peerpower.sim.scenario import MAX_SEED, Scenario
 
 #: The most runs one sweep may hold (seeds × variants).
@@ -58,13 +58,6 @@ def parse_seeds(text: str) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise InvalidInput("--seeds", f"{text!r} names a seed twice")
     return seeds
-
-
-def variant_name(variant: Variant | None) -> str:
-    """``"optimal:welfare"`` for a variant; ``"scenario"`` for the scenario's own market."""
-    if variant is None:
-        return "scenario"
-    return ":".join(x for x in variant if x is not None)
 
 
 def run_one(scenario: Scenario, seed: int, variant: Variant | None) -> dict[str, Any]:
