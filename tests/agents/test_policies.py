@@ -11,6 +11,7 @@ from datetime import date
 import pytest
 
 from peerpower.agents.policy import Bid, SiteView, StorageView, make_policy, policy_names
+from peerpower.agents.sizing import ErrorDist, sure_lots
 from peerpower.errors import InvalidInput
 from peerpower.timeslots import Slot
 
@@ -109,12 +110,75 @@ def test_soc_table_follows_the_forecast_soc_and_respects_the_floor() -> None:
     assert sold <= 10_000 + sum(max(0, p - 300) for p in pv_curve(3000))
 
 
-def test_soc_table_without_storage_offers_surplus_and_bids_deficit() -> None:
-    v = view(pv=pv_curve(2000), load=(500,) * 48)
+def test_soc_table_without_storage_trades_at_the_forecast_price_what_its_errors_allow() -> None:
+    prices = tuple(1200 if 20 <= k < 30 else 2400 for k in range(48))
+    v = view(pv=pv_curve(2000), load=(500,) * 48, prices=prices)
     bids = make_policy("soc-table")(v)
-    # 80 % of the forecast (FORECAST_TRUST), in whole lots
-    assert by_slot(bids, 0) == [("buy", 400, 2500)]
-    assert by_slot(bids, 24) == [("sell", 1200, 1000)]
+    # the forecast price ∓ 1 yen, within buyback and tariff
+    for b in bids:
+        f = prices[b.slot.index]
+        assert b.price_sen_per_kwh == (f - 100 if b.side == "sell" else min(2600, f + 100))
+    assert any(b.side == "sell" and b.price_sen_per_kwh == 1100 for b in bids)
+    for b in bids:
+        k = b.slot.index
+        net = v.pv_wh[k] - v.load_wh[k]
+        assert b.side == ("sell" if net > 0 else "buy")
+        assert 0 < b.energy_wh <= abs(net) + 2 * 0.5 * 500  # within the prior's spread
+        assert b.energy_wh == v.sure_wh(k, net, b.price_sen_per_kwh)
+    # a cheaper purchase is worth more of the forecast deficit
+    cheap, dear = v.sure_wh(0, -500, 1300), v.sure_wh(0, -500, 2500)
+    assert cheap > dear
+    # fixed prices when asked for
+    fixed = make_policy("soc-table", surplus_yen=10, deficit_yen=20)(v)
+    assert {(b.side, b.price_sen_per_kwh) for b in fixed} == {("sell", 1000), ("buy", 2000)}
+    # at 25 yen a purchase saves 1 yen/kWh against the tariff and risks 55 (the price and the
+    # 30 yen imbalance charge) on what is not needed: under the prior's spread, nothing
+    fixed = make_policy("soc-table", surplus_yen=10, deficit_yen=25)(v)
+    assert {b.side for b in fixed} == {"sell"}
+
+
+def _expected_gain(
+    lots: int, position: float, errors: list[float], price: int, v: SiteView, side: str
+) -> float:
+    """Expected money [sen·Wh/kWh] of trading ``lots`` whole lots of a forecast ``position``
+    (surplus for a sale, deficit for a purchase) over equally likely ``errors`` — written from
+    the payoffs, not from the critical ratio."""
+    total = 0.0
+    q = lots * v.lot_wh
+    for e in errors:
+        real = max(0.0, position + e)  # what the site really has (or needs)
+        used = min(q, real)
+        if side == "sell":
+            # sold energy it has earns p instead of the buyback; sold energy it lacks earns p
+            # but costs the imbalance price
+            total += used * (price - v.buyback_sen_per_kwh)
+            total += (q - used) * (price - v.imbalance_sen_per_kwh)
+        else:
+            total += used * (v.tariff_sen_per_kwh - price)
+            total -= (q - used) * (price + v.imbalance_sen_per_kwh)
+    return total / len(errors)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_sure_lots_maximise_the_expected_money_over_the_site_errors(seed: int) -> None:
+    rng = random.Random(seed)
+    v = view()
+    errors = [
+        rng.gauss(rng.uniform(-50, 50), rng.uniform(5, 400)) for _ in range(rng.randint(6, 42))
+    ]
+    position = rng.uniform(0, 1500)
+    price = rng.randrange(850, 2600)
+    side = rng.choice(["sell", "buy"])
+    dist = ErrorDist(tuple(sorted(errors)))
+    if side == "sell":
+        got = sure_lots(position, dist, 100, (3000 - price) / (3000 - 850))
+    else:
+        dist = ErrorDist(tuple(sorted(-e for e in errors)))
+        got = sure_lots(position, dist, 100, (price + 3000) / (2600 + 3000))
+    signed = errors if side == "sell" else [-e for e in errors]
+    gains = [_expected_gain(j, position, signed, price, v, side) for j in range(40)]
+    best = max(range(40), key=lambda j: (gains[j], -j))
+    assert got == best * 100, (gains[got // 100], gains[best])
 
 
 def test_zi_c_prices_within_buyback_and_tariff_and_reproducible() -> None:
@@ -167,9 +231,11 @@ def test_ev_cheap_charging_takes_own_pv_before_offering_or_buying() -> None:
         sells = sum(b.energy_wh for b in bids if b.slot == SLOTS[k] and b.side == "sell")
         buys = sum(b.energy_wh for b in bids if b.slot == SLOTS[k] and b.side == "buy")
         assert not (sells and buys), k  # never both in one slot
-        left = pv[k] - load[k] - take[k]
-        # only what the car cannot take is offered (80 % of it, whole lots, as a house would)
-        assert sells == (max(0, int(0.8 * left) // 100 * 100) if left > 0 else 0), k
+        # only what the car cannot take is offered (what the site's errors make worth
+        # offering at the forecast price less 1 yen, whole lots, as a house would)
+        net = round(pv[k] - take[k]) - load[k]
+        price = max(850, prices[k] - 100)
+        assert sells == (v.sure_wh(k, net, price) if net > 0 else 0), k
         if buys:  # a cheap slot buys only the charger's power the surplus left
             assert buys <= 3350 - take[k] + 1e-9, k
     # nothing is offered before the car is full
@@ -322,7 +388,8 @@ def test_renewable_preference_bids_more_for_sunny_slots() -> None:
     for a, b in zip(plain, preferring, strict=True):
         assert (a.slot, a.side, a.energy_wh) == (b.slot, b.side, b.energy_wh)
         sunny = solar[a.slot.index] >= 150
-        assert b.price_sen_per_kwh == (min(2800, 2600) if sunny else 2200)
+        # the house's deficit bid: the forecast price + 1 yen, ± the premium
+        assert b.price_sen_per_kwh == (min(2100, 2600) if sunny else 1500)
     with pytest.raises(InvalidInput) as info:
         make_policy("renewable-preference", base="renewable-preference")
     assert info.value.field == "base"

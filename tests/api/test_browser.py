@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -22,6 +22,8 @@ import pytest
 
 from peerpower.api.devnet import DevnetOptions, LiveDevnet
 from tests.api.live import serving, until
+
+T = TypeVar("T")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -70,6 +72,19 @@ def sen(text: str) -> int:
     return round(float(text.strip()) * 100)
 
 
+def settled(read: Callable[[], T]) -> T:
+    """``read()`` again while the page redraws the elements it reads (the dashboard redraws
+    as the chain moves): a stale element is the page changing, not a wrong page."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            time.sleep(0.2)
+    return read()
+
+
 def test_the_dashboard_shows_the_live_market(
     browser: Any, live: tuple[LiveDevnet, str], tmp_path: Path
 ) -> None:
@@ -79,8 +94,13 @@ def test_the_dashboard_shows_the_live_market(
     http = httpx.Client(base_url=url, timeout=10)
     try:
         browser.get(url + "/")
-        body = browser.find_element(By.TAG_NAME, "body")
-        until(lambda: body.get_attribute("data-cleared"), "the page to show a cleared slot", 120)
+
+        def body(name: str) -> str | None:
+            return settled(
+                lambda: browser.find_element(By.TAG_NAME, "body").get_attribute(f"data-{name}")
+            )
+
+        until(lambda: body("cleared"), "the page to show a cleared slot", 120)
 
         def latest_cleared() -> dict[str, Any] | None:
             done = [s for s in http.get("/slots").json() if s["status"] in ("cleared", "settled")]
@@ -103,28 +123,30 @@ def test_the_dashboard_shows_the_live_market(
         slot = last["slot"]
         status = http.get("/status").json()
         until(
-            lambda: (
-                body.get_attribute("data-height") == str(status["height"])
-                and body.get_attribute("data-cleared") == slot
-            ),
+            lambda: body("height") == str(status["height"]) and body("cleared") == slot,
             f"the page at height {status['height']} with {slot} cleared",
             30,
         )
 
         # the balanced units of the last cleared slot, as the API has them
         clearing = http.get(f"/slots/{quote(slot, safe='')}/clearing").json()
-        units = browser.find_element(By.ID, "units")
-        assert units.get_attribute("data-slot") == slot
-        shown = sorted(
-            (
-                row.get_attribute("data-seller"),
-                row.get_attribute("data-buyer"),
-                wh(row.find_element(By.CSS_SELECTOR, "td.energy").text),
-                sen(row.find_element(By.CSS_SELECTOR, "td.price").text),
-                sen(row.find_element(By.CSS_SELECTOR, "td.buyer-price").text),
+
+        def read_units() -> tuple[str | None, list[tuple[Any, ...]]]:
+            units = browser.find_element(By.ID, "units")
+            rows = sorted(
+                (
+                    row.get_attribute("data-seller"),
+                    row.get_attribute("data-buyer"),
+                    wh(row.find_element(By.CSS_SELECTOR, "td.energy").text),
+                    sen(row.find_element(By.CSS_SELECTOR, "td.price").text),
+                    sen(row.find_element(By.CSS_SELECTOR, "td.buyer-price").text),
+                )
+                for row in units.find_elements(By.CSS_SELECTOR, "tr.unit")
             )
-            for row in units.find_elements(By.CSS_SELECTOR, "tr.unit")
-        )
+            return units.get_attribute("data-slot"), rows
+
+        shown_slot, shown = settled(read_units)
+        assert shown_slot == slot
         expected = sorted(
             (
                 u["seller"],
@@ -137,28 +159,34 @@ def test_the_dashboard_shows_the_live_market(
         )
         assert shown == expected and shown
         # the pricing rule is stated beside the units
-        assert "nodal pricing" in browser.find_element(By.ID, "units-summary").text
+        assert "nodal pricing" in settled(lambda: browser.find_element(By.ID, "units-summary").text)
 
         # the ladders of the open slots, level by level
-        ladders = browser.find_elements(By.CSS_SELECTOR, "table.ladder")
+        def read_ladders() -> list[tuple[str | None, list[tuple[int | None, int, int]]]]:
+            out = []
+            for table in browser.find_elements(By.CSS_SELECTOR, "table.ladder"):
+                rows = []
+                for tr in table.find_elements(By.CSS_SELECTOR, "tr.level"):
+                    sell = tr.find_elements(By.CSS_SELECTOR, "td.sell .qty")
+                    buy = tr.find_elements(By.CSS_SELECTOR, "td.buy .qty")
+                    price = tr.get_attribute("data-price")
+                    rows.append(
+                        (
+                            None if price in (None, "") else int(price),
+                            wh(sell[0].text) if sell else 0,
+                            wh(buy[0].text) if buy else 0,
+                        )
+                    )
+                out.append((table.get_attribute("data-slot"), rows))
+            return out
+
+        ladders = settled(read_ladders)
         assert ladders, "no ladder shown"
         levels = 0
-        for table in ladders:
-            ladder_slot = table.get_attribute("data-slot")
+        for ladder_slot, rows in ladders:
+            assert ladder_slot is not None
             api = http.get(f"/slots/{quote(ladder_slot, safe='')}/ladder").json()
             assert api["status"] in ("open", "sealed")
-            rows = []
-            for tr in table.find_elements(By.CSS_SELECTOR, "tr.level"):
-                sell = tr.find_elements(By.CSS_SELECTOR, "td.sell .qty")
-                buy = tr.find_elements(By.CSS_SELECTOR, "td.buy .qty")
-                price = tr.get_attribute("data-price")
-                rows.append(
-                    (
-                        None if price in (None, "") else int(price),
-                        wh(sell[0].text) if sell else 0,
-                        wh(buy[0].text) if buy else 0,
-                    )
-                )
             assert rows == [
                 (r["price_sen_per_kwh"], r["sell_wh"], r["buy_wh"]) for r in api["rows"]
             ], ladder_slot
@@ -166,19 +194,26 @@ def test_the_dashboard_shows_the_live_market(
         assert levels > 0, "every open ladder is empty"
 
         # today's prices: one point per cleared slot that traded
-        chart = browser.find_element(By.ID, "prices")
-        prices = http.get("/prices", params={"day": chart.get_attribute("data-day")}).json()
+        def read_chart() -> tuple[str | None, list[str | None]]:
+            chart = browser.find_element(By.ID, "prices")
+            points = chart.find_elements(By.CSS_SELECTOR, "circle.point")
+            return chart.get_attribute("data-day"), [p.get_attribute("data-slot") for p in points]
+
+        day, points = settled(read_chart)
+        prices = http.get("/prices", params={"day": day}).json()
         traded = [p for p in prices["points"] if p["mean_price_sen_per_kwh"] is not None]
-        points = chart.find_elements(By.CSS_SELECTOR, "circle.point")
-        assert sorted(p.get_attribute("data-slot") for p in points) == sorted(
-            p["slot"] for p in traded
-        )
-        if chart.get_attribute("data-day") == slot[:10]:  # else the chain is a day further
-            assert slot in [p.get_attribute("data-slot") for p in points]
+        assert sorted(p or "" for p in points) == sorted(p["slot"] for p in traded)
+        if day == slot[:10]:  # else the chain is a day further
+            assert slot in points
 
         # recent blocks, newest first
-        blocks = browser.find_elements(By.CSS_SELECTOR, "#blocks tr.block")
-        assert blocks and blocks[0].get_attribute("data-height") == str(status["height"])
+        heights = settled(
+            lambda: [
+                b.get_attribute("data-height")
+                for b in browser.find_elements(By.CSS_SELECTOR, "#blocks tr.block")
+            ]
+        )
+        assert heights and heights[0] == str(status["height"])
 
         # a participant: the seller of the first unit
         who = expected[0][0]
@@ -189,16 +224,25 @@ def test_the_dashboard_shows_the_live_market(
             By.CSS_SELECTOR, "#account-form button, #account-form [type=submit]"
         ).click()
         until(
-            lambda: browser.find_element(By.ID, "account").get_attribute("data-account") == who,
+            lambda: (
+                settled(
+                    lambda: browser.find_element(By.ID, "account").get_attribute("data-account")
+                )
+                == who
+            ),
             f"the participant view of {who}",
             20,
         )
         acct = http.get(f"/accounts/{quote(who, safe='')}").json()
-        orders = browser.find_elements(By.CSS_SELECTOR, "#account-orders tr.order")
-        assert sorted(o.get_attribute("data-order") for o in orders) == sorted(
-            o["id"] for o in acct["orders"]
+        orders = settled(
+            lambda: [
+                o.get_attribute("data-order")
+                for o in browser.find_elements(By.CSS_SELECTOR, "#account-orders tr.order")
+            ]
         )
-        assert browser.find_element(By.ID, "acct-status").text.strip() == acct["status"]
+        assert sorted(o or "" for o in orders) == sorted(o["id"] for o in acct["orders"])
+        status_text = settled(lambda: browser.find_element(By.ID, "acct-status").text)
+        assert status_text.strip() == acct["status"]
 
         shot = tmp_path / "dashboard.png"
         assert browser.save_screenshot(str(shot))

@@ -62,7 +62,15 @@ def check_grid(s: Scenario) -> None:
         ),
         (
             "higashifuji",
-            {"pv-battery-phev": 9, "pv-battery": 11, "business": 1},
+            {
+                "consumer": 4,
+                "consumer-phev": 3,
+                "pv": 7,
+                "pv-battery": 7,
+                "pv-phev": 3,
+                "pv-battery-phev": 3,
+                "business": 1,
+            },
             date(2026, 8, 3),
             35.20,
         ),

@@ -26,6 +26,7 @@ from typing import Any
 
 from peerpower.agents.catalogue import SiteSpec
 from peerpower.agents.policy import (
+    IMBALANCE_SEN_PER_KWH,
     RETAIL_BUYBACK_SEN_PER_KWH,
     RETAIL_TARIFF_SEN_PER_KWH,
     Bid,
@@ -36,6 +37,7 @@ from peerpower.agents.policy import (
     prefix_consistent,
 )
 from peerpower.agents.prices import PriceForecast
+from peerpower.agents.sizing import ErrorBook
 from peerpower.crypto import KeyPair, sha256
 from peerpower.devices.battery import Battery, BatteryConfig
 from peerpower.devices.ev import EV, DrivingPattern, EVConfig
@@ -65,6 +67,7 @@ class MarketTerms:
     tariff_sen_per_kwh: int = RETAIL_TARIFF_SEN_PER_KWH
     buyback_sen_per_kwh: int = RETAIL_BUYBACK_SEN_PER_KWH
     max_order_wh: int = 100_000
+    imbalance_sen_per_kwh: int = IMBALANCE_SEN_PER_KWH
 
     def __post_init__(self) -> None:
         if not isinstance(self.chain, str) or not _SAFE.fullmatch(self.chain):
@@ -79,6 +82,7 @@ class MarketTerms:
             "tariff_sen_per_kwh",
             "buyback_sen_per_kwh",
             "max_order_wh",
+            "imbalance_sen_per_kwh",
         ):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
@@ -139,6 +143,8 @@ class Controller:
     load_history: list[tuple[date, tuple[int, ...]]] = field(init=False, default_factory=list)
     clearness: float = field(init=False, default=0.7)
     prices: PriceForecast = field(init=False)  # the market price forecast, learnt online
+    # the forecast errors of the site's net position, learnt at each delivery
+    errors: ErrorBook = field(init=False, default_factory=ErrorBook)
     signed: Counter[str] = field(init=False, default_factory=Counter)
     _prefix_consistent: bool = field(init=False, default=True)
     _uses_need: bool = field(init=False, default=False)
@@ -252,6 +258,7 @@ class Controller:
             elif ev is not None:
                 ev = self._with_need(ev, every, net, len(slots), ev_plugged=True)
         t = self.terms
+        book = self.errors
         return SiteView(
             self.spec.id,
             tuple(slots),
@@ -267,6 +274,8 @@ class Controller:
             t.price_max_sen_per_kwh,
             self.spec.seed,
             tuple(solar),
+            tuple(book.dists(s.index) for s in slots),
+            t.imbalance_sen_per_kwh,
         )
 
     def _forecast_slots(self, slots: tuple[Slot, ...]) -> tuple[list[int], list[int]]:
@@ -440,6 +449,8 @@ class Controller:
         self._delivered = number
         pvs, loads = self._truth(slot.day)
         pv, load = pvs[slot.index], loads[slot.index]
+        f_pv, f_load = self._forecast_day(slot.day)
+        self.errors.add(slot.index, (pv - load) - (f_pv[slot.index] - f_load[slot.index]))
         if self.ev is not None:
             self.ev.advance(slot.day, slot.index)  # a car back at this slot has used its trip
         if slot.index == SLOTS_PER_DAY - 1:

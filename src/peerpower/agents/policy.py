@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+from peerpower.agents.sizing import ErrorDist, buy_ratio, sell_ratio, sure_lots
 from peerpower.errors import InvalidInput
 from peerpower.timeslots import Slot
 from peerpower.units import DEFAULT_LOT_WH
@@ -25,8 +26,10 @@ Side = Literal["buy", "sell"]
 # post-FIT buyback of about 8.5 yen/kWh.
 RETAIL_TARIFF_SEN_PER_KWH = 2600
 RETAIL_BUYBACK_SEN_PER_KWH = 850
-# Share of a forecast surplus or deficit a site without storage offers or bids for: a lot it
-# cannot deliver (or take) costs the imbalance charge, more than a trade saves.
+# What a shortfall costs by default [sen/kWh] (the genesis' imbalance_price_sen_per_kwh).
+IMBALANCE_SEN_PER_KWH = 3000
+# Share of a forecast surplus or deficit the zero-intelligence baseline (zi-c) offers or bids
+# for; every other policy sizes its trades on its own forecast errors (:mod:`.sizing`).
 FORECAST_TRUST = 0.8
 
 
@@ -88,6 +91,10 @@ class SiteView:
     # forecast output of a reference 1 kW PV panel per slot [Wh]: when the community's
     # supply is likely to be solar (empty: unknown)
     solar_wh_per_kw: tuple[int, ...] = ()
+    # per slot: the site's forecast errors of its net position, for a surplus and for a
+    # deficit (:class:`~peerpower.agents.sizing.ErrorBook`); None or missing: the prior
+    errors: tuple[tuple[ErrorDist, ErrorDist] | None, ...] = ()
+    imbalance_sen_per_kwh: int = IMBALANCE_SEN_PER_KWH
 
     def __post_init__(self) -> None:
         n = len(self.slots)
@@ -101,6 +108,24 @@ class SiteView:
 
     def clamp_price(self, price: float) -> int:
         return int(min(self.price_max_sen_per_kwh, max(self.price_min_sen_per_kwh, round(price))))
+
+    def sure_wh(self, k: int, net_wh: float, price_sen_per_kwh: int) -> int:
+        """Whole lots [Wh] of slot ``k``'s forecast position ``net_wh`` (> 0: a surplus to
+        sell, < 0: a deficit to buy) worth trading at ``price_sen_per_kwh`` given the site's
+        forecast errors (the newsvendor rule, :mod:`peerpower.agents.sizing`)."""
+        if net_wh == 0:
+            return 0
+        dists = self.errors[k] if k < len(self.errors) else None
+        if dists is None:
+            prior = ErrorDist.prior(self.load_wh[k], self.pv_wh[k])
+            dists = (prior, prior)
+        if net_wh > 0:
+            ratio = sell_ratio(
+                price_sen_per_kwh, self.buyback_sen_per_kwh, self.imbalance_sen_per_kwh
+            )
+            return sure_lots(net_wh, dists[0], self.lot_wh, ratio)
+        ratio = buy_ratio(price_sen_per_kwh, self.tariff_sen_per_kwh, self.imbalance_sen_per_kwh)
+        return sure_lots(-net_wh, dists[1], self.lot_wh, ratio)
 
 
 Policy = Callable[[SiteView], list[Bid]]

@@ -107,6 +107,7 @@ def _controllers(scenario: Scenario, genesis: Genesis, weather: Weather) -> dict
         tariff_sen_per_kwh=scenario.tariff_sen_per_kwh,
         buyback_sen_per_kwh=scenario.buyback_sen_per_kwh,
         max_order_wh=genesis.market.max_order_wh,
+        imbalance_sen_per_kwh=genesis.params.imbalance_price_sen_per_kwh,
     )
     out = {}
     for spec in scenario.sites:

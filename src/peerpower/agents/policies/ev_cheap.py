@@ -14,16 +14,18 @@ charger's power left after own PV, at the forecast price plus ``premium_yen`` (n
 tariff: beyond it the retail supply is cheaper). Any plugged slot whose forecast price is at or
 below ``cheap_yen`` also buys as much as the car can still take. A slot that offers surplus
 never also buys for the car: there own PV has filled the car or its charger. The house's own
-surplus and deficit are offered and bid for as a site without storage would (``surplus_yen``,
-``deficit_yen``). Whether the car is full enough at departure is finally the controller's duty:
-it charges from the retail supply if the market did not deliver.
+surplus and deficit are offered and bid for as a site without storage would (see
+:mod:`.soc_table`: at the forecast price ∓ ``premium_yen``, or the fixed ``surplus_yen`` and
+``deficit_yen`` when given, sized on the site's forecast errors). Whether the car is full
+enough at departure is finally the controller's duty: it charges from the retail supply if
+the market did not deliver.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from peerpower.agents.policies.soc_table import _no_storage
+from peerpower.agents.policies.soc_table import no_storage
 from peerpower.agents.policy import Bid, Policy, SiteView, StorageView, register
 from peerpower.errors import InvalidInput
 
@@ -65,7 +67,11 @@ def own_pv(view: SiteView) -> list[float]:
 
 
 def ev_cheap_bids(
-    view: SiteView, premium_yen: float, cheap_yen: float, surplus_yen: float, deficit_yen: float
+    view: SiteView,
+    premium_yen: float,
+    cheap_yen: float,
+    surplus_yen: float | None,
+    deficit_yen: float | None,
 ) -> list[Bid]:
     n = len(view.slots)
     ev = view.ev
@@ -96,8 +102,8 @@ def ev_cheap_bids(
                 room -= want * ev.efficiency
     # the house as it is, less what the car takes of its surplus
     house = replace(view, pv_wh=tuple(round(p - t) for p, t in zip(view.pv_wh, take, strict=True)))
-    out = _no_storage(house, surplus_yen, deficit_yen)
     premium = round(premium_yen * 100)
+    out = no_storage(house, surplus_yen, deficit_yen, premium)
     for k, want in sorted(buy.items()):
         energy = view.lots(want)
         if energy:
@@ -114,8 +120,8 @@ def _reserve(ev: StorageView, k: int) -> float:
 def ev_cheap_charging(
     premium_yen: float = 1.0,
     cheap_yen: float = 12.0,
-    surplus_yen: float = 10.0,
-    deficit_yen: float = 25.0,
+    surplus_yen: float | None = None,
+    deficit_yen: float | None = None,
 ) -> Policy:
     for name, v in (
         ("premium_yen", premium_yen),
@@ -123,7 +129,7 @@ def ev_cheap_charging(
         ("surplus_yen", surplus_yen),
         ("deficit_yen", deficit_yen),
     ):
-        if not 0 <= v <= 100:
+        if v is not None and not 0 <= v <= 100:
             raise InvalidInput(name, f"must be 0–100 yen/kWh, got {v}")
 
     def policy(view: SiteView) -> list[Bid]:

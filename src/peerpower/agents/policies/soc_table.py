@@ -18,10 +18,12 @@ house's own forecast surplus or deficit (which it takes first): a sale never
 draws it below its floor or the EV's trip reserve, a purchase never overfills it; and the
 forecast SOC of later slots counts every earlier sale as made (purchases as not made), so a day
 of sales never adds up to more than the storage holds. A site with no
-storage (or an EV away) sells its forecast PV surplus at ``surplus_yen`` and buys its forecast
-deficit at ``deficit_yen`` instead, in whole lots — only
-:data:`~peerpower.agents.policy.FORECAST_TRUST` of either, since a lot it cannot deliver or
-take costs the imbalance charge.
+storage (or an EV away) offers its forecast PV surplus at the forecast market price less
+``premium_yen`` (at least the buyback) and bids for its forecast deficit at the forecast price
+plus ``premium_yen`` (at most the tariff) — or at the fixed ``surplus_yen`` and
+``deficit_yen`` when given — in whole lots, as much of either as its own forecast errors make
+worth trading at that price (:mod:`peerpower.agents.sizing`: a lot it cannot deliver or take
+costs the imbalance charge).
 
 A sale also leaves in the storage what the house itself is forecast to draw from it before its
 PV surplus refills it (its evening and night), and a purchase is only of what the storage will
@@ -41,7 +43,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from peerpower.agents.policy import (
-    FORECAST_TRUST,
     Bid,
     Policy,
     SiteView,
@@ -50,7 +51,6 @@ from peerpower.agents.policy import (
     register,
 )
 from peerpower.errors import InvalidInput
-from peerpower.timeslots import Slot
 
 # (SOC [%], sell [yen/kWh] or None, buy [yen/kWh] or None, amount [kWh])
 MISONO_TABLE: tuple[tuple[int, float | None, float | None, float], ...] = (
@@ -70,8 +70,9 @@ class SocTable:
     uses_house_need = True
 
     rows: tuple[tuple[int, float | None, float | None, float], ...] = MISONO_TABLE
-    surplus_yen: float = 10.0
-    deficit_yen: float = 25.0
+    surplus_yen: float | None = None
+    deficit_yen: float | None = None
+    premium_yen: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.rows:
@@ -88,14 +89,22 @@ class SocTable:
                     raise InvalidInput(f"table[{k}].{name}", f"must be 0–100 yen/kWh, got {price}")
             if not 0 < amount <= 100:
                 raise InvalidInput(f"table[{k}].amount_kwh", f"must be > 0, got {amount}")
-        for name, price in (("surplus_yen", self.surplus_yen), ("deficit_yen", self.deficit_yen)):
-            if not 0 <= price <= 100:
+        for name, price in (
+            ("surplus_yen", self.surplus_yen),
+            ("deficit_yen", self.deficit_yen),
+            ("premium_yen", self.premium_yen),
+        ):
+            if price is not None and not 0 <= price <= 100:
                 raise InvalidInput(name, f"must be 0–100 yen/kWh, got {price}")
+
+    @property
+    def _premium(self) -> int:
+        return round(self.premium_yen * 100)
 
     def __call__(self, view: SiteView) -> list[Bid]:
         storage = view.battery if view.battery is not None else view.ev
         if storage is None:
-            return _no_storage(view, self.surplus_yen, self.deficit_yen)
+            return no_storage(view, self.surplus_yen, self.deficit_yen, self._premium)
         out: list[Bid] = []
         net = net_position(view)
         # need[k + 1]: what the house will draw after slot k (given, or from this view)
@@ -119,7 +128,9 @@ class SocTable:
         first = rows[0]
         for k, slot in enumerate(view.slots):
             if plugged and not plugged[k]:
-                out.extend(_no_storage_slot(view, k, self.surplus_yen, self.deficit_yen))
+                out.extend(
+                    _no_storage_slot(view, k, self.surplus_yen, self.deficit_yen, self._premium)
+                )
                 continue
             soc = 100.0 * stored / cap
             row = first
@@ -159,44 +170,54 @@ class SocTable:
         return out
 
 
-def _house_bid(slot: Slot, net_wh: int, lot_wh: int, sell: int, buy: int) -> Bid | None:
-    """The bid of a site without storage for a slot with forecast ``net_wh`` (PV − load):
-    :data:`~peerpower.agents.policy.FORECAST_TRUST` of the surplus or deficit, whole lots."""
-    energy = int(abs(net_wh) * FORECAST_TRUST) // lot_wh * lot_wh
+def house_prices(
+    view: SiteView, k: int, surplus_yen: float | None, deficit_yen: float | None, premium: int
+) -> tuple[int, int]:
+    """Slot ``k``'s asking and bidding price [sen/kWh] for the house's own surplus and
+    deficit: the fixed prices if given, else the forecast market price less and plus
+    ``premium`` [sen/kWh], within the buyback and the tariff."""
+    f = view.prices_sen_per_kwh[k]
+    sell = max(view.buyback_sen_per_kwh, f - premium) if surplus_yen is None else surplus_yen * 100
+    buy = min(view.tariff_sen_per_kwh, f + premium) if deficit_yen is None else deficit_yen * 100
+    return view.clamp_price(sell), view.clamp_price(buy)
+
+
+def _no_storage_slot(
+    view: SiteView, k: int, surplus_yen: float | None, deficit_yen: float | None, premium: int
+) -> list[Bid]:
+    """The bid of a site without storage (or with its car away) for slot ``k``: what of its
+    forecast surplus or deficit its own forecast errors make worth trading at its price
+    (:meth:`~peerpower.agents.policy.SiteView.sure_wh`), whole lots."""
+    net = view.pv_wh[k] - view.load_wh[k]
+    if net == 0:
+        return []
+    sell, buy = house_prices(view, k, surplus_yen, deficit_yen, premium)
+    price = sell if net > 0 else buy
+    energy = view.sure_wh(k, net, price)
     if not energy:
-        return None
-    return Bid(slot, "sell", energy, sell) if net_wh > 0 else Bid(slot, "buy", energy, buy)
+        return []
+    return [Bid(view.slots[k], "sell" if net > 0 else "buy", energy, price)]
 
 
-def _no_storage_slot(view: SiteView, k: int, surplus_yen: float, deficit_yen: float) -> list[Bid]:
-    bid = _house_bid(
-        view.slots[k],
-        view.pv_wh[k] - view.load_wh[k],
-        view.lot_wh,
-        view.clamp_price(surplus_yen * 100),
-        view.clamp_price(deficit_yen * 100),
-    )
-    return [] if bid is None else [bid]
-
-
-def _no_storage(view: SiteView, surplus_yen: float, deficit_yen: float) -> list[Bid]:
-    """:func:`_no_storage_slot` for every slot (prices clamped once: the common case)."""
-    lot = view.lot_wh
-    sell = view.clamp_price(surplus_yen * 100)
-    buy = view.clamp_price(deficit_yen * 100)
+def no_storage(
+    view: SiteView,
+    surplus_yen: float | None = None,
+    deficit_yen: float | None = None,
+    premium: int = 100,
+) -> list[Bid]:
+    """:func:`_no_storage_slot` for every slot."""
     out: list[Bid] = []
-    for slot, pv, load in zip(view.slots, view.pv_wh, view.load_wh, strict=True):
-        bid = _house_bid(slot, pv - load, lot, sell, buy)
-        if bid is not None:
-            out.append(bid)
+    for k in range(len(view.slots)):
+        out.extend(_no_storage_slot(view, k, surplus_yen, deficit_yen, premium))
     return out
 
 
 @register("soc-table")
 def soc_table(
     table: Sequence[Sequence[object]] | None = None,
-    surplus_yen: float = 10.0,
-    deficit_yen: float = 25.0,
+    surplus_yen: float | None = None,
+    deficit_yen: float | None = None,
+    premium_yen: float = 1.0,
 ) -> Policy:
     """The Misono SOC table policy; ``table`` rows are ``(soc_percent, sell_yen | None,
     buy_yen | None, amount_kwh)``."""
@@ -216,7 +237,7 @@ def soc_table(
                     raise InvalidInput(f"table[{k}].{name}", f"must be a number, got {v!r}")
             parsed.append((soc, _num(sell), _num(buy), float(amount)))  # type: ignore[arg-type]
         rows = tuple(parsed)
-    return SocTable(rows, surplus_yen, deficit_yen)
+    return SocTable(rows, surplus_yen, deficit_yen, premium_yen)
 
 
 def _num(v: object) -> float | None:

@@ -1,0 +1,141 @@
+"""How much a site without storage should offer or bid for: the newsvendor rule on its own
+forecast errors.
+
+A site trades against a forecast of its net position ``n̂`` (PV − load of a half hour). What it
+really has is ``n̂ + e``, ``e`` the forecast's error. One more lot ``[a, a + L]`` of a sale at
+price ``p`` earns ``p − B`` on each Wh the site turns out to have (it would have gone to the
+retailer at the buyback ``B``) and ``p − I`` on each it does not (paid ``p``, charged the
+imbalance price ``I``); one more lot of a purchase saves ``T − p`` on each Wh the site needs
+(else bought at the tariff ``T``) and costs ``p + I`` on each it does not. With ``m`` the
+lot's expected filled part, ``E[clip(n̂ + e − a, 0, L)]`` for a sale (with the deficit for a
+purchase), the lot is worth trading when
+
+    sale:      m / L > (I − p) / (I − B)
+    purchase:  m / L > (p + I) / (T + I)
+
+— the newsvendor's critical ratio, taken a whole lot at a time, so a deficit of 97 Wh a half
+hour still bids for one 100 Wh lot when the forecast is good and the price low, and a lot that
+is likely to be short is not traded whatever the forecast's point value. A purchase the site
+might not take is charged ``I`` here, as if its PV could not be curtailed instead: the
+conservative side.
+
+The errors ``e`` are the site's own: per slot of the day, the last days' actual net position
+less the forecast the controller traded on (:class:`ErrorBook`), with the neighbouring slots of
+the day. Until a slot of the day has :data:`MIN_SAMPLES` of them, a normal prior stands in, its
+standard deviation :data:`PRIOR_LOAD_CV` of the forecast load plus :data:`PRIOR_PV_CV` of the
+forecast PV (assumed: the half-hourly load of one home varies by about half its mean around a
+similar-day forecast; a day-ahead PV forecast from yesterday's clearness misses by about a
+third).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass, field
+from itertools import accumulate
+from statistics import NormalDist
+
+from peerpower.timeslots import SLOTS_PER_DAY
+
+#: Forecast errors a slot of the day needs before they replace the prior.
+MIN_SAMPLES = 6
+#: Days of errors kept per slot of the day.
+ERROR_DAYS = 14
+PRIOR_LOAD_CV = 0.5
+PRIOR_PV_CV = 0.35
+# the standard normal's 40 quantiles at (i + 0.5) / 40: the prior's shape
+_Z = tuple(NormalDist().inv_cdf((i + 0.5) / 40) for i in range(40))
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDist:
+    """A forecast error distribution [Wh]: ``scale`` × the sorted ``values`` (equally likely)."""
+
+    values: tuple[float, ...]
+    scale: float = 1.0
+    cum: tuple[float, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cum", (0.0, *accumulate(self.values)))
+
+    @classmethod
+    def prior(cls, load_wh: float, pv_wh: float) -> ErrorDist:
+        return cls(_Z, PRIOR_LOAD_CV * load_wh + PRIOR_PV_CV * pv_wh + 1.0)
+
+    def filled(self, x: float, lot: float) -> float:
+        """``E[clip(x + e, 0, lot)]`` [Wh]: what of a lot starting ``x`` below the forecast
+        position is expected to be there."""
+        v, s, n = self.values, self.scale, len(self.values)
+        lo = bisect.bisect_right(v, -x / s)  # x + e > 0 from here
+        hi = bisect.bisect_left(v, (lot - x) / s)  # x + e ≥ lot from here
+        inside = (hi - lo) * x + s * (self.cum[hi] - self.cum[lo])
+        return (inside + (n - hi) * lot) / n
+
+    def negated(self) -> ErrorDist:
+        return ErrorDist(tuple(-x for x in reversed(self.values)), self.scale)
+
+
+def sure_lots(position_wh: float, errors: ErrorDist, lot_wh: int, ratio: float) -> int:
+    """Whole lots [Wh] of ``position_wh`` (a forecast surplus, or a deficit with ``errors``
+    negated) worth trading: each lot's expected filled share above ``ratio``."""
+    if ratio >= 1.0 or position_wh + errors.scale * errors.values[-1] <= 0:
+        return 0
+    threshold = max(ratio, 0.0) * lot_wh
+
+    def worth(j: int) -> bool:
+        return errors.filled(position_wh - j * lot_wh, lot_wh) > threshold
+
+    # the lots are worth less and less: the first that is not worth it, by bisection
+    top = int((position_wh + errors.scale * errors.values[-1]) // lot_wh) + 1
+    lo, hi = 0, top
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if worth(mid):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo * lot_wh
+
+
+def sell_ratio(price: int, buyback: int, imbalance: int) -> float:
+    """The share of a lot a sale at ``price`` must expect to deliver [1] (prices in sen/kWh)."""
+    if imbalance <= buyback:
+        return 0.0 if price >= buyback else 1.0
+    return (imbalance - price) / (imbalance - buyback)
+
+
+def buy_ratio(price: int, tariff: int, imbalance: int) -> float:
+    """The share of a lot a purchase at ``price`` must expect to use [1]."""
+    return (price + imbalance) / (tariff + imbalance)
+
+
+@dataclass
+class ErrorBook:
+    """A site's forecast errors of its net position, per slot of the day, the last
+    :data:`ERROR_DAYS` days (the controller adds each delivered slot's)."""
+
+    errors: list[deque[float]] = field(
+        default_factory=lambda: [deque(maxlen=ERROR_DAYS) for _ in range(SLOTS_PER_DAY)]
+    )
+    _dists: dict[int, tuple[ErrorDist, ErrorDist] | None] = field(default_factory=dict)
+
+    def add(self, index: int, error_wh: float) -> None:
+        self.errors[index].append(error_wh)
+        for k in (index - 1, index, index + 1):
+            self._dists.pop(k % SLOTS_PER_DAY, None)
+
+    def dists(self, index: int) -> tuple[ErrorDist, ErrorDist] | None:
+        """The errors of slot of the day ``index`` and its neighbours, for a surplus and for a
+        deficit (negated); None while fewer than :data:`MIN_SAMPLES`."""
+        if index in self._dists:
+            return self._dists[index]
+        samples: list[float] = []
+        for k in (index - 1, index, index + 1):
+            samples.extend(self.errors[k % SLOTS_PER_DAY])
+        got = None
+        if len(samples) >= MIN_SAMPLES:
+            d = ErrorDist(tuple(sorted(samples)))
+            got = (d, d.negated())
+        self._dists[index] = got
+        return got
