@@ -21,7 +21,7 @@ from peerpower.agents.catalogue import site
 from peerpower.agents.controller import Controller, MarketTerms
 from peerpower.crypto import KeyPair
 from peerpower.devices.weather import Weather
-from peerpower.ledger.genesis import SITE_TYPES
+from peerpower.ledger.genesis import CATALOGUE_TYPES
 from peerpower.ledger.transactions import sign_encoded
 from peerpower.timeslots import JST, SLOTS_PER_DAY, Slot
 
@@ -42,7 +42,7 @@ MIX = (
 
 def community(sites: int, seed: int = 1) -> list[Controller]:
     """``sites`` controllers in the :data:`MIX`, deterministic in ``seed``."""
-    assert {t for t, _ in MIX} == set(SITE_TYPES)
+    assert {t for t, _ in MIX} == set(CATALOGUE_TYPES)
     total = sum(share for _, share in MIX)
     kinds: list[str] = []
     for t, share in MIX:

@@ -16,7 +16,7 @@ from peerpower.devices.battery import BatteryConfig
 from peerpower.devices.ev import EVConfig
 from peerpower.devices.weather import Weather
 from peerpower.errors import InvalidInput
-from peerpower.ledger.genesis import SITE_TYPES
+from peerpower.ledger.genesis import CATALOGUE_TYPES
 from peerpower.ledger.transactions import decode_tx
 from peerpower.timeslots import JST, SLOTS_PER_DAY, Slot
 
@@ -45,7 +45,7 @@ def run_days(c: Controller, days: int, bought: int = 0, sold: int = 0) -> tuple[
     return txs, deliveries
 
 
-@pytest.mark.parametrize("site_type", SITE_TYPES)
+@pytest.mark.parametrize("site_type", CATALOGUE_TYPES)
 def test_controller_energy_balance_and_limits(site_type: str) -> None:
     c = controller(site_type)
     txs, deliveries = run_days(c, 3)

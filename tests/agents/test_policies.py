@@ -393,3 +393,17 @@ def test_renewable_preference_bids_more_for_sunny_slots() -> None:
     with pytest.raises(InvalidInput) as info:
         make_policy("renewable-preference", base="renewable-preference")
     assert info.value.field == "base"
+
+
+def test_ev_cheap_charging_never_buys_more_than_the_car_can_hold() -> None:
+    # away (driving) in slots 0-1, back at 2 having used 3 kWh, plugged in 2-20 at cheap
+    # prices: the cheap rule buys as much as the car can take, and no more — what it holds
+    # now less the trip, not the floor the trip's need is planned for
+    plugged = tuple(2 <= k <= 20 for k in range(48))
+    trip = tuple(3_000.0 if k == 2 else 0.0 for k in range(48))
+    for stored in (34_000.0, 20_000.0, 8_000.0):
+        ev = StorageView(40_000, stored, 8_000.0, 36_000.0, 3350.0, 3000.0, 0.9, plugged, (), trip)
+        v = view(load=(0,) * 48, prices=(900,) * 48, ev=ev)
+        bought = sum(b.energy_wh for b in make_policy("ev-cheap-charging")(v) if b.side == "buy")
+        room = 36_000.0 - max(8_000.0, stored - 3_000.0)
+        assert room / 0.9 - 100 < bought <= room / 0.9, stored

@@ -13,7 +13,7 @@ import pytest
 from peerpower.cli import main
 from peerpower.ledger.replay import verify_path
 from peerpower.sim.network import Validators
-from peerpower.sim.runner import costs_microyen, run
+from peerpower.sim.runner import chain_money, costs_microyen, run
 from peerpower.sim.scenario import Scenario
 from peerpower.sim.summary import summary, write_outputs
 from tests.sim.community import community, community_toml
@@ -232,3 +232,52 @@ def test_a_scenarios_name_does_not_change_what_its_seed_gives() -> None:
     b = summary(run(community("renamed")), True)
     assert a["scenario"] == "small" and b["scenario"] == "renamed"
     assert {**a, "scenario": None} == {**b, "scenario": None}
+
+
+def test_a_car_charging_at_work_trades_on_its_own_account_there() -> None:
+    from peerpower.agents.catalogue import car_account_id
+    from peerpower.ledger.state import Account
+    from peerpower.sim.scenario import parse_scenario
+
+    toml = community_toml().replace(
+        'type = "consumer-phev"\ncount = 1\n',
+        'type = "consumer-phev"\ncount = 2\n'
+        '[sites.car]\npattern = "workplace"\ncharge_at = "n-business-000"\n'
+        '[[sites]]\ntype = "business"\nid_prefix = "business"\n',
+    )
+    sc = parse_scenario(toml, "work.toml", Path("."))  # a Tuesday
+    result = run(sc)
+    data = summary(result, True)
+    assert data["checks"] == {
+        "energy_balanced": True,
+        "money_conserved": True,
+        "chain_verified": True,
+    }
+    state = result.validators.state
+    cars = [c for c in result.sites.values() if c.car_id is not None]
+    assert len(cars) == 2
+    costs = costs_microyen(result)
+    for c in cars:
+        car = car_account_id(c.spec.id)
+        acct = state.account(car)
+        assert isinstance(acct, Account) and acct.node == "n-business-000"
+        assert acct.site_type == "ev"
+        ds = result.deliveries[c.spec.id]
+        at_work = [d for d in ds if d.car is not None]
+        assert at_work and all(not d.ev_plugged and d.charge_wh == 0 for d in at_work)
+        # every unit the car bought is a contract of its account, delivered at work and
+        # metered there; it never bought what it could not take
+        units = [u for us in result.contracts.values() for u in us if u.buyer == car]
+        assert sum(u.energy_wh for u in units) == sum(d.car.bought_wh for d in at_work)
+        assert all(d.car.import_wh >= d.car.bought_wh for d in at_work)
+        assert sum(d.car.import_wh for d in at_work) > 0
+        # its money is its site's: on chain at work, retail beyond its contracts
+        retail = sum(
+            max(0, x.import_wh - x.bought_wh) * sc.tariff_sen_per_kwh * 10
+            for x in (*ds, *(d.car for d in at_work))
+        ) - sum(max(0, x.export_wh - x.sold_wh) * sc.buyback_sen_per_kwh * 10 for x in ds)
+        on_chain = sum(result.deposits[a] - chain_money(result, a) for a in (c.spec.id, car))
+        cost = costs[c.spec.id]
+        assert c.ev is not None
+        fuel = round(c.ev.fuel_cost_yen * 1e6)
+        assert cost.p2p == on_chain + retail + fuel - cost.storage

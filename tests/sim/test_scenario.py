@@ -737,7 +737,19 @@ def test_car_pattern_and_start_soc(tmp_path: Path) -> None:
     ("car", "field", "says"),
     [
         ('pattern = "weekend"', "sites[0].car.pattern", "'weekend' is not one of commuter"),
-        ('pattern = "workplace"', "sites[0].car.pattern", "'workplace' is not one of"),
+        ('pattern = "workplace"', "sites[0].car.charge_at", "needs the grid node"),
+        (
+            'pattern = "workplace"\ncharge_at = "n-office"',
+            "sites[0].car.charge_at",
+            "'n-office' is not a node of the grid",
+        ),
+        (
+            'pattern = "workplace"\ncharge_at = "n-site-000"',
+            "sites[0].car.charge_at",
+            "the site's own node",
+        ),
+        ('pattern = "commuter"\ncharge_at = "n-site-001"', "sites[0].car.charge_at", "only"),
+        ('pattern = "workplace"\ncharge_at = 3', "sites[0].car.charge_at", "3"),
         ("start_soc_percent = 150", "sites[0].car.start_soc_percent", "150"),
         ("start_soc_percent = -1", "sites[0].car.start_soc_percent", "-1"),
         ("start_soc_percent = 50.5", "sites[0].car.start_soc_percent", "50.5"),
@@ -747,6 +759,39 @@ def test_car_pattern_and_start_soc(tmp_path: Path) -> None:
 def test_invalid_car(car: str, field: str, says: str) -> None:
     err = rejected(PHEV_HOME + f"[sites.car]\n{car}\n")
     assert err.field == field and says in err.message
+
+
+def test_workplace_car_charges_at_the_node_it_names() -> None:
+    from peerpower.agents.controller import ev_day
+    from peerpower.devices.ev import EV, DrivingPattern
+
+    sc = parse(
+        PHEV_HOME
+        + '[sites.car]\npattern = "workplace"\ncharge_at = "n-business-000"\n'
+        + '[[sites]]\ntype = "business"\nid_prefix = "business"\n'
+    )
+    cars = [s for s in sc.sites if s.ev is not None]
+    assert len(cars) == 6 and all(s.charge_at == "n-business-000" for s in cars)
+    at_work = trips = 0
+    for spec in cars:
+        assert spec.driving is not None and spec.driving.charge_at_work
+        assert spec.ev is not None
+        car = EV(spec.ev, DrivingPattern(spec.driving, spec.seed))
+        for d in range(7):
+            day = date(2026, 9, 28) + timedelta(days=d)  # a Monday
+            plan = ev_day(car, day)
+            legs = car.pattern.trips(day)
+            if day.weekday() < 5 and legs:
+                # two legs of half the commute each, plugged in at work between them
+                assert len(legs) == 2 and legs[0].distance_km == legs[1].distance_km
+                first, end = legs[0].return_slot, legs[1].depart_slot
+                assert plan.at_work == tuple(first <= k < end for k in range(48))
+                assert not any(plan.home[first:end]) and all(plan.plugged[first:end])
+                at_work += sum(plan.at_work[20:30])
+                trips += 1
+            else:
+                assert not any(plan.at_work)
+    assert trips and at_work == 10 * trips  # plugged in at work through every weekday noon
 
 
 def test_invalid_car_on_a_site_without_one() -> None:

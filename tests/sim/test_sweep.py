@@ -150,7 +150,11 @@ def test_sweep_on_a_scheduler_given_by_address(tmp_path: Path) -> None:
 
     (tmp_path / "small.toml").write_text(community_toml())
     with LocalCluster(
-        n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+        n_workers=1,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
     ) as outside:
         address = outside.scheduler_address
         assert address.startswith("tcp://127.0.0.1:")

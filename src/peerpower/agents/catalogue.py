@@ -32,9 +32,9 @@ from peerpower.devices.ev import DrivingConfig, EVConfig
 from peerpower.devices.load import LoadConfig
 from peerpower.devices.pv import PVConfig
 from peerpower.errors import InvalidInput
-from peerpower.ledger.genesis import SITE_TYPES, check_account_id
+from peerpower.ledger.genesis import CATALOGUE_TYPES, check_account_id
 
-# the register transaction's site types (peerpower.ledger.genesis.SITE_TYPES)
+# the register transaction's site types (peerpower.ledger.genesis.CATALOGUE_TYPES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +52,18 @@ class SiteSpec:
     policy: str = "soc-table"
     policy_options: tuple[tuple[str, Any], ...] = ()
     seed: int = 0
+    # the grid node of the charger the car plugs into at work (``driving.charge_at_work``);
+    # the car has its own account there, :func:`car_account_id`
+    charge_at: str | None = None
 
     def __post_init__(self) -> None:
         try:
             check_account_id(self.id, "id")
         except InvalidInput as err:
             raise InvalidInput("id", err.message) from None
-        if self.site_type not in SITE_TYPES:
+        if self.site_type not in CATALOGUE_TYPES:
             raise InvalidInput(
-                "site_type", f"{self.site_type!r} is not one of {', '.join(SITE_TYPES)}"
+                "site_type", f"{self.site_type!r} is not one of {', '.join(CATALOGUE_TYPES)}"
             )
         if self.policy not in policy_names():
             raise InvalidInput(
@@ -68,7 +71,27 @@ class SiteSpec:
             )
         if self.ev is not None and self.driving is None:
             raise InvalidInput("driving", "a site with an EV needs a driving pattern")
+        at_work = self.driving is not None and self.driving.charge_at_work
+        if at_work and self.charge_at is None:
+            raise InvalidInput("charge_at", "a car that charges at work needs its charger's node")
+        if self.charge_at is not None:
+            if not at_work or self.ev is None:
+                raise InvalidInput(
+                    "charge_at", f"{self.charge_at!r} given for a car that does not charge at work"
+                )
+            car_account_id(self.id)
         make_policy(self.policy, **dict(self.policy_options))  # options checked now
+
+
+def car_account_id(site_id: str) -> str:
+    """The account of ``site_id``'s car at its workplace charger: ``<site id>-car``."""
+    car = f"{site_id}-car"
+    try:
+        return check_account_id(car, "id")
+    except InvalidInput as err:
+        raise InvalidInput(
+            "id", f"{site_id!r} leaves no room for its car's account: {err.message}"
+        ) from None
 
 
 def _defaults(site_type: str) -> dict[str, Any]:
@@ -110,7 +133,7 @@ def _defaults(site_type: str) -> dict[str, Any]:
         },
     }
     if site_type not in table:
-        raise InvalidInput("site_type", f"{site_type!r} is not one of {', '.join(SITE_TYPES)}")
+        raise InvalidInput("site_type", f"{site_type!r} is not one of {', '.join(CATALOGUE_TYPES)}")
     return table[site_type]
 
 

@@ -24,7 +24,8 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from peerpower.agents.catalogue import SiteSpec
+from peerpower.agents.catalogue import SiteSpec, car_account_id
+from peerpower.agents.policies.ev_cheap import ev_cheap_bids
 from peerpower.agents.policy import (
     IMBALANCE_SEN_PER_KWH,
     RETAIL_BUYBACK_SEN_PER_KWH,
@@ -118,6 +119,8 @@ class Delivery:
     curtailed_wh: int  # PV left unused (pv_wh is what was used)
     reading: dict[str, Any] | None  # the signed meter reading (None: left unsigned)
     unsigned: Unsigned  # the meter's key, the reading's body and its canonical bytes
+    # the car at its workplace charger in this slot, metered there on its own account
+    car: Delivery | None = None
 
 
 @dataclass
@@ -133,6 +136,10 @@ class Controller:
     # the site's own measured series (day → 48 values [Wh]) in place of the load or PV model
     load_data: dict[date, tuple[int, ...]] | None = None
     pv_data: dict[date, tuple[int, ...]] | None = None
+    # the keys of the car's own account at its workplace charger (spec.charge_at)
+    car_key: KeyPair | None = None
+    car_meter_key: KeyPair | None = None
+    car_nonce: int = 1  # the next nonce of the car's account
     replan_every: int = 12  # calls of plan() between re-plans of every open slot (6 h)
     near_slots: int = 4  # slots re-planned at every call
     keep_within_wh: int = 200  # standing orders stay if what is wanted differs by no more
@@ -140,6 +147,9 @@ class Controller:
     battery: Battery | None = field(init=False)
     ev: EV | None = field(init=False)
     standing: dict[Slot, list[tuple[str, Bid]]] = field(init=False, default_factory=dict)
+    car_standing: dict[Slot, list[tuple[str, Bid]]] = field(init=False, default_factory=dict)
+    # the car's purchases at work for slots past their gate, not yet delivered [Wh]
+    _car_gated: dict[Slot, int] = field(init=False, default_factory=dict)
     load_history: list[tuple[date, tuple[int, ...]]] = field(init=False, default_factory=list)
     clearness: float = field(init=False, default=0.7)
     prices: PriceForecast = field(init=False)  # the market price forecast, learnt online
@@ -174,6 +184,13 @@ class Controller:
         self._uses_need = bool(getattr(self.policy, "uses_house_need", False))
         self._prefix_consistent = prefix_consistent(self.policy)
         self.meter = Meter(s.id, self.meter_key, self.terms.chain)
+        self.car_id: str | None = None
+        self.car_meter: Meter | None = None
+        if s.charge_at is not None:
+            if self.car_key is None or self.car_meter_key is None:
+                raise InvalidInput("car_key", f"site {s.id}'s car charges at work: it needs keys")
+            self.car_id = car_account_id(s.id)
+            self.car_meter = Meter(self.car_id, self.car_meter_key, self.terms.chain)
 
     # -- forecasting -------------------------------------------------------------------------
     def learn_history(self, before: date) -> None:
@@ -247,7 +264,7 @@ class Controller:
             ev = _storage_view(
                 self.ev.cfg,
                 self.ev.stored_wh,
-                tuple(d.plugged[s.index] for d, s in zip(days, slots, strict=True)),
+                tuple(d.home[s.index] for d, s in zip(days, slots, strict=True)),
                 tuple(d.required_wh[s.index] for d, s in zip(days, slots, strict=True)),
                 tuple(d.trip_wh[s.index] for d, s in zip(days, slots, strict=True)),
             )
@@ -304,7 +321,7 @@ class Controller:
         worked out over all of them (``every``, forecast ``net`` = PV − load)."""
         available: tuple[bool, ...] = ()
         if ev_plugged:
-            available = tuple(self._ev_day(s.day).plugged[s.index] for s in every)
+            available = tuple(self._ev_day(s.day).home[s.index] for s in every)
         need = house_need(storage, net, available)
         return replace(storage, need_wh=tuple(need[1 : n + 1]))
 
@@ -367,13 +384,78 @@ class Controller:
                 self.at_gate[slot] = self.standing.pop(slot)
             for slot in [x for x in self.at_gate if _number(x) < first - 8]:
                 del self.at_gate[slot]
-        site = self.spec.id
-        chain = self.terms.chain
-        nonce = self.nonce
         out: list[Unsigned] = []
-        key = self.key
-        for slot, bids in zip(view.slots[:changing], wanted[:changing], strict=True):
-            standing = self.standing.get(slot, [])
+        self.nonce = self._orders(
+            out,
+            self.spec.id,
+            self.key,
+            self.nonce,
+            self.standing,
+            view.slots[:changing],
+            wanted[:changing],
+        )
+        if self.car_id is not None and (full or rounds % 2 == 0):
+            self._plan_car(now, out)
+        return out
+
+    def _plan_car(self, now: datetime, out: list[Unsigned]) -> None:
+        """The car's orders at its workplace charger, on its own account, every open slot
+        re-planned: ``ev-cheap-charging`` on the car alone, plugged in only while at work —
+        what the trip home needs in the cheapest slots there, and as much as it can take in a
+        slot no dearer than the cheapest forecast price while it is plugged in at home within
+        the horizon (there is no better time to charge ahead)."""
+        assert self.car_id is not None and self.car_key is not None and self.ev is not None
+        view = self.view(now)
+        if view.ev is None or not view.slots:
+            return
+        days = [self._ev_day(s.day) for s in view.slots]
+        at_work = tuple(d.at_work[s.index] for d, s in zip(days, view.slots, strict=True))
+        home = [p for p, on in zip(view.prices_sen_per_kwh, view.ev.plugged, strict=True) if on]
+        cheap = min(home, default=view.tariff_sen_per_kwh)
+        zeros = (0,) * len(view.slots)
+        first = _number(view.slots[0])
+        for slot in [x for x in self.car_standing if _number(x) < first]:
+            bids = self.car_standing.pop(slot)
+            self._car_gated[slot] = sum(b.energy_wh for _, b in bids if b.side == "buy")
+        # what it bought for slots whose gate has passed is on its way: count it as stored
+        coming = sum(self._car_gated.values()) * view.ev.efficiency
+        stored = min(view.ev.max_wh, view.ev.stored_wh + coming)
+        car = replace(
+            view,
+            site=self.car_id,
+            pv_wh=zeros,
+            load_wh=zeros,
+            battery=None,
+            ev=replace(view.ev, stored_wh=stored, plugged=at_work, need_wh=()),
+            errors=(),
+        )
+        wanted: list[list[Bid]] = [[] for _ in car.slots]
+        index = {slot: k for k, slot in enumerate(car.slots)}
+        for b in ev_cheap_bids(car, 1.0, cheap / 100, None, None):
+            if b.energy_wh > 0:
+                wanted[index[b.slot]].append(
+                    b._replace(energy_wh=min(b.energy_wh, self.terms.max_order_wh))
+                )
+        self.car_nonce = self._orders(
+            out, self.car_id, self.car_key, self.car_nonce, self.car_standing, car.slots, wanted
+        )
+
+    def _orders(
+        self,
+        out: list[Unsigned],
+        account: str,
+        key: KeyPair,
+        nonce: int,
+        standing_by_slot: dict[Slot, list[tuple[str, Bid]]],
+        slots: tuple[Slot, ...],
+        wanted: list[list[Bid]],
+    ) -> int:
+        """Append to ``out`` the cancels and orders that make ``account``'s standing orders
+        for ``slots`` what is ``wanted``; the next nonce."""
+        chain = self.terms.chain
+        site = account
+        for slot, bids in zip(slots, wanted, strict=True):
+            standing = standing_by_slot.get(slot, [])
             if _close(standing, bids, self.keep_within_wh):
                 continue
             for oid, _ in standing:
@@ -394,9 +476,8 @@ class Controller:
                 placed.append((order_id(site, nonce), b))
                 nonce += 1
                 self.signed["order"] += 1
-            self.standing[slot] = placed
-        self.nonce = nonce
-        return out
+            standing_by_slot[slot] = placed
+        return nonce
 
     def resync(self, next_nonce: int, standing: dict[Slot, list[tuple[str, Bid]]]) -> None:
         """Take the chain's view of the account after some of its transactions were refused
@@ -404,6 +485,11 @@ class Controller:
         orders standing for each slot still open (on chain or waiting)."""
         self.nonce = next_nonce
         self.standing = {slot: list(bids) for slot, bids in standing.items()}
+
+    def resync_car(self, next_nonce: int, standing: dict[Slot, list[tuple[str, Bid]]]) -> None:
+        """:meth:`resync` for the car's account at its workplace charger."""
+        self.car_nonce = next_nonce
+        self.car_standing = {slot: list(bids) for slot, bids in standing.items()}
 
     def observe_price(self, slot: Slot, price_sen_per_kwh: int) -> None:
         """A clearing price seen for ``slot``: the price forecast learns it, with the
@@ -438,15 +524,23 @@ class Controller:
 
     # -- delivery ----------------------------------------------------------------------------
     def deliver(
-        self, slot: Slot, bought_wh: int = 0, sold_wh: int = 0, sign: bool = True
+        self,
+        slot: Slot,
+        bought_wh: int = 0,
+        sold_wh: int = 0,
+        sign: bool = True,
+        car_bought_wh: int = 0,
     ) -> Delivery:
         """Run the slot's physics: meet the contracts as far as the devices allow, keep the EV
         ready for its trip, and meter the result (``sign=False``: the reading is left for the
-        caller to sign, :attr:`Delivery.unsigned`)."""
+        caller to sign, :attr:`Delivery.unsigned`). A car at its workplace charger takes what
+        its account bought there (``car_bought_wh``), at least what its next trip needs, and
+        is metered there (:attr:`Delivery.car`)."""
         number = slot.day.toordinal() * SLOTS_PER_DAY + slot.index
         if self._delivered is not None and number <= self._delivered:
             raise InvalidInput("slot", f"{slot} is not after the last slot delivered")
         self._delivered = number
+        self._car_gated.pop(slot, None)
         pvs, loads = self._truth(slot.day)
         pv, load = pvs[slot.index], loads[slot.index]
         f_pv, f_load = self._forecast_day(slot.day)
@@ -457,7 +551,8 @@ class Controller:
             self._end_of_day(slot.day)
         charge = discharge = 0.0
         ev = self.ev
-        plugged = ev is not None and ev.plugged(slot.day, slot.index)
+        at_work = ev is not None and self.car_id is not None and ev.at_work(slot.day, slot.index)
+        plugged = ev is not None and not at_work and ev.plugged(slot.day, slot.index)
         need = self._ev_day(slot.day).needed_after_wh[slot.index] if plugged else 0.0
         must = (
             max(0.0, need - ev.stored_wh) / ev.cfg.efficiency if ev is not None and plugged else 0.0
@@ -472,7 +567,10 @@ class Controller:
             else:
                 discharge -= got
             want += got
-        if ev is not None:
+        car = None
+        if ev is not None and at_work:
+            car = self._deliver_car(slot, car_bought_wh, sign)
+        elif ev is not None:
             request = 0.0
             if plugged:
                 request = must
@@ -514,6 +612,36 @@ class Controller:
             curtailed,
             sign_body(self.meter_key, body) if sign else None,
             (self.meter_key, body, _meter_bytes(self.terms.chain, self.spec.id, body)),
+            car,
+        )
+
+    def _deliver_car(self, slot: Slot, bought_wh: int, sign: bool) -> Delivery:
+        """The car at its workplace charger in ``slot``: it charges what its account bought,
+        at least what its next trip needs (the rest from the workplace's retail supply)."""
+        ev = self.ev
+        assert ev is not None and self.car_meter is not None and self.car_id is not None
+        need = self._ev_day(slot.day).needed_after_wh[slot.index]
+        must = max(0.0, need - ev.stored_wh) / ev.cfg.efficiency
+        got = ev.step(slot.day, slot.index, max(must, float(bought_wh)))
+        imp, exp = bus_balance(0, 0, max(0.0, got), max(0.0, -got))
+        meter = self.car_meter
+        body = meter.reading_body(slot, imp, exp)
+        return Delivery(
+            slot,
+            0,
+            0,
+            max(0.0, got),
+            max(0.0, -got),
+            imp,
+            exp,
+            bought_wh,
+            0,
+            None,
+            ev.soc_percent,
+            True,
+            0,
+            sign_body(meter.key, body) if sign else None,
+            (meter.key, body, _meter_bytes(self.terms.chain, self.car_id, body)),
         )
 
     def _truth(self, day: date) -> tuple[list[int], list[int]]:
@@ -649,10 +777,19 @@ def _close(standing: list[tuple[str, Bid]], wanted: list[Bid], within_wh: int) -
 class EVDay:
     """A car's day as its controller plans it, slot by slot (the trips only, not the state)."""
 
-    plugged: tuple[bool, ...]
+    plugged: tuple[bool, ...]  # at home or at work
     required_wh: tuple[float, ...]  # stored energy needed at the next departure
     trip_wh: tuple[float, ...]  # energy of the trips returning at the start of the slot
     needed_after_wh: tuple[float, ...]  # see needed_after_wh()
+    at_work: tuple[bool, ...] = ()  # plugged in at the workplace's charger
+    home: tuple[bool, ...] = ()  # plugged in at home
+
+    def __post_init__(self) -> None:
+        if not self.at_work:
+            object.__setattr__(self, "at_work", (False,) * len(self.plugged))
+        if not self.home:
+            home = tuple(p and not w for p, w in zip(self.plugged, self.at_work, strict=True))
+            object.__setattr__(self, "home", home)
 
 
 def ev_day(ev: EV, day: date) -> EVDay:
@@ -698,6 +835,7 @@ def ev_day(ev: EV, day: date) -> EVDay:
         tuple(ev.required_wh(day, k) for k in range(SLOTS_PER_DAY)),
         tuple(returns.get(k, 0.0) for k in range(SLOTS_PER_DAY)),
         tuple(after[:SLOTS_PER_DAY]),
+        tuple(ev.at_work(day, k) for k in range(SLOTS_PER_DAY)),
     )
 
 

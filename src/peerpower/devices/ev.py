@@ -231,6 +231,11 @@ class DrivingConfig:
         True: drives to work on weekdays (Monday–Friday; public holidays are not modelled).
         False: on weekdays makes errand trips like weekend trips, with
         ``weekday_errand_probability``.
+    charge_at_work
+        True: the commuter plugs the car in at work. The commute is then two trips, half the
+        distance each: to work (the first half hour after leaving) and home (the last half hour
+        before coming back), and the car is plugged in at its workplace's charger in between
+        (:meth:`DrivingPattern.at_work`).
     commute_probability
         Chance a commuter drives to work on a weekday (else: no trip that day) [1].
     commute_km_mean, commute_km_min, commute_km_max
@@ -255,6 +260,7 @@ class DrivingConfig:
     """
 
     commuter: bool = True
+    charge_at_work: bool = False
     commute_probability: float = 0.95
     commute_km_mean: float = 25.0
     commute_km_min: float = 10.0
@@ -271,6 +277,12 @@ class DrivingConfig:
     def __post_init__(self) -> None:
         if type(self.commuter) is not bool:
             raise InvalidInput("commuter", f"must be true or false, got {self.commuter!r}")
+        if type(self.charge_at_work) is not bool:
+            raise InvalidInput(
+                "charge_at_work", f"must be true or false, got {self.charge_at_work!r}"
+            )
+        if self.charge_at_work and not self.commuter:
+            raise InvalidInput("charge_at_work", "needs a commuter (commuter = true)")
         _check_probability("commute_probability", self.commute_probability)
         _check_probability("weekend_trip_probability", self.weekend_trip_probability)
         _check_probability("weekday_errand_probability", self.weekday_errand_probability)
@@ -293,7 +305,8 @@ class DrivingConfig:
         last = SLOTS_PER_DAY - 1
         _check_window("commute_depart_slots", self.commute_depart_slots, last - 1)
         _check_window("commute_return_slots", self.commute_return_slots, last)
-        if self.commute_return_slots[0] <= self.commute_depart_slots[1]:
+        gap = 2 if self.charge_at_work else 0  # the two legs need a slot each
+        if self.commute_return_slots[0] <= self.commute_depart_slots[1] + gap:
             raise InvalidInput(
                 "commute_return_slots",
                 f"must start after commute_depart_slots ({self.commute_depart_slots}), "
@@ -322,7 +335,8 @@ class DrivingPattern:
     -----
     Each day has its own generator, seeded with SHA-256 of ``(seed, day)``, so
     ``trips(day)`` depends on nothing else: not on the order days are asked in, nor on the
-    process (Python's string hashing is not involved). A day has at most one trip.
+    process (Python's string hashing is not involved). A day has at most one trip (a commute to
+    a workplace charger: its two legs).
     """
 
     __slots__ = ("_cache", "cfg", "seed")
@@ -345,6 +359,15 @@ class DrivingPattern:
             got = self._cache[day] = self._draw(day)
         return got
 
+    def at_work(self, day: date) -> tuple[int, int] | None:
+        """The slots ``[first, end)`` of ``day`` the car is plugged in at work, if it is."""
+        if not self.cfg.charge_at_work:
+            return None
+        trips = self.trips(day)
+        if len(trips) != 2:
+            return None
+        return trips[0].return_slot, trips[1].depart_slot
+
     def _draw(self, day: date) -> tuple[Trip, ...]:
         cfg = self.cfg
         rng = self._rng(day)
@@ -358,6 +381,9 @@ class DrivingPattern:
             km = min(
                 max(rng.gauss(cfg.commute_km_mean, sigma), cfg.commute_km_min), cfg.commute_km_max
             )
+            if cfg.charge_at_work:
+                half = round(km / 2, 1)
+                return (Trip(depart, depart + 1, half), Trip(back - 1, back, half))
             return (Trip(depart, back, round(km, 1)),)
         chance = cfg.weekend_trip_probability if weekend else cfg.weekday_errand_probability
         if rng.random() >= chance:
@@ -480,9 +506,18 @@ class EV:
         return check_trips(self.pattern.trips(day))
 
     def plugged(self, day: date, slot: int) -> bool:
-        """True when the car is at home and plugged in during ``slot`` of ``day``."""
+        """True when the car is plugged in during ``slot`` of ``day`` (at home, or at work:
+        :meth:`at_work`)."""
         _slot_number(day, slot)
         return not any(t.depart_slot <= slot < t.return_slot for t in self._trips(day))
+
+    def at_work(self, day: date, slot: int) -> bool:
+        """True when the car is plugged in at its workplace's charger during ``slot``."""
+        stay = getattr(self.pattern, "at_work", None)
+        if stay is None:
+            return False
+        window = stay(day)
+        return window is not None and window[0] <= slot < window[1]
 
     def next_trip(self, day: date, slot: int) -> Trip | None:
         """The first trip of ``day`` not yet departed at the start of ``slot``, if any."""

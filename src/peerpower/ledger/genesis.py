@@ -57,7 +57,8 @@ MAX_BUDGET = 10_000_000
 
 AccountKind = Literal["operator", "grid", "retail", "validator", "participant"]
 GENESIS_KINDS: tuple[AccountKind, ...] = ("operator", "grid", "retail", "validator")
-SITE_TYPES = (
+#: The kinds of site of the catalogue (peerpower.agents.catalogue): homes, a shop, a business.
+CATALOGUE_TYPES = (
     "consumer",
     "consumer-phev",
     "pv",
@@ -67,6 +68,9 @@ SITE_TYPES = (
     "shop",
     "business",
 )
+#: What a participant registers as: a catalogue site, or ``ev`` — a car's own account at a
+#: charger away from its home (at a workplace), metered there.
+SITE_TYPES = (*CATALOGUE_TYPES, "ev")
 # Times [ms since the epoch] stay within years 1970–9998, so every slot's moments (a day either
 # side) can be written as dates.
 MAX_TIME_MS = 253_370_678_400_000  # 9998-12-31T00:00:00Z

@@ -216,10 +216,15 @@ ASSUMPTIONS = """## Assumptions, and why the figures differ
   earlier bills or a reference tariff, over months, with real people.
 - **Policies.** Homes with storage bid the Misono SOC table, with two limits peerpower adds
   (the table does not say): a sale leaves what the house will need before its PV refills the
-  storage, and a purchase is only of what the storage will lack for that. PV homes without
-  storage offer 80 % of their forecast surplus at 10 yen/kWh and consumers bid 80 % of their
-  forecast deficit at 25 yen/kWh; the PHEV homes without batteries charge their cars in the
-  cheapest slots (`ev-cheap-charging`). The trials' agents differed, and their participants
+  storage, and a purchase is only of what the storage will lack for that. A site without
+  storage offers its forecast surplus at the forecast market price less 1 yen/kWh and bids for
+  its forecast deficit at the forecast price plus 1 yen/kWh, as many whole lots as its own
+  forecast errors make worth trading (the newsvendor rule against the 30 yen/kWh imbalance
+  charge: at 25 yen/kWh a purchase saves 1 yen against the tariff and risks 55, so consumers
+  buy at midday prices and hardly in the evening). The PHEV homes without batteries charge
+  their cars from their own PV first and in the cheapest slots (`ev-cheap-charging`); in
+  higashifuji every PHEV is plugged in at the business site's charger during the working day
+  and buys there on its own account. The trials' agents differed, and their participants
   shifted their own use.
 - **Why household savings are smaller than the trials'.** Most residential demand is in the
   evening and most PV surplus at midday; what a battery holds at dusk the house needs itself
@@ -228,26 +233,22 @@ ASSUMPTIONS = """## Assumptions, and why the figures differ
   also cut their use and moved it into the day when they saw prices.
 - **EV drivers.** The trial's −25.4 % is "all EV drivers reduced energy cost", shown as the
   energy cost of their households in August 2020; peerpower's figure is likewise the whole
-  bill of a PHEV home plus its fuel, as a share of what that home paid without the market
-  before the buyback (imports at the tariff and fuel). Every simulated higashifuji PHEV home
-  also has PV and a battery, which cover much of its car and house on sunny August days, so
-  its gross bill is small and the share swings widely; what it sells comes partly out of its
-  storage, which the comparison charges at the buyback its PV would have earned refilling
-  it. The trial's 43 % renewable share was measured at the chargers; peerpower counts a car's
-  battery driving at its home's renewable share (own PV used at home plus PV bought from
-  neighbours, against retail imports) and fuel as not renewable.
-- **Renewable share of driving.** Every higashifuji home has PV and a battery, and the
-  synthetic August is mostly sunny, so the cars charge mostly from their homes' own PV; the
-  trial's homes drew more from the grid, and its share was measured at the chargers.
-- **Prices.** The simulated agents bid fixed limits (sales of PV surplus at 10 yen/kWh,
-  purchases at 25 yen/kWh, the SOC table's rows). The market prices each slot by node at its
-  competitive equilibrium (nodal pricing, issue 15): where more is offered than bid, as at
-  midday, the price falls to the marginal seller's ask; where less, as in the evening, it
-  rises to the marginal buyer's bid. (Until issue 15 every pair was paid its midpoint, about
-  17.4 yen/kWh at midday and in the evening alike.) Most agents still bid fixed limits, so
-  prices jump between those limits rather than move smoothly; the PHEV homes' purchases
-  follow a price forecast learnt from the chain by time of day and the community's solar
-  forecast. The trials' agents re-priced as supply changed.
+  bill of a PHEV home plus its fuel and what its car bought at work, as a share of what that
+  home paid without the market before the buyback (imports at home and at work at the tariff,
+  and fuel). The higashifuji PHEV homes are consumers and PV homes with and without a battery
+  (the published counts, 9 PHEVs among 20 PV homes and the consumers, with the split across
+  types assumed); what a PV home sells comes partly out of its storage, which the comparison
+  charges at the buyback its PV would have earned refilling it. The trial's 43 % renewable
+  share was measured at the chargers; peerpower counts a car's battery driving at the
+  renewable share of what it charged from (its home's own PV and PV bought from neighbours at
+  home and at work, against retail imports) and fuel as not renewable.
+- **Prices.** The market prices each slot by node at its competitive equilibrium (nodal
+  pricing, issue 15): where more is offered than bid, as at midday, the price falls to the
+  marginal seller's ask; where less, as in the evening, it rises to the marginal buyer's bid.
+  (Until issue 15 every pair was paid its midpoint, about 17.4 yen/kWh at midday and in the
+  evening alike.) Sites without storage and the cars price from a forecast learnt from the
+  chain's prices by time of day and the community's solar forecast; homes with storage bid the
+  SOC table's fixed rows. The trials' agents re-priced as supply changed.
 - **Weather and season.** Seeded synthetic weather (pvlib clear sky with a Markov chain of day
   kinds), not the trial months' weather. Each seed is one community (its weather, loads, cars
   and the differences between its sites); every figure is a mean over the seeds with its 95 %

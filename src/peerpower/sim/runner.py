@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from peerpower.agents.catalogue import car_account_id
 from peerpower.agents.controller import Controller, Delivery, MarketTerms
 from peerpower.agents.policy import Bid, Side
 from peerpower.crypto import KeyPair
@@ -112,6 +113,7 @@ def _controllers(scenario: Scenario, genesis: Genesis, weather: Weather) -> dict
     out = {}
     for spec in scenario.sites:
         data = scenario.meter_data.get(spec.id)
+        car = None if spec.charge_at is None else car_account_id(spec.id)
         out[spec.id] = Controller(
             spec,
             terms,
@@ -120,6 +122,8 @@ def _controllers(scenario: Scenario, genesis: Genesis, weather: Weather) -> dict
             weather,
             load_data=None if data is None else data.load_wh,
             pv_data=None if data is None else data.pv_wh,
+            car_key=None if car is None else _keys(scenario, f"site/{car}"),
+            car_meter_key=None if car is None else _keys(scenario, f"meter/{car}"),
         )
         out[spec.id].learn_history(scenario.start)
     return out
@@ -191,6 +195,20 @@ class Community:
             )
             admit.append(op.deposit(spec.id, DEPOSIT_MICROYEN))
             result.deposits[spec.id] = DEPOSIT_MICROYEN
+            if c.car_id is not None and c.car_key is not None and c.car_meter_key is not None:
+                # the car's own account at its workplace charger, metered there
+                assert spec.charge_at is not None
+                admit.append(
+                    op.register(
+                        c.car_id,
+                        c.car_key.public_hex,
+                        c.car_meter_key.public_hex,
+                        spec.charge_at,
+                        "ev",
+                    )
+                )
+                admit.append(op.deposit(c.car_id, DEPOSIT_MICROYEN))
+                result.deposits[c.car_id] = DEPOSIT_MICROYEN
         chain.advance(genesis.time_ms + BLOCK_MS)
         result.refused += chain.submit(admit)
         self.start = datetime(
@@ -220,6 +238,8 @@ class Community:
                 for site_id, c in sites.items()
                 if _active(state, site_id)
                 for item in c.plan(now)
+                # a car's account suspended on its own: its orders wait (resync after)
+                if item[1]["from"] == site_id or _active(state, item[1]["from"])
             ]
             result.refused += validators.submit(sign_encoded(todo))
         # deliver every slot that ended DELIVER_AFTER_MIN ago or more
@@ -237,7 +257,8 @@ class Community:
         result.validators.advance(to_ms(end))
         for slot in self.slots:
             for c in result.baseline_sites.values():
-                result.baseline.setdefault(c.spec.id, []).append(c.deliver(slot, 0, 0, sign=False))
+                d = c.deliver(slot, 0, 0, sign=False)
+                result.baseline.setdefault(c.spec.id, []).append(d)
         return result
 
 
@@ -261,25 +282,31 @@ def _reinstate(result: SimResult, op: Signer) -> list[dict[str, Any]]:
 def _resync(result: SimResult) -> None:
     """Give a controller the chain's view of its account when some of its transactions were
     refused or dropped (its next nonce is not the one the validators expect), as a site's
-    client would on learning of it: the next nonce and the orders that stand."""
+    client would on learning of it: the next nonce and the orders that stand (for its car's
+    account at work likewise)."""
     validators = result.validators
-    behind = {
-        site_id: nonce
-        for site_id, c in result.sites.items()
-        if (nonce := validators.next_nonce(site_id)) != c.nonce
-    }
+    behind: dict[str, tuple[Controller, int, bool]] = {}
+    for site_id, c in result.sites.items():
+        if (nonce := validators.next_nonce(site_id)) != c.nonce:
+            behind[site_id] = (c, nonce, False)
+        car = c.car_id
+        if car is not None and (nonce := validators.next_nonce(car)) != c.car_nonce:
+            behind[car] = (c, nonce, True)
     if not behind:
         return
     result.resyncs += len(behind)
     orders = validators.open_orders(set(behind))
-    for site_id, nonce in behind.items():
+    for account, (c, nonce, is_car) in behind.items():
         standing: dict[Slot, list[tuple[str, Bid]]] = {}
-        for o in orders[site_id]:
+        for o in orders[account]:
             slot = Slot.parse(o.slot)
             side: Side = "buy" if o.side == "buy" else "sell"
             bid = Bid(slot, side, o.energy_wh, o.price_sen_per_kwh)
             standing.setdefault(slot, []).append((o.id, bid))
-        result.sites[site_id].resync(nonce, standing)
+        if is_car:
+            c.resync_car(nonce, standing)
+        else:
+            c.resync(nonce, standing)
 
 
 def _deliver(result: SimResult, slot: Slot) -> None:
@@ -300,9 +327,14 @@ def _deliver(result: SimResult, slot: Slot) -> None:
         mean = sum(p * e for p, e in prices) // sum(e for _, e in prices)
     readings = []
     for site_id, c in result.sites.items():
-        d = c.deliver(slot, bought.get(site_id, 0), sold.get(site_id, 0), sign=False)
+        car = 0 if c.car_id is None else bought.get(c.car_id, 0)
+        d = c.deliver(
+            slot, bought.get(site_id, 0), sold.get(site_id, 0), sign=False, car_bought_wh=car
+        )
         result.deliveries.setdefault(site_id, []).append(d)
         readings.append(d.unsigned)
+        if d.car is not None:
+            readings.append(d.car.unsigned)
         c.observe(slot, bought.get(site_id, 0), sold.get(site_id, 0), mean)
     result.refused += result.validators.submit(sign_encoded(readings))
 
@@ -336,15 +368,21 @@ def costs_microyen(result: SimResult) -> dict[str, SiteCost]:
     tariff, buyback = s.tariff_sen_per_kwh, s.buyback_sen_per_kwh
     out = {}
     for site_id, deliveries in result.deliveries.items():
+        site = result.sites.get(site_id)
+        # a car at its workplace charger is metered there on its own account: its site's
+        # costs include it
+        metered = [*deliveries, *(d.car for d in deliveries if d.car is not None)]
         retail = 0
-        for d in deliveries:
+        for d in metered:
             retail += max(0, d.import_wh - d.bought_wh) * tariff * 10
             retail -= max(0, d.export_wh - d.sold_wh) * buyback * 10
         on_chain = result.deposits.get(site_id, 0) - chain_money(result, site_id)
+        if site is not None and site.car_id is not None:
+            on_chain += result.deposits.get(site.car_id, 0) - chain_money(result, site.car_id)
         baseline = result.baseline.get(site_id, [])
+        baseline = [*baseline, *(d.car for d in baseline if d.car is not None)]
         imports = sum(d.import_wh for d in baseline) * tariff * 10
         base = imports - sum(d.export_wh for d in baseline) * buyback * 10
-        site = result.sites.get(site_id)
         fuel = _fuel_microyen(site)
         base_fuel = _fuel_microyen(result.baseline_sites.get(site_id))
         # energy the market run leaves stored beyond the baseline's (or short of it) at the end:

@@ -44,7 +44,7 @@ as integer sen, energy in kWh is held as integer Wh (both rounded half up).
     # nodes = [{id = "sub"}, {id = "f0", parent = "sub", fee_yen_per_kwh = 1.5}, ...]
 
     [[sites]]
-    type = "pv-battery"           # a catalogue type (peerpower.ledger.genesis.SITE_TYPES)
+    type = "pv-battery"           # a catalogue type (peerpower.ledger.genesis.CATALOGUE_TYPES)
     count = 12                    # 1–100000 (default 1)
     pv_kw = 5.0                   # overrides of the catalogue defaults, all optional
     policy = "soc-table"
@@ -55,8 +55,11 @@ as integer sen, energy in kWh is held as integer Wh (both rounded half up).
 
 Site overrides: ``pv_kw``, ``tilt_deg``, ``azimuth_deg`` (types with PV), ``battery_kwh``,
 ``battery_kw`` (charge and discharge; types with a battery), ``ev_kwh``, ``phev``, ``car`` (a
-table: ``pattern`` — ``commuter``, away on weekdays, or ``home-day``, at home on weekdays but
-for errands — and ``start_soc_percent``, 0–100 within the car's limits; types with a car),
+table: ``pattern`` — ``commuter``, away on weekdays, ``home-day``, at home on weekdays but
+for errands, or ``workplace``, a commuter plugged in at work at the charger on grid node
+``charge_at`` (required with it, refused without), where the car trades and is metered on its
+own account ``<site id>-car`` — and ``start_soc_percent``, 0–100 within the car's limits; types
+with a car),
 ``annual_kwh``, ``occupancy``, ``policy``, ``policy_options`` (a table), ``id_prefix``
 (default ``"site"``; ids are ``<prefix>-000``, ``<prefix>-001``, … counted per prefix in file
 order), ``node`` (given grids only), ``load_csv`` and ``pv_csv`` (types with PV).
@@ -104,9 +107,9 @@ from peerpower.devices.pv import PVConfig, clear_sky_wh
 from peerpower.errors import InvalidInput
 from peerpower.grid.tree import GridTree
 from peerpower.ledger.genesis import (
+    CATALOGUE_TYPES,
     MAX_SLOT_YEAR,
     MIN_SLOT_YEAR,
-    SITE_TYPES,
     MarketRules,
     check_account_id,
 )
@@ -159,10 +162,11 @@ _GENERATED_GRID_KEYS: Final = (
 )
 _GRID_KEYS: Final = (*_GENERATED_GRID_KEYS, "nodes")
 _NODE_KEYS: Final = ("id", "parent", "fee_yen_per_kwh", "capacity_kwh")
-_CAR_KEYS: Final = ("pattern", "start_soc_percent")
+_CAR_KEYS: Final = ("pattern", "start_soc_percent", "charge_at")
 #: How a site's car is used: ``commuter`` — away on weekdays for work (the default);
-#: ``home-day`` — at home on weekdays but for errands (a retiree, a home worker, a second car).
-CAR_PATTERNS: Final = ("commuter", "home-day")
+#: ``home-day`` — at home on weekdays but for errands (a retiree, a home worker, a second car);
+#: ``workplace`` — a commuter that plugs in at work, at the charger on grid node ``charge_at``.
+CAR_PATTERNS: Final = ("commuter", "home-day", "workplace")
 _SITE_KEYS: Final = (
     "type",
     "count",
@@ -476,7 +480,10 @@ def parse_scenario(text: str, source: str, base_dir: Path) -> Scenario:
             if site_id in seen:
                 r.fail(f"sites[{i}].id_prefix", f"gives {site_id!r} a second time")
             seen.add(site_id)
-            specs.append(replace(template, id=site_id, seed=_site_seed(seed, len(specs))))
+            try:
+                specs.append(replace(template, id=site_id, seed=_site_seed(seed, len(specs))))
+            except InvalidInput as err:
+                r.fail(f"sites[{i}].id_prefix", err.message)
             placed.append((i, node))
             if data is not None:
                 meter[site_id] = data
@@ -494,6 +501,21 @@ def parse_scenario(text: str, source: str, base_dir: Path) -> Scenario:
         GridTree.from_json(grid)
     except InvalidInput as err:
         r.fail(err.field, err.message)
+    nodes = {n["id"] for n in grid["nodes"]}
+    for spec, (i, _) in zip(specs, placed, strict=True):
+        if spec.charge_at is None:
+            continue
+        if spec.charge_at not in nodes:
+            r.fail(
+                f"sites[{i}].car.charge_at",
+                f"{spec.charge_at!r} is not a node of the grid (a generated grid's site nodes "
+                "are n-<site id>, e.g. n-business-000)",
+            )
+        if spec.charge_at == spec.node:
+            r.fail(
+                f"sites[{i}].car.charge_at",
+                f"{spec.charge_at!r} is the site's own node: a workplace charger is elsewhere",
+            )
     return Scenario(
         name=name,
         start=start,
@@ -829,8 +851,8 @@ def _entry(
     entry = r.table(raw, where)
     r.keys(entry, _SITE_KEYS, where)
     site_type = entry.get("type")
-    if site_type not in SITE_TYPES:
-        r.fail(f"{where}.type", f"{site_type!r} is not one of {', '.join(SITE_TYPES)}")
+    if site_type not in CATALOGUE_TYPES:
+        r.fail(f"{where}.type", f"{site_type!r} is not one of {', '.join(CATALOGUE_TYPES)}")
     count = r.int_in(entry.get("count", 1), f"{where}.count", 1, MAX_SITES)
     prefix = entry.get("id_prefix", "site")
     if type(prefix) is not str or not prefix:
@@ -908,6 +930,7 @@ def _entry(
         )
 
     driving = base.driving
+    charge_at: str | None = None
     if has("car", ev, "car"):
         assert ev is not None and driving is not None
         car = r.table(entry["car"], f"{where}.car")
@@ -919,7 +942,26 @@ def _entry(
                     f"{where}.car.pattern",
                     f"{pattern!r} is not one of {', '.join(CAR_PATTERNS)}",
                 )
-            driving = replace(driving, commuter=pattern == "commuter")
+            driving = replace(
+                driving,
+                commuter=pattern in ("commuter", "workplace"),
+                charge_at_work=pattern == "workplace",
+            )
+        if "charge_at" in car:
+            charge_at = car["charge_at"]
+            if not driving.charge_at_work:
+                r.fail(
+                    f"{where}.car.charge_at",
+                    f'{charge_at!r}: only a car with pattern = "workplace" charges at work',
+                )
+            if type(charge_at) is not str:
+                r.fail(f"{where}.car.charge_at", f"must be a grid node's id, got {charge_at!r}")
+        elif driving.charge_at_work:
+            r.fail(
+                f"{where}.car.charge_at",
+                "a workplace car needs the grid node of its charger at work "
+                '(e.g. charge_at = "n-business-000", the node of site business-000)',
+            )
         if "start_soc_percent" in car:
             soc = r.int_in(car["start_soc_percent"], f"{where}.car.start_soc_percent", 0, 100)
             current_car: EVConfig = ev
@@ -954,6 +996,7 @@ def _entry(
             battery=battery,
             ev=ev,
             driving=driving,
+            charge_at=charge_at,
             load=load,
             policy=policy,
             policy_options=tuple(sorted(options.items())),

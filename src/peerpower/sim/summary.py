@@ -104,7 +104,7 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
         abs(d.pv_wh + d.import_wh + d.discharge_wh - d.load_wh - d.charge_wh - d.export_wh)
         <= BALANCE_TOLERANCE_WH
         for ds in (*result.deliveries.values(), *result.baseline.values())
-        for d in ds
+        for d in (*ds, *(x.car for x in ds if x.car is not None))
     )
     state = result.validators.state
     return {
@@ -178,12 +178,15 @@ def ev_figures(result: SimResult) -> dict[str, float | None]:
         ds = result.deliveries[site_id]
         trip += ev.trip_wh
         fuel += ev.fuel_kwh * 1000
-        green += (ev.trip_wh - ev.fuel_kwh * 1000) * renewable_share(ds)
+        # what the home used and what the car took at its workplace charger
+        at_work = [d.car for d in ds if d.car is not None]
+        green += (ev.trip_wh - ev.fuel_kwh * 1000) * renewable_share([*ds, *at_work])
         assert c.spec.ev is not None
         before: float | None = None
         for d in ds:
             soc = d.ev_soc_percent
-            if soc is not None and before is not None and d.ev_plugged and soc > before:
+            plugged = d.ev_plugged or d.car is not None
+            if soc is not None and before is not None and plugged and soc > before:
                 gained = (soc - before) * c.spec.ev.capacity_wh / 100
                 charged += gained
                 midday += gained if d.slot.index in MIDDAY else 0.0
@@ -212,7 +215,7 @@ def _cap_wh(result: SimResult) -> int:
     exports: dict[Slot, int] = {}
     imports: dict[Slot, int] = {}
     for ds in result.baseline.values():
-        for d in ds:
+        for d in (*ds, *(x.car for x in ds if x.car is not None)):
             exports[d.slot] = exports.get(d.slot, 0) + d.export_wh
             imports[d.slot] = imports.get(d.slot, 0) + d.import_wh
     return sum(min(e, imports.get(slot, 0)) for slot, e in exports.items())

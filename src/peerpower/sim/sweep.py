@@ -115,6 +115,9 @@ def cluster(workers: int | None, scheduler: str | None) -> Iterator[Any]:
         processes=True,
         host="127.0.0.1",
         dashboard_address=None,
+        # no dashboard, and the scheduler's own HTTP routes on a free port of 127.0.0.1 (by
+        # default they take 8787, and a second sweep at the same time would warn and move)
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         silence_logs=40,  # logging.ERROR
     )
     client = Client(local)  # type: ignore[no-untyped-call]

@@ -78,28 +78,45 @@ def ev_cheap_bids(
     take = own_pv(view)
     buy: dict[int, float] = {}
     if ev is not None:
-        stored = ev.stored_wh
+        eff = ev.efficiency
+        # the most the car may hold at the start of each slot: what it holds now, with own PV
+        # and the purchases planned so far, less returning trips (a purchase it has no room
+        # for is charged the imbalance price)
+        high, at = ev.stored_wh, 0
+
+        def fullest(upto: int) -> float:
+            nonlocal high, at
+            for k in range(at, upto):
+                high = min(ev.max_wh, high + (take[k] + buy.get(k, 0.0)) * eff)
+                if ev.trip_wh and k + 1 < n:
+                    high = max(ev.min_wh, high - ev.trip_wh[k + 1])
+            at = max(at, upto)
+            return high
+
+        if ev.trip_wh:
+            high = max(ev.min_wh, high - ev.trip_wh[0])
         for w, (first, last) in enumerate(_windows(ev, n)):
-            if w > 0 or first > 0:
-                stored = ev.min_wh  # back from a trip: plan for the worst
-            stored += sum(take[first : last + 1]) * ev.efficiency
+            own = sum(take[first : last + 1]) * eff
+            # the least it may hold: back from a trip, plan for the worst
+            stored = ev.min_wh if w > 0 or first > 0 else ev.stored_wh
+            stored += own
             need = _reserve(ev, last) - stored
             by_price = sorted(range(first, last + 1), key=lambda k: (view.prices_sen_per_kwh[k], k))
-            room = ev.max_wh - stored
+            room = ev.max_wh - fullest(first) - own
             for k in by_price:
                 cheap = view.prices_sen_per_kwh[k] <= cheap_yen * 100
                 if need <= 0 and not cheap:
                     continue
                 cap = view.lots(ev.charge_wh - take[k])
                 # whole lots; what the trip needs rounded up
-                lots_needed = -(-max(0.0, need / ev.efficiency) // view.lot_wh) * view.lot_wh
+                lots_needed = -(-max(0.0, need / eff) // view.lot_wh) * view.lot_wh
                 want = float(cap if cheap else min(cap, lots_needed))
-                want = min(want, view.lots(room / ev.efficiency))
+                want = min(want, view.lots(room / eff))
                 if want <= 0:
                     continue
                 buy[k] = want
-                need -= want * ev.efficiency
-                room -= want * ev.efficiency
+                need -= want * eff
+                room -= want * eff
     # the house as it is, less what the car takes of its surplus
     house = replace(view, pv_wh=tuple(round(p - t) for p, t in zip(view.pv_wh, take, strict=True)))
     premium = round(premium_yen * 100)
