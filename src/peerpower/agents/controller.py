@@ -143,6 +143,9 @@ class Controller:
     replan_every: int = 12  # calls of plan() between re-plans of every open slot (6 h)
     near_slots: int = 4  # slots re-planned at every call
     keep_within_wh: int = 200  # standing orders stay if what is wanted differs by no more
+    # ... and a lone order's price by no more than this [sen/kWh] (prices that follow a learnt
+    # forecast move a little at every clearing: re-signing for that costs more than it gains)
+    keep_within_sen_per_kwh: int = 50
     rebid_step_sen_per_kwh: int = 100  # price forecast move after an unfilled bid
     battery: Battery | None = field(init=False)
     ev: EV | None = field(init=False)
@@ -174,6 +177,10 @@ class Controller:
             raise InvalidInput("replan_every", f"must be 1–48, got {self.replan_every}")
         if not 1 <= self.near_slots <= HORIZON_SLOTS:
             raise InvalidInput("near_slots", f"must be 1–48, got {self.near_slots}")
+        if not 0 <= self.keep_within_sen_per_kwh <= 10_000:
+            raise InvalidInput(
+                "keep_within_sen_per_kwh", f"must be 0–10000, got {self.keep_within_sen_per_kwh}"
+            )
         s = self.spec
         self.prices = PriceForecast(self.terms.buyback_sen_per_kwh, self.terms.tariff_sen_per_kwh)
         self.battery = Battery(s.battery) if s.battery is not None else None
@@ -456,7 +463,7 @@ class Controller:
         site = account
         for slot, bids in zip(slots, wanted, strict=True):
             standing = standing_by_slot.get(slot, [])
-            if _close(standing, bids, self.keep_within_wh):
+            if _close(standing, bids, self.keep_within_wh, self.keep_within_sen_per_kwh):
                 continue
             for oid, _ in standing:
                 body = {"chain": chain, "type": "cancel", "from": site, "nonce": nonce}
@@ -673,6 +680,7 @@ class Controller:
         self.load_history.append((day, tuple(load)))
         del self.load_history[:-14]
         self.sky = self.weather.day(day).mean_clearness
+        self.errors.commit()
         self._forecasts.clear()
         self._solar.clear()
         self._actual.pop(day, None)
@@ -744,17 +752,19 @@ def _number(slot: Slot) -> int:
     return slot.day.toordinal() * SLOTS_PER_DAY + slot.index
 
 
-def _close(standing: list[tuple[str, Bid]], wanted: list[Bid], within_wh: int) -> bool:
+def _close(
+    standing: list[tuple[str, Bid]], wanted: list[Bid], within_wh: int, within_sen: int = 0
+) -> bool:
     """Whether the standing orders of a slot are close enough to what is wanted to leave them:
-    the same sides at the same prices, each side's energy at most ``within_wh`` below what is
-    wanted (never above)."""
+    the same sides at the same prices (a lone order's within ``within_sen``), each side's
+    energy at most ``within_wh`` below what is wanted (never above)."""
     if len(standing) == len(wanted) <= 1:
         if not wanted:
             return True
         (_, a), b = standing[0], wanted[0]
         return (
             a.side == b.side
-            and a.price_sen_per_kwh == b.price_sen_per_kwh
+            and abs(a.price_sen_per_kwh - b.price_sen_per_kwh) <= within_sen
             and 0 <= b.energy_wh - a.energy_wh <= within_wh
         )
     have: dict[tuple[str, int], int] = {}

@@ -113,17 +113,25 @@ def buy_ratio(price: int, tariff: int, imbalance: int) -> float:
 @dataclass
 class ErrorBook:
     """A site's forecast errors of its net position, per slot of the day, the last
-    :data:`ERROR_DAYS` days (the controller adds each delivered slot's)."""
+    :data:`ERROR_DAYS` days (the controller adds each delivered slot's, and commits them at the
+    end of each day, when its forecasts start again)."""
 
     errors: list[deque[float]] = field(
         default_factory=lambda: [deque(maxlen=ERROR_DAYS) for _ in range(SLOTS_PER_DAY)]
     )
     _dists: dict[int, tuple[ErrorDist, ErrorDist] | None] = field(default_factory=dict)
+    _pending: list[tuple[int, float]] = field(default_factory=list)
 
     def add(self, index: int, error_wh: float) -> None:
-        self.errors[index].append(error_wh)
-        for k in (index - 1, index, index + 1):
-            self._dists.pop(k % SLOTS_PER_DAY, None)
+        """A delivered slot's error; it counts from the next :meth:`commit` (the day's end),
+        so the orders standing for a slot are not re-sized at every delivery."""
+        self._pending.append((index, error_wh))
+
+    def commit(self) -> None:
+        for index, error in self._pending:
+            self.errors[index].append(error)
+        self._pending.clear()
+        self._dists.clear()
 
     def dists(self, index: int) -> tuple[ErrorDist, ErrorDist] | None:
         """The errors of slot of the day ``index`` and its neighbours, for a surplus and for a
