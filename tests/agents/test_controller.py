@@ -209,3 +209,41 @@ def test_controller_net_buyer_curtails_pv_rather_than_export() -> None:
     assert d.curtailed_wh > 0
     gap = d.pv_wh + d.import_wh + d.discharge_wh - d.load_wh - d.charge_wh - d.export_wh
     assert abs(gap) <= 0.5 + 1e-6
+
+
+def test_a_price_move_within_the_tolerance_leaves_the_order_standing() -> None:
+    c = controller("consumer")
+    now = datetime(DAY.year, DAY.month, DAY.day, 11, 50, tzinfo=JST)
+    first = c.plan(now, full=True)
+    assert first, "a consumer bids for its noon deficit"
+    slot = next(iter(c.standing))
+
+    def moved(step: int) -> list[str]:
+        c.prices.nudges[slot.index] += step
+        return [body["type"] for _, body, _ in c.plan(now, full=True)]
+
+    assert moved(40) == []  # 40 sen/kWh: within the 50 kept
+    again = moved(30)  # 70 from where it was placed: cancelled and placed again
+    assert again.count("cancel") == len(c.standing[slot]) and "order" in again
+    c.keep_within_sen_per_kwh = 0
+    assert moved(1)  # no tolerance: any move re-prices
+
+
+def test_forecast_errors_count_from_the_end_of_their_day() -> None:
+    from peerpower.agents.sizing import MIN_SAMPLES, ErrorBook
+
+    book = ErrorBook()
+    for day in range(MIN_SAMPLES):
+        for k in range(48):
+            book.add(k, 100.0 * day)
+        assert book.dists(10) is None  # nothing committed: the prior stands
+    book.commit()
+    got = book.dists(10)
+    assert got is not None
+    surplus, deficit = got
+    assert surplus.values == tuple(sorted([100.0 * d for d in range(MIN_SAMPLES)] * 3))
+    assert deficit.values == tuple(-x for x in reversed(surplus.values))
+    book.add(10, 5_000.0)
+    assert book.dists(10) is got  # the day's orders keep their sizes until the day ends
+    book.commit()
+    assert book.dists(10) is not got
