@@ -247,3 +247,30 @@ def test_forecast_errors_count_from_the_end_of_their_day() -> None:
     assert book.dists(10) is got  # the day's orders keep their sizes until the day ends
     book.commit()
     assert book.dists(10) is not got
+
+
+def test_the_plan_counts_what_the_battery_gives_in_slots_past_their_gate() -> None:
+    from peerpower.agents.policy import Bid
+
+    c = controller("pv-battery")
+    assert c.battery is not None
+    for k in range(36):  # to the evening, no market
+        c.deliver(Slot(DAY, k))
+    held = c.battery.stored_wh
+    # 18:20: slot 37 (18:30) is the next open one; slot 36 is under way, sold for 1 kWh
+    now = datetime(DAY.year, DAY.month, DAY.day, 18, 20, tzinfo=JST)
+    sold = Slot(DAY, 36)
+    c.standing[sold] = [("o-1", Bid(sold, "sell", 1000, 2000))]
+    pv, load = c._forecast_slots((sold,))
+    v = c.view(now)
+    assert v.slots[0] == Slot(DAY, 37) and v.battery is not None
+    cfg = c.battery.cfg
+    give = min(1000 - (pv[0] - load[0]), cfg.discharge_w / 2)
+    assert give > 0
+    assert v.battery.stored_wh == pytest.approx(max(cfg.min_wh, held - give / cfg.efficiency))
+    # and without the sale, only the house's own forecast use of that slot
+    c.standing.clear()
+    v = c.view(now)
+    own = load[0] - pv[0]
+    assert v.battery is not None
+    assert v.battery.stored_wh == pytest.approx(max(cfg.min_wh, held - own / cfg.efficiency))

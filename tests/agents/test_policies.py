@@ -289,7 +289,7 @@ def test_optimizer_economy_matches_a_dynamic_programming_oracle(seed: int) -> No
     bat = StorageView(3000, 1500.0, 500.0, 3000.0, 800.0, 800.0, 1.0)
     v = view(pv=pv, load=load, prices=prices, bat=bat, n=n)
     depth = 1000.0
-    buys, sells = plan(v, "economy", depth, 0.0)
+    buys, sells, _, _ = plan(v, "economy", depth, 0.0)
     assert all(0 <= b <= depth + 1e-6 for b in buys)
     assert all(0 <= s <= depth + 1e-6 for s in sells)
     # the LP also charges 1e-4 yen/kWh of storage throughput against pointless cycling
@@ -320,8 +320,8 @@ def test_optimizer_renewable_first_imports_no_more_than_economy() -> None:
     from peerpower.agents.policies.optimizer import plan
 
     v = view(pv=pv_curve(3000), load=(600,) * 48, bat=battery(5000.0))
-    eco_buy, _ = plan(v, "economy", 5000.0, 20.0)
-    green_buy, _ = plan(v, "renewable-first", 5000.0, 20.0)
+    eco_buy, *_ = plan(v, "economy", 5000.0, 20.0)
+    green_buy, *_ = plan(v, "renewable-first", 5000.0, 20.0)
     night = [k for k in range(48) if v.pv_wh[k] == 0]
     assert sum(green_buy[k] for k in night) <= sum(eco_buy[k] for k in night) + 1e-6
 
@@ -407,3 +407,23 @@ def test_ev_cheap_charging_never_buys_more_than_the_car_can_hold() -> None:
         bought = sum(b.energy_wh for b in make_policy("ev-cheap-charging")(v) if b.side == "buy")
         room = 36_000.0 - max(8_000.0, stored - 3_000.0)
         assert room / 0.9 - 100 < bought <= room / 0.9, stored
+
+
+def test_optimizer_never_plans_to_resell_what_it_buys() -> None:
+    from peerpower.agents.policies.optimizer import plan
+
+    # an empty battery, no PV, no load; cheap at night and dear by day: buying to sell later
+    # is an arbitrage whose purchase may not fill while its sale does
+    prices = tuple(900 if k < 12 else 2500 for k in range(48))
+    v = view(load=(0,) * 48, prices=prices, bat=battery(1000.0))
+    _, sells, _, _ = plan(v, "economy", 5000.0, 0.0)
+    assert sells.sum() < 1e-6
+    # with energy of its own (stored, and forecast PV beyond the house), it sells up to that
+    v = view(pv=pv_curve(2000), load=(0,) * 48, prices=prices, bat=battery(6000.0))
+    _, sells, _, _ = plan(v, "economy", 5000.0, 0.0)
+    own = (6000.0 - 1000.0) * 0.95 + sum(pv_curve(2000))
+    assert 0 < sells.sum() <= own + 1e-6
+    assert all(
+        sells[: k + 1].sum() <= (6000.0 - 1000.0) * 0.95 + sum(pv_curve(2000)[: k + 1]) + 1e-6
+        for k in range(48)
+    )

@@ -112,7 +112,7 @@ def test_lp_knows_what_a_trip_uses() -> None:
     # buying before the trip to sell after it loses to the round trip's losses
     prices = tuple(2500 if 36 <= k < 44 else 2000 for k in range(n))
     view = _view(n, ev=ev, prices_sen_per_kwh=prices)
-    _, sells = lp_plan(view, "economy", 5000.0, 20.0)
+    _, sells, _, _ = lp_plan(view, "economy", 5000.0, 20.0)
     assert sells[36:44].sum() <= 1  # back at its floor (14,000 − 6,000): nothing to sell
 
 
@@ -120,7 +120,7 @@ def test_lp_with_an_unreachable_reserve_still_bids_for_the_house() -> None:
     n = 48
     reserve = tuple([30000.0] + [0.0] * (n - 1))
     ev = StorageView(40000, 8000.0, 8000.0, 36000.0, 3350.0, 3000.0, 0.866, (True,) * n, reserve)
-    buys, _ = lp_plan(_view(n, ev=ev, load_wh=(500,) * n), "economy", 5000.0, 20.0)
+    buys, *_ = lp_plan(_view(n, ev=ev, load_wh=(500,) * n), "economy", 5000.0, 20.0)
     assert buys.sum() > 0
 
 

@@ -264,7 +264,7 @@ class Controller:
         prices = [self.prices.forecast(s.index, w) for s, w in zip(slots, solar, strict=True)]
         battery = None
         if self.battery is not None:
-            battery = _storage_view(self.battery.cfg, self.battery.stored_wh)
+            battery = _storage_view(self.battery.cfg, self._battery_ahead(slots))
         ev = None
         if self.ev is not None:
             days = [self._ev_day(s.day) for s in slots]
@@ -301,6 +301,35 @@ class Controller:
             tuple(book.dists(s.index) for s in slots),
             t.imbalance_sen_per_kwh,
         )
+
+    def _battery_ahead(self, slots: tuple[Slot, ...]) -> float:
+        """What the battery is expected to hold when the first of ``slots`` starts [Wh]: what
+        it holds now, less what it will give (plus what it will take) in the slots already past
+        their gate and not yet delivered — the orders that stood at their gate as the contracts
+        (at most that), their PV and load as forecast. Planning from what it holds now would
+        sell the same energy twice."""
+        assert self.battery is not None
+        cfg = self.battery.cfg
+        stored = self.battery.stored_wh
+        if not slots:
+            return stored
+        if self._delivered is None:
+            return stored
+        low, high = cfg.min_wh, cfg.max_wh
+        eff, charge, discharge = cfg.efficiency, cfg.charge_w / 2, cfg.discharge_w / 2
+        for number in range(self._delivered + 1, _number(slots[0])):
+            day, index = divmod(number, SLOTS_PER_DAY)
+            slot = Slot(date.fromordinal(day), index)
+            pv, load = self._forecast_slots((slot,))
+            orders = self.at_gate.get(slot) or self.standing.get(slot, [])
+            sold = sum(b.energy_wh for _, b in orders if b.side == "sell")
+            bought = sum(b.energy_wh for _, b in orders if b.side == "buy")
+            want = (sold - bought) - (pv[0] - load[0])
+            if want > 0:
+                stored = max(low, stored - min(want, discharge) / eff)
+            else:
+                stored = min(high, stored + min(-want, charge) * eff)
+        return stored
 
     def _forecast_slots(self, slots: tuple[Slot, ...]) -> tuple[list[int], list[int]]:
         """Forecast PV and load of consecutive ``slots`` [Wh]."""

@@ -24,7 +24,13 @@ from elsewhere (a PHEV's engine, an EV stranded at its floor) at a cost of
 cannot be reached at all, the reserves are dropped and the programme solved again. Storage
 ends the horizon with at least what it had (no selling off the battery for the next day
 at zero value). The solution becomes bids: ``b_k`` as a buy at ``p_k`` + ``premium_yen`` (at most
-the tariff), ``s_k`` as a sell at ``p_k`` − ``premium_yen`` (at least the buyback), whole lots.
+the tariff), ``s_k`` as a sell at ``p_k`` − ``premium_yen`` (at least the buyback), whole lots —
+no more of either than the site's own forecast errors make worth trading (the newsvendor rule of
+:mod:`peerpower.agents.sizing`), with what the storage could still give (for a sale) or take
+(for a purchase) in the slot beyond the plan, within its power and energy, counted as part of
+the position: a forecast error the storage absorbs costs nothing. Trading the plan's point
+forecasts as they were lost misono's battery homes 24 yen a site-day (5 seeds × 3 days):
+shortfalls charged the imbalance price, and purchases that made them curtail their own PV.
 Solved with HiGHS through ``scipy.optimize.linprog``.
 """
 
@@ -47,8 +53,10 @@ def plan(
     depth_wh: float,
     renewable_weight_yen: float,
     reserves: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The LP's market purchases and sales per slot [Wh]."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The LP's market purchases and sales per slot [Wh], and how much more the storage could
+    give and take in each slot than the plan has it do [Wh at the bus] (its power and energy
+    left: what absorbs a forecast error)."""
     n = len(view.slots)
     units = [u for u in (view.battery, view.ev) if u is not None]
     per = 4 + 4 * len(units)  # b, s, i, e, then (c, d, x, f) per unit
@@ -116,33 +124,66 @@ def plan(
                 low = max(low, min(unit.stored_wh, unit.max_wh))
             bounds[var(k, 6 + 4 * u)] = (low, unit.max_wh)
             bounds[var(k, 7 + 4 * u)] = (0.0, trip if trip > 0 else 0.0)
+    # sales only of the site's own energy: by each slot, what it has sold is at most what its
+    # storage holds above its floor now and its forecast PV surplus so far — energy bought in
+    # the market (or imported) is never planned for resale, an arbitrage whose purchase may
+    # not fill while its sale does
+    own = sum(max(0.0, u.stored_wh - u.min_wh) * u.efficiency for u in units)
+    surplus = np.cumsum(
+        [max(0, pv - load) for pv, load in zip(view.pv_wh, view.load_wh, strict=True)]
+    )
+    ub = lil_matrix((n, nv))
+    for k in range(n):
+        for j in range(k + 1):
+            ub[k, var(j, 1)] = 1
     res = linprog(
-        cost, A_eq=a.tocsr(), b_eq=rhs, bounds=bounds, method="highs", options={"presolve": True}
+        cost,
+        A_ub=ub.tocsr(),
+        b_ub=own + surplus,
+        A_eq=a.tocsr(),
+        b_eq=rhs,
+        bounds=bounds,
+        method="highs",
+        options={"presolve": True},
     )
     if res.status != 0:
         if reserves:  # a reserve the car cannot reach: plan without the reserves
             return plan(view, mode, depth_wh, renewable_weight_yen, reserves=False)
-        return np.zeros(n), np.zeros(n)
+        return np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     x = res.x
-    return x[0::per][:n], x[1::per][:n]
+    give, take = np.zeros(n), np.zeros(n)
+    for u, unit in enumerate(units):
+        c, d, stored = x[4 + 4 * u :: per][:n], x[5 + 4 * u :: per][:n], x[6 + 4 * u :: per][:n]
+        there = np.array([1.0 if unit.available(k) else 0.0 for k in range(n)])
+        eff = unit.efficiency
+        give += there * (np.minimum(unit.discharge_wh - d, (stored - unit.min_wh) * eff) + c)
+        take += there * (np.minimum(unit.charge_wh - c, (unit.max_wh - stored) / eff) + d)
+    return x[0::per][:n], x[1::per][:n], np.maximum(give, 0.0), np.maximum(take, 0.0)
 
 
 def optimizer_bids(
     view: SiteView, mode: str, depth_wh: float, premium_yen: float, renewable_weight_yen: float
 ) -> list[Bid]:
-    buys, sells = plan(view, mode, depth_wh, renewable_weight_yen)
+    buys, sells, give, take = plan(view, mode, depth_wh, renewable_weight_yen)
     out: list[Bid] = []
     premium = round(premium_yen * 100)
     for k, slot in enumerate(view.slots):
         p = view.prices_sen_per_kwh[k]
         energy = view.lots(buys[k] + 1e-6)
         if energy:
-            price = min(view.tariff_sen_per_kwh, p + premium)
-            out.append(Bid(slot, "buy", energy, view.clamp_price(price)))
+            price = view.clamp_price(min(view.tariff_sen_per_kwh, p + premium))
+            # a lot the site may not take (its PV up, its load down, beyond what its storage
+            # can still take) is charged the imbalance price: the newsvendor rule, the
+            # storage's spare room counted as part of the deficit
+            energy = min(energy, view.sure_wh(k, -(buys[k] + take[k]), price))
+            if energy:
+                out.append(Bid(slot, "buy", energy, price))
         energy = view.lots(sells[k] + 1e-6)
         if energy:
-            price = max(view.buyback_sen_per_kwh, p - premium)
-            out.append(Bid(slot, "sell", energy, view.clamp_price(price)))
+            price = view.clamp_price(max(view.buyback_sen_per_kwh, p - premium))
+            energy = min(energy, view.sure_wh(k, sells[k] + give[k], price))
+            if energy:
+                out.append(Bid(slot, "sell", energy, price))
     return out
 
 
