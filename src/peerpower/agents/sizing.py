@@ -59,9 +59,19 @@ class ErrorDist:
     def __post_init__(self) -> None:
         object.__setattr__(self, "cum", (0.0, *accumulate(self.values)))
 
-    @classmethod
-    def prior(cls, load_wh: float, pv_wh: float) -> ErrorDist:
-        return cls(_Z, PRIOR_LOAD_CV * load_wh + PRIOR_PV_CV * pv_wh + 1.0)
+    @staticmethod
+    def prior(load_wh: float, pv_wh: float) -> ErrorDist:
+        """The normal prior for a slot forecast at ``load_wh`` and ``pv_wh`` (see the module
+        notes); it is symmetric, so it serves a surplus and a deficit alike."""
+        return _STANDARD.scaled(PRIOR_LOAD_CV * load_wh + PRIOR_PV_CV * pv_wh + 1.0)
+
+    def scaled(self, scale: float) -> ErrorDist:
+        """The same shape at ``scale`` (the values and their sums shared, not copied)."""
+        new = object.__new__(ErrorDist)
+        object.__setattr__(new, "values", self.values)
+        object.__setattr__(new, "scale", scale)
+        object.__setattr__(new, "cum", self.cum)
+        return new
 
     def filled(self, x: float, lot: float) -> float:
         """``E[clip(x + e, 0, lot)]`` [Wh]: what of a lot starting ``x`` below the forecast
@@ -74,6 +84,9 @@ class ErrorDist:
 
     def negated(self) -> ErrorDist:
         return ErrorDist(tuple(-x for x in reversed(self.values)), self.scale)
+
+
+_STANDARD = ErrorDist(_Z)
 
 
 def sure_lots(position_wh: float, errors: ErrorDist, lot_wh: int, ratio: float) -> int:
