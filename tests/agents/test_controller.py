@@ -222,11 +222,20 @@ def test_a_price_move_within_the_tolerance_leaves_the_order_standing() -> None:
         c.prices.nudges[slot.index] += step
         return [body["type"] for _, body, _ in c.plan(now, full=True)]
 
-    assert moved(40) == []  # 40 sen/kWh: within the 50 kept
-    again = moved(30)  # 70 from where it was placed: cancelled and placed again
-    assert again.count("cancel") == len(c.standing[slot]) and "order" in again
-    c.keep_within_sen_per_kwh = 0
-    assert moved(1)  # no tolerance: any move re-prices
+    assert moved(140) == []  # 140 sen/kWh: within the 150 kept
+    assert "cancel" in moved(30)  # 170 from where it was placed: cancelled (and re-sized)
+    # the rule itself: the same side, the price within the tolerance, the energy at most
+    # keep_within_wh short of what is wanted and never more
+    from peerpower.agents.controller import _close
+    from peerpower.agents.policy import Bid
+
+    placed = [("o", Bid(slot, "buy", 500, 1800))]
+    assert _close(placed, [Bid(slot, "buy", 600, 1950)], 200, 150)
+    assert not _close(placed, [Bid(slot, "buy", 600, 1951)], 200, 150)
+    assert not _close(placed, [Bid(slot, "buy", 400, 1800)], 200, 150)
+    assert not _close(placed, [Bid(slot, "buy", 800, 1800)], 200, 150)
+    assert not _close(placed, [Bid(slot, "sell", 500, 1800)], 200, 150)
+    assert not _close(placed, [Bid(slot, "buy", 500, 1801)], 200, 0)  # no tolerance
 
 
 def test_forecast_errors_count_from_the_end_of_their_day() -> None:
