@@ -667,6 +667,15 @@ def test_forecasts_use_the_meter_history_before_the_start(tmp_path: Path) -> Non
     site.load_history.clear()
     site._forecasts.clear()
     assert site._forecast_day(s.start)[1] != [300] * 48  # without it: the model's profile
+    # and what the forecasts of that week would have missed by are the first forecast errors:
+    # a week of 7 days × a slot and its two neighbours; once similar days exist, the
+    # forecast of a steady 300 is 300 and misses by nothing
+    got = site.errors.dists(10)
+    assert got is not None
+    errors = got[0].values
+    assert len(errors) == 7 * 3 and errors.count(0.0) >= 3 * 3
+    plain = _controllers(parse(PV, tmp_path), genesis, weather)["site-000"]
+    assert plain.errors.dists(10) is None  # no meter data: the prior until it has measured
 
 
 def test_first_pv_forecast_follows_the_metered_day_before(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from peerpower.agents.policy import (
     prefix_consistent,
 )
 from peerpower.agents.prices import PriceForecast
-from peerpower.agents.sizing import ErrorBook
+from peerpower.agents.sizing import ERROR_DAYS, ErrorBook
 from peerpower.crypto import KeyPair, sha256
 from peerpower.devices.battery import Battery, BatteryConfig
 from peerpower.devices.ev import EV, DrivingPattern, EVConfig
@@ -54,6 +54,7 @@ from peerpower.units import DEFAULT_LOT_WH
 HORIZON_SLOTS = 48
 Unsigned = tuple[KeyPair, dict[str, Any], bytes]  # key, body, the body's canonical bytes
 REFERENCE_PV = PVConfig(capacity_kw=1.0)  # the panel whose forecast tells when the sun shines
+DEFAULT_CLEARNESS = 0.7  # the sky a controller forecasts before it has measured one
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +157,7 @@ class Controller:
     # the car's purchases at work for slots past their gate, not yet delivered [Wh]
     _car_gated: dict[Slot, int] = field(init=False, default_factory=dict)
     load_history: list[tuple[date, tuple[int, ...]]] = field(init=False, default_factory=list)
-    clearness: float = field(init=False, default=0.7)
+    clearness: float = field(init=False, default=DEFAULT_CLEARNESS)
     prices: PriceForecast = field(init=False)  # the market price forecast, learnt online
     # the forecast errors of the site's net position, learnt at each delivery
     errors: ErrorBook = field(init=False, default_factory=ErrorBook)
@@ -172,7 +173,8 @@ class Controller:
     at_gate: dict[Slot, list[tuple[str, Bid]]] = field(init=False, default_factory=dict)
     _solar: dict[date, list[int]] = field(init=False, default_factory=dict)
     _ev_days: dict[date, EVDay] = field(init=False, default_factory=dict)
-    sky: float = field(init=False, default=0.7)  # yesterday's mean clearness (weather service)
+    # yesterday's mean clearness (weather service)
+    sky: float = field(init=False, default=DEFAULT_CLEARNESS)
 
     def __post_init__(self) -> None:
         if not 1 <= self.replan_every <= 48:
@@ -205,7 +207,11 @@ class Controller:
     def learn_history(self, before: date) -> None:
         """Learn from the site's own meter data of the days before ``before`` as if the
         controller had run then: the last 14 days of load are the history its load forecasts
-        draw similar days from, and the day before's PV over clear sky its first PV forecast."""
+        draw similar days from, the day before's PV over clear sky its first PV forecast, and
+        — where all it trades on was measured (its load, and its PV if it has PV) — what its
+        forecasts of those days would have missed by are its first forecast errors
+        (:mod:`.sizing`)."""
+        self._replay_errors(before)
         if self.load_data is not None:
             days = sorted(d for d in self.load_data if d < before)[-14:]
             self.load_history = [(d, self.load_data[d]) for d in days]
@@ -216,6 +222,40 @@ class Controller:
             if clear > 0:
                 self.clearness = min(1.0, sum(self.pv_data[yesterday]) / clear)
         self._forecasts.clear()
+
+    def _replay_errors(self, before: date) -> None:
+        """The forecast errors of the measured days before ``before`` (see
+        :meth:`learn_history`), each day forecast from the days before it."""
+        s = self.spec
+        load_data, pv_data = self.load_data, self.pv_data
+        if load_data is None or (s.pv is not None and pv_data is None):
+            return
+        days = sorted(d for d in load_data if d < before)
+        seed = _seed(s.seed, "load")
+        for k, day in enumerate(days):
+            if day < before - timedelta(days=ERROR_DAYS):
+                continue
+            history = days[max(0, k - 14) : k]
+            load_f = forecast_load_wh(
+                s.load, day, seed, [load_data[d] for d in history], list(history)
+            )
+            pv_f: list[int] | tuple[int, ...] = [0] * SLOTS_PER_DAY
+            pv: tuple[int, ...] = (0,) * SLOTS_PER_DAY
+            if s.pv is not None:
+                assert pv_data is not None
+                if day not in pv_data:
+                    continue
+                pv = pv_data[day]
+                clearness = DEFAULT_CLEARNESS
+                yesterday = day - timedelta(days=1)
+                clear = float(sum(clear_sky_wh(s.pv, yesterday)))
+                if yesterday in pv_data and clear > 0:
+                    clearness = min(1.0, sum(pv_data[yesterday]) / clear)
+                pv_f = forecast_pv_wh(s.pv, day, clearness)
+            load = load_data[day]
+            for i in range(SLOTS_PER_DAY):
+                self.errors.add(i, (pv[i] - load[i]) - (pv_f[i] - load_f[i]))
+            self.errors.commit()
 
     def _ev_day(self, day: date) -> EVDay:
         got = self._ev_days.get(day)
