@@ -283,3 +283,51 @@ def test_the_plan_counts_what_the_battery_gives_in_slots_past_their_gate() -> No
     own = load[0] - pv[0]
     assert v.battery is not None
     assert v.battery.stored_wh == pytest.approx(max(cfg.min_wh, held - own / cfg.efficiency))
+
+
+def test_the_first_plans_count_the_slots_under_way_too() -> None:
+    from peerpower.agents.policy import Bid
+
+    c = controller("pv-battery")
+    assert c.battery is not None
+    held = c.battery.stored_wh
+    start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=JST)
+    c.view(start - timedelta(minutes=10))  # the first plan: slot 0 is the first open one
+    # half an hour on, slot 0 is under way, sold for 1 kWh, and nothing delivered yet
+    slot0 = Slot(DAY, 0)
+    c.standing[slot0] = [("o-1", Bid(slot0, "sell", 1000, 2000))]
+    v = c.view(start + timedelta(minutes=20))
+    assert v.slots[0] == Slot(DAY, 1) and v.battery is not None
+    assert v.battery.stored_wh < held - 900 / c.battery.cfg.efficiency
+
+
+def test_a_workplace_car_forgets_orders_of_slots_already_delivered() -> None:
+    from peerpower.agents.policy import Bid
+    from peerpower.devices.ev import DrivingConfig
+
+    spec = site(
+        "consumer-phev",
+        "s-car",
+        seed=7,
+        driving=DrivingConfig(charge_at_work=True),
+        charge_at="n-work",
+    )
+    c = Controller(
+        spec,
+        TERMS,
+        KeyPair.derive("agents/car/7"),
+        KeyPair.derive("agents/car/7/meter"),
+        Weather(7, DAY - timedelta(days=1)),
+        car_key=KeyPair.derive("agents/car/7/car"),
+        car_meter_key=KeyPair.derive("agents/car/7/car-meter"),
+    )
+    for k in range(20):
+        c.deliver(Slot(DAY, k))
+    # orders its home could not replace while suspended, for slots now delivered, and one
+    # for the slot under way
+    for k in (18, 19, 20):
+        slot = Slot(DAY, k)
+        c.car_standing[slot] = [(f"o-{k}", Bid(slot, "buy", 1000, 1500))]
+    out: list = []
+    c._plan_car(datetime(DAY.year, DAY.month, DAY.day, 10, 20, tzinfo=JST), out)
+    assert c._car_gated == {Slot(DAY, 20): 1000}

@@ -281,3 +281,23 @@ def test_a_car_charging_at_work_trades_on_its_own_account_there() -> None:
         assert c.ev is not None
         fuel = round(c.ev.fuel_cost_yen * 1e6)
         assert cost.p2p == on_chain + retail + fuel - cost.storage
+
+
+def test_the_genesis_funds_every_cars_account_too() -> None:
+    from peerpower.sim.scenario import parse_scenario
+
+    # more workplace cars than the genesis' spare deposits: every deposit is still made
+    toml = community_toml().replace(
+        'type = "consumer-phev"\ncount = 1\n',
+        'type = "consumer-phev"\ncount = 12\n'
+        '[sites.car]\npattern = "workplace"\ncharge_at = "n-business-000"\n'
+        '[[sites]]\ntype = "business"\nid_prefix = "business"\n',
+    )
+    result = run(parse_scenario(toml, "cars.toml", Path(".")))
+    assert result.refused == 0
+    for c in result.sites.values():
+        for account in (c.spec.id, c.car_id):
+            if account is not None:
+                assert result.deposits[account] == 20_000 * 1_000_000
+                # what it holds on chain, plus what it paid, is its deposit
+                assert chain_money(result, account) > 0

@@ -169,6 +169,8 @@ class Controller:
     _actual: dict[date, tuple[list[int], list[int]]] = field(init=False, default_factory=dict)
     _rounds: int = field(init=False, default=0)
     _delivered: int | None = field(init=False, default=None)
+    # the slot before the first open one this controller saw (what it delivers comes after)
+    _origin: int = field(init=False, default=-1)
     # the orders that stood at each slot's gate (for :meth:`observe`), the last few
     at_gate: dict[Slot, list[tuple[str, Bid]]] = field(init=False, default_factory=dict)
     _solar: dict[date, list[int]] = field(init=False, default_factory=dict)
@@ -296,6 +298,9 @@ class Controller:
     def view(self, now: datetime, horizon: int = HORIZON_SLOTS) -> SiteView:
         """What the policy sees: forecasts for the next ``horizon`` open slots."""
         every = self.open_slots(now)
+        if self._origin < 0 and every:
+            # the slots before the first this controller planned were never its to deliver
+            self._origin = _number(every[0]) - 1
         slots = every[:horizon]
         # the house's need looks past a short view: forecast every open slot then
         pv_all, load_all = self._forecast_slots(every if self._uses_need else slots)
@@ -355,11 +360,10 @@ class Controller:
         stored = self.battery.stored_wh
         if not slots:
             return stored
-        if self._delivered is None:
-            return stored
+        done = self._origin if self._delivered is None else self._delivered
         low, high = cfg.min_wh, cfg.max_wh
         eff, charge, discharge = cfg.efficiency, cfg.charge_w / 2, cfg.discharge_w / 2
-        for number in range(self._delivered + 1, _number(slots[0])):
+        for number in range(done + 1, _number(slots[0])):
             day, index = divmod(number, SLOTS_PER_DAY)
             slot = Slot(date.fromordinal(day), index)
             pv, load = self._forecast_slots((slot,))
@@ -492,12 +496,23 @@ class Controller:
         cheap = min(home, default=view.tariff_sen_per_kwh)
         zeros = (0,) * len(view.slots)
         first = _number(view.slots[0])
+        done = self._origin if self._delivered is None else self._delivered
         for slot in [x for x in self.car_standing if _number(x) < first]:
             bids = self.car_standing.pop(slot)
-            self._car_gated[slot] = sum(b.energy_wh for _, b in bids if b.side == "buy")
-        # what it bought for slots whose gate has passed is on its way: count it as stored
-        coming = sum(self._car_gated.values()) * view.ev.efficiency
-        stored = min(view.ev.max_wh, view.ev.stored_wh + coming)
+            if _number(slot) > done:  # (a slot delivered while its home could not bid: gone)
+                self._car_gated[slot] = sum(b.energy_wh for _, b in bids if b.side == "buy")
+        for slot in [x for x in self._car_gated if _number(x) <= done]:
+            del self._car_gated[slot]
+        # what it bought for slots whose gate has passed is on its way, and at home it may
+        # charge at full power in the slots under way: count both as stored (the most it may
+        # hold: a purchase it has no room for is charged the imbalance price)
+        ev = view.ev
+        coming = sum(self._car_gated.values()) * ev.efficiency
+        for number in range(done + 1, first):
+            ordinal, i = divmod(number, SLOTS_PER_DAY)
+            if self._ev_day(date.fromordinal(ordinal)).home[i]:
+                coming += ev.charge_wh * ev.efficiency
+        stored = min(ev.max_wh, ev.stored_wh + coming)
         car = replace(
             view,
             site=self.car_id,

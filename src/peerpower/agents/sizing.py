@@ -120,6 +120,8 @@ def sell_ratio(price: int, buyback: int, imbalance: int) -> float:
 
 def buy_ratio(price: int, tariff: int, imbalance: int) -> float:
     """The share of a lot a purchase at ``price`` must expect to use [1]."""
+    if tariff + imbalance <= 0:
+        return 0.0 if price <= 0 else 1.0
     return (price + imbalance) / (tariff + imbalance)
 
 

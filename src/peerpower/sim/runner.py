@@ -87,7 +87,9 @@ def build_genesis(scenario: Scenario) -> tuple[Genesis, dict[str, KeyPair]]:
     t0 = to_ms(start - timedelta(hours=1))
     names = [f"val{k}" for k in range(scenario.validators)]
     keys = {n: _keys(scenario, n) for n in (*names, "operator", "grid", "retail")}
-    supply = DEPOSIT_MICROYEN * (len(scenario.sites) + 10)
+    # a deposit for every site and for every car's own account at its workplace charger
+    funded = len(scenario.sites) + sum(s.charge_at is not None for s in scenario.sites)
+    supply = DEPOSIT_MICROYEN * (funded + 10)
     accounts = (
         GenesisAccount("operator", "operator", keys["operator"].public_hex, supply),
         GenesisAccount("grid", "grid", keys["grid"].public_hex),

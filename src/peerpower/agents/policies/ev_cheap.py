@@ -104,7 +104,7 @@ def ev_cheap_bids(
             by_price = sorted(range(first, last + 1), key=lambda k: (view.prices_sen_per_kwh[k], k))
             room = ev.max_wh - fullest(first) - own
             for k in by_price:
-                cheap = view.prices_sen_per_kwh[k] <= cheap_yen * 100
+                cheap = view.prices_sen_per_kwh[k] <= round(cheap_yen * 100)
                 if need <= 0 and not cheap:
                     continue
                 cap = view.lots(ev.charge_wh - take[k])
