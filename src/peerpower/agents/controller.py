@@ -360,12 +360,9 @@ class Controller:
         stored = self.battery.stored_wh
         if not slots:
             return stored
-        done = self._origin if self._delivered is None else self._delivered
         low, high = cfg.min_wh, cfg.max_wh
         eff, charge, discharge = cfg.efficiency, cfg.charge_w / 2, cfg.discharge_w / 2
-        for number in range(done + 1, _number(slots[0])):
-            day, index = divmod(number, SLOTS_PER_DAY)
-            slot = Slot(date.fromordinal(day), index)
+        for slot in self._under_way(slots[0]):
             pv, load = self._forecast_slots((slot,))
             orders = self.at_gate.get(slot) or self.standing.get(slot, [])
             sold = sum(b.energy_wh for _, b in orders if b.side == "sell")
@@ -376,6 +373,20 @@ class Controller:
             else:
                 stored = min(high, stored + min(-want, charge) * eff)
         return stored
+
+    @property
+    def _done(self) -> int:
+        """The last slot delivered (or, before any, the one before the first it planned)."""
+        return self._origin if self._delivered is None else self._delivered
+
+    def _under_way(self, first: Slot) -> list[Slot]:
+        """The slots after the last delivered and before ``first``, the next open one: past
+        their gate, their contracts fixed, not yet delivered."""
+        out = []
+        for number in range(self._done + 1, _number(first)):
+            ordinal, index = divmod(number, SLOTS_PER_DAY)
+            out.append(Slot(date.fromordinal(ordinal), index))
+        return out
 
     def _forecast_slots(self, slots: tuple[Slot, ...]) -> tuple[list[int], list[int]]:
         """Forecast PV and load of consecutive ``slots`` [Wh]."""
@@ -496,7 +507,7 @@ class Controller:
         cheap = min(home, default=view.tariff_sen_per_kwh)
         zeros = (0,) * len(view.slots)
         first = _number(view.slots[0])
-        done = self._origin if self._delivered is None else self._delivered
+        done = self._done
         for slot in [x for x in self.car_standing if _number(x) < first]:
             bids = self.car_standing.pop(slot)
             if _number(slot) > done:  # (a slot delivered while its home could not bid: gone)
@@ -508,9 +519,8 @@ class Controller:
         # hold: a purchase it has no room for is charged the imbalance price)
         ev = view.ev
         coming = sum(self._car_gated.values()) * ev.efficiency
-        for number in range(done + 1, first):
-            ordinal, i = divmod(number, SLOTS_PER_DAY)
-            if self._ev_day(date.fromordinal(ordinal)).home[i]:
+        for slot in self._under_way(view.slots[0]):
+            if self._ev_day(slot.day).home[slot.index]:
                 coming += ev.charge_wh * ev.efficiency
         stored = min(ev.max_wh, ev.stored_wh + coming)
         car = replace(
@@ -546,27 +556,26 @@ class Controller:
         """Append to ``out`` the cancels and orders that make ``account``'s standing orders
         for ``slots`` what is ``wanted``; the next nonce."""
         chain = self.terms.chain
-        site = account
         for slot, bids in zip(slots, wanted, strict=True):
             standing = standing_by_slot.get(slot, [])
             if _close(standing, bids, self.keep_within_wh, self.keep_within_sen_per_kwh):
                 continue
             for oid, _ in standing:
-                body = {"chain": chain, "type": "cancel", "from": site, "nonce": nonce}
+                body = {"chain": chain, "type": "cancel", "from": account, "nonce": nonce}
                 body["order"] = oid
-                out.append((key, body, _cancel_bytes(chain, site, nonce, oid)))
+                out.append((key, body, _cancel_bytes(chain, account, nonce, oid)))
                 nonce += 1
                 self.signed["cancel"] += 1
             placed = []
             name = str(slot)
             for b in bids:
-                body = {"chain": chain, "type": "order", "from": site, "nonce": nonce}
+                body = {"chain": chain, "type": "order", "from": account, "nonce": nonce}
                 body["slot"] = name
                 body["side"] = b.side
                 body["energy_wh"] = b.energy_wh
                 body["price_sen_per_kwh"] = b.price_sen_per_kwh
-                out.append((key, body, _order_bytes(chain, site, nonce, name, b)))
-                placed.append((order_id(site, nonce), b))
+                out.append((key, body, _order_bytes(chain, account, nonce, name, b)))
+                placed.append((order_id(account, nonce), b))
                 nonce += 1
                 self.signed["order"] += 1
             standing_by_slot[slot] = placed

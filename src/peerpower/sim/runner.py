@@ -373,7 +373,7 @@ def costs_microyen(result: SimResult) -> dict[str, SiteCost]:
         site = result.sites.get(site_id)
         # a car at its workplace charger is metered there on its own account: its site's
         # costs include it
-        metered = [*deliveries, *(d.car for d in deliveries if d.car is not None)]
+        metered = with_cars(deliveries)
         retail = 0
         for d in metered:
             retail += max(0, d.import_wh - d.bought_wh) * tariff * 10
@@ -382,7 +382,7 @@ def costs_microyen(result: SimResult) -> dict[str, SiteCost]:
         if site is not None and site.car_id is not None:
             on_chain += result.deposits.get(site.car_id, 0) - chain_money(result, site.car_id)
         baseline = result.baseline.get(site_id, [])
-        baseline = [*baseline, *(d.car for d in baseline if d.car is not None)]
+        baseline = with_cars(baseline)
         imports = sum(d.import_wh for d in baseline) * tariff * 10
         base = imports - sum(d.export_wh for d in baseline) * buyback * 10
         fuel = _fuel_microyen(site)
@@ -400,6 +400,11 @@ def costs_microyen(result: SimResult) -> dict[str, SiteCost]:
             storage=storage,
         )
     return out
+
+
+def with_cars(deliveries: list[Delivery]) -> list[Delivery]:
+    """A site's deliveries and, after them, its car's at its workplace charger."""
+    return [*deliveries, *(d.car for d in deliveries if d.car is not None)]
 
 
 def _stored_wh(c: Controller | None) -> float:

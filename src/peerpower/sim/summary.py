@@ -29,7 +29,7 @@ from peerpower.errors import PeerpowerError
 from peerpower.ledger.replay import genesis_line, verify_path
 from peerpower.ledger.store import block_line
 from peerpower.sim.report import write_report
-from peerpower.sim.runner import SimResult, costs_microyen
+from peerpower.sim.runner import SimResult, costs_microyen, with_cars
 from peerpower.timeslots import Slot
 
 BALANCE_TOLERANCE_WH = 0.5 + 1e-6  # the meter rounds the net exchange to the Wh
@@ -104,7 +104,7 @@ def summary(result: SimResult, chain_verified: bool) -> dict[str, Any]:
         abs(d.pv_wh + d.import_wh + d.discharge_wh - d.load_wh - d.charge_wh - d.export_wh)
         <= BALANCE_TOLERANCE_WH
         for ds in (*result.deliveries.values(), *result.baseline.values())
-        for d in (*ds, *(x.car for x in ds if x.car is not None))
+        for d in with_cars(ds)
     )
     state = result.validators.state
     return {
@@ -179,8 +179,7 @@ def ev_figures(result: SimResult) -> dict[str, float | None]:
         trip += ev.trip_wh
         fuel += ev.fuel_kwh * 1000
         # what the home used and what the car took at its workplace charger
-        at_work = [d.car for d in ds if d.car is not None]
-        green += (ev.trip_wh - ev.fuel_kwh * 1000) * renewable_share([*ds, *at_work])
+        green += (ev.trip_wh - ev.fuel_kwh * 1000) * renewable_share(with_cars(ds))
         assert c.spec.ev is not None
         before: float | None = None
         for d in ds:
@@ -215,7 +214,7 @@ def _cap_wh(result: SimResult) -> int:
     exports: dict[Slot, int] = {}
     imports: dict[Slot, int] = {}
     for ds in result.baseline.values():
-        for d in (*ds, *(x.car for x in ds if x.car is not None)):
+        for d in with_cars(ds):
             exports[d.slot] = exports.get(d.slot, 0) + d.export_wh
             imports[d.slot] = imports.get(d.slot, 0) + d.import_wh
     return sum(min(e, imports.get(slot, 0)) for slot, e in exports.items())
