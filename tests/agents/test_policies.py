@@ -51,6 +51,10 @@ def view(
     )
 
 
+# the trial's table as it was bid, at its rows' own prices
+TRIAL = make_policy("soc-table", forecast_prices=False)
+
+
 def by_slot(bids: list[Bid], k: int) -> list[tuple[str, int, int]]:
     return sorted((b.side, b.energy_wh, b.price_sen_per_kwh) for b in bids if b.slot == SLOTS[k])
 
@@ -73,11 +77,11 @@ def test_soc_table_bids_the_row_of_the_forecast_soc(
 ) -> None:
     # a house that will need nothing from its storage: the row's sale (nothing to buy for)
     v = view(load=(0,) * 48, bat=battery(soc * 100.0), n=1)
-    assert by_slot(make_policy("soc-table")(v), 0) == sells
+    assert by_slot(TRIAL(v), 0) == sells
     # a dark day ahead that the storage cannot cover: the row's purchase, and nothing sold
     # that the house will need (a lot of it kept back from the grid at the tariff)
     v = view(load=(400,) * 48, bat=battery(soc * 100.0))
-    assert by_slot(make_policy("soc-table")(v), 0) == buys
+    assert by_slot(TRIAL(v), 0) == buys
 
 
 def test_soc_table_sells_only_what_the_house_will_not_need() -> None:
@@ -94,14 +98,57 @@ def test_soc_table_sells_only_what_the_house_will_not_need() -> None:
     assert not [b for b in bids if b.side == "buy" and b.slot.index < 8]
 
 
+def test_soc_table_asks_and_bids_the_forecast_price_within_its_rows() -> None:
+    # forecast 17 yen: at 70 % the row takes 10 yen at least, and asks the forecast less 1 yen;
+    # at 30 % it pays 25 at most, and bids the forecast plus 1 yen; at 50 % it asks 20 (the
+    # row's least, above the forecast) and bids 10 (its most, below it)
+    cases = {70: ("sell", 1600), 30: ("buy", 1800), 50: ("sell", 2000)}
+    for soc, (side, price) in cases.items():
+        dark = view(load=(400,) * 48, bat=battery(soc * 100.0))
+        full = view(load=(0,) * 48, bat=battery(soc * 100.0), n=1)
+        bids = by_slot(make_policy("soc-table")(full if side == "sell" else dark), 0)
+        assert [(b[0], b[2]) for b in bids if b[0] == side] == [(side, price)]
+    dark = view(load=(400,) * 48, bat=battery(5000.0))
+    assert ("buy", 1000, 1000) in by_slot(make_policy("soc-table")(dark), 0)
+
+
+def test_soc_table_sells_stored_energy_only_above_what_refilling_it_costs() -> None:
+    # half full at 9:00, the sun ahead will refill it and its surplus is forecast to fetch
+    # 19 yen at 13:00: energy sold from storage before then for 16 yen would cost 19 / 0.95²
+    # to put back, so only sales at a row's price above that (the 40 % row's 30 yen) or of
+    # the PV the battery cannot take are offered
+    k9, k13 = 18, 26
+    prices = tuple(2000 if k == k13 else 1700 for k in range(48))
+    v = view(pv=pv_curve(3000), load=(300,) * 48, prices=prices, bat=battery(5000.0))
+    bids = make_policy("soc-table")(v)
+    refill = 1900 / 0.95**2
+    sells = [b for b in bids if b.side == "sell"]
+    assert sells, "the PV the full battery cannot take is offered"
+    bat = battery(5000.0)
+    stored = bat.stored_wh
+    for k in range(48):
+        n = pv_curve(3000)[k] - 300
+        spill = max(0.0, n - min(bat.charge_wh, (bat.max_wh - stored) / bat.efficiency))
+        offered = sum(
+            b.energy_wh for b in sells if b.slot.index == k and b.price_sen_per_kwh < refill
+        )
+        if k < k13:
+            # before the dearest surplus slot, only the spill is offered
+            assert offered <= spill + 1e-9, k
+        stored = min(bat.max_wh, max(bat.min_wh, stored + (n * bat.efficiency if n > 0 else n)))
+    assert not [b for b in sells if b.slot.index <= k9 and b.price_sen_per_kwh < refill]
+    # at the rows' own prices (the trial) the half-full battery sells at 9:00 for 20 yen
+    assert [b for b in TRIAL(v) if b.side == "sell" and b.slot.index <= k9]
+
+
 def test_soc_table_follows_the_forecast_soc_and_respects_the_floor() -> None:
     # 1.1 kWh stored above a 1 kWh floor: a 1 kWh sale is limited to what is there
     low = StorageView(10_000, 1_150.0, 1_000.0, 10_000.0, 1500.0, 1500.0, 1.0)
     v = view(load=(200,) * 48, bat=low)
-    assert by_slot(make_policy("soc-table")(v), 0) == [("buy", 1000, 2500)]
+    assert by_slot(TRIAL(v), 0) == [("buy", 1000, 2500)]
     # PV charges the battery through the day: later slots bid higher SOC rows
     v = view(pv=pv_curve(3000), load=(300,) * 48, bat=battery(3000.0))
-    bids = make_policy("soc-table")(v)
+    bids = TRIAL(v)
     assert by_slot(bids, 0) == [("buy", 1000, 2500)]  # 30 %
     assert ("sell", 1000, 1000) in by_slot(bids, 30)  # full in the afternoon: the 70 % row
     # every sale counts against the energy stored: a day's sales never exceed what the
@@ -373,7 +420,8 @@ def test_invalid_policy_name_and_options() -> None:
 def test_soc_table_configurable() -> None:
     table = [(0, None, 30, 0.5), (50, 25, None, 0.5)]
     v = view(load=(0,) * 48, bat=battery(6000.0), n=1)
-    assert by_slot(make_policy("soc-table", table=table)(v), 0) == [("sell", 500, 2500)]
+    chosen = make_policy("soc-table", table=table, forecast_prices=False)
+    assert by_slot(chosen(v), 0) == [("sell", 500, 2500)]
 
 
 def test_renewable_preference_bids_more_for_sunny_slots() -> None:

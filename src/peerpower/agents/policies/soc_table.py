@@ -13,7 +13,13 @@ the lowest; above the highest: the highest)::
       70           10                –             1.0
 
 (Tanaka, talk slides on the Misono project, "bidding is done"; the 70 % row's amount is taken as
-1.0 kWh.) The amounts are limited by what the storage can give or take in the slot beside the
+1.0 kWh.) A row's price is read as the least the storage takes for a sale and the most it pays
+for a purchase: it asks the forecast market price less ``premium_yen`` and bids the forecast
+plus ``premium_yen`` within those limits (``forecast_prices = false`` bids the rows' own
+prices, as the trial's table did). A sale from storage also asks at least what refilling it
+costs: the best forecast price the house's own later PV surplus could fetch (at least the
+buyback), over the round trip through the storage; below that, only this slot's PV the
+storage cannot take is offered. The amounts are limited by what the storage can give or take in the slot beside the
 house's own forecast surplus or deficit (which it takes first): a sale never
 draws it below its floor or the EV's trip reserve, a purchase never overfills it; and the
 forecast SOC of later slots counts every earlier sale as made (purchases as not made), so a day
@@ -73,6 +79,7 @@ class SocTable:
     surplus_yen: float | None = None
     deficit_yen: float | None = None
     premium_yen: float = 1.0
+    forecast_prices: bool = True
 
     def __post_init__(self) -> None:
         if not self.rows:
@@ -126,6 +133,8 @@ class SocTable:
             for soc, sell, buy, amount_kwh in self.rows
         ]
         first = rows[0]
+        forecast, premium = view.prices_sen_per_kwh, self._premium
+        refill = _refill_values(view, net, eff, premium) if self.forecast_prices else None
         for k, slot in enumerate(view.slots):
             if plugged and not plugged[k]:
                 out.extend(
@@ -138,6 +147,14 @@ class SocTable:
                 if soc >= r[0]:
                     row = r
             _, sell, buy, amount = row
+            if self.forecast_prices:
+                # the row's price is the least the storage takes, the most it pays; it asks
+                # what the market is forecast to pay within that
+                f = forecast[k]
+                if sell is not None and f - premium > sell:
+                    sell = view.clamp_price(f - premium)
+                if buy is not None and f + premium < buy:
+                    buy = view.clamp_price(f + premium)
             # what must stay stored after this slot: the house's own forecast need until the
             # sun refills it, and the car's next trips
             floor = min_wh + need[k + 1]
@@ -150,6 +167,11 @@ class SocTable:
             if sell is not None:
                 can = min(discharge_wh - deficit, max(0.0, stored - floor) * eff - deficit)
                 energy = max(0, int(min(amount, can) // lot)) * lot
+                if energy and refill is not None and sell < refill[k]:
+                    # only this slot's PV the storage cannot take is worth selling here:
+                    # stored energy would be refilled by later PV worth more
+                    take = min(charge_wh, max(0.0, max_wh - stored) / eff)
+                    energy = min(energy, max(0, int((surplus - take) // lot)) * lot)
                 if energy:
                     out.append(Bid(slot, "sell", energy, sell))
                     # the sale may fill: later slots must not sell the same energy again
@@ -168,6 +190,23 @@ class SocTable:
             else:
                 stored = max(min_wh, stored - min(float(-n), discharge_wh) / eff)
         return out
+
+
+def _refill_values(view: SiteView, net: Sequence[int], eff: float, premium: int) -> list[float]:
+    """What energy taken from the storage after slot ``k`` costs to refill [sen/kWh at the
+    bus]: the best the house's own PV surplus could fetch in a later slot (its forecast price
+    less ``premium``, at least the buyback), over the round trip through the storage; the
+    buyback where no surplus is forecast later."""
+    n = len(net)
+    out = [0.0] * n
+    best = float(view.buyback_sen_per_kwh)
+    for k in range(n - 1, -1, -1):
+        out[k] = best / (eff * eff)
+        if net[k] > 0:
+            f = view.prices_sen_per_kwh[k] - premium
+            if f > best:
+                best = float(f)
+    return out
 
 
 def house_prices(
@@ -218,6 +257,7 @@ def soc_table(
     surplus_yen: float | None = None,
     deficit_yen: float | None = None,
     premium_yen: float = 1.0,
+    forecast_prices: bool = True,
 ) -> Policy:
     """The Misono SOC table policy; ``table`` rows are ``(soc_percent, sell_yen | None,
     buy_yen | None, amount_kwh)``."""
@@ -237,7 +277,9 @@ def soc_table(
                     raise InvalidInput(f"table[{k}].{name}", f"must be a number, got {v!r}")
             parsed.append((soc, _num(sell), _num(buy), float(amount)))  # type: ignore[arg-type]
         rows = tuple(parsed)
-    return SocTable(rows, surplus_yen, deficit_yen, premium_yen)
+    if type(forecast_prices) is not bool:
+        raise InvalidInput("forecast_prices", f"must be true or false, got {forecast_prices!r}")
+    return SocTable(rows, surplus_yen, deficit_yen, premium_yen, forecast_prices)
 
 
 def _num(v: object) -> float | None:
