@@ -239,10 +239,10 @@ def test_a_price_move_within_the_tolerance_leaves_the_order_standing() -> None:
 
 
 def test_forecast_errors_count_from_the_end_of_their_day() -> None:
-    from peerpower.agents.sizing import MIN_SAMPLES, ErrorBook
+    from peerpower.agents.sizing import ErrorBook
 
     book = ErrorBook()
-    for day in range(MIN_SAMPLES):
+    for day in range(6):
         for k in range(48):
             book.add(k, 100.0 * day)
         assert book.dists(10) is None  # nothing committed: the prior stands
@@ -250,7 +250,7 @@ def test_forecast_errors_count_from_the_end_of_their_day() -> None:
     got = book.dists(10)
     assert got is not None
     surplus, deficit = got
-    assert surplus.values == tuple(sorted([100.0 * d for d in range(MIN_SAMPLES)] * 3))
+    assert surplus.values == tuple(sorted([100.0 * d for d in range(6)] * 3))
     assert deficit.values == tuple(-x for x in reversed(surplus.values))
     book.add(10, 5_000.0)
     assert book.dists(10) is got  # the day's orders keep their sizes until the day ends
@@ -331,3 +331,26 @@ def test_a_workplace_car_forgets_orders_of_slots_already_delivered() -> None:
     out: list = []
     c._plan_car(datetime(DAY.year, DAY.month, DAY.day, 10, 20, tzinfo=JST), out)
     assert c._car_gated == {Slot(DAY, 20): 1000}
+
+
+def test_the_rest_of_the_day_is_forecast_from_the_sky_measured_so_far() -> None:
+    # a seed whose second day has another sky than its first (the morning's forecast repeats
+    # yesterday's clearness): by 11:00 the afternoon's PV forecast has moved towards the truth
+    second = DAY + timedelta(days=1)
+    seed = next(
+        s
+        for s in range(1, 200)
+        if Weather(s, DAY - timedelta(days=1)).day(DAY).kind
+        != Weather(s, DAY - timedelta(days=1)).day(second).kind
+    )
+    c = controller("pv", seed=seed)
+    run_days(c, 1)
+    morning = list(c._forecast_day(second)[0])
+    truth = c._truth(second)[0]
+    for k in range(22):  # deliver 00:00-11:00
+        c.deliver(Slot(second, k))
+    now = c._forecast_day(second)[0]
+    after = range(24, 36)
+    missed_before = sum(abs(morning[k] - truth[k]) for k in after)
+    missed_now = sum(abs(now[k] - truth[k]) for k in after)
+    assert missed_now < 0.6 * missed_before, (missed_now, missed_before)

@@ -228,6 +228,35 @@ def test_sure_lots_maximise_the_expected_money_over_the_site_errors(seed: int) -
     assert got == best * 100, (gains[got // 100], gains[best])
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_sure_lots_with_the_prior_maximise_the_expected_money_over_the_mixture(seed: int) -> None:
+    # the site's few errors and the normal prior, weighed w : 1 - w: the lots chosen are the
+    # best count by the expected money over both
+    rng = random.Random(1000 + seed)
+    v = view()
+    errors = [rng.gauss(0, rng.uniform(5, 150)) for _ in range(rng.randint(1, 12))]
+    prior = ErrorDist.prior(rng.uniform(100, 800), rng.uniform(0, 2000))
+    weight = 21 / (21 + len(errors))
+    position = rng.uniform(0, 1500)
+    price = rng.randrange(850, 2600)
+    ratio = (3000 - price) / (3000 - 850)
+    got = sure_lots(position, ErrorDist(tuple(sorted(errors))), 100, ratio, prior, weight)
+    drawn = [prior.scale * z for z in prior.values]
+
+    def gain(j: int) -> float:
+        own = _expected_gain(j, position, errors, price, v, "sell")
+        return (1 - weight) * own + weight * _expected_gain(j, position, drawn, price, v, "sell")
+
+    gains = [gain(j) for j in range(40)]
+    best = max(range(40), key=lambda j: (gains[j], -j))
+    assert got == best * 100, (gains[got // 100], gains[best])
+    # where a lot must be likely to be delivered, the few errors alone, narrower than the
+    # prior, would sell at least as much: the prior is the caution
+    alone = sure_lots(position, ErrorDist(tuple(sorted(errors))), 100, ratio)
+    if ratio >= 0.6 and max(abs(e) for e in errors) < 0.5 * prior.scale:
+        assert alone >= got
+
+
 def test_zi_c_prices_within_buyback_and_tariff_and_reproducible() -> None:
     v = view(pv=pv_curve(2500), load=(600,) * 48)
     bids = make_policy("zi-c")(v)

@@ -167,6 +167,10 @@ class Controller:
     # per day: forecasts (until what they rest on changes) and the truth of the physics
     _forecasts: dict[date, tuple[list[int], list[int]]] = field(init=False, default_factory=dict)
     _actual: dict[date, tuple[list[int], list[int]]] = field(init=False, default_factory=dict)
+    # per day: the clear-sky output of the site's PV [Wh per slot]; and today's clear-sky and
+    # measured PV so far (the nowcast)
+    _clear: dict[date, list[float]] = field(init=False, default_factory=dict)
+    _today: tuple[date, float, float] = field(init=False, default=(date.min, 0.0, 0.0))
     _rounds: int = field(init=False, default=0)
     _delivered: int | None = field(init=False, default=None)
     # the slot before the first open one this controller saw (what it delivers comes after)
@@ -285,7 +289,10 @@ class Controller:
         s = self.spec
         pv = [0] * SLOTS_PER_DAY
         if s.pv is not None:
-            pv = forecast_pv_wh(s.pv, day, self.clearness)
+            clear = self._clear.get(day)
+            if clear is None:
+                clear = self._clear[day] = [float(x) for x in clear_sky_wh(s.pv, day)]
+            pv = [math.floor(c * self.clearness) for c in clear]
         history = [x for _, x in self.load_history]
         dates = [d for d, _ in self.load_history]
         load = forecast_load_wh(s.load, day, _seed(s.seed, "load"), history, dates)
@@ -647,6 +654,7 @@ class Controller:
         pv, load = pvs[slot.index], loads[slot.index]
         f_pv, f_load = self._forecast_day(slot.day)
         self.errors.add(slot.index, (pv - load) - (f_pv[slot.index] - f_load[slot.index]))
+        self._nowcast(slot, pv, f_pv)
         if self.ev is not None:
             self.ev.advance(slot.day, slot.index)  # a car back at this slot has used its trip
         if slot.index == SLOTS_PER_DAY - 1:
@@ -763,13 +771,33 @@ class Controller:
             got = self._actual[day] = (pv, load)
         return got
 
+    def _nowcast(self, slot: Slot, pv: int, f_pv: list[int]) -> None:
+        """The rest of the day's PV forecast follows the sky measured so far today: clear sky ×
+        the day's measured clearness, shrunk towards the morning's forecast while little of
+        the day's clear-sky energy has been seen (by :data:`NOWCAST_SHRINK` of it)."""
+        clear = self._clear.get(slot.day)
+        if clear is None or slot.index == SLOTS_PER_DAY - 1:
+            return
+        day, seen, measured = self._today
+        if day != slot.day:
+            seen = measured = 0.0
+        seen += clear[slot.index]
+        measured += pv
+        self._today = (slot.day, seen, measured)
+        if seen <= 0:
+            return
+        weight = seen / (seen + NOWCAST_SHRINK * sum(clear))
+        c = weight * min(1.0, measured / seen) + (1 - weight) * self.clearness
+        for j in range(slot.index + 1, SLOTS_PER_DAY):
+            f_pv[j] = math.floor(clear[j] * c)
+
     def _end_of_day(self, day: date) -> None:
         """Learn from the day: measured PV over clear-sky (the persistence forecast of
         tomorrow's sky) and the day's load (similar-day forecasts); forecasts start again."""
         pv, load = self._truth(day)
         s = self.spec
         if s.pv is not None:
-            clear = float(sum(clear_sky_wh(s.pv, day)))
+            clear = float(sum(self._clear.get(day) or clear_sky_wh(s.pv, day)))
             if clear > 0:
                 self.clearness = min(1.0, sum(pv) / clear)
         self.load_history.append((day, tuple(load)))
@@ -778,7 +806,13 @@ class Controller:
         self.errors.commit()
         self._forecasts.clear()
         self._solar.clear()
+        self._clear.pop(day, None)
         self._actual.pop(day, None)
+
+
+#: How much of a day's clear-sky energy the nowcast weighs the morning's forecast as (see
+#: :meth:`Controller._nowcast`): after a tenth of the day's sun the two count alike.
+NOWCAST_SHRINK = 0.1
 
 
 @lru_cache(maxsize=64)

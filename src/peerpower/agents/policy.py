@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from peerpower.agents.sizing import ErrorDist, buy_ratio, sell_ratio, sure_lots
+from peerpower.agents.sizing import PRIOR_SAMPLES, ErrorDist, buy_ratio, sell_ratio, sure_lots
 from peerpower.errors import InvalidInput
 from peerpower.timeslots import Slot
 from peerpower.units import DEFAULT_LOT_WH
@@ -116,16 +116,19 @@ class SiteView:
         if net_wh == 0:
             return 0
         dists = self.errors[k] if k < len(self.errors) else None
+        # the prior is symmetric: it serves a surplus and a deficit alike
+        prior = ErrorDist.prior(self.load_wh[k], self.pv_wh[k])
         if dists is None:
-            prior = ErrorDist.prior(self.load_wh[k], self.pv_wh[k])
-            dists = (prior, prior)
+            dists, weight = (prior, prior), 1.0
+        else:
+            weight = PRIOR_SAMPLES / (PRIOR_SAMPLES + len(dists[0].values))
         if net_wh > 0:
             ratio = sell_ratio(
                 price_sen_per_kwh, self.buyback_sen_per_kwh, self.imbalance_sen_per_kwh
             )
-            return sure_lots(net_wh, dists[0], self.lot_wh, ratio)
+            return sure_lots(net_wh, dists[0], self.lot_wh, ratio, prior, weight)
         ratio = buy_ratio(price_sen_per_kwh, self.tariff_sen_per_kwh, self.imbalance_sen_per_kwh)
-        return sure_lots(-net_wh, dists[1], self.lot_wh, ratio)
+        return sure_lots(-net_wh, dists[1], self.lot_wh, ratio, prior, weight)
 
 
 Policy = Callable[[SiteView], list[Bid]]

@@ -214,14 +214,19 @@ ASSUMPTIONS = """## Assumptions, and why the figures differ
   baseline's (or short of it) is credited (or charged) at what refilling it costs: the buyback
   at a home with PV, the tariff without. The trials compared against the households' own
   earlier bills or a reference tariff, over months, with real people.
-- **Policies.** Homes with storage bid the Misono SOC table, with two limits peerpower adds
-  (the table does not say): a sale leaves what the house will need before its PV refills the
-  storage, and a purchase is only of what the storage will lack for that. A site without
-  storage offers its forecast surplus at the forecast market price less 1 yen/kWh and bids for
-  its forecast deficit at the forecast price plus 1 yen/kWh, as many whole lots as its own
-  forecast errors make worth trading (the newsvendor rule against the 30 yen/kWh imbalance
-  charge: at 25 yen/kWh a purchase saves 1 yen against the tariff and risks 55, so consumers
-  buy at midday prices and hardly in the evening). The PHEV homes without batteries charge
+- **Policies.** Homes with storage bid the Misono SOC table's amounts at the forecast market
+  price ∓ 1 yen/kWh, taking a row's price as the least they sell for and the most they pay,
+  with three limits peerpower adds (the table does not say): a sale leaves what the house will
+  need before its PV refills the storage, a purchase is only of what the storage will lack for
+  that, and stored energy is sold only above what refilling it from the house's later PV
+  costs. A site without storage offers its forecast surplus at the forecast market price less
+  1 yen/kWh and bids for its forecast deficit at the forecast price plus 1 yen/kWh, as many
+  whole lots as its forecast errors make worth trading (the newsvendor rule against the
+  30 yen/kWh imbalance charge: at 25 yen/kWh a purchase saves 1 yen against the tariff and
+  risks 55, so consumers buy at midday prices and hardly in the evening); its own errors are
+  mixed with a normal prior that keeps the weight of a week of them (assumed; a few days of
+  errors miss a change of weather), and the rest of a day's PV forecast follows the sky
+  measured so far that day. The PHEV homes without batteries charge
   their cars from their own PV first and in the cheapest slots (`ev-cheap-charging`); in
   higashifuji every PHEV is plugged in at the business site's charger during the working day
   and buys there on its own account. The trials' agents differed, and their participants
@@ -247,8 +252,12 @@ ASSUMPTIONS = """## Assumptions, and why the figures differ
   marginal seller's ask; where less, as in the evening, it rises to the marginal buyer's bid.
   (Until issue 15 every pair was paid its midpoint, about 17.4 yen/kWh at midday and in the
   evening alike.) Sites without storage and the cars price from a forecast learnt from the
-  chain's prices by time of day and the community's solar forecast; homes with storage bid the
-  SOC table's fixed rows. The trials' agents re-priced as supply changed.
+  chain's prices by time of day and the community's solar forecast, and homes with storage
+  price from it within their table's rows. Misono's batteries (7 kWh beside about as much
+  drawn by the house from dusk to the morning sun) hold what their own house needs that
+  night, so they hardly reach the evening market, where they would steady prices; with them
+  and without, the midday glut and the evening shortage set the slots' prices alike. The
+  trials' agents re-priced as supply changed.
 - **Weather and season.** Seeded synthetic weather (pvlib clear sky with a Markov chain of day
   kinds), not the trial months' weather. Each seed is one community (its weather, loads, cars
   and the differences between its sites); every figure is a mean over the seeds with its 95 %

@@ -19,9 +19,9 @@ plus ``premium_yen`` within those limits (``forecast_prices = false`` bids the r
 prices, as the trial's table did). A sale from storage also asks at least what refilling it
 costs: the best forecast price the house's own later PV surplus could fetch (at least the
 buyback), over the round trip through the storage; below that, only this slot's PV the
-storage cannot take is offered. The amounts are limited by what the storage can give or take in the slot beside the
-house's own forecast surplus or deficit (which it takes first): a sale never
-draws it below its floor or the EV's trip reserve, a purchase never overfills it; and the
+storage cannot take is offered. The amounts are limited by what the storage can give or take
+in the slot beside the house's own forecast surplus or deficit (which it takes first): a sale
+never draws it below its floor or the EV's trip reserve, a purchase never overfills it; and the
 forecast SOC of later slots counts every earlier sale as made (purchases as not made), so a day
 of sales never adds up to more than the storage holds. A site with no
 storage (or an EV away) offers its forecast PV surplus at the forecast market price less
