@@ -440,6 +440,8 @@ def test_invalid_policy_name_and_options() -> None:
         ("soc-table", {"table": [(50, 20, 10, 1.0), (40, 30, 20, 1.0)]}, "table[1].soc_percent"),
         ("soc-table", {"table": [(50, 20, 10)]}, "table[0]"),
         ("soc-table", {"surplus_yen": 500}, "surplus_yen"),
+        ("soc-table", {"forecast_prices": "yes"}, "forecast_prices"),
+        ("soc-table", {"forecast_prices": 1}, "forecast_prices"),
     ):
         with pytest.raises(InvalidInput) as info:
             make_policy(name, **options)
