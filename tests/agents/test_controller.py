@@ -354,3 +354,42 @@ def test_the_rest_of_the_day_is_forecast_from_the_sky_measured_so_far() -> None:
     missed_before = sum(abs(morning[k] - truth[k]) for k in after)
     missed_now = sum(abs(now[k] - truth[k]) for k in after)
     assert missed_now < 0.6 * missed_before, (missed_now, missed_before)
+
+
+@pytest.mark.parametrize("site_type", ["pv-battery", "pv", "pv-battery-phev"])
+def test_a_near_replan_bids_what_a_full_one_would_for_its_slots(site_type: str) -> None:
+    # soc-table claims a slot's bid depends only on the slots before it (the controller then
+    # re-plans near slots with a short view): what it needs of later slots — the house's need,
+    # the dearest later sale of its surplus — comes over the whole horizon from the controller
+    c = controller(site_type, seed=3)
+    run_days(c, 1)
+    start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=JST) + timedelta(days=1)
+    differ = 0
+    for hour in range(0, 24, 2):
+        now = start + timedelta(hours=hour, minutes=-10)
+        short, full = c.view(now, c.near_slots), c.view(now, 48)
+        near = set(short.slots)
+        got = sorted(b for b in c.policy(short))
+        want = sorted(b for b in c.policy(full) if b.slot in near)
+        differ += got != want
+    assert differ == 0
+
+
+def test_errors_are_measured_against_the_forecast_the_orders_rested_on() -> None:
+    c = controller("pv", seed=5)
+    run_days(c, 1)
+    day = DAY + timedelta(days=1)
+    start = datetime(day.year, day.month, day.day, tzinfo=JST)
+    for k in range(26):
+        now = start + timedelta(minutes=30 * k - 10)
+        view = c.view(now, c.near_slots)
+        c.bid(now)
+        slot = Slot(day, k)
+        rested = view.pv_wh[0] - view.load_wh[0] if view.slots[0] == slot else None
+        c.errors._pending.clear()
+        c.deliver(slot)
+        pv, load = c._truth(day)
+        (index, error), *_ = c.errors._pending
+        assert index == k
+        if rested is not None:
+            assert error == (pv[k] - load[k]) - rested

@@ -141,6 +141,15 @@ def test_soc_table_sells_stored_energy_only_above_what_refilling_it_costs() -> N
     assert [b for b in TRIAL(v) if b.side == "sell" and b.slot.index <= k9]
 
 
+def test_soc_table_offers_all_the_pv_a_full_battery_cannot_take() -> None:
+    # full, 1 kWh of surplus a slot, a dearer slot at the end: every slot's surplus is
+    # spill (a sale of it takes nothing from the battery), so each slot offers all of it
+    prices = (1700,) * 11 + (2500,)
+    v = view(pv=(1000,) * 12, load=(0,) * 12, prices=prices, bat=battery(10_000.0), n=12)
+    offered = [sum(e for side, e, _ in by_slot(make_policy("soc-table")(v), k)) for k in range(11)]
+    assert offered == [1000] * 11
+
+
 def test_soc_table_follows_the_forecast_soc_and_respects_the_floor() -> None:
     # 1.1 kWh stored above a 1 kWh floor: a 1 kWh sale is limited to what is there
     low = StorageView(10_000, 1_150.0, 1_000.0, 10_000.0, 1500.0, 1500.0, 1.0)

@@ -34,6 +34,7 @@ from peerpower.agents.policy import (
     SiteView,
     StorageView,
     house_need,
+    later_surplus_prices,
     make_policy,
     prefix_consistent,
 )
@@ -171,6 +172,8 @@ class Controller:
     # measured PV so far (the nowcast)
     _clear: dict[date, list[float]] = field(init=False, default_factory=dict)
     _today: tuple[date, float, float] = field(init=False, default=(date.min, 0.0, 0.0))
+    # per slot not yet delivered: the forecast net position its latest orders rested on [Wh]
+    _traded: dict[Slot, int] = field(init=False, default_factory=dict)
     _rounds: int = field(init=False, default=0)
     _delivered: int | None = field(init=False, default=None)
     # the slot before the first open one this controller saw (what it delivers comes after)
@@ -331,10 +334,19 @@ class Controller:
             )
         if self._uses_need:
             net = [p - c for p, c in zip(pv_all, load_all, strict=True)]
+            prices_all = prices + [
+                self.prices.forecast(s.index, self._solar_day(s.day)[s.index])
+                for s in every[len(slots) :]
+            ]
             if battery is not None:
-                battery = self._with_need(battery, every, net, len(slots), ev_plugged=False)
+                battery = self._with_need(
+                    battery, every, net, prices_all, len(slots), ev_plugged=False
+                )
             elif ev is not None:
-                ev = self._with_need(ev, every, net, len(slots), ev_plugged=True)
+                ev = self._with_need(ev, every, net, prices_all, len(slots), ev_plugged=True)
+        # what the orders of the next slots rest on: their errors are measured against it
+        for s, p, c in zip(slots[: self.near_slots], pv, load, strict=False):
+            self._traded[s] = p - c
         t = self.terms
         book = self.errors
         return SiteView(
@@ -414,16 +426,21 @@ class Controller:
         storage: StorageView,
         every: tuple[Slot, ...],
         net: list[int],
+        prices: list[int],
         n: int,
         ev_plugged: bool,
     ) -> StorageView:
-        """``storage`` with the house's need after each of the first ``n`` open slots,
-        worked out over all of them (``every``, forecast ``net`` = PV − load)."""
+        """``storage`` with the house's need after each of the first ``n`` open slots and the
+        dearest later price its PV surplus could fetch, worked out over all of them
+        (``every``, forecast ``net`` = PV − load, forecast ``prices``)."""
         available: tuple[bool, ...] = ()
         if ev_plugged:
             available = tuple(self._ev_day(s.day).home[s.index] for s in every)
         need = house_need(storage, net, available)
-        return replace(storage, need_wh=tuple(need[1 : n + 1]))
+        later = later_surplus_prices(net, prices, available)
+        return replace(
+            storage, need_wh=tuple(need[1 : n + 1]), later_surplus_price=tuple(later[:n])
+        )
 
     # -- bidding -----------------------------------------------------------------------------
     def bid(self, now: datetime, full: bool | None = None) -> list[dict[str, Any]]:
@@ -653,7 +670,11 @@ class Controller:
         pvs, loads = self._truth(slot.day)
         pv, load = pvs[slot.index], loads[slot.index]
         f_pv, f_load = self._forecast_day(slot.day)
-        self.errors.add(slot.index, (pv - load) - (f_pv[slot.index] - f_load[slot.index]))
+        # the error of the forecast the slot's last orders rested on (the day's, if none)
+        traded = self._traded.pop(slot, None)
+        if traded is None:
+            traded = f_pv[slot.index] - f_load[slot.index]
+        self.errors.add(slot.index, (pv - load) - traded)
         self._nowcast(slot, pv, f_pv)
         if self.ev is not None:
             self.ev.advance(slot.day, slot.index)  # a car back at this slot has used its trip

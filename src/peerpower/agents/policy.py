@@ -63,6 +63,9 @@ class StorageView:
     # stored energy above the floor the house is forecast to draw after each slot before its
     # PV refills the storage, over the whole horizon (empty: not given)
     need_wh: tuple[float, ...] = ()
+    # the dearest forecast price [sen/kWh] of a later slot where the house has a forecast
+    # surplus (0: none), after each slot, over the whole horizon (empty: not given)
+    later_surplus_price: tuple[int, ...] = ()
 
     def available(self, k: int) -> bool:
         return not self.plugged or self.plugged[k]
@@ -200,6 +203,20 @@ def house_need(
         else:
             need[k] = max(0.0, after - min(n, charge) * eff)
     return need
+
+
+def later_surplus_prices(
+    net: Sequence[int], prices: Sequence[int], available: Sequence[bool] = ()
+) -> list[int]:
+    """``out[k]``: the dearest of ``prices`` over the slots after ``k`` where ``net`` (PV −
+    load) is a surplus and the storage is ``available`` (0: none)."""
+    out = [0] * len(net)
+    best = 0
+    for k in range(len(net) - 1, -1, -1):
+        out[k] = best
+        if net[k] > 0 and (not available or available[k]) and prices[k] > best:
+            best = prices[k]
+    return out
 
 
 def net_position(view: SiteView) -> list[int]:

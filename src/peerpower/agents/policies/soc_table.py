@@ -53,6 +53,7 @@ from peerpower.agents.policy import (
     Policy,
     SiteView,
     house_need,
+    later_surplus_prices,
     net_position,
     register,
 )
@@ -134,7 +135,15 @@ class SocTable:
         ]
         first = rows[0]
         forecast, premium = view.prices_sen_per_kwh, self._premium
-        refill = _refill_values(view, net, eff, premium) if self.forecast_prices else None
+        refill = None
+        if self.forecast_prices:
+            later = storage.later_surplus_price or later_surplus_prices(
+                net, view.prices_sen_per_kwh, storage.plugged
+            )
+            # what energy taken from storage after each slot costs to refill: the dearest
+            # later sale of the house's PV surplus (at least the buyback), over the round trip
+            round_trip = eff * eff
+            refill = [max(view.buyback_sen_per_kwh, p - premium) / round_trip for p in later]
         for k, slot in enumerate(view.slots):
             if plugged and not plugged[k]:
                 out.extend(
@@ -174,39 +183,26 @@ class SocTable:
                     energy = min(energy, max(0, int((surplus - take) // lot)) * lot)
                 if energy:
                     out.append(Bid(slot, "sell", energy, sell))
-                    # the sale may fill: later slots must not sell the same energy again
-                    stored -= energy / eff
+                    # the sale may fill: later slots must not sell the same energy again (it
+                    # comes out of this slot's surplus first, then out of storage)
+                    n -= energy
             if buy is not None:
-                room = max(0.0, max_wh - stored) / eff - surplus
+                # what the storage holds after what a sale takes beyond this slot's surplus
+                after = stored - max(0, net[k] - n - surplus) / eff
+                room = max(0.0, max_wh - after) / eff - surplus
                 # only what the house would otherwise import at the tariff before the sun
                 # refills the storage: more would push its own PV out at the buyback
-                short = max(0.0, floor - stored) / eff
+                short = max(0.0, floor - after) / eff
                 energy = max(0, int(min(amount, charge_wh - surplus, room, short) // lot)) * lot
                 if energy:
                     out.append(Bid(slot, "buy", energy, buy))
-            # no trading: surplus charges, deficit discharges
+            # no trading beyond the sale: surplus charges, deficit discharges (purchases are
+            # counted as not made)
             if n >= 0:
                 stored = min(max_wh, stored + min(float(n), charge_wh) * eff)
             else:
                 stored = max(min_wh, stored - min(float(-n), discharge_wh) / eff)
         return out
-
-
-def _refill_values(view: SiteView, net: Sequence[int], eff: float, premium: int) -> list[float]:
-    """What energy taken from the storage after slot ``k`` costs to refill [sen/kWh at the
-    bus]: the best the house's own PV surplus could fetch in a later slot (its forecast price
-    less ``premium``, at least the buyback), over the round trip through the storage; the
-    buyback where no surplus is forecast later."""
-    n = len(net)
-    out = [0.0] * n
-    best = float(view.buyback_sen_per_kwh)
-    for k in range(n - 1, -1, -1):
-        out[k] = best / (eff * eff)
-        if net[k] > 0:
-            f = view.prices_sen_per_kwh[k] - premium
-            if f > best:
-                best = float(f)
-    return out
 
 
 def house_prices(
