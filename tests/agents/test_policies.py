@@ -266,6 +266,18 @@ def test_sure_lots_with_the_prior_maximise_the_expected_money_over_the_mixture(s
         assert alone >= got
 
 
+def test_sure_wh_never_trades_beyond_the_forecast_to_the_lot_above() -> None:
+    # at 28 yen a lot need only be delivered 9 % of the time: the symmetric prior's upper tail
+    # would sell far beyond the forecast surplus, which a clear sky caps; the lot above it stays
+    v = view(pv=(2000,) * 48, load=(300,) * 48)
+    assert v.sure_wh(0, 1700, 2800) == 1700
+    assert v.sure_wh(0, 1650, 2800) == 1700
+    assert sure_lots(1650, ErrorDist.prior(300, 2000), 100, (3000 - 2800) / (3000 - 850)) > 1700
+    # a 97 Wh deficit at a midday price still bids its one lot
+    cheap = view(pv=(0,) * 48, load=(97,) * 48)
+    assert cheap.sure_wh(0, -97, 1100) == 100
+
+
 def test_zi_c_prices_within_buyback_and_tariff_and_reproducible() -> None:
     v = view(pv=pv_curve(2500), load=(600,) * 48)
     bids = make_policy("zi-c")(v)

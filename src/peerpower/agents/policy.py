@@ -11,6 +11,7 @@ the forecasts of storage state.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -125,13 +126,16 @@ class SiteView:
             dists, weight = (prior, prior), 1.0
         else:
             weight = PRIOR_SAMPLES / (PRIOR_SAMPLES + len(dists[0].values))
+        # never more than the forecast, to the lot above: the prior is symmetric but PV cannot
+        # beat a clear sky, and a dear price would otherwise sell on its upper tail
+        most = math.ceil(abs(net_wh) / self.lot_wh) * self.lot_wh
         if net_wh > 0:
             ratio = sell_ratio(
                 price_sen_per_kwh, self.buyback_sen_per_kwh, self.imbalance_sen_per_kwh
             )
-            return sure_lots(net_wh, dists[0], self.lot_wh, ratio, prior, weight)
+            return min(most, sure_lots(net_wh, dists[0], self.lot_wh, ratio, prior, weight))
         ratio = buy_ratio(price_sen_per_kwh, self.tariff_sen_per_kwh, self.imbalance_sen_per_kwh)
-        return sure_lots(-net_wh, dists[1], self.lot_wh, ratio, prior, weight)
+        return min(most, sure_lots(-net_wh, dists[1], self.lot_wh, ratio, prior, weight))
 
 
 Policy = Callable[[SiteView], list[Bid]]
