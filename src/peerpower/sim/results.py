@@ -256,8 +256,13 @@ ASSUMPTIONS = """## Assumptions, and why the figures differ
   price from it within their table's rows. Misono's batteries (7 kWh beside about as much
   drawn by the house from dusk to the morning sun) hold what their own house needs that
   night, so they hardly reach the evening market, where they would steady prices; with them
-  and without, the midday glut and the evening shortage set the slots' prices alike. The
-  trials' agents re-priced as supply changed.
+  and without, the midday glut and the evening shortage set the slots' prices alike. A price
+  shown as – had no trade in any run: in the evening (17:00–21:00) nobody offers anything —
+  the sun is down, storage keeps what its own house will draw that night (selling it to buy
+  it back at the tariff is a loss), and a site offers no more than its forecast, so the
+  buyers' bids (the forecast price plus 1 yen/kWh, at most the tariff) stand unmatched and
+  the households import at the tariff. Only cars used as storage, when the batteries are
+  removed, sell there. The trials' agents re-priced as supply changed.
 - **Weather and season.** Seeded synthetic weather (pvlib clear sky with a Markov chain of day
   kinds), not the trial months' weather. Each seed is one community (its weather, loads, cars
   and the differences between its sites); every figure is a mean over the seeds with its 95 %
