@@ -393,3 +393,16 @@ def test_errors_are_measured_against_the_forecast_the_orders_rested_on() -> None
         assert index == k
         if rested is not None:
             assert error == (pv[k] - load[k]) - rested
+
+
+def test_what_orders_rested_on_is_kept_only_for_slots_still_to_deliver() -> None:
+    c = controller("pv-battery", seed=5)
+    start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=JST)
+    for k in range(0, 48, 2):  # a caller may skip slots: what they rested on goes too
+        c.bid(start + timedelta(minutes=30 * k - 10))
+        c.deliver(Slot(DAY, k))
+    assert all(s > Slot(DAY, 46) for s in c._traded)
+    # a bare look at the view places no orders and records nothing
+    before = dict(c._traded)
+    c.view(start + timedelta(days=1, minutes=-10))
+    assert c._traded == before

@@ -150,6 +150,18 @@ def test_soc_table_offers_all_the_pv_a_full_battery_cannot_take() -> None:
     assert offered == [1000] * 11
 
 
+def test_soc_table_buys_what_the_storage_lacks_counting_this_slot_itself() -> None:
+    # 1.5 kWh stored over a 1 kWh floor, 1.5 kWh drawn: the same shortfall to import whether
+    # the deficit is in this slot or the next, so the same purchase
+    low = StorageView(10_000, 1_500.0, 1_000.0, 10_000.0, 1500.0, 1500.0, 0.95)
+    for load in ((0, 1500), (1500, 0)):
+        v = view(load=load, bat=low, n=2)
+        assert by_slot(make_policy("soc-table")(v), 0) == [("buy", 1000, 1800)], load
+    # 500 Wh of this slot's own PV charges it first: about 600 Wh is short, not 1 kWh
+    v = view(pv=(500, 0), load=(0, 1500), bat=low, n=2)
+    assert by_slot(make_policy("soc-table")(v), 0) == [("buy", 600, 1800)]
+
+
 def test_soc_table_follows_the_forecast_soc_and_respects_the_floor() -> None:
     # 1.1 kWh stored above a 1 kWh floor: a 1 kWh sale is limited to what is there
     low = StorageView(10_000, 1_150.0, 1_000.0, 10_000.0, 1500.0, 1500.0, 1.0)

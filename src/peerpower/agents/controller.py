@@ -344,9 +344,6 @@ class Controller:
                 )
             elif ev is not None:
                 ev = self._with_need(ev, every, net, prices_all, len(slots), ev_plugged=True)
-        # what the orders of the next slots rest on: their errors are measured against it
-        for s, p, c in zip(slots[: self.near_slots], pv, load, strict=False):
-            self._traded[s] = p - c
         t = self.terms
         book = self.errors
         return SiteView(
@@ -471,6 +468,10 @@ class Controller:
         short = not full and self._prefix_consistent
         view = self.view(now, self.near_slots if short else HORIZON_SLOTS)
         changing = len(view.slots) if full else min(self.near_slots, len(view.slots))
+        # what the orders of the next slots rest on: their errors are measured against it
+        near = view.slots[: self.near_slots]
+        for slot, p, c in zip(near, view.pv_wh, view.load_wh, strict=False):
+            self._traded[slot] = p - c
         # policies return the view's own Slot objects: find them by identity (cheap), else by
         # value
         by_id = {id(slot): k for k, slot in enumerate(view.slots)}
@@ -666,6 +667,8 @@ class Controller:
         if self._delivered is not None and number <= self._delivered:
             raise InvalidInput("slot", f"{slot} is not after the last slot delivered")
         self._delivered = number
+        for gone in [x for x in self._traded if _number(x) < number]:
+            del self._traded[gone]  # slots skipped (a caller need not deliver every one)
         self._car_gated.pop(slot, None)
         pvs, loads = self._truth(slot.day)
         pv, load = pvs[slot.index], loads[slot.index]

@@ -191,8 +191,15 @@ class SocTable:
                 after = stored - max(0, net[k] - n - surplus) / eff
                 room = max(0.0, max_wh - after) / eff - surplus
                 # only what the house would otherwise import at the tariff before the sun
-                # refills the storage: more would push its own PV out at the buyback
-                short = max(0.0, floor - after) / eff
+                # refills the storage: more would push its own PV out at the buyback. This
+                # slot's own surplus charges it first; its own deficit, drawn beyond what is
+                # stored above the floor, is bought directly (no storage loss)
+                if n >= 0:
+                    short = max(0.0, floor - stored - min(float(n), charge_wh) * eff) / eff
+                else:
+                    d = min(float(-n), discharge_wh)
+                    short = max(0.0, d - max(0.0, stored - floor) * eff)
+                    short += max(0.0, floor - stored) / eff
                 energy = max(0, int(min(amount, charge_wh - surplus, room, short) // lot)) * lot
                 if energy:
                     out.append(Bid(slot, "buy", energy, buy))
