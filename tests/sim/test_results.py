@@ -76,3 +76,12 @@ def test_results_cli_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Pat
         err = capsys.readouterr().err
         assert re.search(rf"{field}.*{flags[1]}", err), err
     assert not (tmp_path / "r.md").exists()
+
+
+def test_a_figure_measured_in_only_some_runs_says_in_how_many() -> None:
+    from peerpower.sim.results import _ci
+
+    some = {"mean": 22.5, "ci95": [17.6, 27.4], "n": 4}
+    assert _ci(some, " yen/kWh", 2, runs=10) == "22.50 [17.60, 27.40] yen/kWh (in 4 of 10 runs)"
+    assert _ci({**some, "n": 10}, " yen/kWh", 2, runs=10) == "22.50 [17.60, 27.40] yen/kWh"
+    assert _ci({"mean": None, "ci95": None, "n": 0}, runs=10) == "–"

@@ -72,11 +72,19 @@ def per_run(sw: dict[str, Any], figure: Callable[[dict[str, Any]], float | None]
     return interval(xs) if xs else {"mean": None, "ci95": None, "n": 0}
 
 
-def _ci(f: dict[str, Any] | None, unit: str = "", digits: int = 1, sign: int = 1) -> str:
+def _ci(
+    f: dict[str, Any] | None,
+    unit: str = "",
+    digits: int = 1,
+    sign: int = 1,
+    runs: int | None = None,
+) -> str:
     """A figure as ``mean [low, high] unit`` (``sign`` −1: shown negated, a saving as a cost
-    change)."""
+    change), and in how many of the sweep's ``runs`` it was measured where not all."""
     if f is None or f["mean"] is None:
         return "–"
+    if runs is not None and f["n"] < runs:
+        return _ci(f, unit, digits, sign) + f" (in {f['n']} of {runs} runs)"
     mean = sign * f["mean"]
     text = f"{mean:+.{digits}f}" if sign < 0 else f"{mean:.{digits}f}"
     if f["ci95"] is not None:
@@ -113,13 +121,15 @@ def _type_table(sw: dict[str, Any]) -> list[str]:
 
 def _market_line(sw: dict[str, Any]) -> str:
     f = sw["figures"]["scenario"]
+    runs = len(sw["runs"])
     return (
         f"Traded {_ci(f['market.traded_kwh'], ' kWh')} per run, against a cap of "
         f"{_ci(f['market.cap_kwh'], ' kWh')} (what could trade without anyone shifting load or "
         f"storage): {_ci(f['market.absorbed_of_cap_percent'], ' %')} of the cap; "
         f"{_ci(f['market.wash_kwh'], ' kWh')} bought and sold by one site in one slot. Prices: "
-        f"{_ci(f.get('market.midday_price_yen_per_kwh'), ' yen/kWh', 2)} at midday "
-        f"(10:00–15:00), {_ci(f.get('market.evening_price_yen_per_kwh'), ' yen/kWh', 2)} in the "
+        f"{_ci(f.get('market.midday_price_yen_per_kwh'), ' yen/kWh', 2, runs=runs)} at midday "
+        "(10:00–15:00), "
+        f"{_ci(f.get('market.evening_price_yen_per_kwh'), ' yen/kWh', 2, runs=runs)} in the "
         "evening (17:00–21:00)."
     )
 
@@ -164,10 +174,12 @@ def render(sweeps: Sweeps, misono: Scenario, hf: Scenario) -> str:
         f"{_ci(hf_f.get('ev.midday_charged_percent'), ' %')} of what the cars stored "
         "(higashifuji) |",
         f"| midday price vs the evening | low | "
-        f"{_ci(hf_f.get('market.midday_price_yen_per_kwh'), '', 2)} vs "
-        f"{_ci(hf_f.get('market.evening_price_yen_per_kwh'), ' yen/kWh', 2)} (higashifuji); "
-        f"{_ci(mf.get('market.midday_price_yen_per_kwh'), '', 2)} vs "
-        f"{_ci(mf.get('market.evening_price_yen_per_kwh'), ' yen/kWh', 2)} (misono) |",
+        f"{_ci(hf_f.get('market.midday_price_yen_per_kwh'), '', 2, runs=len(h['runs']))} vs "
+        f"{_ci(hf_f.get('market.evening_price_yen_per_kwh'), ' yen/kWh', 2, runs=len(h['runs']))}"
+        " (higashifuji); "
+        f"{_ci(mf.get('market.midday_price_yen_per_kwh'), '', 2, runs=len(m['runs']))} vs "
+        f"{_ci(mf.get('market.evening_price_yen_per_kwh'), ' yen/kWh', 2, runs=len(m['runs']))}"
+        " (misono) |",
         f"| steadier prices with batteries | yes | spread of the slots' mean prices "
         f"{_ci(mf.get('market.price_sd_yen_per_kwh'), '', 2)} with, "
         f"{_ci(nbf.get('market.price_sd_yen_per_kwh'), ' yen/kWh', 2)} without (misono) |",
@@ -256,13 +268,13 @@ ASSUMPTIONS = """## Assumptions, and why the figures differ
   price from it within their table's rows. Misono's batteries (7 kWh beside about as much
   drawn by the house from dusk to the morning sun) hold what their own house needs that
   night, so they hardly reach the evening market, where they would steady prices; with them
-  and without, the midday glut and the evening shortage set the slots' prices alike. A price
-  shown as – had no trade in any run: in the evening (17:00–21:00) nobody offers anything —
-  the sun is down, storage keeps what its own house will draw that night (selling it to buy
-  it back at the tariff is a loss), and a site offers no more than its forecast, so the
-  buyers' bids (the forecast price plus 1 yen/kWh, at most the tariff) stand unmatched and
-  the households import at the tariff. Only cars used as storage, when the batteries are
-  removed, sell there. The trials' agents re-priced as supply changed.
+  and without, the midday glut and the evening shortage set the slots' prices alike. In the
+  evening (17:00–21:00) hardly anything is offered: the sun is down, storage keeps what its
+  own house will draw that night (selling it to buy it back at the tariff is a loss), and a
+  site offers no more than its forecast. Most of the buyers' bids (the forecast price plus
+  1 yen/kWh, at most the tariff) stand unmatched and the households import at the tariff; an
+  evening price shown "in n of 10 runs" rests on the few runs where anything traded then
+  (–: none did). The trials' agents re-priced as supply changed.
 - **Weather and season.** Seeded synthetic weather (pvlib clear sky with a Markov chain of day
   kinds), not the trial months' weather. Each seed is one community (its weather, loads, cars
   and the differences between its sites); every figure is a mean over the seeds with its 95 %
