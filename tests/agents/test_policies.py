@@ -539,3 +539,24 @@ def test_optimizer_never_plans_to_resell_what_it_buys() -> None:
         sells[: k + 1].sum() <= (6000.0 - 1000.0) * 0.95 + sum(pv_curve(2000)[: k + 1]) + 1e-6
         for k in range(48)
     )
+
+
+def test_optimizer_plans_no_purchase_where_the_community_has_no_sun() -> None:
+    from peerpower.agents.policies.optimizer import plan
+
+    # dusk: 4 kWh stored above the floor, the evening dear (20 yen), the night forecast at the
+    # midpoint of slots that never traded (17.25 yen), 400 Wh a slot drawn for 10 slots, no sun
+    n = 12
+    prices = (2000, 2000) + (1725,) * 10
+    load = (0, 0) + (400,) * 10
+    bat = StorageView(10_000, 5_000.0, 1_000.0, 10_000.0, 2_000.0, 2_000.0, 1.0)
+    blind = view(load=load + (0,) * 36, prices=prices + (1725,) * 36, bat=bat, n=n)
+    buys, sells, _, _ = plan(blind, "economy", 5000.0, 0.0)
+    # not knowing where the sun is, it sells the battery at dusk and plans to buy the night back
+    assert sells.sum() > 0 and buys.sum() > 0
+    night = SiteView(
+        "s", SLOTS[:n], (0,) * n, load, prices, bat, site_seed=1, solar_wh_per_kw=(0,) * n
+    )
+    buys, sells, _, _ = plan(night, "economy", 5000.0, 0.0)
+    assert buys.sum() == 0
+    assert sells.sum() < 1e-6  # what the house will draw tonight stays in the battery

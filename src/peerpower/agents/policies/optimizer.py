@@ -31,7 +31,10 @@ no more of either than the site's own forecast errors make worth trading (the ne
 the position: a forecast error the storage absorbs costs nothing. Trading the plan's point
 forecasts as they were lost misono's battery homes 24 yen a site-day (5 seeds × 3 days):
 shortfalls charged the imbalance price, and purchases that made them curtail their own PV.
-Solved with HiGHS through ``scipy.optimize.linprog``.
+No purchase is planned in a slot where the community's solar forecast is nil: battery homes of
+misono sold stored energy in the evening at about 20 yen/kWh on a plan to buy it back at night
+at the forecast midpoint (17.25 yen/kWh for slots that never traded), found no seller there
+and imported at the tariff. Solved with HiGHS through ``scipy.optimize.linprog``.
 """
 
 from __future__ import annotations
@@ -97,7 +100,11 @@ def plan(
             a[r, var(k, 4 + 4 * u)] = -1
             a[r, var(k, 5 + 4 * u)] = 1
         rhs[r] = view.load_wh[k] - view.pv_wh[k]
-        bounds[var(k, 0)] = (0.0, depth_wh)
+        # no purchase planned where the community has no sun: there the only sellers are
+        # storage that keeps its own night, and a price forecast for slots that never traded
+        # (the midpoint) is no offer
+        dark = bool(view.solar_wh_per_kw) and view.solar_wh_per_kw[k] <= 0
+        bounds[var(k, 0)] = (0.0, 0.0 if dark else depth_wh)
         bounds[var(k, 1)] = (0.0, depth_wh)
     for u, unit in enumerate(units):
         for k in range(n):
