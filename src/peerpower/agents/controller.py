@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -227,9 +228,9 @@ class Controller:
         s = self.spec
         yesterday = before - timedelta(days=1)
         if self.pv_data is not None and s.pv is not None and yesterday in self.pv_data:
-            clear = float(sum(clear_sky_wh(s.pv, yesterday)))
-            if clear > 0:
-                self.clearness = min(1.0, sum(self.pv_data[yesterday]) / clear)
+            measured = clearness(self.pv_data[yesterday], clear_sky_wh(s.pv, yesterday))
+            if measured is not None:
+                self.clearness = measured
         self._forecasts.clear()
 
     def _replay_errors(self, before: date) -> None:
@@ -255,12 +256,11 @@ class Controller:
                 if day not in pv_data:
                     continue
                 pv = pv_data[day]
-                clearness = DEFAULT_CLEARNESS
+                sky = None
                 yesterday = day - timedelta(days=1)
-                clear = float(sum(clear_sky_wh(s.pv, yesterday)))
-                if yesterday in pv_data and clear > 0:
-                    clearness = min(1.0, sum(pv_data[yesterday]) / clear)
-                pv_f = forecast_pv_wh(s.pv, day, clearness)
+                if yesterday in pv_data:
+                    sky = clearness(pv_data[yesterday], clear_sky_wh(s.pv, yesterday))
+                pv_f = forecast_pv_wh(s.pv, day, DEFAULT_CLEARNESS if sky is None else sky)
             load = load_data[day]
             for i in range(SLOTS_PER_DAY):
                 self.errors.add(i, (pv[i] - load[i]) - (pv_f[i] - load_f[i]))
@@ -821,9 +821,9 @@ class Controller:
         pv, load = self._truth(day)
         s = self.spec
         if s.pv is not None:
-            clear = float(sum(self._clear.get(day) or clear_sky_wh(s.pv, day)))
-            if clear > 0:
-                self.clearness = min(1.0, sum(pv) / clear)
+            measured = clearness(pv, self._clear.get(day) or clear_sky_wh(s.pv, day))
+            if measured is not None:
+                self.clearness = measured
         self.load_history.append((day, tuple(load)))
         del self.load_history[:-14]
         self.sky = self.weather.day(day).mean_clearness
@@ -832,6 +832,12 @@ class Controller:
         self._solar.clear()
         self._clear.pop(day, None)
         self._actual.pop(day, None)
+
+
+def clearness(pv: Iterable[int], clear: Iterable[float]) -> float | None:
+    """A day's measured PV over its clear-sky output (at most 1); None without sun."""
+    total = float(sum(clear))
+    return min(1.0, sum(pv) / total) if total > 0 else None
 
 
 #: How much of a day's clear-sky energy the nowcast weighs the morning's forecast as (see

@@ -138,7 +138,7 @@ class SocTable:
         refill = None
         if self.forecast_prices:
             later = storage.later_surplus_price or later_surplus_prices(
-                net, view.prices_sen_per_kwh, storage.plugged
+                net, forecast, storage.plugged
             )
             # what energy taken from storage after each slot costs to refill: the dearest
             # later sale of the house's PV surplus (at least the buyback), over the round trip
