@@ -447,3 +447,107 @@ def test_shared_verified_signatures_never_accept_a_bad_one() -> None:
     finally:
         share_verified_signatures(0)
     assert verify_signature(key.public, b"d", b"m", sig)
+
+
+# --- signing ahead in worker processes -------------------------------------------------------
+
+
+@pytest.fixture
+def signers(monkeypatch):
+    """Two signing processes of this test's own, and a fresh set of remembered signatures."""
+    monkeypatch.setattr(crypto.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(crypto, "_SIGNERS", None)
+    monkeypatch.setattr(crypto, "_VERIFIED", set())
+    monkeypatch.setattr(crypto, "_VERIFIED_LIMIT", 10_000)
+    yield
+    for w in crypto._SIGNERS or ():
+        w.close(timeout=10)
+
+
+def _sign_items(n: int) -> list[tuple[bytes, bytes, bytes]]:
+    keys = [KeyPair.derive(f"ahead-{k}") for k in range(7)]
+    return [
+        (keys[k % 7].seed + keys[k % 7].public, TX_DOMAIN, f"message {k}".encode() * (k % 5 + 1))
+        for k in range(n)
+    ]
+
+
+def _by_pynacl(items: list[tuple[bytes, bytes, bytes]]) -> list[bytes]:
+    return [nacl.signing.SigningKey(s[:32]).sign(d + m).signature for s, d, m in items]
+
+
+def test_sign_ahead_signs_in_worker_processes_in_order_and_remembers_the_checks(signers) -> None:
+    items = _sign_items(230)
+    waits = [crypto.sign_ahead(items[k : k + 40]) for k in range(0, len(items), 40)]
+    workers = crypto._SIGNERS
+    assert workers is not None and len(workers) == 2
+    assert all(w._sent > 0 for w in workers)  # both processes had batches
+    batches = [wait() for wait in reversed(waits)][::-1]  # collected last first
+    assert [sig for batch in batches for sig in batch] == _by_pynacl(items)
+    expect = _by_pynacl(items)
+    verified = crypto._VERIFIED
+    assert verified is not None
+    for (secret, domain, message), sig in zip(items, expect, strict=True):
+        assert (secret[32:], domain, message, sig) in verified
+
+
+def test_sign_ahead_batches_come_back_in_the_order_given(signers) -> None:
+    items = _sign_items(300)
+    waits = [crypto.sign_ahead(items[k : k + 25]) for k in range(0, len(items), 25)]
+    got = [sig for wait in waits for sig in wait()]
+    assert got == _by_pynacl(items)
+
+
+def test_sign_ahead_remembers_nothing_a_bad_key_pair_signed(signers) -> None:
+    a, b = KeyPair.derive("ahead-a"), KeyPair.derive("ahead-b")
+    items = [(a.seed + b.public, TX_DOMAIN, b"mismatched"), (a.seed + a.public, TX_DOMAIN, b"ok")]
+    sigs = crypto.sign_ahead(items)()
+    assert crypto._SIGNERS and crypto._SIGNERS[0]._sent + crypto._SIGNERS[1]._sent == 1
+    verified = crypto._VERIFIED
+    assert verified is not None
+    assert (b.public, TX_DOMAIN, b"mismatched", sigs[0]) not in verified
+    assert (a.public, TX_DOMAIN, b"ok", sigs[1]) in verified
+    assert not verify_signature(b.public, TX_DOMAIN, b"mismatched", sigs[0])
+
+
+def test_sign_ahead_signs_here_when_its_worker_died(signers) -> None:
+    items = _sign_items(60)
+    crypto.sign_ahead(items[:1])()  # start the workers
+    workers = crypto._SIGNERS
+    assert workers
+    for w in workers:
+        w._proc.kill()
+        w._proc.wait(timeout=10)
+    for _ in workers:  # each call finds one more worker dead and signs here
+        assert crypto.sign_ahead(items)() == _by_pynacl(items)
+    assert not any(w.alive for w in workers)
+    assert crypto.sign_ahead(items[:5])() == _by_pynacl(items[:5])  # no worker left: here
+
+
+def test_sign_ahead_on_one_core_starts_no_process(monkeypatch) -> None:
+    monkeypatch.setattr(crypto.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(crypto, "_SIGNERS", None)
+    items = _sign_items(20)
+    assert crypto.sign_ahead(items)() == _by_pynacl(items)
+    assert crypto._SIGNERS == []
+
+
+def test_sign_ahead_of_transactions_equals_signing_each_in_turn(signers, monkeypatch) -> None:
+    from peerpower.ledger.transactions import SignAhead, sign_body
+
+    monkeypatch.setattr(SignAhead, "BATCH", 16)
+    keys = [KeyPair.derive(f"site-{k}") for k in range(9)]
+    bodies = [
+        {"chain": "t", "type": "order", "from": f"site-{k % 9}", "nonce": k, "energy_wh": 100 * k}
+        for k in range(150)
+    ]
+    ahead = SignAhead()
+    for k in range(0, 150, 10):  # as controllers hand in their orders, ten at a time
+        ahead.extend(
+            (keys[j % 9], bodies[j], crypto.canonical(bodies[j])) for j in range(k, k + 10)
+        )
+    started = sum(w._sent for w in crypto._SIGNERS or ())
+    got = ahead.result()
+    assert started == 7  # 7 batches of 20 (once 16 or more wait) went out, the last 10 here
+    assert got == [sign_body(keys[j % 9], bodies[j]) for j in range(150)]
+    assert ahead.result() == []  # nothing left behind

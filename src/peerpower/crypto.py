@@ -26,10 +26,17 @@ end of a level is carried up unchanged (never paired with itself), and the root 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import json
+import marshal
 import os
+import queue
 import stat
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -231,10 +238,17 @@ def verify_signature(public: bytes, domain: bytes, message: bytes, signature: by
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
         return False
     if cache is not None:
+        _remember(key)
+    return True
+
+
+def _remember(key: tuple[bytes, bytes, bytes, bytes]) -> None:
+    """Keep a signature found valid (``(public, domain, message, signature)``)."""
+    cache = _VERIFIED
+    if cache is not None:
         if len(cache) >= _VERIFIED_LIMIT:
             cache.clear()
         cache.add(key)
-    return True
 
 
 # Signatures already found valid, when several validators share one process (the simulator):
@@ -256,18 +270,176 @@ _POOL: ThreadPoolExecutor | None = None
 PARALLEL_MIN = 512
 
 
+def _workers() -> int:
+    return min(os.cpu_count() or 1, 8)
+
+
+def _pool() -> ThreadPoolExecutor | None:
+    """The signature threads (one per core, at most 8), or None on one core."""
+    global _POOL
+    workers = _workers()
+    if workers < 2:
+        return None
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ed25519")
+    return _POOL
+
+
+def checks_shared() -> bool:
+    """Whether valid signatures are remembered for this process
+    (:func:`share_verified_signatures`)."""
+    return _VERIFIED is not None
+
+
+# Signing ahead: batches signed in worker processes while this one goes on with Python work.
+# Threads would not do: a thread that calls libsodium once per signature needs the GIL back
+# after every call and waits up to the switch interval (5 ms) for it while this thread runs
+# Python, so it signs a few hundred a second. The workers are plain child processes running
+# :mod:`peerpower.signer` (multiprocessing's would import the caller's main script again).
+_SIGNERS: list[SigningProcess] | None = None
+
+
+def _signers() -> list[SigningProcess]:
+    """The signing processes, started on first use (none on one core)."""
+    global _SIGNERS
+    if _SIGNERS is None:
+        _SIGNERS = [SigningProcess() for _ in range(_workers())] if _workers() >= 2 else []
+    return _SIGNERS
+
+
+def sign_ahead(items: Sequence[tuple[bytes, bytes, bytes]]) -> Callable[[], list[bytes]]:
+    """Start signing each ``(secret ‖ public [64 bytes], domain, message)`` (over ``domain ‖
+    message``, as :meth:`KeyPair.sign`) in a worker process; returns a function that waits for
+    the signatures, in order.
+
+    Where this process remembers valid signatures (:func:`share_verified_signatures`), each is
+    checked in the worker too and remembered here, so the validators of this process find it
+    checked. Without workers (one core, or a worker that failed) the signatures are made when
+    asked for, as :func:`sign_many` makes them.
+    """
+    items = list(items)
+    signers = [w for w in _signers() if w.alive]
+    if not items or not signers:
+        return lambda: sign_many([(secret, domain + m) for secret, domain, m in items])
+    worker = min(signers, key=lambda w: w.waiting)
+    ticket = worker.submit(items, check=_VERIFIED is not None)
+
+    def wait() -> list[bytes]:
+        done = worker.result(ticket)
+        if done is None:  # the worker died: sign here
+            return sign_many([(secret, domain + m) for secret, domain, m in items])
+        sigs = []
+        for (secret, domain, message), (sig, ok) in zip(items, done, strict=True):
+            if ok:
+                _remember((secret[32:], domain, message, sig))
+            sigs.append(sig)
+        return sigs
+
+    return wait
+
+
+class SigningProcess:
+    """One signing process (:mod:`peerpower.signer`). Batches go to it through a writer thread
+    and come back, in order, through a reader thread, so the caller never waits on a pipe."""
+
+    def __init__(self) -> None:
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "peerpower.signer"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[list[tuple[bytes, bool]] | None] = queue.SimpleQueue()
+        self._done: dict[int, list[tuple[bytes, bool]] | None] = {}
+        self._sent = 0
+        self._received = 0
+        self.alive = True
+        threading.Thread(target=self._write, daemon=True, name="signer-in").start()
+        threading.Thread(target=self._read, daemon=True, name="signer-out").start()
+
+    @property
+    def waiting(self) -> int:
+        """Batches sent and not yet read back."""
+        return self._sent - self._received
+
+    def submit(self, items: list[tuple[bytes, bytes, bytes]], check: bool) -> int:
+        """Send a batch; returns its ticket for :meth:`result`."""
+        data = marshal.dumps((items, check))
+        self._out.put(len(data).to_bytes(8, "big") + data)
+        self._sent += 1
+        return self._sent - 1
+
+    def result(self, ticket: int) -> list[tuple[bytes, bool]] | None:
+        """The batch's ``(signature, checked)`` pairs, in order; None if the process died."""
+        while ticket not in self._done:
+            got = self._results.get() if self.alive else None
+            if got is None:
+                self.alive = False
+                self._done[ticket] = None
+                break
+            self._done[self._received] = got
+            self._received += 1
+        return self._done.pop(ticket)
+
+    def _write(self) -> None:
+        pipe = self._proc.stdin
+        assert pipe is not None
+        try:
+            while (data := self._out.get()) is not None:
+                pipe.write(data)
+                pipe.flush()
+        except (OSError, ValueError):  # the process is gone: the reader says so
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+    def _read(self) -> None:
+        pipe = self._proc.stdout
+        assert pipe is not None
+        try:
+            while len(head := pipe.read(8)) == 8:
+                self._results.put(marshal.loads(pipe.read(int.from_bytes(head, "big"))))
+        except (OSError, ValueError, EOFError, TypeError):
+            pass
+        finally:
+            self._results.put(None)
+            pipe.close()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Let the process finish (it exits when its input closes); with ``timeout`` [s], wait
+        that long for it, then stop it."""
+        self._out.put(None)
+        if timeout is not None:
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
+def _close_signers() -> None:
+    for w in _SIGNERS or ():
+        w.close()
+
+
+atexit.register(_close_signers)
+
+
 def _on_threads(work: Callable[[Sequence[T]], list[R]], items: Sequence[T]) -> list[R]:
     """``work`` over ``items`` split across threads (libsodium runs without the GIL), in
     order; small batches on this thread."""
-    global _POOL
-    workers = min(os.cpu_count() or 1, 8)
-    if len(items) < PARALLEL_MIN or workers < 2:
+    pool = _pool() if len(items) >= PARALLEL_MIN else None
+    if pool is None:
         return work(items)
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ed25519")
+    workers = _workers()
     step = -(-len(items) // workers)
     out: list[R] = []
-    for part in _POOL.map(work, [items[k : k + step] for k in range(0, len(items), step)]):
+    for part in pool.map(work, [items[k : k + step] for k in range(0, len(items), step)]):
         out.extend(part)
     return out
 

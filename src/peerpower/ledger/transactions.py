@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from peerpower.crypto import (
     canonical_unchecked,
     parse_hex,
     sha256,
+    sign_ahead,
     sign_many,
 )
 from peerpower.errors import InvalidInput, InvalidTransaction
@@ -284,6 +285,47 @@ def sign_encoded(items: Sequence[tuple[KeyPair, dict[str, Any], bytes]]) -> list
     """As :func:`sign_bodies`, each body given with its canonical bytes already made."""
     sigs = sign_many([(key.seed + key.public, TX_DOMAIN + m) for key, _, m in items])
     return [{"body": body, "sig": sig.hex()} for (_, body, _), sig in zip(items, sigs, strict=True)]
+
+
+class SignAhead:
+    """Signs transactions in batches (sent once :attr:`BATCH` or more wait) in worker processes
+    while the caller goes on making more (the simulator's controllers plan while the orders of those before them are
+    signed); see :func:`peerpower.crypto.sign_ahead`, which also checks each signature there
+    where this process's validators share checked signatures.
+
+    ``ahead = SignAhead(); ahead.extend(items); txs = ahead.result()``: the transactions in the
+    order given.
+    """
+
+    BATCH = 128
+
+    def __init__(self) -> None:
+        self._batch: list[tuple[KeyPair, dict[str, Any], bytes]] = []
+        self._started: list[tuple[list[dict[str, Any]], Callable[[], list[bytes]]]] = []
+
+    def extend(self, items: Iterable[tuple[KeyPair, dict[str, Any], bytes]]) -> None:
+        """Add ``(key, body, canonical bytes of body)`` items; full batches start at once."""
+        self._batch.extend(items)
+        if len(self._batch) >= self.BATCH:
+            self._start()
+
+    def _start(self) -> None:
+        batch, self._batch = self._batch, []
+        wait = sign_ahead([(key.seed + key.public, TX_DOMAIN, m) for key, _, m in batch])
+        self._started.append(([body for _, body, _ in batch], wait))
+
+    def result(self) -> list[dict[str, Any]]:
+        """Every transaction added, signed, in order. The last batch, short of a full one, is
+        signed here while the workers finish theirs (a small community's orders never leave
+        this process)."""
+        rest, self._batch = sign_encoded(self._batch), []
+        started, self._started = self._started, []
+        done = [
+            {"body": body, "sig": sig.hex()}
+            for bodies, wait in started
+            for body, sig in zip(bodies, wait(), strict=True)
+        ]
+        return done + rest
 
 
 @dataclass(slots=True)

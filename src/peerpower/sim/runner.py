@@ -48,7 +48,11 @@ from peerpower.devices.weather import Weather
 from peerpower.ledger.genesis import Genesis, GenesisAccount
 from peerpower.ledger.rules import to_ms
 from peerpower.ledger.state import Account, Contract, Contracts, State
-from peerpower.ledger.transactions import Signer, share_decoded_transactions, sign_encoded
+from peerpower.ledger.transactions import (
+    SignAhead,
+    Signer,
+    share_decoded_transactions,
+)
 from peerpower.sim.network import BLOCK_MS, Validators
 from peerpower.sim.scenario import Scenario
 from peerpower.timeslots import JST, SLOTS_PER_DAY, Slot
@@ -229,24 +233,27 @@ class Community:
         validators = result.validators
         now = self.start + timedelta(minutes=30 * k - PLAN_BEFORE_MIN)
         validators.advance(to_ms(now))
+        orders = SignAhead()  # signed (and checked) on the other cores as they come
         if k < self.total:
             if k and k % SLOTS_PER_DAY == 0:
                 result.refused += validators.submit(_reinstate(result, self.op))
             _resync(result)
             # a suspended site may not bid (its orders would be refused) until reinstated
             state = validators.state
-            todo = [
-                item
-                for site_id, c in sites.items()
-                if _active(state, site_id)
-                for item in c.plan(now)
-                # a car's account suspended on its own: its orders wait (resync after)
-                if item[1]["from"] == site_id or _active(state, item[1]["from"])
-            ]
-            result.refused += validators.submit(sign_encoded(todo))
-        # deliver every slot that ended DELIVER_AFTER_MIN ago or more
-        if 2 <= k < self.total + 2:
-            _deliver(result, self.slots[k - 2])
+            for site_id, c in sites.items():
+                if _active(state, site_id):
+                    orders.extend(
+                        item
+                        for item in c.plan(now)
+                        # a car's account suspended on its own: its orders wait (resync after)
+                        if item[1]["from"] == site_id or _active(state, item[1]["from"])
+                    )
+        # deliver every slot that ended DELIVER_AFTER_MIN ago or more (after the plans, which
+        # did not know it yet; its readings go to the validators after the orders)
+        readings = _deliver(result, self.slots[k - 2]) if 2 <= k < self.total + 2 else None
+        result.refused += validators.submit(orders.result())
+        if readings is not None:
+            result.refused += validators.submit(readings.result())
 
     def finish(self) -> SimResult:
         """Run on until every slot is settled (its meter deadline is an hour after it ends)
@@ -311,8 +318,9 @@ def _resync(result: SimResult) -> None:
             c.resync(nonce, standing)
 
 
-def _deliver(result: SimResult, slot: Slot) -> None:
-    """Deliver ``slot`` at every site against its contracts; submit the meter readings."""
+def _deliver(result: SimResult, slot: Slot) -> SignAhead:
+    """Deliver ``slot`` at every site against its contracts; the meter readings, being
+    signed."""
     state = result.validators.state
     rec = state.get("contracts", str(slot))
     units: tuple[Contract, ...] = rec.units if isinstance(rec, Contracts) else ()
@@ -327,18 +335,16 @@ def _deliver(result: SimResult, slot: Slot) -> None:
     mean = None
     if prices:
         mean = sum(p * e for p, e in prices) // sum(e for _, e in prices)
-    readings = []
+    readings = SignAhead()
     for site_id, c in result.sites.items():
         car = 0 if c.car_id is None else bought.get(c.car_id, 0)
         d = c.deliver(
             slot, bought.get(site_id, 0), sold.get(site_id, 0), sign=False, car_bought_wh=car
         )
         result.deliveries.setdefault(site_id, []).append(d)
-        readings.append(d.unsigned)
-        if d.car is not None:
-            readings.append(d.car.unsigned)
+        readings.extend([d.unsigned] if d.car is None else [d.unsigned, d.car.unsigned])
         c.observe(slot, bought.get(site_id, 0), sold.get(site_id, 0), mean)
-    result.refused += result.validators.submit(sign_encoded(readings))
+    return readings
 
 
 def chain_money(result: SimResult, site_id: str) -> int:
