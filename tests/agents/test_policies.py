@@ -278,6 +278,21 @@ def test_sure_lots_with_the_prior_maximise_the_expected_money_over_the_mixture(s
         assert alone >= got
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_sure_lots_at_most_a_count_is_the_lesser_of_that_count_and_the_uncapped_lots(
+    seed: int,
+) -> None:
+    rng = random.Random(2000 + seed)
+    errors = ErrorDist(tuple(sorted(rng.gauss(0, 80) for _ in range(rng.randint(1, 30)))))
+    prior = ErrorDist.prior(rng.uniform(100, 800), rng.uniform(0, 2000))
+    for _ in range(30):
+        position, ratio = rng.uniform(-200, 1500), rng.uniform(0, 0.99)
+        free = sure_lots(position, errors, 100, ratio, prior, 0.4)
+        for most in (0, 1, 3, 8, 40):
+            capped = sure_lots(position, errors, 100, ratio, prior, 0.4, most)
+            assert capped == min(free, most * 100)
+
+
 def test_sure_wh_never_trades_beyond_the_forecast_to_the_lot_above() -> None:
     # at 28 yen a lot need only be delivered 9 % of the time: the symmetric prior's upper tail
     # would sell far beyond the forecast surplus, which a clear sky caps; the lot above it stays

@@ -86,3 +86,24 @@ def test_forecasts_stay_within_the_retail_prices(price: int) -> None:
     for i in range(48):
         f.observe(i, price, 0.0)
     assert all(BUYBACK <= f.forecast(i, s) <= TARIFF for i in range(48) for s in (0.0, 500.0))
+
+
+def test_a_forecast_is_the_mean_moved_by_the_slope_clamped_then_nudged_and_clamped() -> None:
+    rng = random.Random(16)
+    f = fresh()
+    for _ in range(400):
+        i = rng.randrange(48)
+        if rng.random() < 0.8:
+            f.observe(i, rng.randrange(0, 6000), rng.uniform(0, 600))
+        else:
+            f.nudge(i, rng.choice((-300, -100, 100, 300)))
+    checked = 0
+    for i in range(48):
+        for s in (0.0, 50.0, 333.3, 600.0):
+            m = f.mean[i]
+            base = (BUYBACK + TARIFF) // 2
+            if m is not None:
+                base = min(TARIFF, max(BUYBACK, round(m + f.slope * (s - f.solar[i]))))
+            assert f.forecast(i, s) == min(TARIFF, max(BUYBACK, base + f.nudges[i]))
+            checked += m is not None
+    assert checked > 100 and f.slope != 0

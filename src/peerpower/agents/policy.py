@@ -111,7 +111,8 @@ class SiteView:
         return max(0, int(energy_wh // self.lot_wh)) * self.lot_wh
 
     def clamp_price(self, price: float) -> int:
-        return int(min(self.price_max_sen_per_kwh, max(self.price_min_sen_per_kwh, round(price))))
+        lo, hi, p = self.price_min_sen_per_kwh, self.price_max_sen_per_kwh, round(price)
+        return lo if p < lo else hi if p > hi else p
 
     def sure_wh(self, k: int, net_wh: float, price_sen_per_kwh: int) -> int:
         """Whole lots [Wh] of slot ``k``'s forecast position ``net_wh`` (> 0: a surplus to
@@ -128,14 +129,14 @@ class SiteView:
             weight = PRIOR_SAMPLES / (PRIOR_SAMPLES + len(dists[0].values))
         # never more than the forecast, to the lot above: the prior is symmetric but PV cannot
         # beat a clear sky, and a dear price would otherwise sell on its upper tail
-        most = math.ceil(abs(net_wh) / self.lot_wh) * self.lot_wh
+        most = math.ceil(abs(net_wh) / self.lot_wh)
         if net_wh > 0:
             ratio = sell_ratio(
                 price_sen_per_kwh, self.buyback_sen_per_kwh, self.imbalance_sen_per_kwh
             )
-            return min(most, sure_lots(net_wh, dists[0], self.lot_wh, ratio, prior, weight))
+            return sure_lots(net_wh, dists[0], self.lot_wh, ratio, prior, weight, most)
         ratio = buy_ratio(price_sen_per_kwh, self.tariff_sen_per_kwh, self.imbalance_sen_per_kwh)
-        return min(most, sure_lots(-net_wh, dists[1], self.lot_wh, ratio, prior, weight))
+        return sure_lots(-net_wh, dists[1], self.lot_wh, ratio, prior, weight, most)
 
 
 Policy = Callable[[SiteView], list[Bid]]

@@ -101,10 +101,11 @@ def sure_lots(
     ratio: float,
     prior: ErrorDist | None = None,
     prior_weight: float = 0.0,
+    most_lots: int | None = None,
 ) -> int:
     """Whole lots [Wh] of ``position_wh`` (a forecast surplus, or a deficit with ``errors``
     negated) worth trading: each lot's expected filled share above ``ratio``, the errors
-    mixed with ``prior`` at ``prior_weight`` (0–1) when given."""
+    mixed with ``prior`` at ``prior_weight`` (0–1) when given; at most ``most_lots``."""
     parts = [(1.0 - prior_weight, errors)]
     if prior is not None and prior_weight > 0:
         parts.append((prior_weight, prior))
@@ -119,6 +120,8 @@ def sure_lots(
 
     # the lots are worth less and less: the first that is not worth it, by bisection
     top = int((position_wh + highest) // lot_wh) + 1
+    if most_lots is not None:
+        top = max(0, min(top, most_lots))
     lo, hi = 0, top
     while lo < hi:
         mid = (lo + hi) // 2

@@ -288,10 +288,10 @@ def sign_encoded(items: Sequence[tuple[KeyPair, dict[str, Any], bytes]]) -> list
 
 
 class SignAhead:
-    """Signs transactions in batches (sent once :attr:`BATCH` or more wait) in worker processes
-    while the caller goes on making more (the simulator's controllers plan while the orders of those before them are
-    signed); see :func:`peerpower.crypto.sign_ahead`, which also checks each signature there
-    where this process's validators share checked signatures.
+    """Signs transactions in batches (sent once :attr:`BATCH` or more wait) in worker
+    processes while the caller goes on making more (the simulator's controllers plan while the
+    orders of those before them are signed); see :func:`peerpower.crypto.sign_ahead`, which
+    also checks each signature there where this process's validators share checked signatures.
 
     ``ahead = SignAhead(); ahead.extend(items); txs = ahead.result()``: the transactions in the
     order given.
