@@ -551,3 +551,28 @@ def test_sign_ahead_of_transactions_equals_signing_each_in_turn(signers, monkeyp
     assert started == 7  # 7 batches of 20 (once 16 or more wait) went out, the last 10 here
     assert got == [sign_body(keys[j % 9], bodies[j]) for j in range(150)]
     assert ahead.result() == []  # nothing left behind
+
+
+def test_a_forked_child_signs_with_workers_of_its_own(signers) -> None:
+    import os
+
+    items = _sign_items(30)
+    assert crypto.sign_ahead(items)() == _by_pynacl(items)  # the parent's workers started
+    parents = crypto._SIGNERS
+    assert parents
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own workers (or none), never the parent's pipes
+        ok = crypto._SIGNERS is None and crypto.sign_ahead(items)() == _by_pynacl(items)
+        ok = ok and all(w not in parents for w in crypto._SIGNERS or ())
+        for w in crypto._SIGNERS or ():
+            w.close(timeout=10)
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    got = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert got == b"1"
+    assert all(w.alive for w in parents)
+    assert crypto.sign_ahead(items)() == _by_pynacl(items)

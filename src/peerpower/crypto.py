@@ -427,7 +427,16 @@ def _close_signers() -> None:
         w.close()
 
 
+def _forget_workers() -> None:
+    """In a forked child: the parent's threads did not come along, and its signing processes
+    are the parent's to talk to; this process starts its own when it needs them."""
+    global _POOL, _SIGNERS
+    _POOL = None
+    _SIGNERS = None
+
+
 atexit.register(_close_signers)
+os.register_at_fork(after_in_child=_forget_workers)
 
 
 def _on_threads(work: Callable[[Sequence[T]], list[R]], items: Sequence[T]) -> list[R]:
