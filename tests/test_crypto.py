@@ -576,3 +576,85 @@ def test_a_forked_child_signs_with_workers_of_its_own(signers) -> None:
     assert got == b"1"
     assert all(w.alive for w in parents)
     assert crypto.sign_ahead(items)() == _by_pynacl(items)
+
+
+def test_sign_ahead_from_many_threads_at_once_remembers_only_valid_signatures(signers) -> None:
+    import threading
+
+    failures: list[str] = []
+
+    def work(t: int) -> None:
+        for r in range(15):
+            items = _sign_items(5 + (t * 7 + r) % 23)
+            items = [(s, d, m + f" t{t} r{r}".encode()) for s, d, m in items]
+            if crypto.sign_ahead(items)() != _by_pynacl(items):
+                failures.append(f"thread {t} round {r}")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert not any(th.is_alive() for th in threads) and failures == []
+    verified = crypto._VERIFIED
+    assert verified is not None and len(verified) > 100
+    for public, domain, message, sig in verified:  # each checked again without the cache
+        nacl.signing.VerifyKey(public).verify(domain + message, sig)
+
+
+_LIAR = """
+import marshal, os, sys
+out = os.fdopen(int(sys.argv[1]), "wb")
+inp = sys.stdin.buffer
+print("a stray line on standard output")
+while len(head := inp.read(8)) == 8:
+    number, items, check = marshal.loads(inp.read(int.from_bytes(head, "big")))
+    MODE
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "why"),
+    [
+        (  # the answer of another batch, each signature "checked"
+            "body = marshal.dumps((number + 1, [(bytes(64), True) for _ in items]))\n"
+            "    out.write(len(body).to_bytes(8, 'big') + body); out.flush()",
+            "out of turn",
+        ),
+        ("out.write((1 << 62).to_bytes(8, 'big')); out.flush()", "a frame far too long"),
+        ("out.write(b'12345678garbage'); out.flush(); out.close(); break", "not marshal"),
+    ],
+)
+def test_a_signing_process_that_lies_is_dropped_and_its_batches_signed_here(
+    signers, monkeypatch, tmp_path: Path, mode: str, why: str
+) -> None:
+    (tmp_path / "liar.py").write_text(_LIAR.replace("MODE", mode))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(crypto.SigningProcess, "MODULE", "liar")
+    items = _sign_items(40)
+    assert crypto.sign_ahead(items)() == _by_pynacl(items), why
+    assert crypto.sign_ahead(items[:9])() == _by_pynacl(items[:9]), why
+    verified = crypto._VERIFIED
+    assert verified is not None
+    assert not any(sig == bytes(64) for *_, sig in verified), why
+
+
+def test_a_signer_module_in_the_working_directory_is_not_run(
+    signers, monkeypatch, tmp_path: Path
+) -> None:
+    planted = tmp_path / "peerpower"
+    planted.mkdir()
+    (planted / "__init__.py").write_text("")
+    (planted / "signer.py").write_text(_LIAR.replace("MODE", "raise SystemExit(3)"))
+    monkeypatch.chdir(tmp_path)
+    items = _sign_items(20)
+    assert crypto.sign_ahead(items)() == _by_pynacl(items)
+    workers = crypto._SIGNERS
+    assert workers and all(w.alive for w in workers)  # the real ones answered
+
+
+def test_no_signing_process_starts_without_an_interpreter(signers, monkeypatch) -> None:
+    monkeypatch.setattr(crypto.sys, "executable", "/nonexistent/python")
+    items = _sign_items(12)
+    assert crypto.sign_ahead(items)() == _by_pynacl(items)
+    assert crypto._SIGNERS == []

@@ -27,6 +27,7 @@ end of a level is carried up unchanged (never paired with itself), and the root 
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import hashlib
 import json
@@ -38,7 +39,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -297,14 +298,22 @@ def checks_shared() -> bool:
 # Python, so it signs a few hundred a second. The workers are plain child processes running
 # :mod:`peerpower.signer` (multiprocessing's would import the caller's main script again).
 _SIGNERS: list[SigningProcess] | None = None
+_SIGNERS_LOCK = threading.Lock()
 
 
 def _signers() -> list[SigningProcess]:
-    """The signing processes, started on first use (none on one core)."""
+    """The signing processes, started on first use (none on one core, or where none starts)."""
     global _SIGNERS
-    if _SIGNERS is None:
-        _SIGNERS = [SigningProcess() for _ in range(_workers())] if _workers() >= 2 else []
-    return _SIGNERS
+    with _SIGNERS_LOCK:
+        if _SIGNERS is None:
+            started = []
+            for _ in range(_workers() if _workers() >= 2 else 0):
+                try:
+                    started.append(SigningProcess())
+                except OSError:  # no interpreter to start, no process left: sign here
+                    break
+            _SIGNERS = started
+        return _SIGNERS
 
 
 def sign_ahead(items: Sequence[tuple[bytes, bytes, bytes]]) -> Callable[[], list[bytes]]:
@@ -315,18 +324,18 @@ def sign_ahead(items: Sequence[tuple[bytes, bytes, bytes]]) -> Callable[[], list
     Where this process remembers valid signatures (:func:`share_verified_signatures`), each is
     checked in the worker too and remembered here, so the validators of this process find it
     checked. Without workers (one core, or a worker that failed) the signatures are made when
-    asked for, as :func:`sign_many` makes them.
+    asked for, as :func:`sign_many` makes them. Safe to call from several threads.
     """
     items = list(items)
-    signers = [w for w in _signers() if w.alive]
-    if not items or not signers:
+    signers = [w for w in _signers() if w.alive] if items else []
+    if not signers:
         return lambda: sign_many([(secret, domain + m) for secret, domain, m in items])
     worker = min(signers, key=lambda w: w.waiting)
-    ticket = worker.submit(items, check=_VERIFIED is not None)
+    started = worker.submit(items, check=_VERIFIED is not None)
 
     def wait() -> list[bytes]:
-        done = worker.result(ticket)
-        if done is None:  # the worker died: sign here
+        done = started.result()
+        if done is None:  # the worker died or answered out of turn: sign here
             return sign_many([(secret, domain + m) for secret, domain, m in items])
         sigs = []
         for (secret, domain, message), (sig, ok) in zip(items, done, strict=True):
@@ -338,52 +347,70 @@ def sign_ahead(items: Sequence[tuple[bytes, bytes, bytes]]) -> Callable[[], list
     return wait
 
 
+#: The largest answer frame a signing process may send [bytes] (a batch of 128 answers is
+#: about 10 kB).
+MAX_SIGNER_FRAME = 64 << 20
+
+
 class SigningProcess:
-    """One signing process (:mod:`peerpower.signer`). Batches go to it through a writer thread
-    and come back, in order, through a reader thread, so the caller never waits on a pipe."""
+    """One signing process (:mod:`peerpower.signer`). Batches go to it on its standard input
+    through a writer thread; answers come back on a pipe of their own (not its standard
+    output, where a stray print would land) through a reader thread, which hands each to the
+    batch it answers: the batches are numbered, and an answer with another's number, or
+    malformed, ends the process (its batches are then signed by their callers)."""
+
+    MODULE = "peerpower.signer"
 
     def __init__(self) -> None:
         root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "peerpower.signer"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
+        answers, answer_fd = os.pipe()
+        try:
+            # -P: the working directory does not come first on the path (a peerpower/signer.py
+            # there would be handed the keys)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-P", "-m", self.MODULE, str(answer_fd)],
+                stdin=subprocess.PIPE,
+                env=env,
+                pass_fds=(answer_fd,),
+            )
+        except BaseException:
+            os.close(answers)
+            raise
+        finally:
+            os.close(answer_fd)
+        self._answers = os.fdopen(answers, "rb")
         self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._results: queue.SimpleQueue[list[tuple[bytes, bool]] | None] = queue.SimpleQueue()
-        self._done: dict[int, list[tuple[bytes, bool]] | None] = {}
+        self._lock = threading.Lock()
+        self._pending: collections.deque[tuple[int, Future[list[tuple[bytes, bool]] | None]]]
+        self._pending = collections.deque()
         self._sent = 0
-        self._received = 0
         self.alive = True
         threading.Thread(target=self._write, daemon=True, name="signer-in").start()
         threading.Thread(target=self._read, daemon=True, name="signer-out").start()
 
     @property
     def waiting(self) -> int:
-        """Batches sent and not yet read back."""
-        return self._sent - self._received
+        """Batches sent and not yet answered."""
+        return len(self._pending)
 
-    def submit(self, items: list[tuple[bytes, bytes, bytes]], check: bool) -> int:
-        """Send a batch; returns its ticket for :meth:`result`."""
-        data = marshal.dumps((items, check))
-        self._out.put(len(data).to_bytes(8, "big") + data)
-        self._sent += 1
-        return self._sent - 1
-
-    def result(self, ticket: int) -> list[tuple[bytes, bool]] | None:
-        """The batch's ``(signature, checked)`` pairs, in order; None if the process died."""
-        while ticket not in self._done:
-            got = self._results.get() if self.alive else None
-            if got is None:
-                self.alive = False
-                self._done[ticket] = None
-                break
-            self._done[self._received] = got
-            self._received += 1
-        return self._done.pop(ticket)
+    def submit(
+        self, items: list[tuple[bytes, bytes, bytes]], check: bool
+    ) -> Future[list[tuple[bytes, bool]] | None]:
+        """Send a batch; its future holds the ``(signature, checked)`` pairs, in order, or
+        None if the process could not answer."""
+        done: Future[list[tuple[bytes, bool]] | None] = Future()
+        with self._lock:
+            if not self.alive:
+                done.set_result(None)
+                return done
+            number = self._sent
+            self._sent += 1
+            data = marshal.dumps((number, items, check))
+            self._pending.append((number, done))
+            self._out.put(len(data).to_bytes(8, "big") + data)
+        return done
 
     def _write(self) -> None:
         pipe = self._proc.stdin
@@ -399,16 +426,32 @@ class SigningProcess:
                 pipe.close()
 
     def _read(self) -> None:
-        pipe = self._proc.stdout
-        assert pipe is not None
+        pipe = self._answers
         try:
             while len(head := pipe.read(8)) == 8:
-                self._results.put(marshal.loads(pipe.read(int.from_bytes(head, "big"))))
-        except (OSError, ValueError, EOFError, TypeError):
+                size = int.from_bytes(head, "big")
+                if size > MAX_SIGNER_FRAME:
+                    break
+                number, answers = marshal.loads(pipe.read(size))
+                with self._lock:
+                    expected, done = self._pending.popleft()
+                if number != expected or not isinstance(answers, list):
+                    done.set_result(None)
+                    break
+                done.set_result(answers)
+        except Exception:  # a malformed answer: the process is no longer trusted
             pass
         finally:
-            self._results.put(None)
+            with self._lock:
+                self.alive = False
+                pending, self._pending = list(self._pending), collections.deque()
+            for _, done in pending:
+                done.set_result(None)
             pipe.close()
+            self._out.put(None)  # the writer closes its input: the process ends
+            with contextlib.suppress(OSError):
+                self._proc.kill()
+            self._proc.wait()
 
     def close(self, timeout: float | None = None) -> None:
         """Let the process finish (it exits when its input closes); with ``timeout`` [s], wait
@@ -430,9 +473,10 @@ def _close_signers() -> None:
 def _forget_workers() -> None:
     """In a forked child: the parent's threads did not come along, and its signing processes
     are the parent's to talk to; this process starts its own when it needs them."""
-    global _POOL, _SIGNERS
+    global _POOL, _SIGNERS, _SIGNERS_LOCK
     _POOL = None
     _SIGNERS = None
+    _SIGNERS_LOCK = threading.Lock()  # another thread may have held it at the fork
 
 
 atexit.register(_close_signers)

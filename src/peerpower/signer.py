@@ -1,16 +1,17 @@
-"""A signing process, ``python -m peerpower.signer``, started by
+"""A signing process, ``python -P -m peerpower.signer FD``, started by
 :func:`peerpower.crypto.sign_ahead`.
 
-It reads batches from standard input and writes their signatures to standard output, each
-frame an 8-byte big-endian length and a :mod:`marshal` body (the process is the simulator's
-own child, so nothing untrusted is read). A batch is ``(items, check)`` with items
-``(secret ‖ public, domain, message)``; the answer is ``[(signature, checked), ...]``, where
-``checked`` says the signature was checked against the public half (only with ``check``). It
-exits when its input closes.
+It reads batches from standard input and writes the answers to the pipe ``FD`` (its standard
+output stays free for anything else that prints), each frame an 8-byte big-endian length and a
+:mod:`marshal` body (the process is the simulator's own child, so nothing untrusted is read).
+A batch is ``(number, items, check)`` with items ``(secret ‖ public, domain, message)``; the
+answer is ``(number, [(signature, checked), ...])``, where ``checked`` says the signature was
+checked against the public half (only with ``check``). It exits when its input closes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
 import sys
@@ -43,13 +44,15 @@ def sign_batch(
 
 def main() -> None:
     # Below the caller: it is the one that waits; this process fills the other cores.
-    os.nice(NICE)
-    inp, out = sys.stdin.buffer, sys.stdout.buffer
-    while len(head := inp.read(8)) == 8:
-        items, check = marshal.loads(inp.read(int.from_bytes(head, "big")))
-        body = marshal.dumps(sign_batch(items, check))
-        out.write(len(body).to_bytes(8, "big") + body)
-        out.flush()
+    with contextlib.suppress(AttributeError, OSError):
+        os.nice(NICE)
+    inp = sys.stdin.buffer
+    with os.fdopen(int(sys.argv[1]), "wb") as out:
+        while len(head := inp.read(8)) == 8:
+            number, items, check = marshal.loads(inp.read(int.from_bytes(head, "big")))
+            body = marshal.dumps((number, sign_batch(items, check)))
+            out.write(len(body).to_bytes(8, "big") + body)
+            out.flush()
 
 
 if __name__ == "__main__":
