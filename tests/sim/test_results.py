@@ -85,3 +85,33 @@ def test_a_figure_measured_in_only_some_runs_says_in_how_many() -> None:
     assert _ci(some, " yen/kWh", 2, runs=10) == "22.50 [17.60, 27.40] yen/kWh (in 4 of 10 runs)"
     assert _ci({**some, "n": 10}, " yen/kWh", 2, runs=10) == "22.50 [17.60, 27.40] yen/kWh"
     assert _ci({"mean": None, "ci95": None, "n": 0}, runs=10) == "–"
+
+
+def test_a_saving_is_not_a_share_of_a_gross_bill_of_a_few_yen() -> None:
+    from peerpower.sim.results import GROSS_FLOOR_YEN, _type_table
+
+    def run(gross_home: float, gross_tiny: float) -> dict[str, object]:
+        by_type = {
+            "home": {"sites": 2, "gross_cost_yen": gross_home, "storage_credit_yen": 0.0},
+            "tiny": {"sites": 1, "gross_cost_yen": gross_tiny, "storage_credit_yen": 0.0},
+        }
+        return {"summary": {"by_type": by_type}}
+
+    figure = {"mean": 12.0, "ci95": [10.0, 14.0], "n": 2}
+    sweep = {
+        "days": 7,
+        "runs": [run(7000.0, 20.0), run(8000.0, 100.0)],
+        "figures": {
+            "scenario": {
+                f"by_type.{n}.{k}": figure
+                for n in ("home", "tiny")
+                for k in ("saving_yen_per_site_day", "saving_percent_of_gross")
+            }
+        },
+    }
+    rows = _type_table(sweep)
+    home = next(r for r in rows if r.startswith("| home |"))
+    tiny = next(r for r in rows if r.startswith("| tiny |"))
+    assert "| 12.0 [10.0, 14.0] |" in home  # 500–571 yen a site-day: the share stands
+    assert 20.0 / 7 < GROSS_FLOOR_YEN <= 100.0 / 7
+    assert "– (gross bill 2.9–14.3 yen a site-day)" in tiny and "12.0 [10.0" not in tiny

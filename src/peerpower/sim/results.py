@@ -93,6 +93,12 @@ def _ci(
     return text + unit
 
 
+#: Below this gross bill [yen per site and day] in any run, a type's saving is not shown as a
+#: share of it: a home's gross bill is some 300–800 yen a day, and a share of a few yen swings
+#: by hundreds of points with a kWh or two (misono's one PV + battery + PHEV home).
+GROSS_FLOOR_YEN = 10.0
+
+
 def _type_table(sw: dict[str, Any]) -> list[str]:
     rows = [
         "| participant type | sites | saving per site and day, yen | saving, % of gross bill "
@@ -111,9 +117,15 @@ def _type_table(sw: dict[str, Any]) -> list[str]:
 
         storage = per_run(sw, storage_per_day)
         per_day = figures.get(f"by_type.{name}.saving_yen_per_site_day")
-        of_gross = figures.get(f"by_type.{name}.saving_percent_of_gross")
+        of_gross = _ci(figures.get(f"by_type.{name}.saving_percent_of_gross"))
+        gross = [
+            float(r["summary"]["by_type"][name]["gross_cost_yen"]) / int(t["sites"]) / days
+            for r in sw["runs"]
+        ]
+        if min(gross) < GROSS_FLOOR_YEN:
+            of_gross = f"– (gross bill {min(gross):.1f}–{max(gross):.1f} yen a site-day)"
         rows.append(
-            f"| {name} | {t['sites']} | {_ci(per_day, digits=2)} | {_ci(of_gross)} "
+            f"| {name} | {t['sites']} | {_ci(per_day, digits=2)} | {of_gross} "
             f"| {_ci(storage, digits=2)} |"
         )
     return rows
@@ -186,6 +198,10 @@ def render(sweeps: Sweeps, misono: Scenario, hf: Scenario) -> str:
         "",
         "(Bills: a negative figure is a saving, as a share of what the sites paid without the "
         "market before the buyback: imports at the tariff, and fuel.)",
+        "",
+        "In the tables below, the gross bill is that same sum. A type's saving is not given as a "
+        f"share of it where that bill was under {GROSS_FLOOR_YEN:.0f} yen a site-day in some run "
+        "(a home's is some 300–800): a share of a few yen says nothing.",
         "",
         "## misono",
         "",
