@@ -622,11 +622,14 @@ while len(head := inp.read(8)) == 8:
             "out of turn",
         ),
         ("out.write((1 << 62).to_bytes(8, 'big')); out.flush()", "a frame far too long"),
-        ("out.write(b'12345678garbage'); out.flush(); out.close(); break", "not marshal"),
+        (
+            "out.write((7).to_bytes(8, 'big') + b'garbage'); out.flush(); out.close(); break",
+            "not marshal",
+        ),
     ],
 )
 def test_a_signing_process_that_lies_is_dropped_and_its_batches_signed_here(
-    signers, monkeypatch, tmp_path: Path, mode: str, why: str
+    signers, monkeypatch, tmp_path: Path, caplog, mode: str, why: str
 ) -> None:
     (tmp_path / "liar.py").write_text(_LIAR.replace("MODE", mode))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
@@ -637,6 +640,16 @@ def test_a_signing_process_that_lies_is_dropped_and_its_batches_signed_here(
     verified = crypto._VERIFIED
     assert verified is not None
     assert not any(sig == bytes(64) for *_, sig in verified), why
+    for w in crypto._SIGNERS or ():
+        w._reader.join(timeout=10)
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert dropped and all("this process signs its batches" in m for m in dropped), why
+    assert any(
+        ("in the turn of batch" in m, "bytes (at most" in m, "could not be read" in m)[
+            ("out of turn", "a frame far too long", "not marshal").index(why)
+        ]
+        for m in dropped
+    ), dropped
 
 
 def test_a_signer_module_in_the_working_directory_is_not_run(

@@ -31,6 +31,7 @@ import collections
 import contextlib
 import hashlib
 import json
+import logging
 import marshal
 import os
 import queue
@@ -49,6 +50,8 @@ import nacl.exceptions
 import nacl.signing
 
 from peerpower.errors import InvalidInput
+
+_log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -387,8 +390,10 @@ class SigningProcess:
         self._pending = collections.deque()
         self._sent = 0
         self.alive = True
+        self._closing = False
         threading.Thread(target=self._write, daemon=True, name="signer-in").start()
-        threading.Thread(target=self._read, daemon=True, name="signer-out").start()
+        self._reader = threading.Thread(target=self._read, daemon=True, name="signer-out")
+        self._reader.start()
 
     @property
     def waiting(self) -> int:
@@ -427,20 +432,23 @@ class SigningProcess:
 
     def _read(self) -> None:
         pipe = self._answers
+        why = "it exited"
         try:
             while len(head := pipe.read(8)) == 8:
                 size = int.from_bytes(head, "big")
                 if size > MAX_SIGNER_FRAME:
+                    why = f"it sent a frame of {size} bytes (at most {MAX_SIGNER_FRAME})"
                     break
                 number, answers = marshal.loads(pipe.read(size))
                 with self._lock:
                     expected, done = self._pending.popleft()
                 if number != expected or not isinstance(answers, list):
+                    why = f"it answered batch {number!r} in the turn of batch {expected}"
                     done.set_result(None)
                     break
                 done.set_result(answers)
-        except Exception:  # a malformed answer: the process is no longer trusted
-            pass
+        except Exception as err:  # a malformed answer: the process is no longer trusted
+            why = f"its answer could not be read ({type(err).__name__}: {err})"
         finally:
             with self._lock:
                 self.alive = False
@@ -452,10 +460,17 @@ class SigningProcess:
             with contextlib.suppress(OSError):
                 self._proc.kill()
             self._proc.wait()
+            if not self._closing:
+                _log.warning(
+                    "signing process %d dropped: %s; this process signs its batches",
+                    self._proc.pid,
+                    why,
+                )
 
     def close(self, timeout: float | None = None) -> None:
         """Let the process finish (it exits when its input closes); with ``timeout`` [s], wait
         that long for it, then stop it."""
+        self._closing = True
         self._out.put(None)
         if timeout is not None:
             try:
