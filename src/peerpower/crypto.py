@@ -289,12 +289,6 @@ def _pool() -> ThreadPoolExecutor | None:
     return _POOL
 
 
-def checks_shared() -> bool:
-    """Whether valid signatures are remembered for this process
-    (:func:`share_verified_signatures`)."""
-    return _VERIFIED is not None
-
-
 # Signing ahead: batches signed in worker processes while this one goes on with Python work.
 # Threads would not do: a thread that calls libsodium once per signature needs the GIL back
 # after every call and waits up to the switch interval (5 ms) for it while this thread runs
@@ -330,16 +324,20 @@ def sign_ahead(items: Sequence[tuple[bytes, bytes, bytes]]) -> Callable[[], list
     asked for, as :func:`sign_many` makes them. Safe to call from several threads.
     """
     items = list(items)
+
+    def here() -> list[bytes]:
+        return sign_many([(secret, domain + m) for secret, domain, m in items])
+
     signers = [w for w in _signers() if w.alive] if items else []
     if not signers:
-        return lambda: sign_many([(secret, domain + m) for secret, domain, m in items])
+        return here
     worker = min(signers, key=lambda w: w.waiting)
     started = worker.submit(items, check=_VERIFIED is not None)
 
     def wait() -> list[bytes]:
         done = started.result()
         if done is None:  # the worker died or answered out of turn: sign here
-            return sign_many([(secret, domain + m) for secret, domain, m in items])
+            return here()
         sigs = []
         for (secret, domain, message), (sig, ok) in zip(items, done, strict=True):
             if ok:

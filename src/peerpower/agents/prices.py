@@ -75,23 +75,15 @@ class PriceForecast:
 
     def forecast(self, index: int, solar_wh: float) -> int:
         """The price [sen/kWh] of a slot of the day ``index`` with solar forecast ``solar_wh``."""
-        # _clamp(_base(index, solar_wh) + nudge), written out: every controller asks this of
-        # every open slot at every plan
-        lo, hi = self.buyback_sen_per_kwh, self.tariff_sen_per_kwh
-        m = self.mean[index]
-        if m is None:
-            base = (lo + hi) // 2
-        else:
-            base = round(m + self.slope * (solar_wh - self.solar[index]))
-            base = lo if base < lo else hi if base > hi else base
-        price = base + self.nudges[index]
-        return lo if price < lo else hi if price > hi else price
+        return self._clamp(self._base(index, solar_wh) + self.nudges[index])
 
     def _base(self, index: int, solar_wh: float) -> int:
         m = self.mean[index]
         if m is None:
             return (self.buyback_sen_per_kwh + self.tariff_sen_per_kwh) // 2
-        return self._clamp(round(m + self.slope * (solar_wh - self.solar[index])))
+        return self._clamp(m + self.slope * (solar_wh - self.solar[index]))
 
     def _clamp(self, price: float) -> int:
-        return int(min(self.tariff_sen_per_kwh, max(self.buyback_sen_per_kwh, round(price))))
+        # comparisons, not min/max calls: every controller prices every open slot at every plan
+        lo, hi, p = self.buyback_sen_per_kwh, self.tariff_sen_per_kwh, round(price)
+        return lo if p < lo else hi if p > hi else p
