@@ -5,6 +5,7 @@ inside the band, and the same seed signing the same bytes."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -406,3 +407,27 @@ def test_what_orders_rested_on_is_kept_only_for_slots_still_to_deliver() -> None
     before = dict(c._traded)
     c.view(start + timedelta(days=1, minutes=-10))
     assert c._traded == before
+
+
+def test_a_dark_day_after_a_sunny_one_is_believed_by_mid_morning() -> None:
+    # with "tomorrow like today" a PV home sold the morning after a sunny day on a sunny
+    # forecast; the climate says one such day in three is not sunny, and two hours of
+    # measured sky say which (agents/sky.py)
+    second = DAY + timedelta(days=1)
+    seed = next(
+        s
+        for s in range(1, 400)
+        if Weather(s, DAY - timedelta(days=1)).day(DAY).kind == "sunny"
+        and Weather(s, DAY - timedelta(days=1)).day(second).kind == "rainy"
+    )
+    c = controller("pv", seed=seed)
+    run_days(c, 1)
+    morning = list(c._forecast_day(second)[0])
+    truth = c._truth(second)[0]
+    persistence = [math.floor(x * c.clearness) for x in c._clear[second]]
+    for k in range(16):  # deliver 00:00-08:00
+        c.deliver(Slot(second, k))
+    now = c._forecast_day(second)[0]
+    after = range(20, 32)
+    missed = [sum(abs(f[k] - truth[k]) for k in after) for f in (persistence, morning, now)]
+    assert missed[0] > missed[1] > 5 * missed[2], missed

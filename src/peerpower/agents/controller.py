@@ -1,10 +1,11 @@
 """The site controller (the Digital Grid Controller): measure → forecast → bid → deliver → meter.
 
 Each half hour the driver (the simulator, or a test) asks the controller for its transactions
-(:meth:`Controller.bid`): it forecasts PV (clear-sky × the clearness it measured lately), demand
-(similar days) and the EV's availability and trip needs (the driver's pattern) for the open
-slots, asks its policy for the bids it wants standing, and signs orders for what changed —
-cancelling the orders it no longer wants before their gate. When a slot is delivered
+(:meth:`Controller.bid`): it forecasts PV (clear-sky × the day's clearness as the site's
+climate and today's measured sky make it, :mod:`.sky`), demand (similar days) and the EV's
+availability and trip needs (the driver's pattern) for the open slots, asks its policy for
+the bids it wants standing, and signs orders for what changed — cancelling the orders it no
+longer wants before their gate. When a slot is delivered
 (:meth:`Controller.deliver`), it learns its contracts (energy bought and sold in the market),
 dispatches its battery and EV to meet them — the EV first takes what its next trip needs — and
 the meter reports the slot's import and export; whatever the market did not cover comes from or
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -40,14 +41,15 @@ from peerpower.agents.policy import (
     prefix_consistent,
 )
 from peerpower.agents.prices import PriceForecast
-from peerpower.agents.sizing import ERROR_DAYS, ErrorBook
+from peerpower.agents.sizing import ERROR_DAYS, ErrorBook, ErrorDist
+from peerpower.agents.sky import day_sky, slot_prior
 from peerpower.crypto import KeyPair, sha256
 from peerpower.devices.battery import Battery, BatteryConfig
 from peerpower.devices.ev import EV, DrivingPattern, EVConfig
 from peerpower.devices.load import forecast_load_wh, load_wh
 from peerpower.devices.meter import Meter, bus_balance
 from peerpower.devices.pv import PVConfig, clear_sky_wh, forecast_pv_wh, pv_wh
-from peerpower.devices.weather import Weather
+from peerpower.devices.weather import Weather, kind_of
 from peerpower.errors import InvalidInput, PeerpowerError
 from peerpower.ledger.transactions import order_id, sign_body, sign_encoded
 from peerpower.timeslots import DEFAULT_GATE_MINUTES, SLOTS_PER_DAY, Slot, slot_of
@@ -55,6 +57,7 @@ from peerpower.units import DEFAULT_LOT_WH
 
 HORIZON_SLOTS = 48
 Unsigned = tuple[KeyPair, dict[str, Any], bytes]  # key, body, the body's canonical bytes
+Priors = tuple[ErrorDist, ErrorDist]  # a slot's error prior for a surplus and for a deficit
 REFERENCE_PV = PVConfig(capacity_kw=1.0)  # the panel whose forecast tells when the sun shines
 DEFAULT_CLEARNESS = 0.7  # the sky a controller forecasts before it has measured one
 
@@ -172,7 +175,10 @@ class Controller:
     # per day: the clear-sky output of the site's PV [Wh per slot]; and today's clear-sky and
     # measured PV so far (the nowcast)
     _clear: dict[date, list[float]] = field(init=False, default_factory=dict)
-    _today: tuple[date, float, float] = field(init=False, default=(date.min, 0.0, 0.0))
+    # (day, clear-sky Wh seen, PV Wh measured, sunlit slots measured)
+    _today: tuple[date, float, float, int] = field(init=False, default=(date.min, 0.0, 0.0, 0))
+    # the kind of the last day measured (None: none yet), what the sky's forecast starts from
+    _yesterday: str | None = field(init=False, default=None)
     # per slot not yet delivered: the forecast net position its latest orders rested on [Wh]
     _traded: dict[Slot, int] = field(init=False, default_factory=dict)
     _rounds: int = field(init=False, default=0)
@@ -231,6 +237,7 @@ class Controller:
             measured = clearness(self.pv_data[yesterday], clear_sky_wh(s.pv, yesterday))
             if measured is not None:
                 self.clearness = measured
+                self._yesterday = kind_of(measured)
         self._forecasts.clear()
 
     def _replay_errors(self, before: date) -> None:
@@ -260,7 +267,8 @@ class Controller:
                 yesterday = day - timedelta(days=1)
                 if yesterday in pv_data:
                     sky = clearness(pv_data[yesterday], clear_sky_wh(s.pv, yesterday))
-                pv_f = forecast_pv_wh(s.pv, day, DEFAULT_CLEARNESS if sky is None else sky)
+                level, _ = day_sky(day.month, None if sky is None else kind_of(sky))
+                pv_f = forecast_pv_wh(s.pv, day, level)
             load = load_data[day]
             for i in range(SLOTS_PER_DAY):
                 self.errors.add(i, (pv[i] - load[i]) - (pv_f[i] - load_f[i]))
@@ -295,7 +303,8 @@ class Controller:
             clear = self._clear.get(day)
             if clear is None:
                 clear = self._clear[day] = [float(x) for x in clear_sky_wh(s.pv, day)]
-            pv = [math.floor(c * self.clearness) for c in clear]
+            level, _ = day_sky(day.month, self._yesterday)
+            pv = [math.floor(c * level) for c in clear]
         history = [x for _, x in self.load_history]
         dates = [d for d, _ in self.load_history]
         load = forecast_load_wh(s.load, day, _seed(s.seed, "load"), history, dates)
@@ -363,6 +372,7 @@ class Controller:
             tuple(solar),
             tuple(book.dists(s.index) for s in slots),
             t.imbalance_sen_per_kwh,
+            self._priors(tuple(slots), load) if self.spec.pv is not None else None,
         )
 
     def _battery_ahead(self, slots: tuple[Slot, ...]) -> float:
@@ -797,23 +807,45 @@ class Controller:
 
     def _nowcast(self, slot: Slot, pv: int, f_pv: list[int]) -> None:
         """The rest of the day's PV forecast follows the sky measured so far today: clear sky ×
-        the day's measured clearness, shrunk towards the morning's forecast while little of
-        the day's clear-sky energy has been seen (by :data:`NOWCAST_SHRINK` of it)."""
+        the day's level as the site's climate and today's measured clearness make it
+        (:func:`~peerpower.agents.sky.day_sky`)."""
         clear = self._clear.get(slot.day)
         if clear is None or slot.index == SLOTS_PER_DAY - 1:
             return
-        day, seen, measured = self._today
+        day, seen, measured, sunlit = self._today
         if day != slot.day:
             seen = measured = 0.0
-        seen += clear[slot.index]
-        measured += pv
-        self._today = (slot.day, seen, measured)
+            sunlit = 0
+        if clear[slot.index] > 0:
+            seen += clear[slot.index]
+            measured += pv
+            sunlit += 1
+        self._today = (slot.day, seen, measured, sunlit)
         if seen <= 0:
             return
-        weight = seen / (seen + NOWCAST_SHRINK * sum(clear))
-        c = weight * min(1.0, measured / seen) + (1 - weight) * self.clearness
+        level, _ = self._sky(slot.day)
         for j in range(slot.index + 1, SLOTS_PER_DAY):
-            f_pv[j] = math.floor(clear[j] * c)
+            f_pv[j] = math.floor(clear[j] * level)
+
+    def _sky(self, day: date) -> tuple[float, ErrorDist]:
+        """``day``'s clearness level as forecast now, and the error of that forecast [-]."""
+        today, seen, measured, sunlit = self._today
+        if today == day and sunlit:
+            centi = round(100 * min(1.0, measured / seen))
+            return day_sky(day.month, self._yesterday, centi, sunlit)
+        return day_sky(day.month, self._yesterday)
+
+    def _priors(self, slots: tuple[Slot, ...], load: list[int]) -> Callable[[int], Priors]:
+        """Slot ``k``'s prior of its net position's error (the sky's and the load's) for a
+        surplus and for a deficit, worked out when a policy asks."""
+
+        def prior(k: int) -> Priors:
+            slot = slots[k]
+            clear = self._clear.get(slot.day)
+            c = clear[slot.index] if clear is not None else 0.0
+            return slot_prior(load[k], c, self._sky(slot.day)[1])
+
+        return prior
 
     def _end_of_day(self, day: date) -> None:
         """Learn from the day: measured PV over clear-sky (the persistence forecast of
@@ -824,6 +856,7 @@ class Controller:
             measured = clearness(pv, self._clear.get(day) or clear_sky_wh(s.pv, day))
             if measured is not None:
                 self.clearness = measured
+                self._yesterday = kind_of(measured)
         self.load_history.append((day, tuple(load)))
         del self.load_history[:-14]
         self.sky = self.weather.day(day).mean_clearness
@@ -838,11 +871,6 @@ def clearness(pv: Iterable[int], clear: Iterable[float]) -> float | None:
     """A day's measured PV over its clear-sky output (at most 1); None without sun."""
     total = float(sum(clear))
     return min(1.0, sum(pv) / total) if total > 0 else None
-
-
-#: How much of a day's clear-sky energy the nowcast weighs the morning's forecast as (see
-#: :meth:`Controller._nowcast`): after a tenth of the day's sun the two count alike.
-NOWCAST_SHRINK = 0.1
 
 
 @lru_cache(maxsize=64)

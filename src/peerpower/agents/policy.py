@@ -99,6 +99,10 @@ class SiteView:
     # deficit (:class:`~peerpower.agents.sizing.ErrorBook`); None or missing: the prior
     errors: tuple[tuple[ErrorDist, ErrorDist] | None, ...] = ()
     imbalance_sen_per_kwh: int = IMBALANCE_SEN_PER_KWH
+    # slot k → the prior of its errors for a surplus and for a deficit (the controller's sky
+    # and load, :func:`peerpower.agents.sky.slot_prior`); None: the normal prior of
+    # :meth:`~peerpower.agents.sizing.ErrorDist.prior`
+    priors: Callable[[int], tuple[ErrorDist, ErrorDist]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.slots)
@@ -121,10 +125,13 @@ class SiteView:
         if net_wh == 0:
             return 0
         dists = self.errors[k] if k < len(self.errors) else None
-        # the prior is symmetric: it serves a surplus and a deficit alike
-        prior = ErrorDist.prior(self.load_wh[k], self.pv_wh[k])
+        if self.priors is not None:
+            priors = self.priors(k)
+        else:  # the normal prior is symmetric: it serves a surplus and a deficit alike
+            normal = ErrorDist.prior(self.load_wh[k], self.pv_wh[k])
+            priors = (normal, normal)
         if dists is None:
-            dists, weight = (prior, prior), 1.0
+            dists, weight = priors, 1.0
         else:
             weight = PRIOR_SAMPLES / (PRIOR_SAMPLES + len(dists[0].values))
         # never more than the forecast, to the lot above: the prior is symmetric but PV cannot
@@ -134,9 +141,9 @@ class SiteView:
             ratio = sell_ratio(
                 price_sen_per_kwh, self.buyback_sen_per_kwh, self.imbalance_sen_per_kwh
             )
-            return sure_lots(net_wh, dists[0], self.lot_wh, ratio, prior, weight, most)
+            return sure_lots(net_wh, dists[0], self.lot_wh, ratio, priors[0], weight, most)
         ratio = buy_ratio(price_sen_per_kwh, self.tariff_sen_per_kwh, self.imbalance_sen_per_kwh)
-        return sure_lots(-net_wh, dists[1], self.lot_wh, ratio, prior, weight, most)
+        return sure_lots(-net_wh, dists[1], self.lot_wh, ratio, priors[1], weight, most)
 
 
 Policy = Callable[[SiteView], list[Bid]]

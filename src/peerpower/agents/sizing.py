@@ -21,11 +21,14 @@ conservative side.
 
 The errors ``e`` are the site's own: per slot of the day, the last days' actual net position
 less the forecast the controller traded on (:class:`ErrorBook`), with the neighbouring slots of
-the day, mixed with a normal prior that keeps the weight of :data:`PRIOR_SAMPLES` samples
-(alone while there are none). The prior's standard deviation is :data:`PRIOR_LOAD_CV` of the
-forecast load plus :data:`PRIOR_PV_CV` of the forecast PV (assumed: the half-hourly load of one
-home varies by about half its mean around a similar-day forecast; a day-ahead PV forecast from
-yesterday's clearness misses by about a third). The prior stays because a site's errors are
+the day, mixed with a prior that keeps the weight of :data:`PRIOR_SAMPLES` samples (alone
+while there are none). A controller's prior is the load's normal error, :data:`PRIOR_LOAD_CV` of
+the forecast load (assumed: the half-hourly load of one home varies by about half its mean
+around a similar-day forecast), plus its sky's (:func:`peerpower.agents.sky.slot_prior`: after
+a sunny day PV may fall far, and cannot rise much); without one, :meth:`ErrorDist.prior` is
+normal, its standard deviation :data:`PRIOR_LOAD_CV` of the forecast load plus
+:data:`PRIOR_PV_CV` of the forecast PV (a day-ahead forecast from yesterday's clearness misses
+by about a third). The prior stays because a site's errors are
 alike across neighbouring slots and across days of the same weather: a few days of them miss
 the change of weather that makes the costly tail (measured on misono, 7 days: PV homes sizing
 on their errors alone from the sixth sample on were short of 11 % of what they sold, 64 % on

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Final
 
 import numpy as np
@@ -184,6 +185,49 @@ def draw_clearness(kind: str, rng: np.random.Generator) -> tuple[float, ...]:
         x = phi * x + innovation * shocks[k]
         values[k] = x
     return tuple(float(c) for c in np.clip(level + values, 0.0, 1.0))
+
+
+def kind_of(clearness: float) -> str:
+    """The day kind whose level range holds a day's mean ``clearness`` [-] (the nearest range
+    when it falls between two: a day's slots vary around its level)."""
+    best, gap = DAY_KINDS[0], math.inf
+    for kind in DAY_KINDS:
+        low, high = _CLEARNESS_MODEL[kind][:2]
+        d = max(low - clearness, clearness - high, 0.0)
+        if d < gap:
+            best, gap = kind, d
+    return best
+
+
+@lru_cache(maxsize=256)
+def next_day_levels(month: int, kind: str, n: int = 40) -> tuple[float, ...]:
+    """The climate's answer to "how clear will tomorrow be?" after a day of ``kind``: ``n``
+    equally likely day levels [-] of a day in ``month``, the quantiles at (i + 0.5) / n of
+    the mixture of the kinds' level ranges (:func:`draw_clearness`) weighted by the chain's
+    row for ``kind`` (:func:`transition_matrix`).
+
+    A forecaster that knows its site's climate — as a year of the site's own readings shows
+    it — knows this much beyond "like yesterday": after a sunny September day, one day in
+    three is cloudy or rainy.
+    """
+    if not 1 <= n <= 1000:
+        raise InvalidInput("n", f"must be 1–1000, got {n!r}")
+    if kind not in _CLEARNESS_MODEL:
+        raise InvalidInput("kind", f"must be one of {', '.join(DAY_KINDS)}, got {kind!r}")
+    row = transition_matrix(month)[DAY_KINDS.index(kind)]
+    parts = [(float(p), *_CLEARNESS_MODEL[k][:2]) for p, k in zip(row, DAY_KINDS, strict=True)]
+
+    def cdf(x: float) -> float:
+        return sum(p * min(1.0, max(0.0, (x - lo) / (hi - lo))) for p, lo, hi in parts)
+
+    out = []
+    for i in range(n):
+        target, lo, hi = (i + 0.5) / n, 0.0, 1.0
+        for _ in range(50):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if cdf(mid) < target else (lo, mid)
+        out.append((lo + hi) / 2)
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
