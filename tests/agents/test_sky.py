@@ -99,9 +99,7 @@ def test_a_slot_prior_adds_the_load_error_and_the_sky_error() -> None:
     surplus, deficit = slot_prior(load, clear, sky)
     sd_load = PRIOR_LOAD_CV * load + 1.0
     want_mean = clear * statistics.fmean(sky.values)
-    want_var = sd_load**2 * statistics.pvariance(_Z10) + clear**2 * statistics.pvariance(
-        sky.values
-    )
+    want_var = sd_load**2 * statistics.pvariance(_Z10) + clear**2 * statistics.pvariance(sky.values)
     got = [surplus.scale * v for v in surplus.values]
     assert abs(statistics.fmean(got) - want_mean) < 0.05 * sd_load + 1e-6
     assert abs(statistics.pvariance(got) / want_var - 1) < 0.15
