@@ -575,3 +575,91 @@ def test_optimizer_plans_no_purchase_where_the_community_has_no_sun() -> None:
     buys, sells, _, _ = plan(night, "economy", 5000.0, 0.0)
     assert buys.sum() == 0
     assert sells.sum() < 1e-6  # what the house will draw tonight stays in the battery
+
+
+def _house_and_car_view(prices: tuple[int, ...], car_stored: float, peak: int = 4000) -> SiteView:
+    # a home with a 10 kWh battery half full and a car plugged in all day that must hold
+    # 20 kWh when it leaves at the end of the view; noon PV of up to 4 kW a slot
+    plugged = (True,) * 48
+    reserve = tuple(20_000.0 if k < 47 else 0.0 for k in range(48))
+    ev = StorageView(40_000, car_stored, 8_000.0, 36_000.0, 3350.0, 3000.0, 0.9, plugged, reserve)
+    return view(pv=pv_curve(peak), prices=prices, bat=battery(5_000.0), ev=ev)
+
+
+def test_house_and_car_lets_the_battery_fill_first_and_the_car_take_the_rest() -> None:
+    from peerpower.agents.policies.ev_cheap import own_pv
+
+    v = _house_and_car_view((1700,) * 48, 10_000.0)
+    take = own_pv(v)
+    held, stored = 5_000.0, 10_000.0  # the battery's plan and the car's, recomputed
+    for k in range(48):
+        surplus = max(0, v.pv_wh[k] - v.load_wh[k])
+        into = 0.0
+        if surplus:
+            into = min(surplus, 1500.0, (10_000 - held) / 0.95)
+            held += 0.95 * into
+            surplus -= into
+        else:
+            held = max(1_000.0, held - min(400, 1500.0) / 0.95)
+        want = min(surplus, 3350.0, (36_000.0 - stored) / 0.9)
+        assert take[k] == pytest.approx(want), k
+        stored += 0.9 * want
+        if want > 0:  # the car has only what the battery could not take: at its power, or full
+            assert into == 1500.0 or held >= 10_000 - 1e-6, k
+    assert sum(take) > 5_000
+
+
+def test_house_and_car_buys_for_the_car_and_never_offers_and_bids_in_one_slot() -> None:
+    # cheap noon prices, dear evenings: the car buys what its trip still needs, cheapest first
+    prices = tuple(1000 if 18 <= k < 32 else 2400 for k in range(48))
+    v = _house_and_car_view(prices, 9_000.0, peak=2000)
+    bids = make_policy("house-and-car")(v)
+    table_only = make_policy("soc-table")(v)
+    car = [
+        b
+        for b in bids
+        if b.side == "buy"
+        and b.slot.index not in {x.slot.index for x in table_only if x.side == "buy"}
+    ]
+    assert car, bids  # the car bids where the table alone would not
+    assert not [b for b in table_only if b.side == "buy" and prices[b.slot.index] == 1000]
+    for k in range(48):
+        sides = {b.side for b in bids if b.slot == SLOTS[k]}
+        assert len(sides) <= 1, (k, bids)
+    for b in car:
+        assert b.price_sen_per_kwh == min(2600, prices[b.slot.index] + 100)
+
+
+def test_house_and_car_nets_a_sale_against_the_car_s_purchase_in_its_slot() -> None:
+    from peerpower.agents.policies.house_car import netted
+
+    s, t = SLOTS[20], SLOTS[21]
+    house = [Bid(s, "sell", 500, 1100), Bid(t, "sell", 300, 1100), Bid(SLOTS[22], "buy", 200, 1500)]
+    car = [Bid(s, "buy", 300, 1200), Bid(t, "buy", 500, 1200), Bid(SLOTS[23], "buy", 100, 1200)]
+    assert netted(house, car) == [
+        Bid(s, "sell", 200, 1100),
+        Bid(SLOTS[22], "buy", 200, 1500),
+        Bid(t, "buy", 200, 1200),
+        Bid(SLOTS[23], "buy", 100, 1200),
+    ]
+    assert netted([Bid(s, "sell", 300, 1100)], [Bid(s, "buy", 300, 1200)]) == []
+
+
+def test_house_and_car_puts_its_own_pv_into_the_car_before_selling_it() -> None:
+    v = _house_and_car_view((1000,) * 18 + (1000,) * 14 + (2400,) * 16, 10_000.0)
+    sold = {
+        name: sum(b.energy_wh for b in make_policy(name)(v) if b.side == "sell")
+        for name in ("soc-table", "house-and-car")
+    }
+    # the table alone sells the noon PV the car will need (and buys it back for the car at
+    # the tariff when it leaves); planned together, the car takes it
+    assert sold["house-and-car"] <= sold["soc-table"] - 5_000, sold
+
+
+def test_house_and_car_refuses_bad_options_naming_them() -> None:
+    with pytest.raises(InvalidInput, match="cheap_yen"):
+        make_policy("house-and-car", cheap_yen=101)
+    with pytest.raises(InvalidInput, match=r"table\[0\]"):
+        make_policy("house-and-car", table=[[30, None, 25.0]])
+    with pytest.raises(InvalidInput, match="forecast_prices"):
+        make_policy("house-and-car", forecast_prices="yes")

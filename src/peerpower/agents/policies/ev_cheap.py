@@ -47,21 +47,32 @@ def _windows(ev: StorageView, n: int) -> list[tuple[int, int]]:
 def own_pv(view: SiteView) -> list[float]:
     """What the car is forecast to take of the house's own surplus in each slot [Wh at the
     bus]: up to the charger's power and the room in the car, whose stored energy is followed
-    through the horizon (own PV in, trips out)."""
+    through the horizon (own PV in, trips out). A house battery takes the surplus first, as
+    the site's physics does (followed likewise: surplus in, the house's deficits out)."""
     n = len(view.slots)
-    ev = view.ev
+    ev, battery = view.ev, view.battery
     take = [0.0] * n
     if ev is None:
         return take
     stored = ev.stored_wh
+    held = 0.0 if battery is None else battery.stored_wh
     for k in range(n):
         if ev.trip_wh:
             stored = max(ev.min_wh, stored - ev.trip_wh[k])
+        surplus = float(max(0, view.pv_wh[k] - view.load_wh[k]))
+        if battery is not None:
+            eff = battery.efficiency
+            if surplus:
+                into = min(surplus, battery.charge_wh, max(0.0, battery.max_wh - held) / eff)
+                held += into * eff
+                surplus -= into
+            else:
+                draw = min(view.load_wh[k] - view.pv_wh[k], battery.discharge_wh)
+                held = max(battery.min_wh, held - draw / eff)
         if not ev.available(k):
             continue
-        surplus = max(0, view.pv_wh[k] - view.load_wh[k])
         room = max(0.0, (ev.max_wh - stored) / ev.efficiency)
-        take[k] = min(float(surplus), ev.charge_wh, room)
+        take[k] = min(surplus, ev.charge_wh, room)
         stored += take[k] * ev.efficiency
     return take
 
@@ -73,9 +84,31 @@ def ev_cheap_bids(
     surplus_yen: float | None,
     deficit_yen: float | None,
 ) -> list[Bid]:
+    take = own_pv(view)
+    buy = car_purchases(view, take, cheap_yen)
+    # the house as it is, less what the car takes of its surplus
+    house = replace(view, pv_wh=tuple(round(p - t) for p, t in zip(view.pv_wh, take, strict=True)))
+    premium = round(premium_yen * 100)
+    return no_storage(house, surplus_yen, deficit_yen, premium) + car_bids(view, buy, premium)
+
+
+def car_bids(view: SiteView, buy: dict[int, float], premium: int) -> list[Bid]:
+    """The car's purchases ``buy`` (slot index → Wh) as bids at the forecast price plus
+    ``premium`` [sen/kWh], never above the tariff."""
+    out = []
+    for k, want in sorted(buy.items()):
+        energy = view.lots(want)
+        if energy:
+            price = min(view.tariff_sen_per_kwh, view.prices_sen_per_kwh[k] + premium)
+            out.append(Bid(view.slots[k], "buy", energy, view.clamp_price(price)))
+    return out
+
+
+def car_purchases(view: SiteView, take: list[float], cheap_yen: float) -> dict[int, float]:
+    """What the car buys in each plugged slot [Wh at the bus] (see the module notes), given
+    what it takes of the house's own surplus in each (``take``)."""
     n = len(view.slots)
     ev = view.ev
-    take = own_pv(view)
     buy: dict[int, float] = {}
     if ev is not None:
         eff = ev.efficiency
@@ -117,16 +150,7 @@ def ev_cheap_bids(
                 buy[k] = want
                 need -= want * eff
                 room -= want * eff
-    # the house as it is, less what the car takes of its surplus
-    house = replace(view, pv_wh=tuple(round(p - t) for p, t in zip(view.pv_wh, take, strict=True)))
-    premium = round(premium_yen * 100)
-    out = no_storage(house, surplus_yen, deficit_yen, premium)
-    for k, want in sorted(buy.items()):
-        energy = view.lots(want)
-        if energy:
-            price = min(view.tariff_sen_per_kwh, view.prices_sen_per_kwh[k] + premium)
-            out.append(Bid(view.slots[k], "buy", energy, view.clamp_price(price)))
-    return out
+    return buy
 
 
 def _reserve(ev: StorageView, k: int) -> float:
