@@ -12,7 +12,7 @@ consumer-phev   –        –            PHEV 40 kWh  household 4,500 kWh/a  ev
 pv              4.5      –            –            household 4,500 kWh/a  soc-table
 pv-battery      5.0      7            –            household 4,500 kWh/a  soc-table
 pv-phev         5.0      –            PHEV 40 kWh  household 4,500 kWh/a  ev-cheap-charging
-pv-battery-phev 6.0      10           PHEV 40 kWh  family 6,000 kWh/a     house-and-car
+pv-battery-phev 6.0      10           PHEV 40 kWh  family 6,000 kWh/a     soc-table
 shop            10.0     –            –            shop 25,000 kWh/a      soc-table
 business        10.0     –            –            business 30,000 kWh/a  soc-table
 ============== ======== ============ ============ ====================== ===================
@@ -125,7 +125,6 @@ def _defaults(site_type: str) -> dict[str, Any]:
             "battery": BatteryConfig(capacity_wh=10_000, charge_w=4000, discharge_w=4000),
             "ev": phev,
             "driving": commute,
-            "policy": "house-and-car",
         },
         "shop": {"load": LoadConfig("shop", 25_000.0), "pv": PVConfig(capacity_kw=10.0)},
         "business": {

@@ -49,11 +49,18 @@ def own_pv(view: SiteView) -> list[float]:
     bus]: up to the charger's power and the room in the car, whose stored energy is followed
     through the horizon (own PV in, trips out). A house battery takes the surplus first, as
     the site's physics does (followed likewise: surplus in, the house's deficits out)."""
+    return pooled(view)[0]
+
+
+def pooled(view: SiteView) -> tuple[list[float], list[float]]:
+    """:func:`own_pv`, and what the house battery is forecast to hold after each slot [Wh]
+    (none: zeros)."""
     n = len(view.slots)
     ev, battery = view.ev, view.battery
     take = [0.0] * n
+    after = [0.0] * n
     if ev is None:
-        return take
+        return take, after
     stored = ev.stored_wh
     held = 0.0 if battery is None else battery.stored_wh
     for k in range(n):
@@ -69,12 +76,13 @@ def own_pv(view: SiteView) -> list[float]:
             else:
                 draw = min(view.load_wh[k] - view.pv_wh[k], battery.discharge_wh)
                 held = max(battery.min_wh, held - draw / eff)
+            after[k] = held
         if not ev.available(k):
             continue
         room = max(0.0, (ev.max_wh - stored) / ev.efficiency)
         take[k] = min(surplus, ev.charge_wh, room)
         stored += take[k] * ev.efficiency
-    return take
+    return take, after
 
 
 def ev_cheap_bids(
@@ -104,9 +112,13 @@ def car_bids(view: SiteView, buy: dict[int, float], premium: int) -> list[Bid]:
     return out
 
 
-def car_purchases(view: SiteView, take: list[float], cheap_yen: float) -> dict[int, float]:
+def car_purchases(
+    view: SiteView, take: list[float], cheap_yen: float, spare: list[float] | None = None
+) -> dict[int, float]:
     """What the car buys in each plugged slot [Wh at the bus] (see the module notes), given
-    what it takes of the house's own surplus in each (``take``)."""
+    what it takes of the house's own surplus in each (``take``) and, where the site has a
+    battery, what the battery can give it by the end of each slot (``spare`` [Wh into the
+    car]): a trip's need is bought only beyond that."""
     n = len(view.slots)
     ev = view.ev
     buy: dict[int, float] = {}
@@ -133,7 +145,7 @@ def car_purchases(view: SiteView, take: list[float], cheap_yen: float) -> dict[i
             # the least it may hold: back from a trip, plan for the worst
             stored = ev.min_wh if w > 0 or first > 0 else ev.stored_wh
             stored += own
-            need = _reserve(ev, last) - stored
+            need = _reserve(ev, last) - stored - (spare[last] if spare else 0.0)
             by_price = sorted(range(first, last + 1), key=lambda k: (view.prices_sen_per_kwh[k], k))
             room = ev.max_wh - fullest(first) - own
             for k in by_price:
