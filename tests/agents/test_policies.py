@@ -663,3 +663,22 @@ def test_house_and_car_refuses_bad_options_naming_them() -> None:
         make_policy("house-and-car", table=[[30, None, 25.0]])
     with pytest.raises(InvalidInput, match="forecast_prices"):
         make_policy("house-and-car", forecast_prices="yes")
+
+
+def test_optimizer_never_plans_to_sell_what_the_house_will_need_of_its_storage() -> None:
+    from dataclasses import replace
+
+    from peerpower.agents.policies.optimizer import plan
+
+    # 6 kWh stored, no PV, no load in view, dear now and cheaper later: without a need it
+    # sells all it holds above the floor (and plans to refill later); when the house will
+    # draw 4 kWh of it before its PV refills it (the controller's need_wh), only the rest
+    prices = (2500,) * 24 + (2000,) * 24
+    free = view(load=(0,) * 48, prices=prices, bat=battery(6000.0))
+    needed = replace(free, battery=replace(battery(6000.0), need_wh=(4000.0,) * 48))
+    _, sold_free, _, _ = plan(free, "economy", 5000.0, 0.0)
+    _, sold_needed, _, _ = plan(needed, "economy", 5000.0, 0.0)
+    assert sold_free.sum() == pytest.approx((6000.0 - 1000.0) * 0.95, abs=1e-3)
+    assert sold_needed.sum() <= (6000.0 - 1000.0 - 4000.0) * 0.95 + 1e-6
+    assert sold_needed.sum() > 0
+    assert make_policy("optimizer").uses_house_need  # the controller gives it the need

@@ -22,8 +22,8 @@ one without a car as ``soc-table``.
 Not the default of any type: on misono's PV + battery + PHEV home (10 seeds × 7 days) it saved
 −0.22 [−2.56, 2.12] yen a site-day where ``soc-table`` saves 2.43 [0.86, 3.99] (without the
 battery's spare counted for the car's trips: −1.18 [−4.03, 1.67]); on higashifuji's three,
-without the spare, 7.87 [−3.20, 18.94] against 12.31 [2.49, 22.12]. The intervals overlap, and why the joint
-plan does no better is not yet known.
+without the spare, 7.87 [−3.20, 18.94] against 12.31 [2.49, 22.12]. The intervals overlap,
+and why the joint plan does no better is not yet known.
 """
 
 from __future__ import annotations

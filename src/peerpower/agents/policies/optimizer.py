@@ -39,6 +39,8 @@ and imported at the tariff. Solved with HiGHS through ``scipy.optimize.linprog``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import linprog
 from scipy.sparse import lil_matrix
@@ -135,7 +137,14 @@ def plan(
     # storage holds above its floor now and its forecast PV surplus so far — energy bought in
     # the market (or imported) is never planned for resale, an arbitrage whose purchase may
     # not fill while its sale does
-    own = sum(max(0.0, u.stored_wh - u.min_wh) * u.efficiency for u in units)
+    # Stored energy the house is forecast to draw before its PV refills the storage (the
+    # controller's ``need_wh``) is not its own to sell either: sold on a point forecast, it
+    # left misono's battery homes short at night (10 seeds × 7 days: −10.88 yen a site-day
+    # with it, −6.93 without)
+    own = sum(
+        max(0.0, u.stored_wh - u.min_wh - (u.need_wh[0] if u.need_wh else 0.0)) * u.efficiency
+        for u in units
+    )
     surplus = np.cumsum(
         [max(0, pv - load) for pv, load in zip(view.pv_wh, view.load_wh, strict=True)]
     )
@@ -213,9 +222,21 @@ def optimizer(
     if not 0 <= premium_yen <= 100:
         raise InvalidInput("premium_yen", f"must be 0–100 yen/kWh, got {premium_yen}")
 
-    def policy(view: SiteView) -> list[Bid]:
+    return Optimizer(mode, depth_kwh * 1000, premium_yen, renewable_weight_yen)
+
+
+@dataclass(frozen=True, slots=True)
+class Optimizer:
+    uses_house_need = True  # the battery's need, over the whole horizon, from the controller
+
+    mode: str
+    depth_wh: float
+    premium_yen: float
+    renewable_weight_yen: float
+
+    def __call__(self, view: SiteView) -> list[Bid]:
         _unit_ok(view.battery)
         _unit_ok(view.ev)
-        return optimizer_bids(view, mode, depth_kwh * 1000, premium_yen, renewable_weight_yen)
-
-    return policy
+        return optimizer_bids(
+            view, self.mode, self.depth_wh, self.premium_yen, self.renewable_weight_yen
+        )
