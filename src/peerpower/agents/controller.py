@@ -839,11 +839,12 @@ class Controller:
         """Slot ``k``'s prior of its net position's error (the sky's and the load's) for a
         surplus and for a deficit, worked out when a policy asks."""
 
+        days = {s.day: (self._clear.get(s.day), self._sky(s.day)[1]) for s in slots}
+
         def prior(k: int) -> Priors:
             slot = slots[k]
-            clear = self._clear.get(slot.day)
-            c = clear[slot.index] if clear is not None else 0.0
-            return slot_prior(load[k], c, self._sky(slot.day)[1])
+            clear, sky = days[slot.day]
+            return slot_prior(load[k], clear[slot.index] if clear is not None else 0.0, sky)
 
         return prior
 
