@@ -431,3 +431,45 @@ def test_a_dark_day_after_a_sunny_one_is_believed_by_mid_morning() -> None:
     after = range(20, 32)
     missed = [sum(abs(f[k] - truth[k]) for k in after) for f in (persistence, morning, now)]
     assert missed[0] > missed[1] > 5 * missed[2], missed
+
+
+def test_a_pv_site_sizes_on_its_sky_and_forecasts_from_yesterday_s_kind() -> None:
+    from peerpower.agents.sky import day_sky, slot_prior
+    from peerpower.devices.weather import kind_of
+
+    c = controller("pv", seed=4)
+    run_days(c, 1)
+    second = DAY + timedelta(days=1)
+    kind = kind_of(c.clearness)
+    level, sky = day_sky(second.month, kind)
+    now = datetime(second.year, second.month, second.day, tzinfo=JST) - timedelta(minutes=10)
+    v = c.view(now)
+    clear = c._clear[second]
+    # the morning's forecast is the climate's after a day of yesterday's kind
+    assert list(c._forecast_day(second)[0]) == [math.floor(x * level) for x in clear]
+    # and each slot's prior is its load's error and that sky's at the slot's clear sky
+    assert v.priors is not None
+    for k in (16, 24, 30):
+        got = v.priors(k)
+        want = slot_prior(v.load_wh[k], clear[v.slots[k].index], sky)
+        assert [x * got[0].scale for x in got[0].values] == [
+            x * want[0].scale for x in want[0].values
+        ]
+        assert got[0].values[0] * got[0].scale < -0.25 * clear[v.slots[k].index] or kind != "sunny"
+    assert controller("consumer").view(now).priors is None
+
+
+def test_sure_wh_sizes_a_deficit_on_the_deficit_s_prior() -> None:
+    from peerpower.agents.policy import SiteView
+    from peerpower.agents.sizing import buy_ratio, sure_lots
+    from peerpower.agents.sky import day_sky, slot_prior
+
+    _, sky = day_sky(9, "sunny")
+    surplus, deficit = slot_prior(300.0, 1500.0, sky)
+    slot = Slot(DAY, 24)
+    v = SiteView("s", (slot,), (200,), (900,), (2000,), priors=lambda k: (surplus, deficit))
+    ratio = buy_ratio(2000, v.tariff_sen_per_kwh, v.imbalance_sen_per_kwh)
+    got = v.sure_wh(0, -700, 2000)
+    assert got == sure_lots(700, deficit, 100, ratio, deficit, 1.0, 7)
+    # the skewed sky makes the two sides differ: a surplus's prior would size it otherwise
+    assert got != sure_lots(700, surplus, 100, ratio, surplus, 1.0, 7)

@@ -177,8 +177,10 @@ class Controller:
     _clear: dict[date, list[float]] = field(init=False, default_factory=dict)
     # (day, clear-sky Wh seen, PV Wh measured, sunlit slots measured)
     _today: tuple[date, float, float, int] = field(init=False, default=(date.min, 0.0, 0.0, 0))
-    # the kind of the last day measured (None: none yet), what the sky's forecast starts from
+    # the kind of the last day measured (None: none yet) and that day: the sky's forecast
+    # starts from it
     _yesterday: str | None = field(init=False, default=None)
+    _measured_day: date = field(init=False, default=date.min)
     # per slot not yet delivered: the forecast net position its latest orders rested on [Wh]
     _traded: dict[Slot, int] = field(init=False, default_factory=dict)
     _rounds: int = field(init=False, default=0)
@@ -237,7 +239,7 @@ class Controller:
             measured = clearness(self.pv_data[yesterday], clear_sky_wh(s.pv, yesterday))
             if measured is not None:
                 self.clearness = measured
-                self._yesterday = kind_of(measured)
+                self._yesterday, self._measured_day = kind_of(measured), yesterday
         self._forecasts.clear()
 
     def _replay_errors(self, before: date) -> None:
@@ -303,7 +305,7 @@ class Controller:
             clear = self._clear.get(day)
             if clear is None:
                 clear = self._clear[day] = [float(x) for x in clear_sky_wh(s.pv, day)]
-            level, _ = day_sky(day.month, self._yesterday)
+            level, _ = self._sky(day)
             pv = [math.floor(c * level) for c in clear]
         history = [x for _, x in self.load_history]
         dates = [d for d, _ in self.load_history]
@@ -830,10 +832,13 @@ class Controller:
     def _sky(self, day: date) -> tuple[float, ErrorDist]:
         """``day``'s clearness level as forecast now, and the error of that forecast [-]."""
         today, seen, measured, sunlit = self._today
+        steps = 1
+        if self._yesterday is not None:
+            steps = min(366, max(1, (day - self._measured_day).days))
         if today == day and sunlit:
             centi = round(100 * min(1.0, measured / seen))
-            return day_sky(day.month, self._yesterday, centi, sunlit)
-        return day_sky(day.month, self._yesterday)
+            return day_sky(day.month, self._yesterday, centi, sunlit, steps)
+        return day_sky(day.month, self._yesterday, 0, 0, steps)
 
     def _priors(self, slots: tuple[Slot, ...], load: list[int]) -> Callable[[int], Priors]:
         """Slot ``k``'s prior of its net position's error (the sky's and the load's) for a
@@ -857,7 +862,7 @@ class Controller:
             measured = clearness(pv, self._clear.get(day) or clear_sky_wh(s.pv, day))
             if measured is not None:
                 self.clearness = measured
-                self._yesterday = kind_of(measured)
+                self._yesterday, self._measured_day = kind_of(measured), day
         self.load_history.append((day, tuple(load)))
         del self.load_history[:-14]
         self.sky = self.weather.day(day).mean_clearness

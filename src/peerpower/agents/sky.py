@@ -7,9 +7,10 @@ chances of each kind tomorrow and the range of levels each kind has
 (:func:`~peerpower.devices.weather.next_day_levels`, 40 equally likely levels) — what a year of
 the site's own readings would have taught it. Each slot it measures then weighs those levels by
 how likely the day's measured clearness so far is under each (Bayes' rule; the measured mean of
-``n`` slots varies around the level with the variance of an AR(1) mean,
-``σ² (1 + φ) / ((1 − φ) n)``, σ and φ of the level's kind). The forecast is the weighted mean
-level; the forecast's error is the spread of the levels about it.
+``n`` slots varies around the level with the variance of the mean of ``n`` values of an AR(1),
+σ and φ of the level's kind). The forecast is the weighted mean level; the forecast's error
+is the spread of the levels about it and a slot's own variation about its day's level. Days
+further ahead than tomorrow follow the chain's power.
 
 Assumed: the controller knows the simulator's climate model (the chain of day kinds and each
 kind's ranges), as a controller at a real site would learn its own from its history; with
@@ -28,18 +29,21 @@ from peerpower.devices.weather import DAY_KINDS, kind_of, monthly_mix, next_day_
 
 #: Buckets of the load's share of a slot's prior spread (see :func:`slot_prior`).
 SHARE_BUCKETS = 20
-# the standard normal at (i + 0.5) / 10: the load error's shape in the mix
+# the standard normal at (i + 0.5) / n: the shape of a slot's own variation (n = 10) and of
+# the load's error (n = 40, as :meth:`~peerpower.agents.sizing.ErrorDist.prior`)
 _Z10 = tuple(NormalDist().inv_cdf((i + 0.5) / 10) for i in range(10))
+_Z40 = tuple(NormalDist().inv_cdf((i + 0.5) / 40) for i in range(40))
 # AR(1) per kind, as the weather model draws slots around the day's level (sigma, phi)
 _SLOT_NOISE = {"sunny": (0.03, 0.7), "cloudy": (0.10, 0.8), "rainy": (0.04, 0.8)}
 _LEVELS = 40
 
 
 @lru_cache(maxsize=64)
-def _levels(month: int, kind: str | None) -> tuple[float, ...]:
-    """Day levels after a day of ``kind``; ``None``: no day measured yet, the month's mix."""
+def _levels(month: int, kind: str | None, steps: int) -> tuple[float, ...]:
+    """Day levels ``steps`` days after a day of ``kind``; ``None``: no day measured yet, the
+    month's mix."""
     if kind is not None:
-        return next_day_levels(month, kind, _LEVELS)
+        return next_day_levels(month, kind, _LEVELS, steps)
     mix = monthly_mix(month)
     # the mix as the row of a chain that forgets the day before: weight each kind's levels
     parts = [(p, next_day_levels(month, k, _LEVELS)) for p, k in zip(mix, DAY_KINDS, strict=True)]
@@ -60,35 +64,46 @@ def _weighted_quantiles(values: list[float], weights: list[float]) -> tuple[floa
     return tuple(out)
 
 
+def _mean_variance(sigma: float, phi: float, n: int) -> float:
+    """Variance of the mean of ``n`` consecutive values of a stationary AR(1) [-²]."""
+    lagged = sum((1 - k / n) * phi**k for k in range(1, n))
+    return sigma * sigma * (1 + 2 * lagged) / n
+
+
 @lru_cache(maxsize=8192)
 def day_sky(
-    month: int, yesterday: str | None, measured_centi: int = 0, slots: int = 0
+    month: int, yesterday: str | None, measured_centi: int = 0, slots: int = 0, steps: int = 1
 ) -> tuple[float, ErrorDist]:
-    """The day's clearness level as the controller believes it: the forecast level [-] and the
-    error distribution of the truth about it [-], after a day of kind ``yesterday`` (None:
+    """The day's clearness as the controller believes it: the forecast level [-] and the
+    error distribution of a slot's clearness about it [-] (the day's level and the slot's own
+    variation about the level), ``steps`` days after a day of kind ``yesterday`` (None:
     unknown) in ``month``, having measured a mean clearness of ``measured_centi`` / 100 over
-    ``slots`` sunlit slots today (0: nothing yet)."""
-    levels = list(_levels(month, yesterday))
+    ``slots`` sunlit slots of the day (0: nothing yet)."""
+    levels = list(_levels(month, yesterday, steps))
     weights = [1.0] * len(levels)
     if slots > 0:
         m = measured_centi / 100
         logs = []
         for level in levels:
-            sigma, phi = _SLOT_NOISE[kind_of(level)]
-            var = sigma * sigma * (1 + phi) / ((1 - phi) * slots)
+            var = _mean_variance(*_SLOT_NOISE[kind_of(level)], slots)
             logs.append(-((m - level) ** 2) / (2 * var) - 0.5 * math.log(var))
         top = max(logs)
         weights = [math.exp(x - top) for x in logs]
     total = sum(weights)
     mean = sum(w * v for w, v in zip(weights, levels, strict=True)) / total
-    spread = _weighted_quantiles([v - mean for v in levels], weights)
+    pairs = sorted(
+        (v - mean + _SLOT_NOISE[kind_of(v)][0] * z, w)
+        for v, w in zip(levels, weights, strict=True)
+        for z in _Z10
+    )
+    spread = _weighted_quantiles([v for v, _ in pairs], [w for _, w in pairs])
     return mean, ErrorDist(spread)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=4096)
 def _mixed(sky: ErrorDist, bucket: int) -> tuple[ErrorDist, ErrorDist]:
     share = bucket / SHARE_BUCKETS  # of the load's error in the slot's spread
-    values = sorted(share * z + (1 - share) * e for z in _Z10 for e in sky.values)
+    values = sorted(share * z + (1 - share) * e for z in _Z40 for e in sky.values)
     k = len(values) // _LEVELS
     shape = ErrorDist(tuple(sum(values[i * k : (i + 1) * k]) / k for i in range(_LEVELS)))
     return shape, shape.negated()

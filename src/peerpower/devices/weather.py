@@ -200,11 +200,12 @@ def kind_of(clearness: float) -> str:
 
 
 @lru_cache(maxsize=256)
-def next_day_levels(month: int, kind: str, n: int = 40) -> tuple[float, ...]:
+def next_day_levels(month: int, kind: str, n: int = 40, steps: int = 1) -> tuple[float, ...]:
     """The climate's answer to "how clear will tomorrow be?" after a day of ``kind``: ``n``
     equally likely day levels [-] of a day in ``month``, the quantiles at (i + 0.5) / n of
     the mixture of the kinds' level ranges (:func:`draw_clearness`) weighted by the chain's
-    row for ``kind`` (:func:`transition_matrix`).
+    row for ``kind`` (:func:`transition_matrix`); ``steps`` days on (the day after tomorrow:
+    2), by the chain's power, the same form with persistence ``p ** steps``.
 
     A forecaster that knows its site's climate — as a year of the site's own readings shows
     it — knows this much beyond "like yesterday": after a sunny September day, one day in
@@ -214,7 +215,9 @@ def next_day_levels(month: int, kind: str, n: int = 40) -> tuple[float, ...]:
         raise InvalidInput("n", f"must be 1–1000, got {n!r}")
     if kind not in _CLEARNESS_MODEL:
         raise InvalidInput("kind", f"must be one of {', '.join(DAY_KINDS)}, got {kind!r}")
-    row = transition_matrix(month)[DAY_KINDS.index(kind)]
+    if not 1 <= steps <= 366:
+        raise InvalidInput("steps", f"must be 1–366 days, got {steps!r}")
+    row = transition_matrix(month, PERSISTENCE**steps)[DAY_KINDS.index(kind)]
     parts = [(float(p), *_CLEARNESS_MODEL[k][:2]) for p, k in zip(row, DAY_KINDS, strict=True)]
 
     def cdf(x: float) -> float:
