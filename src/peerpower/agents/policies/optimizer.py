@@ -140,9 +140,13 @@ def plan(
     # Stored energy the house is forecast to draw before its PV refills the storage (the
     # controller's ``need_wh``) is not its own to sell either: sold on a point forecast, it
     # left misono's battery homes short at night (10 seeds × 7 days: −10.88 yen a site-day
-    # with it, −6.93 without)
+    # with it; −4.39 without it and the first slot's deficit)
+    # (``need_wh[0]`` is what it needs after the first slot; the first slot's own deficit
+    # comes on top)
+    first = max(0, view.load_wh[0] - view.pv_wh[0]) if n else 0
     own = sum(
-        max(0.0, u.stored_wh - u.min_wh - (u.need_wh[0] if u.need_wh else 0.0)) * u.efficiency
+        max(0.0, u.stored_wh - u.min_wh - (u.need_wh[0] + first if u.need_wh else 0.0))
+        * u.efficiency
         for u in units
     )
     surplus = np.cumsum(
