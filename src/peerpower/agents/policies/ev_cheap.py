@@ -94,10 +94,16 @@ def ev_cheap_bids(
 ) -> list[Bid]:
     take = own_pv(view)
     buy = car_purchases(view, take, cheap_yen)
-    # the house as it is, less what the car takes of its surplus
-    house = replace(view, pv_wh=tuple(round(p - t) for p, t in zip(view.pv_wh, take, strict=True)))
     premium = round(premium_yen * 100)
+    house = without_car(view, take)
     return no_storage(house, surplus_yen, deficit_yen, premium) + car_bids(view, buy, premium)
+
+
+def without_car(view: SiteView, take: list[float]) -> SiteView:
+    """The house as it is, less what the car takes of its surplus (``take``, :func:`own_pv`),
+    and without the car."""
+    pv = tuple(round(p - t) for p, t in zip(view.pv_wh, take, strict=True))
+    return replace(view, pv_wh=pv, ev=None)
 
 
 def car_bids(view: SiteView, buy: dict[int, float], premium: int) -> list[Bid]:

@@ -29,9 +29,15 @@ and why the joint plan does no better is not yet known.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from peerpower.agents.policies.ev_cheap import car_bids, car_purchases, ev_cheap_bids, pooled
+from peerpower.agents.policies.ev_cheap import (
+    car_bids,
+    car_purchases,
+    ev_cheap_bids,
+    pooled,
+    without_car,
+)
 from peerpower.agents.policies.soc_table import SocTable, soc_table
 from peerpower.agents.policy import Bid, Policy, SiteView, register
 from peerpower.errors import InvalidInput
@@ -63,14 +69,9 @@ class HouseAndCar:
             * ev.efficiency
             for k, h in enumerate(held)
         ]
-        premium = round(self.table.premium_yen * 100)
-        buys = car_bids(view, car_purchases(view, take, self.cheap_yen, spare), premium)
-        house = replace(
-            view,
-            pv_wh=tuple(round(p - t) for p, t in zip(view.pv_wh, take, strict=True)),
-            ev=None,
-        )
-        return netted(self.table(house), buys)
+        purchases = car_purchases(view, take, self.cheap_yen, spare)
+        buys = car_bids(view, purchases, self.table.premium_sen)
+        return netted(self.table(without_car(view, take)), buys)
 
 
 def netted(house: list[Bid], car: list[Bid]) -> list[Bid]:

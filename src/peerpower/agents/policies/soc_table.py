@@ -106,13 +106,14 @@ class SocTable:
                 raise InvalidInput(name, f"must be 0–100 yen/kWh, got {price}")
 
     @property
-    def _premium(self) -> int:
+    def premium_sen(self) -> int:
+        """``premium_yen`` [sen/kWh]."""
         return round(self.premium_yen * 100)
 
     def __call__(self, view: SiteView) -> list[Bid]:
         storage = view.battery if view.battery is not None else view.ev
         if storage is None:
-            return no_storage(view, self.surplus_yen, self.deficit_yen, self._premium)
+            return no_storage(view, self.surplus_yen, self.deficit_yen, self.premium_sen)
         out: list[Bid] = []
         net = net_position(view)
         # need[k + 1]: what the house will draw after slot k (given, or from this view)
@@ -134,7 +135,7 @@ class SocTable:
             for soc, sell, buy, amount_kwh in self.rows
         ]
         first = rows[0]
-        forecast, premium = view.prices_sen_per_kwh, self._premium
+        forecast, premium = view.prices_sen_per_kwh, self.premium_sen
         refill = None
         if self.forecast_prices:
             later = storage.later_surplus_price or later_surplus_prices(
@@ -147,7 +148,7 @@ class SocTable:
         for k, slot in enumerate(view.slots):
             if plugged and not plugged[k]:
                 out.extend(
-                    _no_storage_slot(view, k, self.surplus_yen, self.deficit_yen, self._premium)
+                    _no_storage_slot(view, k, self.surplus_yen, self.deficit_yen, self.premium_sen)
                 )
                 continue
             soc = 100.0 * stored / cap
